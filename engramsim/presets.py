@@ -1,0 +1,118 @@
+"""Presets are data: TOML files under hwmodels/, models/ and workloads/.
+
+This module finds a preset by name or path, parses it with a one-line error when it is
+malformed, and builds frozen dataclasses from TOML tables. A dataclass field declares the
+TOML key it comes from (with its unit in the name), the scale to SI, and its allowed range,
+so every check names the file, the key and the range.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from engramsim.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESET_DIRS = {
+    "hardware": ROOT / "hwmodels",
+    "model": ROOT / "models",
+    "workload": ROOT / "workloads",
+}
+
+
+def spec(key: str, scale: float = 1.0, lo: float | None = 0.0, lo_open: bool = True,
+         hi: float | None = None, default: Any = dataclasses.MISSING, kind: type = float):
+    """A dataclass field read from TOML key `key`, multiplied by `scale` into SI units.
+
+    `lo`/`hi` bound the TOML value; `lo_open` makes the lower bound exclusive (the default:
+    most quantities must be strictly positive).
+    """
+    meta = {"key": key, "scale": scale, "lo": lo, "lo_open": lo_open, "hi": hi, "kind": kind}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def preset_names(kind: str) -> list[str]:
+    return sorted(p.stem for p in PRESET_DIRS[kind].glob("*.toml"))
+
+
+def resolve(kind: str, name_or_path: str | Path) -> Path:
+    """A preset name (`h800`) or a path to a TOML file; an unknown name lists the known ones."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix == ".toml" or path.exists() or "/" in text:
+        if not path.is_file():
+            raise UserError(f"{kind} file not found: {text}")
+        return path
+    candidate = PRESET_DIRS[kind] / f"{text}.toml"
+    if not candidate.is_file():
+        known = ", ".join(preset_names(kind)) or "none"
+        raise UserError(f"unknown {kind} preset '{text}' (known: {known})")
+    return candidate
+
+
+def load_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: malformed TOML: {e}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def build(cls, table: Any, where: str):
+    """Build dataclass `cls` from a TOML table, validating keys, types and ranges."""
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: expected a table, got {type(table).__name__}")
+    fields = [f for f in dataclasses.fields(cls) if "key" in f.metadata]
+    known = {f.metadata["key"] for f in fields}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(known))})")
+    values = {}
+    for f in fields:
+        key = f.metadata["key"]
+        if key not in table:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise UserError(f"{where}: missing key '{key}'")
+            continue
+        values[f.name] = _convert(table[key], f.metadata, f"{where}: '{key}'")
+    return cls(**values)
+
+
+def _convert(value: Any, meta: dict, where: str):
+    kind = meta["kind"]
+    if kind is str:
+        if not isinstance(value, str) or not value:
+            raise UserError(f"{where} must be a non-empty string")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false")
+        return value
+    if kind is list:
+        if not isinstance(value, list) or not value:
+            raise UserError(f"{where} must be a non-empty list")
+        return tuple(_number(v, meta, where, int) for v in value)
+    return _number(value, meta, where, kind) * meta["scale"] if meta["scale"] != 1 else _number(value, meta, where, kind)
+
+
+def _number(value: Any, meta: dict, where: str, kind: type):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{where} must be a number, got {value!r}")
+    if kind is int and (isinstance(value, float) and not value.is_integer()):
+        raise UserError(f"{where} must be a whole number, got {value!r}")
+    if not math.isfinite(value):
+        raise UserError(f"{where} must be finite, got {value!r}")
+    lo, hi = meta["lo"], meta["hi"]
+    if lo is not None and (value < lo or (meta["lo_open"] and value == lo)):
+        op = ">" if meta["lo_open"] else ">="
+        raise UserError(f"{where} must be {op} {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise UserError(f"{where} must be <= {hi}, got {value!r}")
+    return int(value) if kind is int else float(value)
