@@ -33,6 +33,9 @@ class GPU:
     # Fixed cost of one engine step: scheduling, sampling, launches (CUDA-graph replay).
     step_overhead_s: float = spec("step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, lo=0, lo_open=False, default=5.0)
+    # Host-side work an engine thread does per step for the Engram lookup (building index
+    # tensors, launching the gather and copy) before it can launch the forward pass.
+    engram_step_overhead_s: float = spec("engram_step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,10 @@ class Link:
     kind: str = spec("kind", kind=str)
     h2d_Bps: float = spec("h2d_GBps", scale=GB)
     d2h_Bps: float = spec("d2h_GBps", scale=GB)
+    # Fixed cost of one DMA copy: launch, descriptor setup and completion.
     latency_s: float = spec("latency_us", scale=US)
+    # Round trip of one zero-copy read request from the GPU to host memory and back.
+    read_round_trip_s: float = spec("read_round_trip_us", scale=US, default=1.5)
     # Zero-copy reads: each request carries `read_request_bytes` of payload plus per-packet
     # overhead, and at most `max_outstanding_reads` can be in flight over one round trip.
     read_request_bytes: int = spec("read_request_bytes", kind=int, default=128)

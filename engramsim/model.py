@@ -112,6 +112,9 @@ class Backbone:
     moe_intermediate_size: int = spec("moe_intermediate_size", lo=0, lo_open=False, kind=int, default=0)
     first_dense_layers: int = spec("first_dense_layers", lo=0, lo_open=False, kind=int, default=0)
     tie_embeddings: bool = spec("tie_embeddings", kind=bool, default=False)
+    # Hyper-connection branches (deepseek-ai/Engram BackBoneConfig.hc_mult; 1 = none). The
+    # Engram fusion has one key projection, norm pair and conv group per branch.
+    hc_mult: int = spec("hc_mult", kind=int, default=1)
 
     def __post_init__(self):
         where = "backbone"

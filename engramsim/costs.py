@@ -1,0 +1,133 @@
+"""Pure cost functions: how long a piece of work takes on given hardware.
+
+Nothing here knows about time passing or about other work running; the simulator composes
+these numbers and the shared-resource model (engramsim.sim.flows) divides bandwidth. Every
+function takes all it needs as arguments and returns seconds, bytes, or a small breakdown.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from engramsim.hardware import CXL, GPU, Host, Link
+from engramsim.model import Backbone, EngramSpec
+
+CACHE_LINE_BYTES = 64
+GPU_SECTOR_BYTES = 32
+
+
+def roofline_s(gpu: GPU, flops: float, hbm_bytes: float) -> float:
+    """A kernel is bound by whichever of math or memory takes longer at achievable rates."""
+    return max(flops / (gpu.bf16_flops * gpu.matmul_efficiency),
+               hbm_bytes / (gpu.hbm_bw_Bps * gpu.hbm_efficiency))
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """What one engine step computes: `tokens` new tokens for `seqs` sequences, attending over
+    `attn_pairs` (query, key) pairs and reading `kv_read_tokens` cached tokens per layer."""
+    tokens: int
+    seqs: int
+    attn_pairs: float
+    kv_read_tokens: float
+    prefill: bool
+
+
+def experts_touched(n_experts: int, n_active: int, tokens: int) -> float:
+    """Expected distinct routed experts hit by `tokens` tokens choosing `n_active` each
+    (uniform routing): the weights a MoE layer must read from HBM."""
+    if n_experts == 0:
+        return 0.0
+    return n_experts * -math.expm1(tokens * math.log1p(-n_active / n_experts))
+
+
+@dataclass(frozen=True)
+class StepCompute:
+    """Per-layer compute times of one step on one GPU of a `tp`-way tensor-parallel replica."""
+    dense_layer_s: float
+    moe_layer_s: float
+    head_s: float
+
+    def layers_s(self, bb: Backbone, start: int, stop: int) -> float:
+        """Compute time of layers [start, stop)."""
+        dense = max(0, min(stop, bb.n_dense_layers) - start) if bb.is_moe else stop - start
+        return dense * self.dense_layer_s + (stop - start - dense) * self.moe_layer_s
+
+
+def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int) -> StepCompute:
+    wb = bb.weight_bytes_per_param
+    kv_layer = bb.kv_bytes_per_token_per_layer
+    attn_flops = 4.0 * bb.n_heads * bb.attn_dim * shape.attn_pairs
+    kv_bytes = (shape.kv_read_tokens + shape.tokens) * kv_layer
+
+    def layer_s(mlp_active_params: float, mlp_read_params: float) -> float:
+        flops = 2.0 * shape.tokens * (bb.attn_params + mlp_active_params) + attn_flops
+        hbm = (bb.attn_params + mlp_read_params) * wb + kv_bytes
+        return roofline_s(gpu, flops / tp, hbm / tp)
+
+    dense = layer_s(bb.dense_mlp_params, bb.dense_mlp_params) if bb.n_dense_layers else 0.0
+    moe = 0.0
+    if bb.is_moe:
+        shared = bb.n_shared_experts * bb.expert_params
+        active = shared + bb.n_active_experts * bb.expert_params
+        touched = shared + experts_touched(bb.n_routed_experts, bb.n_active_experts, shape.tokens) * bb.expert_params
+        moe = layer_s(active, touched)
+    # The LM head runs only on the last position of each sequence.
+    head = roofline_s(gpu, 2.0 * shape.seqs * bb.hidden_size * bb.vocab_size / tp,
+                      bb.hidden_size * bb.vocab_size * wb / tp)
+    return StepCompute(dense, moe, head)
+
+
+def engram_module_s(gpu: GPU, bb: Backbone, spec: EngramSpec, tokens: int, tp: int) -> float:
+    """The Engram fusion at one layer (deepseek-ai/Engram `Engram.forward`): one value and
+    `hc_mult` key projections of the memory vector to the hidden size, the RMSNorm'd scalar
+    gates, and the depthwise causal convolution over hc_mult x hidden channels."""
+    hc = bb.hc_mult
+    params = (1 + hc) * spec.memory_dim * bb.hidden_size + spec.kernel_size * hc * bb.hidden_size
+    flops = 2.0 * tokens * params
+    # Activations: the memory vector in, and ~6 passes over tokens x hc x hidden (norms, gate, conv).
+    hbm = params * bb.weight_bytes_per_param + tokens * (spec.memory_dim + 6 * hc * bb.hidden_size) * 2
+    return gpu.kernel_launch_s + roofline_s(gpu, flops / tp, hbm / tp)
+
+
+def hbm_gather_s(gpu: GPU, rows: float, row_bytes: int) -> float:
+    """Gather `rows` random rows from an HBM-resident table: whole 32-byte sectors move."""
+    moved = rows * math.ceil(row_bytes / GPU_SECTOR_BYTES) * GPU_SECTOR_BYTES
+    return gpu.kernel_launch_s + moved / (gpu.hbm_bw_Bps * gpu.gather_efficiency)
+
+
+def lines_per_row_bytes(row_bytes: int) -> float:
+    """DRAM bytes a CPU or device read of one random row really moves (whole cache lines)."""
+    return math.ceil(row_bytes / CACHE_LINE_BYTES) * CACHE_LINE_BYTES / row_bytes
+
+
+def zero_copy_wire_factor(link: Link, row_bytes: int) -> float:
+    """Link bytes per useful byte for zero-copy row reads, relative to a bulk DMA copy.
+
+    Each row is split into read requests of `read_request_bytes`, each completion carrying
+    packet overhead; a bulk copy (which achieves `h2d_Bps`) uses full-size packets too, so the
+    ratio of the two overheads is what zero-copy loses on the wire.
+    """
+    req = link.read_request_bytes
+    per_row = math.ceil(row_bytes / req) * link.packet_overhead_bytes + math.ceil(row_bytes / GPU_SECTOR_BYTES) * GPU_SECTOR_BYTES
+    bulk = (req + link.packet_overhead_bytes) / req
+    return per_row / row_bytes / bulk
+
+
+def zero_copy_cap_Bps(link: Link, row_bytes: int, extra_latency_s: float = 0.0) -> float:
+    """Little's law: outstanding reads x payload / round trip caps one GPU's zero-copy rate."""
+    in_flight_bytes = link.max_outstanding_reads * min(row_bytes, link.read_request_bytes)
+    return in_flight_bytes / (link.read_round_trip_s + extra_latency_s)
+
+
+def cpu_gather_rows_per_s(host: Host, latency_s: float) -> float:
+    """Rows one CPU thread gathers per second from memory of the given latency."""
+    return host.gather_mlp / latency_s
+
+
+def hash_s(host: Host, tokens: int, engram_layers: int) -> float:
+    return tokens * engram_layers * host.hash_s_per_token
+
+
+def memory_tier_latency_s(host: Host, cxl: CXL | None, tier_memory: str) -> float:
+    return cxl.total_latency_s if tier_memory == "cxl" else host.dram_latency_s

@@ -1,0 +1,59 @@
+"""Rich rendering of simulation reports."""
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+
+def _ms(x) -> str:
+    return "-" if x is None else f"{1e3 * x:,.1f}"
+
+
+def _num(x, fmt="{:,.0f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def render_sim_report(report):
+    yield Text.assemble(("engramsim simulate", "bold"), f"  model {report.model} · hw {report.hardware} · "
+                        f"workload {report.workload} · {report.gpus} GPU(s), TP {report.tp} · seed {report.seed} · "
+                        f"prefetch {'on' if report.prefetch else 'off'}")
+    yield Text(f"fetch volume from: {report.rows_source}", style="dim")
+    yield Text(f"no-Engram baseline: {report.baseline_tok_s:,.1f} output tok/s "
+               f"(TTFT p50 {_ms(report.baseline['ttft_p50_s'])} ms, TPOT p50 {_ms(report.baseline['tpot_p50_s'])} ms)")
+    yield placement_table(report)
+    yield resource_table(report)
+
+
+def placement_table(report) -> Table:
+    t = Table(title="Engram table placements", title_justify="left", header_style="bold")
+    for col, just in [("tier", "left"), ("fits", "center"), ("tok/s", "right"), ("overhead", "right"),
+                      ("TTFT p50/p99 ms", "right"), ("TPOT p50/p99 ms", "right"), ("stall s", "right"),
+                      ("KV tokens", "right"), ("what bounds it", "left")]:
+        t.add_column(col, justify=just, overflow="fold")
+    for r in report.runs:
+        if not r.fits:
+            t.add_row(r.tier, "[red]no[/]", "-", "-", "-", "-", "-", _num(r.kv_tokens_per_replica),
+                      Text(r.bound, style="red"))
+            continue
+        style = "green" if r.overhead_pct < 3 else ("yellow" if r.overhead_pct < 10 else "red")
+        t.add_row(r.tier, "yes", _num(r.throughput_tok_s, "{:,.1f}"), Text(f"{r.overhead_pct:+.2f}%", style=style),
+                  f"{_ms(r.ttft_p50_s)} / {_ms(r.ttft_p99_s)}", f"{_ms(r.tpot_p50_s)} / {_ms(r.tpot_p99_s)}",
+                  _num(r.stall_s, "{:.3f}"), _num(r.kv_tokens_per_replica), r.bound)
+    return t
+
+
+def resource_table(report) -> Table:
+    t = Table(title="Shared resources: moved / mean utilisation", title_justify="left", header_style="bold")
+    kinds = sorted({k for r in report.runs for k in r.resources})
+    t.add_column("tier")
+    for kind in kinds:
+        t.add_column(kind, justify="right")
+    for r in report.runs:
+        if not r.fits:
+            continue
+        cells = []
+        for kind in kinds:
+            row = r.resources.get(kind)
+            cells.append("-" if row is None else f"{row['moved']:,.1f} {row['unit']} / {100 * row['utilization']:.1f}%")
+        t.add_row(r.tier, *cells)
+    return t

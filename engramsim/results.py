@@ -1,0 +1,125 @@
+"""Simulation results: dataclasses that feed every writer (rich console, JSON)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+RESOURCE_UNITS = {"B": "GB", "op": "Mops", "thread-s": "thread-s"}
+UNIT_SCALE = {"B": 1e-9, "op": 1e-6, "thread-s": 1.0}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    tier: str
+    fits: bool
+    problems: list[str]
+    throughput_tok_s: float | None = None
+    baseline_tok_s: float | None = None
+    overhead_pct: float | None = None
+    ttft_p50_s: float | None = None
+    ttft_p99_s: float | None = None
+    tpot_p50_s: float | None = None
+    tpot_p99_s: float | None = None
+    stall_s: float | None = None
+    prefill_stall_s: float | None = None
+    makespan_s: float | None = None
+    output_tokens: int | None = None
+    steps: int | None = None
+    preemptions: int | None = None
+    kv_tokens_per_replica: int = 0
+    hbm_GiB_per_gpu: dict = field(default_factory=dict)
+    hbm_cache_GiB: float = 0.0
+    hbm_hit_rate: float | None = None
+    fetched_rows: float | None = None
+    resources: dict = field(default_factory=dict)
+    bound: str = ""
+
+    @classmethod
+    def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario) -> "RunResult":
+        common = dict(tier=placement.tier, fits=plan.fits, problems=list(plan.problems),
+                      kv_tokens_per_replica=plan.kv_tokens_per_replica, hbm_GiB_per_gpu=plan.hbm_GiB,
+                      hbm_cache_GiB=placement.hbm_cache_bytes / 2**30, baseline_tok_s=baseline_tok_s)
+        if raw is None:
+            return cls(**common, bound="does not fit: " + "; ".join(plan.problems))
+        s = summarize(raw)
+        st = raw.stats
+        looked_up = st.fetched_rows + st.hit_rows
+        replicas = scenario.gpus // scenario.tp
+        return cls(**common, **s,
+                   overhead_pct=100.0 * (baseline_tok_s - s["throughput_tok_s"]) / baseline_tok_s,
+                   stall_s=st.stall_s, prefill_stall_s=st.prefill_stall_s, steps=st.steps,
+                   preemptions=raw.preemptions,
+                   hbm_hit_rate=st.hit_rows / looked_up if looked_up and placement.tier != "hbm" else None,
+                   fetched_rows=st.fetched_rows, resources=resource_table(raw),
+                   bound=describe_bound(placement.tier, st.stall_s, raw.makespan_s * replicas, raw.limited_s,
+                                        scenario.prefetch))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(raw) -> dict:
+    first = np.array([q.first_token_s - q.arrival_s for q in raw.seqs])
+    tpot = np.array([(q.finish_s - q.first_token_s) / (q.out - 1) for q in raw.seqs if q.out > 1])
+    out = sum(q.out for q in raw.seqs)
+    pct = lambda a, p: float(np.percentile(a, p)) if len(a) else None
+    return dict(throughput_tok_s=out / raw.makespan_s, makespan_s=raw.makespan_s, output_tokens=out,
+                ttft_p50_s=pct(first, 50), ttft_p99_s=pct(first, 99),
+                tpot_p50_s=pct(tpot, 50), tpot_p99_s=pct(tpot, 99))
+
+
+def resource_table(raw) -> dict:
+    """Per resource kind: what it carried and its mean utilisation over the run."""
+    table: dict[str, dict] = {}
+    for r in raw.resources:
+        row = table.setdefault(r.kind, {"unit": r.unit, "moved": 0.0, "capacity": 0.0})
+        row["moved"] += r.units
+        row["capacity"] += r.capacity
+    return {kind: {"moved": row["moved"] * UNIT_SCALE[row["unit"]], "unit": RESOURCE_UNITS[row["unit"]],
+                   "utilization": row["moved"] / (row["capacity"] * raw.makespan_s)}
+            for kind, row in table.items() if row["moved"] > 0}
+
+
+def describe_bound(tier: str, stall_s: float, gpu_time_s: float, limited_s: dict, prefetch: bool) -> str:
+    share = stall_s / gpu_time_s if gpu_time_s else 0.0
+    if tier == "hbm":
+        return "in-HBM gather at the Engram layer; no host traffic"
+    limiter = max(limited_s, key=limited_s.get) if limited_s else "latency"
+    mode = "fetch hidden by prefetch" if prefetch else "synchronous fetch"
+    if share < 0.005:
+        return f"compute-bound; {mode} (fetches limited by {limiter})"
+    return f"stalled {100 * share:.1f}% of GPU time; fetches limited by {limiter}" + ("" if prefetch else " (synchronous)")
+
+
+@dataclass(frozen=True)
+class SimReport:
+    model: str
+    hardware: str
+    workload: str
+    gpus: int
+    tp: int
+    seed: int
+    prefetch: bool
+    rows_source: str
+    baseline_tok_s: float
+    baseline: dict
+    runs: list[RunResult]
+
+    @classmethod
+    def build(cls, scenario, baseline_tok_s: float, baseline_raw, runs: list[RunResult]) -> "SimReport":
+        base = summarize(baseline_raw)
+        base["steps"] = baseline_raw.stats.steps
+        base["preemptions"] = baseline_raw.preemptions
+        return cls(model=scenario.model.name, hardware=scenario.hw.name, workload=scenario.workload.name,
+                   gpus=scenario.gpus, tp=scenario.tp, seed=scenario.seed, prefetch=scenario.prefetch,
+                   rows_source=scenario.rows.source, baseline_tok_s=baseline_tok_s, baseline=base, runs=runs)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["runs"] = [r.to_dict() for r in self.runs]
+        return d
+
+    def __rich_console__(self, console, options):
+        from engramsim.report.console import render_sim_report
+        yield from render_sim_report(self)

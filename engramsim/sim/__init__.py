@@ -1,0 +1,1 @@
+"""The SimPy model of an inference server with Engram memory tiers."""

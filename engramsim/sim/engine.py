@@ -1,0 +1,180 @@
+"""The SimPy model: GPU replicas run a continuous-batching step loop; each step's Engram fetch
+flows through shared host resources while the layers before the Engram layer compute.
+
+One step of a replica:
+  hash the step's tokens (CPU)  ->  start the fetch for every Engram layer (prefetch)
+  compute layers [0, l)  ->  wait for layer l's rows (any wait is a stall)  ->  Engram fusion
+  ...  ->  remaining layers and the LM head  ->  host-side step overhead (schedule, sample)
+Without prefetch, the fetch starts only when the Engram layer is reached.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import simpy
+
+from engramsim import costs
+from engramsim.fetch import RowModel
+from engramsim.hardware import Hardware
+from engramsim.model import ModelSpec
+from engramsim.sim.flows import FlowNetwork, Resource
+from engramsim.sim.scheduler import Scheduler, Seq
+from engramsim.sim.tiers import Fetcher, HostResources, Placement, pool_resources
+from engramsim.workload import Requests, Workload
+
+
+@dataclass
+class StepStats:
+    steps: int = 0
+    prefill_steps: int = 0
+    stall_s: float = 0.0
+    prefill_stall_s: float = 0.0
+    fetched_rows: float = 0.0
+    hit_rows: float = 0.0
+
+
+@dataclass
+class RawRun:
+    """What one simulation produced, before it is summarised."""
+    seqs: list[Seq]
+    makespan_s: float
+    stats: StepStats
+    resources: list[Resource]
+    preemptions: int
+    limited_s: dict
+
+
+@dataclass(frozen=True)
+class ServerSetup:
+    hw: Hardware
+    model: ModelSpec
+    workload: Workload
+    placement: Placement | None   # None: the no-Engram baseline
+    gpus: int
+    tp: int
+    kv_blocks: int
+    row_model: RowModel | None
+    prefetch: bool = True
+
+
+class Replica:
+    def __init__(self, env, setup: ServerSetup, fetchers: list[Fetcher], stats: StepStats):
+        self.env, self.setup, self.fetchers, self.stats = env, setup, fetchers, stats
+        self.scheduler = Scheduler(setup.workload.engine, setup.kv_blocks)
+        self.wakeup = env.event()
+        self.cache_rows = 0
+        spec = setup.model.engram
+        if spec and setup.placement and setup.placement.hbm_cache_bytes:
+            # The per-GPU cache is split across Engram layers; TP ranks cache disjoint shards.
+            self.cache_rows = int(setup.placement.hbm_cache_bytes / spec.row_bytes / len(spec.layer_ids)) * setup.tp
+
+    def submit(self, seq: Seq):
+        self.scheduler.add(seq)
+        if not self.wakeup.triggered:
+            self.wakeup.succeed()
+
+    def run(self, total: int, done: list[Seq]):
+        while len(done) < total:
+            batch, prefill = self.scheduler.schedule() if not self.scheduler.idle() else ([], False)
+            if not batch:
+                if self.scheduler.running and not self.scheduler.waiting:
+                    raise RuntimeError("scheduler stuck with running sequences")
+                self.wakeup = self.env.event()
+                yield self.wakeup
+                continue
+            yield from self.step(batch, prefill)
+            done.extend(self.scheduler.finish_step(batch, self.env.now))
+
+    def step(self, batch: list[Seq], prefill: bool):
+        s = self.setup
+        bb, spec, gpu = s.model.backbone, s.model.engram, s.hw.gpu
+        shape = batch_shape(batch, prefill)
+        comp = costs.step_compute(gpu, bb, shape, s.tp)
+        self.stats.steps += 1
+        self.stats.prefill_steps += prefill
+        pos = 0
+        if spec and s.placement:
+            # Hashing and the engine's Engram bookkeeping run on the host thread that launches
+            # the step, so they delay the forward pass; the fetches start once they are done.
+            yield self.env.timeout(costs.hash_s(s.hw.host, shape.tokens, len(spec.layer_ids))
+                                   + gpu.engram_step_overhead_s)
+            rows = {l: self._rows(shape.tokens, l) for l in spec.layer_ids}
+            pending = {l: self._fetch(rows[l][1]) for l in spec.layer_ids} if s.prefetch else {}
+            for layer in sorted(spec.layer_ids):
+                yield self.env.timeout(comp.layers_s(bb, pos, layer))
+                waited_from = self.env.now
+                yield pending[layer] if s.prefetch else self._fetch(rows[layer][1])
+                self._stall(self.env.now - waited_from, prefill)
+                hits, _ = rows[layer]
+                gather = costs.hbm_gather_s(gpu, hits, spec.row_bytes) if hits else 0.0
+                yield self.env.timeout(costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp) + gather)
+                pos = layer
+        yield self.env.timeout(comp.layers_s(bb, pos, bb.n_layers) + comp.head_s + gpu.step_overhead_s)
+
+    def _rows(self, tokens: int, layer: int) -> tuple[float, float]:
+        """(rows gathered in HBM, rows fetched from the tier) per GPU for one layer."""
+        unique = self.setup.row_model.unique_rows(tokens, layer) / self.setup.tp
+        if self.setup.placement.tier == "hbm":
+            return unique, 0.0
+        hit = self.setup.row_model.hit_rate(self.cache_rows, layer) if self.cache_rows else 0.0
+        self.stats.fetched_rows += unique * (1 - hit)
+        self.stats.hit_rows += unique * hit
+        return unique * hit, unique * (1 - hit)
+
+    def _fetch(self, rows: float):
+        events = [f.start(rows) for f in self.fetchers]
+        return events[0] if len(events) == 1 else simpy.AllOf(self.env, events)
+
+    def _stall(self, seconds: float, prefill: bool):
+        self.stats.stall_s += seconds
+        if prefill:
+            self.stats.prefill_stall_s += seconds
+
+
+def batch_shape(batch: list[Seq], prefill: bool) -> costs.BatchShape:
+    if prefill:
+        lens = [len(q) for q in batch]
+        return costs.BatchShape(tokens=sum(lens), seqs=len(batch),
+                                attn_pairs=sum(n * (n + 1) / 2 for n in lens), kv_read_tokens=0.0, prefill=True)
+    context = sum(len(q) for q in batch)
+    return costs.BatchShape(tokens=len(batch), seqs=len(batch), attn_pairs=context,
+                            kv_read_tokens=context, prefill=False)
+
+
+def run_server(setup: ServerSetup, requests: Requests) -> RawRun:
+    """Simulate `setup.gpus / setup.tp` replicas serving `requests`; returns the raw outcome."""
+    env = simpy.Environment()
+    net = FlowNetwork(env)
+    hw = setup.hw
+    pool = pool_resources(hw)
+    n_hosts = -(-setup.gpus // hw.gpus_per_host)
+    hosts = [HostResources(hw, i, pool) for i in range(n_hosts)]
+    links = [Resource(f"gpu{g}.link", hw.link.h2d_Bps) for g in range(setup.gpus)]
+    stats = StepStats()
+    replicas = []
+    for r in range(setup.gpus // setup.tp):
+        gpus = range(r * setup.tp, (r + 1) * setup.tp)
+        fetchers = [Fetcher(env, net, hw, setup.placement, setup.model.engram.row_bytes, links[g],
+                            hosts[g // hw.gpus_per_host])
+                    for g in gpus] if setup.placement and setup.model.engram else []
+        replicas.append(Replica(env, setup, fetchers, stats))
+    seqs = [Seq(i, float(requests.arrival_s[i]), int(requests.input_len[i]), int(requests.output_len[i]))
+            for i in range(len(requests))]
+    done: list[Seq] = []
+    env.process(_arrivals(env, seqs, replicas))
+    for rep in replicas:
+        env.process(rep.run(len(seqs), done))
+    env.run()
+    if len(done) != len(seqs):
+        raise RuntimeError(f"simulation ended with {len(seqs) - len(done)} unfinished sequences")
+    resources = links + [r for h in hosts for r in h.resources()] + list(pool.values())
+    return RawRun(seqs, env.now, stats, resources, sum(r.scheduler.preemptions for r in replicas),
+                  dict(net.limited_s))
+
+
+def _arrivals(env, seqs: list[Seq], replicas: list[Replica]):
+    """Requests go to replicas round-robin at their arrival times."""
+    for i, seq in enumerate(seqs):
+        if seq.arrival_s > env.now:
+            yield env.timeout(seq.arrival_s - env.now)
+        replicas[i % len(replicas)].submit(seq)

@@ -1,0 +1,147 @@
+"""Shared bandwidth: a fluid model of concurrent transfers over shared resources.
+
+A resource (a host link, a host's DRAM, a CXL switch, an SSD's IOPS, a pool of CPU gather
+threads) has a capacity in units per second. A flow moves `amount` units of work and loads
+each resource on its path by a coefficient per unit (DRAM sees 2 bytes per gathered byte when
+rows are read and written to staging; an SSD sees 1/row_bytes operations per byte). Flows may
+also carry a private rate cap (the in-flight limit of one GPU's zero-copy reads).
+
+Whenever a flow starts or ends, rates are recomputed by progressive filling (weighted max-min
+fairness): all unfrozen flows grow at the same rate until a resource saturates or a flow hits
+its cap, then those flows freeze. This is what lets eight GPUs contend for one host's DRAM.
+"""
+from __future__ import annotations
+
+import math
+
+import simpy
+
+EPS_S = 1e-12
+
+
+class Resource:
+    def __init__(self, name: str, capacity: float, unit: str = "B"):
+        if not capacity > 0:
+            raise ValueError(f"resource {name} needs a positive capacity")
+        self.name = name
+        self.capacity = capacity
+        self.unit = unit
+        self.units = 0.0  # total units of load carried, for utilisation and bytes moved
+
+    @property
+    def kind(self) -> str:
+        """`host0.dram` -> `dram`: instances of one kind are summed in reports."""
+        return self.name.rsplit(".", 1)[-1]
+
+
+class Flow:
+    __slots__ = ("remaining", "loads", "cap", "cap_name", "rate", "done", "limit")
+
+    def __init__(self, amount: float, loads: list[tuple[Resource, float]], cap: float, cap_name: str, done):
+        self.remaining = amount
+        self.loads = loads
+        self.cap = cap
+        self.cap_name = cap_name
+        self.rate = 0.0
+        self.done = done
+        self.limit = ""  # what holds this flow's rate back: a resource's kind or its cap's name
+
+
+class FlowNetwork:
+    def __init__(self, env: simpy.Environment):
+        self.env = env
+        self.flows: list[Flow] = []
+        self._last = 0.0
+        self._generation = 0
+        # Flow-seconds spent limited by each resource kind or cap: what bounds the fetches.
+        self.limited_s: dict[str, float] = {}
+
+    def transfer(self, amount: float, loads: list[tuple[Resource, float]], cap: float = math.inf,
+                 latency_s: float = 0.0, cap_name: str = "cap") -> simpy.Event:
+        """An event that fires when `amount` units have moved, after a fixed `latency_s`."""
+        done = self.env.event()
+        if amount <= 0:
+            self.env.timeout(latency_s).callbacks.append(lambda _: done.succeed())
+            return done
+        flow = Flow(amount, [(r, c) for r, c in loads if c > 0], cap, cap_name, done)
+        if not flow.loads and math.isinf(cap):
+            raise ValueError("a flow needs a resource on its path or a rate cap")
+        if latency_s > 0:
+            self.env.timeout(latency_s).callbacks.append(lambda _: self._start(flow))
+        else:
+            self._start(flow)
+        return done
+
+    def _start(self, flow: Flow):
+        self._advance()
+        self.flows.append(flow)
+        self._reallocate()
+
+    def _advance(self):
+        dt = self.env.now - self._last
+        self._last = self.env.now
+        if dt <= 0:
+            return
+        for f in self.flows:
+            self.limited_s[f.limit] = self.limited_s.get(f.limit, 0.0) + dt
+            moved = min(f.remaining, f.rate * dt)
+            f.remaining -= moved
+            for r, c in f.loads:
+                r.units += moved * c
+
+    def _reallocate(self):
+        _fill_rates(self.flows)
+        self._generation += 1
+        if not self.flows:
+            return
+        dt = min(f.remaining / f.rate if f.rate > 0 else math.inf for f in self.flows)
+        if math.isinf(dt):
+            raise RuntimeError("flows are stuck: a resource on their path has no capacity")
+        generation = self._generation
+        self.env.timeout(max(dt, 0.0)).callbacks.append(lambda _: self._wake(generation))
+
+    def _wake(self, generation: int):
+        if generation != self._generation:
+            return  # rates changed since this wake-up was planned
+        self._advance()
+        finished = [f for f in self.flows if f.rate > 0 and f.remaining <= f.rate * EPS_S]
+        for f in finished:
+            for r, c in f.loads:
+                r.units += f.remaining * c
+            f.remaining = 0.0
+            f.done.succeed()
+        self.flows = [f for f in self.flows if f.remaining > 0]
+        self._reallocate()
+
+
+def _fill_rates(flows: list[Flow]):
+    """Weighted max-min fair rates by progressive filling."""
+    for f in flows:
+        f.rate = 0.0
+    residual: dict[Resource, float] = {}
+    for f in flows:
+        for r, _ in f.loads:
+            residual[r] = r.capacity
+    unfrozen = list(flows)
+    while unfrozen:
+        load: dict[Resource, float] = {}
+        for f in unfrozen:
+            for r, c in f.loads:
+                load[r] = load.get(r, 0.0) + c
+        step = min([f.cap - f.rate for f in unfrozen] + [residual[r] / l for r, l in load.items()])
+        step = max(step, 0.0)
+        for f in unfrozen:
+            f.rate += step
+        for r, l in load.items():
+            residual[r] -= step * l
+        saturated = {r for r, l in load.items() if residual[r] <= 1e-9 * r.capacity}
+        still = []
+        for f in unfrozen:
+            hit = next((r for r, _ in f.loads if r in saturated), None)
+            if hit is not None:
+                f.limit = hit.kind
+            elif f.rate >= f.cap * (1 - 1e-12):
+                f.limit = f.cap_name
+            else:
+                still.append(f)
+        unfrozen = still

@@ -1,0 +1,110 @@
+"""Continuous batching in the style of nano-vLLM's Scheduler (nanovllm/engine/scheduler.py).
+
+Plain Python, no time: it decides which sequences run in the next step. A step is either a
+prefill of newly admitted prompts (whole prompts, up to max_num_batched_tokens) or a decode of
+every running sequence. KV memory is counted in blocks; when a decode cannot get a block, the
+most recently admitted sequence is preempted and later recomputed, as nano-vLLM does.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from engramsim.workload import Engine
+
+
+class Seq:
+    __slots__ = ("id", "arrival_s", "prompt_len", "max_out", "out", "blocks",
+                 "first_token_s", "finish_s")
+
+    def __init__(self, sid: int, arrival_s: float, prompt_len: int, max_out: int):
+        self.id = sid
+        self.arrival_s = arrival_s
+        self.prompt_len = prompt_len
+        self.max_out = max_out
+        self.out = 0          # tokens generated so far
+        self.blocks = 0       # KV blocks held
+        self.first_token_s = -1.0
+        self.finish_s = -1.0
+
+    def __len__(self):
+        return self.prompt_len + self.out
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, kv_blocks: int):
+        self.engine = engine
+        self.block = engine.kv_block_tokens
+        self.free_blocks = kv_blocks
+        self.waiting: deque[Seq] = deque()
+        self.running: deque[Seq] = deque()
+        self.preemptions = 0
+
+    def add(self, seq: Seq):
+        self.waiting.append(seq)
+
+    def idle(self) -> bool:
+        return not self.waiting and not self.running
+
+    def schedule(self) -> tuple[list[Seq], bool]:
+        """The next batch and whether it is a prefill; an empty list when nothing can run."""
+        batch = self._admit()
+        if batch:
+            return batch, True
+        return self._decode(), False
+
+    def _admit(self) -> list[Seq]:
+        batch, tokens = [], 0
+        while self.waiting and len(batch) < self.engine.max_num_seqs:
+            seq = self.waiting[0]
+            need = -(-len(seq) // self.block)
+            if tokens + len(seq) > self.engine.max_num_batched_tokens or need > self.free_blocks:
+                break
+            self.free_blocks -= need
+            seq.blocks = need
+            tokens += len(seq)
+            self.running.append(self.waiting.popleft())
+            batch.append(seq)
+        return batch
+
+    def _decode(self) -> list[Seq]:
+        batch = []
+        while self.running and len(batch) < self.engine.max_num_seqs:
+            seq = self.running.popleft()
+            while not self._can_append(seq):
+                if self.running:
+                    self._preempt(self.running.pop())
+                else:
+                    self._preempt(seq)
+                    break
+            else:
+                if len(seq) % self.block == 1 or self.block == 1:
+                    self.free_blocks -= 1
+                    seq.blocks += 1
+                batch.append(seq)
+        self.running.extendleft(reversed(batch))
+        return batch
+
+    def _can_append(self, seq: Seq) -> bool:
+        # A new KV block is needed when the token about to be cached starts one.
+        return self.free_blocks >= (1 if (len(seq) % self.block == 1 or self.block == 1) else 0)
+
+    def _preempt(self, seq: Seq):
+        self.preemptions += 1
+        self.free_blocks += seq.blocks
+        seq.blocks = 0
+        self.waiting.appendleft(seq)
+
+    def finish_step(self, batch: list[Seq], now_s: float) -> list[Seq]:
+        """Every sequence in the batch samples one token; return those that completed."""
+        done = []
+        for seq in batch:
+            seq.out += 1
+            if seq.first_token_s < 0:
+                seq.first_token_s = now_s
+            if seq.out >= seq.max_out:
+                seq.finish_s = now_s
+                self.free_blocks += seq.blocks
+                seq.blocks = 0
+                self.running.remove(seq)
+                done.append(seq)
+        return done

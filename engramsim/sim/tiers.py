@@ -1,0 +1,136 @@
+"""Where the Engram table lives, and the path its rows take to the GPU.
+
+Each tier turns "this step needs R rows at layer l" into transfers over shared resources:
+
+  hbm        gathered in device memory at the Engram layer (no host traffic)
+  dram-uva   the GPU reads pinned host DRAM in place (zero-copy): link + DRAM, capped by the
+             reads one GPU keeps in flight
+  dram-copy  CPU threads gather rows into pinned staging, then one DMA copy over the link
+  cxl-uva    zero-copy reads from CXL memory (and its switch, for a pool)
+  cxl-copy   CPU gather from CXL memory into DRAM staging, then DMA
+  ssd        page reads from NVMe (minus a DRAM page-cache hit rate), then the dram-copy path
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engramsim import costs
+from engramsim.errors import UserError
+from engramsim.hardware import Hardware
+from engramsim.sim.flows import FlowNetwork, Resource
+
+TIERS = ("hbm", "dram-uva", "dram-copy", "cxl-uva", "cxl-copy", "ssd")
+
+
+@dataclass(frozen=True)
+class Placement:
+    tier: str
+    # Hot rows kept in HBM, per GPU (bytes); hits are gathered in HBM at the Engram layer.
+    hbm_cache_bytes: float = 0.0
+    # ssd tier: share of page reads that the host's DRAM page cache serves.
+    ssd_dram_hit_rate: float = 0.0
+
+    def __post_init__(self):
+        if self.tier not in TIERS:
+            raise UserError(f"unknown tier '{self.tier}' (known: {', '.join(TIERS)})")
+        if self.hbm_cache_bytes < 0 or not 0 <= self.ssd_dram_hit_rate <= 1:
+            raise UserError("hbm cache must be >= 0 bytes and the SSD page-cache hit rate within [0, 1]")
+
+    @property
+    def memory(self) -> str:
+        """The memory the table lives in: hbm, dram, cxl or ssd."""
+        return self.tier.split("-")[0]
+
+    @property
+    def path(self) -> str:
+        return {"hbm": "hbm", "ssd": "copy"}.get(self.tier, self.tier.split("-")[-1])
+
+
+class HostResources:
+    """One host's shared resources. A CXL pool (switch) may be shared by every host."""
+
+    def __init__(self, hw: Hardware, index: int, pool: dict):
+        h = hw.host
+        self.dram = Resource(f"host{index}.dram", h.dram_bw_Bps * h.dram_efficiency)
+        self.cpu = Resource(f"host{index}.cpu", float(h.cpu_cores), unit="thread-s")
+        self.cxl = self.switch = self.ssd_ops = self.ssd_bw = None
+        if hw.cxl:
+            if hw.cxl.pooled:
+                self.cxl, self.switch = pool["cxl"], pool["switch"]
+            else:
+                self.cxl = Resource(f"host{index}.cxl", hw.cxl.devices * hw.cxl.device_bw_Bps)
+        if hw.ssd:
+            s = hw.ssd
+            # IOPS are bounded both by the rated figure and by queue depth / latency.
+            ops = s.devices * min(s.read_iops, s.queue_depth / s.latency_s)
+            self.ssd_ops = Resource(f"host{index}.ssd_iops", ops, unit="op")
+            self.ssd_bw = Resource(f"host{index}.ssd_bw", s.devices * s.read_bw_Bps)
+
+    def resources(self) -> list[Resource]:
+        return [r for r in (self.dram, self.cpu, self.cxl, self.switch, self.ssd_ops, self.ssd_bw) if r]
+
+
+def pool_resources(hw: Hardware) -> dict:
+    if not (hw.cxl and hw.cxl.pooled):
+        return {}
+    return {"cxl": Resource("pool.cxl", hw.cxl.devices * hw.cxl.device_bw_Bps),
+            "switch": Resource("pool.switch", hw.cxl.switch_bw_Bps)}
+
+
+class Fetcher:
+    """Starts the transfers that bring one step's missing rows to one GPU."""
+
+    def __init__(self, env, net: FlowNetwork, hw: Hardware, placement: Placement, row_bytes: int,
+                 link: Resource, host: HostResources):
+        self.env, self.net, self.hw, self.placement = env, net, hw, placement
+        self.row_bytes, self.link, self.host = row_bytes, link, host
+
+    def start(self, rows: float):
+        """An event that fires when `rows` rows are in HBM."""
+        tier = self.placement.tier
+        if rows <= 0 or tier == "hbm":
+            return self.env.timeout(0)
+        if self.placement.path == "uva":
+            return self._zero_copy(rows)
+        return self.env.process(self._staged(rows))
+
+    def _memory(self, memory: str) -> tuple[list[tuple[Resource, float]], float]:
+        """Resources a read of random rows from `memory` loads, and its latency."""
+        lines = costs.lines_per_row_bytes(self.row_bytes)
+        if memory == "cxl":
+            loads = [(self.host.cxl, lines)] + ([(self.host.switch, lines)] if self.host.switch else [])
+            return loads, self.hw.cxl.total_latency_s
+        return [(self.host.dram, lines)], self.hw.host.dram_latency_s
+
+    def _zero_copy(self, rows: float):
+        link = self.hw.link
+        loads, latency = self._memory(self.placement.memory)
+        extra = latency - self.hw.host.dram_latency_s  # the link round trip already includes DRAM
+        wire = costs.zero_copy_wire_factor(link, self.row_bytes)
+        cap = costs.zero_copy_cap_Bps(link, self.row_bytes, max(extra, 0.0))
+        return self.net.transfer(rows * self.row_bytes, [(self.link, wire)] + loads, cap=cap,
+                                 cap_name="zero-copy reads in flight", latency_s=self.hw.gpu.kernel_launch_s + link.read_round_trip_s + max(extra, 0.0))
+
+    def _staged(self, rows: float):
+        if self.placement.tier == "ssd":
+            yield self._ssd_reads(rows * (1.0 - self.placement.ssd_dram_hit_rate))
+        memory = "cxl" if self.placement.tier == "cxl-copy" else "dram"
+        yield self._cpu_gather(rows, memory)
+        nbytes = rows * self.row_bytes
+        yield self.net.transfer(nbytes, [(self.link, 1.0), (self.host.dram, 1.0)], latency_s=self.hw.link.latency_s)
+
+    def _cpu_gather(self, rows: float, memory: str):
+        """CPU threads copy rows into pinned DRAM staging: each thread keeps `gather_mlp` misses
+        in flight, so its row rate is mlp / latency; the staging writes load DRAM too."""
+        loads, latency = self._memory(memory)
+        per_thread_Bps = costs.cpu_gather_rows_per_s(self.hw.host, latency) * self.row_bytes
+        threads = self.hw.host.gather_threads_per_gpu
+        loads = loads + [(self.host.dram, 1.0), (self.host.cpu, 1.0 / per_thread_Bps)]
+        return self.net.transfer(rows * self.row_bytes, loads, cap=threads * per_thread_Bps,
+                                 cap_name="CPU gather threads", latency_s=latency)
+
+    def _ssd_reads(self, rows: float):
+        """Each missing row costs one page read (rows are far smaller than a page and random)."""
+        ssd = self.hw.ssd
+        loads = [(self.host.ssd_ops, 1.0), (self.host.ssd_bw, ssd.page_bytes), (self.host.dram, ssd.page_bytes)]
+        return self.net.transfer(rows, loads, latency_s=ssd.latency_s)

@@ -1,0 +1,85 @@
+"""Workloads: which requests arrive when, how long their prompts and outputs are, and the
+engine limits that serve them. Presets live in workloads/*.toml."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from engramsim.errors import UserError
+from engramsim.presets import build, load_toml, resolve, spec
+
+KINDS = ("offline", "poisson")
+
+
+@dataclass(frozen=True)
+class Requests:
+    """Request arrivals (s) and lengths (tokens), as parallel arrays."""
+    arrival_s: np.ndarray
+    input_len: np.ndarray
+    output_len: np.ndarray
+
+    def __len__(self):
+        return len(self.arrival_s)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Continuous-batching limits, as in nano-vLLM's Config (nanovllm/config.py defaults)."""
+    max_num_seqs: int = spec("max_num_seqs", kind=int, default=512)
+    max_num_batched_tokens: int = spec("max_num_batched_tokens", kind=int, default=16384)
+    kv_block_tokens: int = spec("kv_block_tokens", kind=int, default=256)
+    # Prefetch: the Engram fetch starts when the step's tokens are hashed, overlapping the
+    # layers before the Engram layer. Off: the fetch runs synchronously at the Engram layer.
+    prefetch: bool = spec("prefetch", kind=bool, default=True)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str = spec("name", kind=str)
+    kind: str = spec("kind", kind=str)
+    num_seqs: int = spec("num_seqs", kind=int)
+    input_len_min: int = spec("input_len_min", kind=int)
+    input_len_max: int = spec("input_len_max", kind=int)
+    output_len_min: int = spec("output_len_min", kind=int)
+    output_len_max: int = spec("output_len_max", kind=int)
+    rate_per_s: float = spec("rate_per_s", lo=0, lo_open=False, default=0.0)
+    description: str = spec("description", kind=str, default="")
+    engine: Engine = field(default_factory=Engine)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise UserError(f"workload {self.name}: kind must be one of {', '.join(KINDS)}, got '{self.kind}'")
+        if self.input_len_min > self.input_len_max or self.output_len_min > self.output_len_max:
+            raise UserError(f"workload {self.name}: a length range has min > max")
+        if self.kind == "poisson" and self.rate_per_s <= 0:
+            raise UserError(f"workload {self.name}: a poisson workload needs rate_per_s > 0")
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.input_len_max + self.output_len_max
+
+    def requests(self, seed: int) -> Requests:
+        """Lengths are Uniform over [min, max] inclusive, like nano-vLLM's bench.py randint."""
+        rng = np.random.default_rng(seed)
+        n = self.num_seqs
+        inputs = rng.integers(self.input_len_min, self.input_len_max + 1, size=n)
+        outputs = rng.integers(self.output_len_min, self.output_len_max + 1, size=n)
+        if self.kind == "offline":
+            arrivals = np.zeros(n)
+        else:
+            arrivals = np.cumsum(rng.exponential(1.0 / self.rate_per_s, size=n))
+        return Requests(arrivals, inputs, outputs)
+
+
+def load_workload(name_or_path: str | Path) -> Workload:
+    path = resolve("workload", name_or_path)
+    data = load_toml(path)
+    where = str(path)
+    engine = build(Engine, data.pop("engine", {}), f"{where} [engine]")
+    data.setdefault("name", path.stem)
+    try:
+        return replace(build(Workload, data, where), engine=engine)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
