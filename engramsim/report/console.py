@@ -21,24 +21,26 @@ def render_sim_report(report):
     yield Text(f"no-Engram baseline: {report.baseline_tok_s:,.1f} output tok/s "
                f"(TTFT p50 {_ms(report.baseline['ttft_p50_s'])} ms, TPOT p50 {_ms(report.baseline['tpot_p50_s'])} ms)")
     yield placement_table(report)
+    for r in report.runs:
+        yield Text.assemble(("  " + r.tier, "bold"), ": ", (r.bound, "red" if not r.fits else ""))
     yield resource_table(report)
 
 
 def placement_table(report) -> Table:
     t = Table(title="Engram table placements", title_justify="left", header_style="bold")
     for col, just in [("tier", "left"), ("fits", "center"), ("tok/s", "right"), ("overhead", "right"),
-                      ("TTFT p50/p99 ms", "right"), ("TPOT p50/p99 ms", "right"), ("stall s", "right"),
-                      ("KV tokens", "right"), ("what bounds it", "left")]:
+                      ("TTFT p50/p99 s", "right"), ("TPOT p50/p99 ms", "right"), ("stall s", "right"),
+                      ("KV tokens", "right")]:
         t.add_column(col, justify=just, overflow="fold")
     for r in report.runs:
         if not r.fits:
-            t.add_row(r.tier, "[red]no[/]", "-", "-", "-", "-", "-", _num(r.kv_tokens_per_replica),
-                      Text(r.bound, style="red"))
+            t.add_row(r.tier, "[red]no[/]", "-", "-", "-", "-", "-", _num(r.kv_tokens_per_replica))
             continue
         style = "green" if r.overhead_pct < 3 else ("yellow" if r.overhead_pct < 10 else "red")
         t.add_row(r.tier, "yes", _num(r.throughput_tok_s, "{:,.1f}"), Text(f"{r.overhead_pct:+.2f}%", style=style),
-                  f"{_ms(r.ttft_p50_s)} / {_ms(r.ttft_p99_s)}", f"{_ms(r.tpot_p50_s)} / {_ms(r.tpot_p99_s)}",
-                  _num(r.stall_s, "{:.3f}"), _num(r.kv_tokens_per_replica), r.bound)
+                  f"{_num(r.ttft_p50_s, '{:.2f}')} / {_num(r.ttft_p99_s, '{:.2f}')}",
+                  f"{_ms(r.tpot_p50_s)} / {_ms(r.tpot_p99_s)}",
+                  _num(r.stall_s, "{:.3f}"), _num(r.kv_tokens_per_replica))
     return t
 
 

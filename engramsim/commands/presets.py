@@ -1,0 +1,89 @@
+"""`engramsim presets`: what can be simulated, with the numbers that matter."""
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from engramsim.hardware import load_hardware
+from engramsim.model import load_model
+from engramsim.presets import preset_names
+from engramsim.workload import load_workload
+
+GB, GiB = 1e9, 2.0**30
+
+
+def hardware_rows() -> list[dict]:
+    rows = []
+    for name in preset_names("hardware"):
+        hw = load_hardware(name)
+        rows.append({"name": name, "gpu": hw.gpu.name, "gpus_per_host": hw.gpus_per_host,
+                     "bf16_tflops": hw.gpu.bf16_flops / 1e12, "hbm_GiB": hw.gpu.hbm_bytes / GiB,
+                     "hbm_GBps": hw.gpu.hbm_bw_Bps / GB, "link": hw.link.kind, "h2d_GBps": hw.link.h2d_Bps / GB,
+                     "dram_GiB": hw.host.dram_bytes / GiB, "dram_GBps": hw.host.dram_bw_Bps / GB,
+                     "cxl": hw.cxl.name if hw.cxl else None, "ssd": hw.ssd.name if hw.ssd else None})
+    return rows
+
+
+def model_rows() -> list[dict]:
+    rows = []
+    for name in preset_names("model"):
+        m = load_model(name)
+        e = m.engram
+        rows.append({"name": name, "backbone_params_B": m.backbone.total_params / 1e9,
+                     "engram_layers": list(e.layer_ids) if e else [],
+                     "rows_per_token_per_layer": e.heads_per_layer if e else 0,
+                     "row_bytes": e.row_bytes if e else 0, "table_GB": e.table_bytes / GB if e else 0.0,
+                     "description": m.description})
+    return rows
+
+
+def workload_rows() -> list[dict]:
+    return [{"name": name, "kind": w.kind, "num_seqs": w.num_seqs, "rate_per_s": w.rate_per_s,
+             "input_len": [w.input_len_min, w.input_len_max], "output_len": [w.output_len_min, w.output_len_max],
+             "description": w.description}
+            for name in preset_names("workload") for w in [load_workload(name)]]
+
+
+def _table(title: str, rows: list[dict], columns: list[tuple[str, str]]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for _, label in columns:
+        t.add_column(label)
+    for row in rows:
+        t.add_row(*[_fmt(row[key]) for key, _ in columns])
+    return t
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.1f}"
+    if isinstance(v, list):
+        return "-".join(map(str, v)) if v else "-"
+    return "-" if v is None else str(v)
+
+
+@click.command(name="presets")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+def command(as_json):
+    """List hardware, model and workload presets with their key numbers.
+
+    Presets are TOML files under hwmodels/, models/ and workloads/; every number in them
+    carries its source. Pass a preset's name, or a path to your own TOML, to `simulate`.
+    """
+    data = {"hardware": hardware_rows(), "models": model_rows(), "workloads": workload_rows()}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    console = Console()
+    console.print(_table("Hardware (hwmodels/)", data["hardware"], [
+        ("name", "name"), ("gpu", "GPU"), ("gpus_per_host", "GPUs/host"), ("bf16_tflops", "BF16 TFLOPS"),
+        ("hbm_GiB", "HBM GiB"), ("hbm_GBps", "HBM GB/s"), ("link", "host link"), ("h2d_GBps", "H2D GB/s"),
+        ("dram_GiB", "DRAM GiB"), ("dram_GBps", "DRAM GB/s")]))
+    console.print(_table("Models (models/)", data["models"], [
+        ("name", "name"), ("backbone_params_B", "backbone B params"), ("engram_layers", "Engram layers"),
+        ("rows_per_token_per_layer", "rows/token/layer"), ("row_bytes", "row B"), ("table_GB", "tables GB")]))
+    console.print(_table("Workloads (workloads/)", data["workloads"], [
+        ("name", "name"), ("kind", "kind"), ("num_seqs", "seqs"), ("rate_per_s", "req/s"),
+        ("input_len", "input"), ("output_len", "output")]))
