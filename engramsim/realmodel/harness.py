@@ -1,0 +1,279 @@
+"""Measure the real model's throughput with its Engram table in each placement.
+
+The workload is nano-vLLM's bench.py: every sequence is submitted at once; each prompt is
+prefilled (one sequence per step), then all sequences decode together with a KV cache, the
+batch shrinking as sequences finish. Throughput = output tokens / wall time. Tokens are sampled
+from the model's own logits with a seeded generator, so every Engram placement generates the
+identical token stream (the digest proves it) and reads the identical rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engramsim.realmodel._torch import torch
+from engramsim.realmodel.config import (MeasuredCase, PhaseSummary, Placement, RunConfig, StepRecord,
+                                        WorkloadConfig, engram_spec, placement)
+from engramsim.realmodel.engram_module import Addressing
+from engramsim.realmodel.model import EngramLM, KVCache, StepTimer
+from engramsim.realmodel.placements import TableStore, check_room, make_source
+
+WARMUP = WorkloadConfig(n_seqs=2, input_len=(16, 16), output_len=(4, 4), seed=12345)
+
+
+@dataclass
+class Requests:
+    prompts: list[np.ndarray]
+    output_lens: list[int]
+
+    @property
+    def max_len(self) -> int:
+        return max(len(p) + o for p, o in zip(self.prompts, self.output_lens))
+
+
+def make_requests(workload: WorkloadConfig, vocab_size: int) -> Requests:
+    rng = np.random.default_rng(workload.seed)
+    ins = rng.integers(workload.input_len[0], workload.input_len[1] + 1, size=workload.n_seqs)
+    outs = rng.integers(workload.output_len[0], workload.output_len[1] + 1, size=workload.n_seqs)
+    prompts = [rng.integers(0, vocab_size, size=int(n), dtype=np.int64) for n in ins]
+    return Requests(prompts, [int(o) for o in outs])
+
+
+@dataclass
+class RunResult:
+    wall_s: float
+    cpu_s: float                  # process CPU time over the run, all threads
+    load_avg_1m: float            # the host's load when the run started: other processes compete
+    records: list[StepRecord]
+    tokens: np.ndarray            # every sequence's prompt + output, pad-filled
+    logits: list = field(default_factory=list)  # per step, only when asked for
+
+
+class _Run:
+    """The mutable state of one generation run: caches, n-gram history, the sampler."""
+
+    def __init__(self, model: EngramLM, reqs: Requests, seed: int):
+        n, cfg = len(reqs.prompts), model.cfg
+        self.ctx = cfg.max_ngram_size - 1
+        self.pad = 2  # compressed_pad_id of engram_spec(): pads n-gram windows at sequence start
+        self.cache = KVCache(cfg, n, reqs.max_len)
+        self.conv = {layer: model.engram[str(layer)].initial_state(n) for layer in model.engram_layers}
+        # `ctx` leading pad columns, so the n-gram window of position p is columns p..p+ctx.
+        self.hist = np.full((n, self.ctx + reqs.max_len), self.pad, dtype=np.int64)
+        self.lengths = np.array([len(p) for p in reqs.prompts])
+        self.remaining = np.array(reqs.output_lens)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def sample(self, logits) -> np.ndarray:
+        probs = torch.softmax(logits, dim=-1)
+        return torch.multinomial(probs, 1, generator=self.gen)[:, 0].numpy()
+
+
+def run_workload(model: EngramLM, source, addressing: Addressing | None, reqs: Requests, seed: int = 0,
+                 keep_logits: bool = False) -> RunResult:
+    """Prefill every prompt, then decode the batch to completion; time each step's components."""
+    run = _Run(model, reqs, seed)
+    records, logits_out = [], []
+    memory = source.rows if source is not None else None
+    load = os.getloadavg()[0]
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        for i, prompt in enumerate(reqs.prompts):
+            records.append(_prefill(model, run, i, prompt, source, addressing, memory, logits_out, keep_logits))
+        active = np.flatnonzero(run.remaining > 0)
+        run.cache.keep(torch.from_numpy(active))
+        run.conv = {layer: s[active] for layer, s in run.conv.items()}
+        while len(active):
+            rec, active = _decode(model, run, active, source, addressing, memory, logits_out, keep_logits)
+            records.append(rec)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return RunResult(wall, cpu, load, records, run.hist[:, run.ctx:].copy(), logits_out)
+
+
+def _begin(source, addressing, layers, window: np.ndarray, last_only: bool, timer: StepTimer) -> int:
+    """Hash the step's n-grams and hand the row ids to the source; returns rows fetched."""
+    if source is None:
+        timer.mark("hash")
+        return 0
+    ids = {layer: addressing.rows(window, layer, last_only) for layer in layers}
+    timer.mark("hash")
+    source.begin_step(ids)
+    return sum(a.size for a in ids.values())
+
+
+def _prefill(model, run: _Run, i, prompt, source, addressing, memory, logits_out, keep) -> StepRecord:
+    T = len(prompt)
+    timer, stall0 = StepTimer(), _stall(source)
+    run.hist[i, run.ctx:run.ctx + T] = prompt
+    rows = _begin(source, addressing, model.engram_layers, prompt[None], False, timer)
+    conv = {layer: s[i:i + 1] for layer, s in run.conv.items()}
+    logits = model(torch.from_numpy(prompt)[None], torch.arange(T)[None], run.cache, conv, memory,
+                   prefill_row=i, timer=timer)
+    for layer, s in conv.items():
+        run.conv[layer][i] = s[0]
+    run.hist[i, run.ctx + T] = run.sample(logits)[0]
+    run.lengths[i] += 1
+    run.remaining[i] -= 1
+    timer.mark("rest")
+    if keep:
+        logits_out.append(logits.clone())
+    return _record("prefill", 1, T, T, rows, timer, _stall(source) - stall0)
+
+
+def _decode(model, run: _Run, active, source, addressing, memory, logits_out, keep):
+    """One decode step of the running batch; returns its record and the still-running rows."""
+    timer, stall0 = StepTimer(), _stall(source)
+    pos = run.lengths[active] - 1  # the newest token: its K/V and Engram rows are computed now
+    window = run.hist[active[:, None], pos[:, None] + np.arange(run.ctx + 1)]
+    rows = _begin(source, addressing, model.engram_layers, window, True, timer)
+    tokens = torch.from_numpy(run.hist[active, run.ctx + pos])[:, None]
+    logits = model(tokens, torch.from_numpy(pos)[:, None], run.cache, run.conv, memory, timer=timer)
+    run.hist[active, run.ctx + pos + 1] = run.sample(logits)
+    run.lengths[active] += 1
+    run.remaining[active] -= 1
+    running = run.remaining[active] > 0
+    if not running.all():  # compact the batch: finished sequences leave the caches
+        keep_rows = torch.from_numpy(np.flatnonzero(running))
+        run.cache.keep(keep_rows)
+        run.conv = {layer: s[keep_rows] for layer, s in run.conv.items()}
+    timer.mark("rest")
+    if keep:
+        logits_out.append(logits.clone())
+    rec = _record("decode", len(active), len(active), int((pos + 1).sum()), rows, timer, _stall(source) - stall0)
+    return rec, active[running]
+
+
+def _stall(source) -> float:
+    return source.stall_s if source is not None else 0.0
+
+
+def _record(phase, seqs, tokens, context, rows, timer: StepTimer, stall) -> StepRecord:
+    b = timer.buckets
+    return StepRecord(phase=phase, seqs=seqs, tokens=tokens, context_tokens=context, hash_s=b["hash"],
+                      pre_s=b["pre"], gather_s=b["gather"], stall_s=stall, fusion_s=b["fusion"],
+                      rest_s=b["rest"], total_s=sum(b.values()), rows=rows)
+
+
+# --- measuring placements ------------------------------------------------------------------
+
+def build_models(config: RunConfig, max_len: int) -> dict[bool, EngramLM]:
+    """The Engram model and the no-Engram baseline, sharing every backbone weight."""
+    models = {}
+    for with_engram in (True, False):
+        torch.manual_seed(config.model.seed)
+        models[with_engram] = EngramLM(config.model, max_len, with_engram=with_engram).eval()
+    return models
+
+
+class _Tables:
+    """Opens the table for a placement and releases it after the run."""
+
+    def __init__(self, store: TableStore | None):
+        self.store = store
+
+    def open(self, p: Placement):
+        if p.tier == "none":
+            return None, None, ""
+        if p.tier == "ram":
+            return self.store.table, None, ""
+        if p.tier == "host":
+            return self.store.host_copy(), None, ""
+        return self.store.open_mmap(p.cache_state)
+
+
+def measure_placements(config: RunConfig, placements, progress: Callable[[str], None] | None = None
+                       ) -> list[MeasuredCase]:
+    """Run the workload once per repeat in each placement; the median run is reported."""
+    plist = [placement(name) for name in placements]
+    say = progress or (lambda msg: None)
+    spec = engram_spec(config.model)
+    threads = config.torch_threads or torch.get_num_threads()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    store = None
+    try:
+        addressing = Addressing(spec)
+        reqs = make_requests(config.workload, config.model.vocab_size)
+        warm = make_requests(WARMUP, config.model.vocab_size)
+        models = build_models(config, max(reqs.max_len, warm.max_len))
+        if any(p.has_engram for p in plist):
+            store = _make_store(config, addressing, plist)
+        tables = _Tables(store)
+        runs = {p.name: [] for p in plist}
+        # Round-robin repeats: load from other processes on a shared host drifts over minutes,
+        # and interleaving spreads that drift over every placement instead of a few.
+        for repeat in range(config.repeats):
+            for p in plist:
+                say(f"measuring {p.name} (run {repeat + 1}/{config.repeats})")
+                addr = addressing if p.has_engram else None
+                if repeat == 0:
+                    _one_run(models[p.has_engram], p, addr, tables, warm)  # kernels, allocator, threads
+                runs[p.name].append(_one_run(models[p.has_engram], p, addr, tables, reqs))
+        table_bytes = store.nbytes if store else 0
+        cases = [_case(p, runs[p.name], reqs, threads, table_bytes, config) for p in plist]
+        return cases
+    finally:
+        if store is not None:
+            store.close()
+        torch.set_num_threads(previous_threads)
+
+
+def _make_store(config: RunConfig, addressing: Addressing, plist: list[Placement]) -> TableStore:
+    m = config.model
+    table_bytes = addressing.total_rows * m.row_dim * 4
+    copies = 2 if any(p.tier == "host" for p in plist) else 1
+    needs_file = any(p.tier == "mmap" for p in plist)
+    check_room(table_bytes, copies, needs_file, Path(config.table_dir or tempfile.gettempdir()),
+               config.min_free_margin_GiB)
+    return TableStore(addressing.total_rows, m.row_dim, m.seed, config.table_dir)
+
+
+def _case(p: Placement, runs: list, reqs: Requests, threads: int, table_bytes: int, config) -> MeasuredCase:
+    output_tokens = sum(reqs.output_lens)
+    rates = [output_tokens / r[0].wall_s for r in runs]
+    median = sorted(range(len(runs)), key=lambda k: rates[k])[len(runs) // 2]
+    result, source_stats, resident, note = runs[median]
+    return MeasuredCase(
+        placement=p.name, tier=p.tier, prefetch=p.prefetch, cache_state=p.cache_state,
+        measured_tok_s=rates[median], tok_s_runs=tuple(rates), wall_s=result.wall_s, cpu_s=result.cpu_s,
+        load_avg_1m=result.load_avg_1m, output_tokens=output_tokens,
+        input_tokens=sum(len(x) for x in reqs.prompts), steps=len(result.records),
+        stall_s=source_stats[0], prefetch_busy_s=source_stats[1], phases=_phases(result.records),
+        step_records=tuple(result.records), resident_before=resident, cache_note=note,
+        tokens_digest=hashlib.sha256(result.tokens.tobytes()).hexdigest()[:16], torch_threads=threads,
+        table_bytes=table_bytes if p.has_engram else 0, config=config)
+
+
+def _one_run(model, p: Placement, addressing, tables: _Tables, reqs: Requests):
+    table, resident, note = tables.open(p)
+    source = make_source(p, table) if p.has_engram else None
+    try:
+        result = run_workload(model, source, addressing, reqs)
+    finally:
+        if source is not None:
+            source.close()
+    stats = (source.stall_s, source.busy_s) if source is not None else (0.0, 0.0)
+    del table, source  # drop the map before the next run's cold start
+    return result, stats, resident, note
+
+
+def _phases(records: list[StepRecord]) -> tuple[PhaseSummary, ...]:
+    out = []
+    for phase in ("prefill", "decode"):
+        recs = [r for r in records if r.phase == phase]
+        if not recs:
+            continue
+        mean = lambda f: statistics.fmean(f(r) for r in recs)  # noqa: E731
+        out.append(PhaseSummary(
+            phase=phase, steps=len(recs), tokens=sum(r.tokens for r in recs), mean_step_s=mean(lambda r: r.total_s),
+            mean_pre_s=mean(lambda r: r.pre_s), mean_gather_s=mean(lambda r: r.gather_s),
+            mean_rest_s=mean(lambda r: r.total_s - r.pre_s - r.gather_s), stall_s=sum(r.stall_s for r in recs)))
+    return tuple(out)
