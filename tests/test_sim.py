@@ -1,0 +1,168 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engramsim import costs
+from engramsim.fetch import UniformRows
+from engramsim.hardware import load_hardware
+from engramsim.sim.engine import batch_shape
+from engramsim.sim.run import Scenario, simulate
+from engramsim.sim.scheduler import Seq
+from engramsim.sim.tiers import TIERS, Placement
+from tests.simkit import scenario, tiny_workload, with_gpu, with_link
+
+ONE_PREFILL = tiny_workload(num_seqs=1, inp=(300, 300), out=(1, 1), max_seqs=1)
+
+
+def slow_link_hw():
+    # 1 MB/s: the zero-copy fetch of 300 tokens x 16 rows x 160 B takes ~0.8 s, far beyond
+    # the window of two layers.
+    return with_link(load_hardware("h800"), h2d_Bps=1e6)
+
+
+def expected_uva_fetch_s(sc: Scenario, tokens: int) -> float:
+    hw, spec = sc.hw, sc.model.engram
+    rows = UniformRows(spec).unique_rows(tokens, spec.layer_ids[0])
+    rate = min(costs.zero_copy_cap_Bps(hw.link, spec.row_bytes),
+               hw.link.h2d_Bps / costs.zero_copy_wire_factor(hw.link, spec.row_bytes),
+               hw.host.dram_bw_Bps * hw.host.dram_efficiency / costs.lines_per_row_bytes(spec.row_bytes))
+    return hw.gpu.kernel_launch_s + hw.link.read_round_trip_s + rows * spec.row_bytes / rate
+
+
+def window_s(sc: Scenario, tokens: int) -> float:
+    """Compute of the layers before the Engram layer, for one prefill of `tokens`."""
+    shape = batch_shape([Seq(0, 0.0, tokens, 1)], prefill=True)
+    comp = costs.step_compute(sc.hw.gpu, sc.model.backbone, shape, 1)
+    return comp.layers_s(sc.model.backbone, 0, sc.model.engram.layer_ids[0])
+
+
+def test_stall_is_fetch_minus_window_when_fetch_is_longer():
+    sc = scenario(ONE_PREFILL, hw=slow_link_hw())
+    run = simulate(sc, [Placement("dram-uva")]).runs[0]
+    expected = expected_uva_fetch_s(sc, 300) - window_s(sc, 300)
+    assert expected > 0.5
+    assert run.stall_s == pytest.approx(expected, rel=1e-9)
+
+
+def test_synchronous_fetch_stalls_for_the_whole_fetch():
+    sc = scenario(ONE_PREFILL, hw=slow_link_hw(), prefetch=False)
+    run = simulate(sc, [Placement("dram-uva")]).runs[0]
+    assert run.stall_s == pytest.approx(expected_uva_fetch_s(sc, 300), rel=1e-9)
+
+
+def test_one_request_timeline_matches_cost_functions():
+    # Baseline: a single prefill step is hash-free: layers + LM head + step overhead.
+    sc = scenario(ONE_PREFILL)
+    report = simulate(sc, [])
+    bb = sc.model.backbone
+    comp = costs.step_compute(sc.hw.gpu, bb, batch_shape([Seq(0, 0.0, 300, 1)], True), 1)
+    step = comp.layers_s(bb, 0, bb.n_layers) + comp.head_s + sc.hw.gpu.step_overhead_s
+    assert report.baseline["makespan_s"] == pytest.approx(step, rel=1e-12)
+    assert report.baseline["ttft_p50_s"] == pytest.approx(step, rel=1e-12)
+
+
+def test_hbm_tier_does_not_fit_a_200GB_table_on_one_80GB_gpu():
+    run = simulate(scenario(), [Placement("hbm")]).runs[0]
+    assert not run.fits and run.throughput_tok_s is None
+    assert "HBM" in run.problems[0]
+
+
+def test_hbm_tier_fits_small_table_and_costs_only_in_line_gather():
+    run = simulate(scenario(model="engram-27b", hw="h200"), [Placement("hbm")]).runs[0]
+    assert run.fits and run.stall_s == 0
+    assert run.resources == {}
+
+
+def test_offloading_frees_hbm_for_kv_cache():
+    sc = scenario(model="engram-27b", hw="h200")
+    hbm, dram = simulate(sc, [Placement("hbm"), Placement("dram-copy")]).runs
+    assert dram.kv_tokens_per_replica > hbm.kv_tokens_per_replica
+
+
+def test_eight_gpus_contend_for_one_host():
+    # With a slow host DRAM, 8 GPUs stall more than 1 GPU: they share it.
+    from tests.simkit import with_host
+    hw = with_host(load_hardware("h800"), dram_bw_Bps=2e8)
+    one = simulate(scenario(tiny_workload(num_seqs=8), hw=hw, gpus=1), [Placement("dram-uva")]).runs[0]
+    eight = simulate(scenario(tiny_workload(num_seqs=64), hw=hw, gpus=8), [Placement("dram-uva")]).runs[0]
+    assert eight.stall_s / 8 > one.stall_s * 2
+
+
+def test_tensor_parallel_splits_the_fetch_across_links():
+    hw = slow_link_hw()
+    tp1 = simulate(scenario(hw=hw, gpus=1, tp=1), [Placement("dram-uva")]).runs[0]
+    tp2 = simulate(scenario(hw=hw, gpus=2, tp=2), [Placement("dram-uva")]).runs[0]
+    assert tp2.stall_s < tp1.stall_s
+
+
+def test_every_tier_runs_and_reports_bytes_where_they_flow():
+    runs = {r.tier: r for r in simulate(scenario(), [Placement(t) for t in TIERS]).runs}
+    assert "link" in runs["dram-copy"].resources and "cpu" in runs["dram-copy"].resources
+    assert "cxl" in runs["cxl-uva"].resources and "dram" not in runs["cxl-uva"].resources
+    assert "ssd_iops" in runs["ssd"].resources
+
+
+def test_ssd_page_cache_hits_reduce_ssd_reads():
+    cold, warm = simulate(scenario(), [Placement("ssd"), Placement("ssd", ssd_dram_hit_rate=0.9)]).runs
+    assert warm.resources["ssd_iops"]["moved"] == pytest.approx(cold.resources["ssd_iops"]["moved"] * 0.1)
+
+
+def test_hbm_cache_hits_reduce_host_traffic():
+    none, cached = simulate(scenario(), [Placement("dram-copy"), Placement("dram-copy", hbm_cache_bytes=40 * 2**30)]).runs
+    assert cached.hbm_hit_rate > 0.2
+    assert cached.resources["link"]["moved"] < none.resources["link"]["moved"]
+
+
+def test_poisson_workload_runs_with_arrivals():
+    w = tiny_workload(num_seqs=10, kind="poisson", rate=5.0)
+    report = simulate(scenario(w), [Placement("dram-copy")])
+    assert report.runs[0].makespan_s > 1.0  # the last of 10 arrivals at 5/s comes after ~2 s
+
+
+def test_same_seed_same_result_and_other_seed_differs():
+    a = simulate(scenario(seed=3), [Placement("dram-uva")]).to_dict()
+    b = simulate(scenario(seed=3), [Placement("dram-uva")]).to_dict()
+    c = simulate(scenario(seed=4), [Placement("dram-uva")]).to_dict()
+    assert a == b and a != c
+
+
+# Invariants over small random servers. Each example simulates a handful of short requests.
+link_GBps = st.floats(0.05, 60)
+hw_seeds = st.integers(0, 5)
+
+
+@settings(max_examples=12, deadline=None)
+@given(link_GBps, st.floats(1.5, 10), hw_seeds, st.sampled_from(["dram-uva", "dram-copy", "cxl-uva"]))
+def test_more_link_bandwidth_never_lowers_throughput(gbps, factor, seed, tier):
+    base = load_hardware("h800")
+    slow = simulate(scenario(hw=with_link(base, h2d_Bps=gbps * 1e9), seed=seed), [Placement(tier)]).runs[0]
+    fast = simulate(scenario(hw=with_link(base, h2d_Bps=gbps * factor * 1e9), seed=seed), [Placement(tier)]).runs[0]
+    assert fast.throughput_tok_s >= slow.throughput_tok_s * (1 - 1e-9)
+
+
+@settings(max_examples=12, deadline=None)
+@given(link_GBps, hw_seeds, st.sampled_from(["dram-uva", "dram-copy", "cxl-copy", "ssd"]))
+def test_prefetch_is_never_worse_than_synchronous(gbps, seed, tier):
+    hw = with_link(load_hardware("h800"), h2d_Bps=gbps * 1e9)
+    pre = simulate(scenario(hw=hw, seed=seed), [Placement(tier)]).runs[0]
+    sync = simulate(scenario(hw=hw, seed=seed, prefetch=False), [Placement(tier)]).runs[0]
+    assert pre.throughput_tok_s >= sync.throughput_tok_s * (1 - 1e-9)
+    assert pre.stall_s <= sync.stall_s + 1e-12
+
+
+@settings(max_examples=12, deadline=None)
+@given(link_GBps, hw_seeds, st.sampled_from(TIERS[1:]), st.floats(0, 2e4))
+def test_overhead_against_baseline_is_never_negative(gbps, seed, tier, engram_us):
+    hw = with_gpu(with_link(load_hardware("h800"), h2d_Bps=gbps * 1e9), engram_step_overhead_s=engram_us * 1e-6)
+    run = simulate(scenario(hw=hw, seed=seed), [Placement(tier)]).runs[0]
+    assert run.overhead_pct >= -1e-9
+
+
+@settings(max_examples=12, deadline=None)
+@given(hw_seeds, st.floats(0, 20))
+def test_bytes_are_conserved_along_the_copy_path(seed, cache_gib):
+    sc = scenario(seed=seed)
+    run = simulate(sc, [Placement("dram-copy", hbm_cache_bytes=cache_gib * 2**30)]).runs[0]
+    row_bytes = sc.model.engram.row_bytes
+    # Every fetched row crosses the link exactly once in the DMA copy.
+    assert run.resources["link"]["moved"] * 1e9 == pytest.approx(run.fetched_rows * row_bytes, rel=1e-9)
