@@ -72,3 +72,18 @@ def test_presets_json_lists_all_kinds():
 def test_help_lists_commands():
     r = cli("--help")
     assert r.returncode == 0 and "simulate" in r.stdout and "presets" in r.stdout
+
+
+def test_cache_sweep_and_cxl_pool_options():
+    r = cli("simulate", "--tier", "cxl-uva", "--hbm-cache-gib", "0", "--hbm-cache-gib", "10",
+            "--cxl", "cxl-pool", "--json", *FAST)
+    assert r.returncode == 0, r.stderr
+    runs = json.loads(r.stdout)["runs"]
+    assert [run["hbm_cache_GiB"] for run in runs] == [0.0, 10.0]
+    assert runs[1]["hbm_hit_rate"] > 0 and runs[1]["kv_tokens_per_replica"] < runs[0]["kv_tokens_per_replica"]
+    assert "switch" in runs[0]["resources"]
+
+
+def test_unknown_cxl_part_is_one_line():
+    r = cli("simulate", "--cxl", "floppy-pool")
+    assert r.returncode == 2 and "unknown CXL part" in r.stderr

@@ -27,14 +27,21 @@ GiB = 2.0**30
 @click.option("--tp", default=1, show_default=True, type=int, help="Tensor-parallel degree of one replica.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the request lengths.")
 @click.option("--no-prefetch", is_flag=True, help="Fetch synchronously at the Engram layer.")
-@click.option("--hbm-cache-gib", default=0.0, show_default=True, type=float,
-              help="Hot-row cache in HBM per GPU (GiB), for the off-GPU tiers.")
+@click.option("--hbm-cache-gib", "cache_gib", multiple=True, type=float,
+              help="Hot-row cache in HBM per GPU (GiB) for the off-GPU tiers; repeat to sweep sizes "
+                   "(a bigger cache hits more but leaves less KV cache). Default: none.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
+              help="Address-stream trace (from `engramsim trace --save`) that sets unique rows per step "
+                   "and hot-row hit rates; `default` builds one from the offline corpus.")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
+              help="A measured profile: calibrate --hw from it on the fly (see `engramsim calibrate`).")
+@click.option("--cxl", "cxl_part", help="Swap the CXL part, e.g. `cxl-pool` (hwmodels/parts/).")
 @click.option("--ssd-dram-hit", default=0.0, show_default=True, type=float,
               help="ssd tier: share of page reads served by the host's DRAM page cache.")
 @click.option("--max-seqs", type=int, help="Override the workload's max_num_seqs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefetch, hbm_cache_gib,
-            ssd_dram_hit, max_seqs, as_json):
+def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefetch, cache_gib,
+            trace_path, profile_path, cxl_part, ssd_dram_hit, max_seqs, as_json):
     """Simulate an inference server with the model's Engram tables in each placement.
 
     Each placement runs beside a no-Engram baseline (same backbone and workload), and the
@@ -48,15 +55,18 @@ def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefet
 
     if max_seqs is not None and max_seqs < 1:
         raise UserError("--max-seqs must be at least 1")
-    hw = load_hardware(hw_name)
+    if any(c < 0 for c in cache_gib):
+        raise UserError("--hbm-cache-gib must be >= 0")
+    hw = _hardware(hw_name, profile_path, cxl_part)
     model = load_model(model_name)
     workload = load_workload(workload_name)
     if max_seqs:
         workload = replace(workload, engine=replace(workload.engine, max_num_seqs=max_seqs))
     scenario = Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=seed,
-                        prefetch=not no_prefetch)
-    placements = [Placement(t, hbm_cache_bytes=hbm_cache_gib * GiB, ssd_dram_hit_rate=ssd_dram_hit)
-                  for t in (tiers or TIERS)]
+                        prefetch=not no_prefetch, row_model=_row_model(trace_path, model))
+    caches = cache_gib or (0.0,)
+    placements = [Placement(t, hbm_cache_bytes=c * GiB, ssd_dram_hit_rate=ssd_dram_hit)
+                  for t in (tiers or TIERS) for c in (caches if t != "hbm" else (0.0,))]
     console = Console(stderr=as_json)
     if as_json:
         report = simulate(scenario, placements)
@@ -65,3 +75,31 @@ def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefet
     with console.status("simulating...") as status:
         report = simulate(scenario, placements, progress=lambda label: status.update(f"simulating {label}..."))
     console.print(report)
+
+
+def _hardware(hw_name: str, profile_path: str | None, cxl_part: str | None):
+    if profile_path:
+        from engramsim.calibrate import hardware_from_profile
+        hw = hardware_from_profile(profile_path, base=hw_name)
+    else:
+        hw = load_hardware(hw_name)
+    if cxl_part:
+        from engramsim.hardware import CXL, PARTS_DIR
+        from engramsim.presets import build, load_toml, resolve
+        from engramsim.errors import UserError
+        path = PARTS_DIR / f"{cxl_part}.toml"
+        if not path.is_file():
+            raise UserError(f"unknown CXL part '{cxl_part}' (see hwmodels/parts/)")
+        from dataclasses import replace
+        hw = replace(hw, cxl=build(CXL, load_toml(path), str(path)))
+    return hw
+
+
+def _row_model(trace_path: str | None, model):
+    """None keeps the uniform-hashing expectation; a trace file or `default` uses real text."""
+    if not trace_path:
+        return None
+    from engramsim import traces
+    if trace_path == "default":
+        return traces.default_row_model(model)
+    return traces.load_row_model(trace_path, model)

@@ -22,25 +22,34 @@ def render_sim_report(report):
                f"(TTFT p50 {_ms(report.baseline['ttft_p50_s'])} ms, TPOT p50 {_ms(report.baseline['tpot_p50_s'])} ms)")
     yield placement_table(report)
     for r in report.runs:
-        yield Text.assemble(("  " + r.tier, "bold"), ": ", (r.bound, "red" if not r.fits else ""))
+        yield Text.assemble(("  " + label(r), "bold"), ": ", (r.bound, "red" if not r.fits else ""))
+    best = max((r for r in report.runs if r.fits), key=lambda r: r.throughput_tok_s, default=None)
+    if best and len(report.runs) > 1:
+        yield Text(f"best: {label(best)} at {best.throughput_tok_s:,.1f} tok/s ({best.overhead_pct:+.2f}%)", style="bold")
     yield resource_table(report)
+
+
+def label(run) -> str:
+    """A placement's name in tables: its tier, plus its hot-row cache when it has one."""
+    return run.tier + (f" +{run.hbm_cache_GiB:g}GiB cache" if run.hbm_cache_GiB else "")
 
 
 def placement_table(report) -> Table:
     t = Table(title="Engram table placements", title_justify="left", header_style="bold")
     for col, just in [("tier", "left"), ("fits", "center"), ("tok/s", "right"), ("overhead", "right"),
                       ("TTFT p50/p99 s", "right"), ("TPOT p50/p99 ms", "right"), ("stall s", "right"),
-                      ("KV tokens", "right")]:
+                      ("KV tokens", "right"), ("HBM hit", "right")]:
         t.add_column(col, justify=just, overflow="fold")
     for r in report.runs:
         if not r.fits:
-            t.add_row(r.tier, "[red]no[/]", "-", "-", "-", "-", "-", _num(r.kv_tokens_per_replica))
+            t.add_row(label(r), "[red]no[/]", "-", "-", "-", "-", "-", _num(r.kv_tokens_per_replica), "-")
             continue
         style = "green" if r.overhead_pct < 3 else ("yellow" if r.overhead_pct < 10 else "red")
-        t.add_row(r.tier, "yes", _num(r.throughput_tok_s, "{:,.1f}"), Text(f"{r.overhead_pct:+.2f}%", style=style),
+        t.add_row(label(r), "yes", _num(r.throughput_tok_s, "{:,.1f}"), Text(f"{r.overhead_pct:+.2f}%", style=style),
                   f"{_num(r.ttft_p50_s, '{:.2f}')} / {_num(r.ttft_p99_s, '{:.2f}')}",
                   f"{_ms(r.tpot_p50_s)} / {_ms(r.tpot_p99_s)}",
-                  _num(r.stall_s, "{:.3f}"), _num(r.kv_tokens_per_replica))
+                  _num(r.stall_s, "{:.3f}"), _num(r.kv_tokens_per_replica),
+                  "-" if r.hbm_hit_rate is None else f"{100 * r.hbm_hit_rate:.1f}%")
     return t
 
 
@@ -57,5 +66,5 @@ def resource_table(report) -> Table:
         for kind in kinds:
             row = r.resources.get(kind)
             cells.append("-" if row is None else f"{row['moved']:,.1f} {row['unit']} / {100 * row['utilization']:.1f}%")
-        t.add_row(r.tier, *cells)
+        t.add_row(label(r), *cells)
     return t
