@@ -1,0 +1,234 @@
+"""Hot-row cache policies and their hit rates against capacity, for real Engram address streams.
+
+Policies (`hit_rate_curve(trace_rows, capacities_rows, policy)`):
+
+* ``static-topk``: the rows most often read in the first `train_fraction` of the trace are
+  pinned; the hit rate is measured on the rest. This is what a hot-row HBM cache filled offline
+  (from a profiling run) achieves, and what `engramsim simulate` uses.
+* ``lru``: least recently used, demand-filled. Every capacity at once from LRU stack distances
+  (Mattson et al. 1970): an access hits in a cache of C rows iff fewer than C distinct other rows
+  were read since the previous access to its row.
+* ``lfu``: least frequently used, demand-filled, with "perfect" counts (kept for evicted rows
+  too), ties broken by least recent use. Not a stack algorithm in this form, so it is simulated
+  directly per capacity (a heap, pure Python: slow, about a million accesses per second).
+
+Hit rates count accesses; the first access to a row is a miss for LRU and LFU (cold start).
+"""
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from engramsim.errors import UserError
+
+POLICIES = ("static-topk", "lru", "lfu")
+UNSEEN = np.iinfo(np.int64).max  # rank of a row the training part never read: no cache holds it
+
+
+def hit_rate_curve(trace_rows, capacities_rows, policy: str = "static-topk",
+                   train_fraction: float = 0.5) -> np.ndarray:
+    """Hit rate (0..1) of `policy` for each capacity in rows, over the accesses of `trace_rows`
+    (a 1-D sequence of row ids in access order; for static-topk, over the evaluated part)."""
+    trace = np.asarray(trace_rows).ravel()
+    caps = np.asarray(capacities_rows, dtype=np.int64)
+    if trace.size == 0:
+        raise UserError("empty address trace: no accesses to evaluate a cache on")
+    if caps.size and caps.min() < 0:
+        raise UserError("cache capacities must be >= 0 rows")
+    if policy == "static-topk":
+        if not 0.0 < train_fraction < 1.0:
+            raise UserError("train_fraction must be between 0 and 1")
+        split = max(1, min(trace.size - 1, int(round(trace.size * train_fraction))))
+        return static_topk_curve(trace[:split], trace[split:], caps)
+    if policy == "lru":
+        return lru_curve(trace, caps)
+    if policy == "lfu":
+        return np.array([lfu_hits(trace, int(c)) / trace.size for c in caps])
+    raise UserError(f"unknown cache policy '{policy}' (allowed: {', '.join(POLICIES)})")
+
+
+# --- static top-K --------------------------------------------------------------------------
+
+def frequency_ranks(train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the training part sorted hottest first (ties: lower row id first), and counts."""
+    rows, counts = np.unique(train_rows, return_counts=True)
+    order = np.lexsort((rows, -counts))
+    return rows[order], counts[order]
+
+
+def static_topk_curve(train_rows, eval_rows, capacities_rows) -> np.ndarray:
+    """Fraction of `eval_rows` that falls in the `C` hottest rows of `train_rows`, for each C."""
+    hot, _ = frequency_ranks(np.asarray(train_rows).ravel())
+    ranks = eval_ranks(hot, np.asarray(eval_rows).ravel())
+    return hits_below(ranks, capacities_rows) / max(1, ranks.size)
+
+
+def eval_ranks(hot_rows: np.ndarray, eval_rows: np.ndarray) -> np.ndarray:
+    """The training rank of each evaluated access (UNSEEN for rows never seen in training)."""
+    by_row = np.argsort(hot_rows)
+    sorted_rows = hot_rows[by_row]
+    pos = np.searchsorted(sorted_rows, eval_rows)
+    pos_clipped = np.minimum(pos, max(0, len(sorted_rows) - 1))
+    seen = (pos < len(sorted_rows)) & (sorted_rows[pos_clipped] == eval_rows) if len(sorted_rows) \
+        else np.zeros(len(eval_rows), dtype=bool)
+    return np.where(seen, by_row[pos_clipped], UNSEEN)
+
+
+def hits_below(ranks: np.ndarray, capacities_rows) -> np.ndarray:
+    """For each capacity C, how many entries of `ranks` are < C (one sort, then binary search)."""
+    return np.searchsorted(np.sort(ranks), np.asarray(capacities_rows, dtype=np.int64), side="left")
+
+
+# --- LRU from stack distances ----------------------------------------------------------------
+
+def previous_access(trace: np.ndarray) -> np.ndarray:
+    """Index of the previous access to the same row, -1 for a first access."""
+    n = trace.size
+    prev = np.full(n, -1, dtype=np.int64)
+    if n < 2:
+        return prev
+    shift = int(n).bit_length()
+    if trace.min() >= 0 and int(trace.max()) < (1 << (62 - shift)):
+        # One plain sort of (row, time) packed into int64 keys: several times faster than a
+        # stable argsort, and the keys are unique so stability comes for free.
+        keys = np.sort((trace.astype(np.int64) << shift) | np.arange(n, dtype=np.int64))
+        rows, times = keys >> shift, keys & ((1 << shift) - 1)
+    else:
+        times = np.argsort(trace, kind="stable")
+        rows = trace[times]
+    same = rows[1:] == rows[:-1]
+    prev[times[1:][same]] = times[:-1][same]
+    return prev
+
+
+def stack_distances(trace_rows) -> np.ndarray:
+    """LRU stack distance of each access: distinct other rows read since the previous access to
+    the same row (-1 for a first access). An access hits in an LRU cache of C rows iff 0 <= d < C.
+
+    With p = prev(t), the distinct rows read in (p, t) are the accesses q in (p, t) whose own
+    previous access lies before p (a first access counts as prev = -1). Every q <= p also has
+    prev(q) < p, so d(t) = #{q < t : prev(q) < p} - (p + 1). First accesses are earlier-smaller
+    for every re-access, so they are counted with a prefix sum and the hard part, a "count
+    earlier smaller values", runs over the re-accesses only.
+    """
+    trace = np.asarray(trace_rows).ravel()
+    prev = previous_access(trace)
+    d = np.full(trace.size, -1, dtype=np.int64)
+    reuse = np.flatnonzero(prev >= 0)
+    if reuse.size == 0:
+        return d
+    firsts_before = np.cumsum(prev < 0)[reuse]  # first accesses at or before each re-access
+    p = prev[reuse]
+    # Previous-access times are distinct among re-accesses: rank them (a counting sort, O(n))
+    # to get a permutation of 0..m-1 with fewer bits.
+    taken = np.zeros(trace.size, dtype=bool)
+    taken[p] = True
+    ranks = (np.cumsum(taken) - 1)[p]
+    d[reuse] = count_earlier_smaller(ranks) + firsts_before - p - 1
+    return d
+
+
+def count_earlier_smaller(values: np.ndarray) -> np.ndarray:
+    """For each i, #{j < i : values[j] < values[i]}, for `values` a permutation of 0..n-1.
+
+    A wavelet-style pass per bit, most significant first: the sequence is kept stably sorted by
+    the bits already processed (groups of equal prefix, in time order). At bit b, an element
+    with bit 1 is larger than exactly the earlier elements of its group with bit 0; then each
+    group is stably split into its 0s and 1s. O(n log max) in ~15 vector passes per bit.
+    Every buffer is preallocated and every take is mode="clip" (unbuffered): fresh large
+    temporaries cost more here than the arithmetic.
+    """
+    n = values.size
+    dt = np.int32 if n < 2**31 - 1 else np.int64
+    cur, nxt = values.astype(dt), np.empty(n, dtype=dt)
+    cnt, cnt_nxt = np.zeros(n, dtype=dt), np.empty(n, dtype=dt)
+    idx = np.arange(n, dtype=np.intp)
+    bit, zero, zc, tmp = (np.empty(n, dtype=dt) for _ in range(4))
+    gid, gstart, newpos = (np.empty(n, dtype=np.intp) for _ in range(3))
+    is_one = np.empty(n, dtype=bool)
+    is_start = np.zeros(n, dtype=bool)
+    is_start[0] = True
+    for b in range(int(cur.max()).bit_length() - 1, -1, -1):
+        np.right_shift(cur, b, out=bit)
+        np.bitwise_and(bit, 1, out=bit)
+        np.not_equal(bit, 0, out=is_one)
+        starts = np.flatnonzero(is_start)
+        np.cumsum(is_start, out=gid)
+        gid -= 1
+        np.take(starts, gid, out=gstart, mode="clip")
+        np.subtract(1, bit, out=zero)
+        np.cumsum(zero, out=zc)
+        zc -= zero                                  # zeros strictly before, whole sequence
+        np.take(zc, gstart, out=tmp, mode="clip")
+        np.subtract(zc, tmp, out=zc)                # zeros before me within my group
+        np.multiply(zc, bit, out=tmp)
+        cnt += tmp
+        ztot = np.add.reduceat(zero, starts, dtype=dt)
+        # New position: 0s keep their order at the front of the group, 1s follow all its 0s.
+        np.add(gstart, zc, out=newpos)
+        np.take(ztot, gid, out=tmp, mode="clip")
+        tmp -= zc
+        np.add(idx, tmp, out=gstart)
+        np.copyto(newpos, gstart, where=is_one)
+        nxt[newpos] = cur
+        cnt_nxt[newpos] = cnt
+        cur, nxt, cnt, cnt_nxt = nxt, cur, cnt_nxt, cnt
+        sizes = np.diff(np.append(starts, n))
+        both = (ztot > 0) & (ztot < sizes)
+        is_start[starts[both] + ztot[both]] = True  # a group splits where its 1s begin
+    # The final arrangement is sorted by value, so value v sits at position v.
+    return cnt[values].astype(np.int64)
+
+
+def lru_curve(trace_rows, capacities_rows) -> np.ndarray:
+    d = stack_distances(trace_rows)
+    reuse = np.sort(d[d >= 0])
+    return np.searchsorted(reuse, np.asarray(capacities_rows, dtype=np.int64), side="left") / max(1, d.size)
+
+
+def lru_hits(trace_rows, capacity: int) -> int:
+    """Direct LRU simulation (an ordered dict): the check for the stack-distance curve."""
+    from collections import OrderedDict
+    cache: OrderedDict = OrderedDict()
+    hits = 0
+    for row in np.asarray(trace_rows).ravel().tolist():
+        if row in cache:
+            hits += 1
+            cache.move_to_end(row)
+        elif capacity > 0:
+            cache[row] = None
+            if len(cache) > capacity:
+                cache.popitem(last=False)
+    return hits
+
+
+# --- LFU ------------------------------------------------------------------------------------
+
+def lfu_hits(trace_rows, capacity: int) -> int:
+    """Demand-filled LFU with perfect counts; the victim is the cached row with the lowest
+    count, the least recently used among equals. A heap with lazy invalidation."""
+    if capacity <= 0:
+        return 0
+    counts: dict[int, int] = {}
+    last: dict[int, int] = {}     # row -> time of its latest access while cached
+    heap: list[tuple[int, int, int]] = []
+    hits = 0
+    for t, row in enumerate(np.asarray(trace_rows).ravel().tolist()):
+        c = counts.get(row, 0) + 1
+        counts[row] = c
+        if row in last:
+            hits += 1
+        elif len(last) >= capacity:
+            _evict_lfu(heap, counts, last)
+        last[row] = t
+        heapq.heappush(heap, (c, t, row))
+    return hits
+
+
+def _evict_lfu(heap, counts, last) -> None:
+    while True:
+        c, t, row = heapq.heappop(heap)
+        if last.get(row) == t and counts[row] == c:  # skip entries made stale by later accesses
+            del last[row]
+            return
