@@ -36,6 +36,10 @@ class GPU:
     # Host-side work an engine thread does per step for the Engram lookup (building index
     # tensors, launching the gather and copy) before it can launch the forward pass.
     engram_step_overhead_s: float = spec("engram_step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
+    # A CPU standing in for the accelerator (`engramsim validate` on a CPU-only machine): its
+    # compute runs on `compute_threads` host cores and competes with CPU gather threads.
+    compute_on_host: bool = spec("compute_on_host", kind=bool, default=False)
+    compute_threads: int = spec("compute_threads", lo=0, lo_open=False, kind=int, default=0)
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,26 @@ def test_bytes_are_conserved_along_the_copy_path(seed, cache_gib):
     row_bytes = sc.model.engram.row_bytes
     # Every fetched row crosses the link exactly once in the DMA copy.
     assert run.resources["link"]["moved"] * 1e9 == pytest.approx(run.fetched_rows * row_bytes, rel=1e-9)
+
+
+def cpu_device_hw(threads=2, cores=2, gather_threads=1):
+    """A CPU standing in for the GPU: compute is thread-seconds on the host's cores."""
+    from dataclasses import replace
+    hw = with_gpu(load_hardware("h800"), compute_on_host=True, compute_threads=threads)
+    return replace(hw, host=replace(hw.host, cpu_cores=cores, gather_threads_per_gpu=gather_threads))
+
+
+def test_cpu_device_compute_is_unchanged_without_contention():
+    gpu_report = simulate(scenario(ONE_PREFILL), [])
+    cpu_report = simulate(scenario(ONE_PREFILL, hw=cpu_device_hw()), [])
+    assert cpu_report.baseline["makespan_s"] == pytest.approx(gpu_report.baseline["makespan_s"], rel=1e-9)
+
+
+def test_prefetch_thread_slows_host_compute_on_two_cores():
+    # With 2 cores, 2 compute threads and 1 gather thread, the overlap costs compute time that a
+    # GPU would not pay; with 3 cores it does not.
+    from tests.simkit import with_host
+    slow_gather = dict(gather_mlp=0.01)
+    tight = simulate(scenario(hw=with_host(cpu_device_hw(cores=2), **slow_gather)), [Placement("dram-copy")]).runs[0]
+    roomy = simulate(scenario(hw=with_host(cpu_device_hw(cores=3), **slow_gather)), [Placement("dram-copy")]).runs[0]
+    assert tight.throughput_tok_s < roomy.throughput_tok_s

@@ -58,8 +58,10 @@ class ServerSetup:
 
 
 class Replica:
-    def __init__(self, env, setup: ServerSetup, fetchers: list[Fetcher], stats: StepStats):
+    def __init__(self, env, setup: ServerSetup, fetchers: list[Fetcher], stats: StepStats,
+                 net: FlowNetwork, host: HostResources):
         self.env, self.setup, self.fetchers, self.stats = env, setup, fetchers, stats
+        self.net, self.host = net, host
         self.scheduler = Scheduler(setup.workload.engine, setup.kv_blocks)
         self.wakeup = env.event()
         self.cache_rows = 0
@@ -101,15 +103,25 @@ class Replica:
             rows = {l: self._rows(shape.tokens, l) for l in spec.layer_ids}
             pending = {l: self._fetch(rows[l][1]) for l in spec.layer_ids} if s.prefetch else {}
             for layer in sorted(spec.layer_ids):
-                yield self.env.timeout(comp.layers_s(bb, pos, layer))
+                yield self._compute(comp.layers_s(bb, pos, layer))
                 waited_from = self.env.now
                 yield pending[layer] if s.prefetch else self._fetch(rows[layer][1])
                 self._stall(self.env.now - waited_from, prefill)
                 hits, _ = rows[layer]
                 gather = costs.hbm_gather_s(gpu, hits, spec.row_bytes) if hits else 0.0
-                yield self.env.timeout(costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp) + gather)
+                yield self._compute(costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp) + gather)
                 pos = layer
-        yield self.env.timeout(comp.layers_s(bb, pos, bb.n_layers) + comp.head_s + gpu.step_overhead_s)
+        yield self._compute(comp.layers_s(bb, pos, bb.n_layers) + comp.head_s)
+        yield self.env.timeout(gpu.step_overhead_s)
+
+    def _compute(self, seconds: float):
+        """GPU compute is a plain delay. A CPU standing in for the GPU runs it as a flow of
+        thread-seconds on the host's cores, so a prefetch thread gathering rows slows it."""
+        gpu = self.setup.hw.gpu
+        if not gpu.compute_on_host or seconds <= 0:
+            return self.env.timeout(seconds)
+        threads = gpu.compute_threads or self.setup.hw.host.cpu_cores
+        return self.net.transfer(seconds * threads, [(self.host.cpu, 1.0)], cap=threads, cap_name="compute threads")
 
     def _rows(self, tokens: int, layer: int) -> tuple[float, float]:
         """(rows gathered in HBM, rows fetched from the tier) per GPU for one layer."""
@@ -157,7 +169,7 @@ def run_server(setup: ServerSetup, requests: Requests) -> RawRun:
         fetchers = [Fetcher(env, net, hw, setup.placement, setup.model.engram.row_bytes, links[g],
                             hosts[g // hw.gpus_per_host])
                     for g in gpus] if setup.placement and setup.model.engram else []
-        replicas.append(Replica(env, setup, fetchers, stats))
+        replicas.append(Replica(env, setup, fetchers, stats, net, hosts[gpus[0] // hw.gpus_per_host]))
     seqs = [Seq(i, float(requests.arrival_s[i]), int(requests.input_len[i]), int(requests.output_len[i]))
             for i in range(len(requests))]
     done: list[Seq] = []
