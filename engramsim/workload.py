@@ -33,6 +33,9 @@ class Engine:
     # Prefetch: the Engram fetch starts when the step's tokens are hashed, overlapping the
     # layers before the Engram layer. Off: the fetch runs synchronously at the Engram layer.
     prefetch: bool = spec("prefetch", kind=bool, default=True)
+    # At most this many prompts per prefill step (0: no limit beyond the token budget). A simple
+    # harness that prefills one prompt at a time sets 1.
+    max_prefill_seqs: int = spec("max_prefill_seqs", lo=0, lo_open=False, kind=int, default=0)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,8 @@ class Scheduler:
 
     def _admit(self) -> list[Seq]:
         batch, tokens = [], 0
-        while self.waiting and len(batch) < self.engine.max_num_seqs:
+        limit = min(self.engine.max_num_seqs, self.engine.max_prefill_seqs or self.engine.max_num_seqs)
+        while self.waiting and len(batch) < limit:
             seq = self.waiting[0]
             need = -(-len(seq) // self.block)
             if tokens + len(seq) > self.engine.max_num_batched_tokens or need > self.free_blocks:

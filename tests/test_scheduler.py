@@ -1,0 +1,45 @@
+from engramsim.sim.scheduler import Scheduler, Seq
+from engramsim.workload import Engine
+
+
+def seqs(*lens, out=3):
+    return [Seq(i, 0.0, n, out) for i, n in enumerate(lens)]
+
+
+def test_prefill_admits_whole_prompts_within_the_token_budget():
+    s = Scheduler(Engine(max_num_seqs=8, max_num_batched_tokens=100, kv_block_tokens=16), kv_blocks=100)
+    for q in seqs(40, 50, 30):
+        s.add(q)
+    batch, prefill = s.schedule()
+    assert prefill and [q.id for q in batch] == [0, 1]  # 40 + 50 <= 100 < 40 + 50 + 30
+
+
+def test_prefill_one_at_a_time():
+    s = Scheduler(Engine(max_prefill_seqs=1, kv_block_tokens=16), kv_blocks=100)
+    for q in seqs(10, 10):
+        s.add(q)
+    assert len(s.schedule()[0]) == 1 and len(s.schedule()[0]) == 1
+
+
+def test_decode_runs_every_running_sequence_and_finishes_them():
+    s = Scheduler(Engine(kv_block_tokens=16), kv_blocks=100)
+    for q in seqs(10, 12, out=2):
+        s.add(q)
+    batch, _ = s.schedule()
+    s.finish_step(batch, 1.0)            # prefill samples the first token
+    batch, prefill = s.schedule()
+    assert not prefill and len(batch) == 2
+    done = s.finish_step(batch, 2.0)     # second token: both reach max_out = 2
+    assert len(done) == 2 and s.idle() and s.free_blocks == 100
+
+
+def test_decode_preempts_the_newest_sequence_when_blocks_run_out():
+    # Blocks of 4 tokens; two 4-token prompts take 1 block each; decoding needs a second block each.
+    s = Scheduler(Engine(kv_block_tokens=4), kv_blocks=3)
+    for q in seqs(4, 4, out=5):
+        s.add(q)
+    batch, _ = s.schedule()
+    s.finish_step(batch, 1.0)
+    batch, prefill = s.schedule()
+    assert not prefill and [q.id for q in batch] == [0]
+    assert s.preemptions == 1 and s.waiting[0].id == 1
