@@ -67,13 +67,15 @@ class GatherCurve:
         return max(s, 1e-12), table_bytes > self.max_table_bytes
 
 
-def fit_gather_curve(rows: list[dict], points: int = 3) -> GatherCurve:
-    """Fit over the `points` largest table sizes of rows with `params.table_bytes` and
-    `us_per_row`/`median_s`: the cache-resident small tables say nothing about large ones."""
+def fit_gather_curve(rows: list[dict], min_fit_bytes: float = 32 * 2**20, points: int = 4) -> GatherCurve:
+    """Fit seconds per row (median_s / rows) over the tables of at least `min_fit_bytes` (the
+    largest two if fewer), at most the `points` largest: tables that fit in the caches say
+    nothing about large ones."""
     by_size = {}
     for r in rows:
         by_size.setdefault(r["params"]["table_bytes"], []).append(r["median_s"] / r["params"]["rows"])
-    sizes = sorted(by_size)[-points:]
+    large = [s for s in sorted(by_size) if s >= min_fit_bytes]
+    sizes = (large if len(large) >= 2 else sorted(by_size)[-2:])[-points:]
     if not sizes:
         raise ValueError("no gather rows")
     cost = [float(np.median(by_size[s])) for s in sizes]

@@ -140,14 +140,15 @@ def overlap(ctx):
     a, b = torch.randn(m, k), torch.randn(k, n)
     table_bytes = min(max(cfg.table_bytes), host_budget(ctx) // 2)
     rb = cfg.row_bytes[0]
-    if table_bytes < MiB:
+    rows = min(4096, table_bytes // rb // 4)
+    if rows < 16:
         yield skipped("overlap", {"path": "cpu"}, "not enough free memory for a gather table")
         return
     table = torch.ones(table_bytes // rb, rb, dtype=torch.uint8)
-    gather = cycling_gather(torch, table, ctx.rng(), rows=4096)
+    gather = cycling_gather(torch, table, ctx.rng(), rows=rows)
     mm_threads = max(1, max(cfg.threads) - 1)
     params = {"path": "cpu", "dtype": dtype, "m": m, "k": k, "n": n, "matmul_threads": mm_threads,
-              "gather_threads": 1, "gather_rows": 4096, "row_bytes": rb, "table_bytes": table.numel()}
+              "gather_threads": 1, "gather_rows": rows, "row_bytes": rb, "table_bytes": table.numel()}
     with torch_threads(torch, mm_threads):
         gather = with_one_thread(torch, gather)
         gather_alone = background_stats(gather, lambda: time.sleep(cfg.point_budget_s))
@@ -159,9 +160,9 @@ def overlap(ctx):
     yield record("overlap", {**params, "stage": "matmul", "with": "none"}, mm_alone, flops=flops)
     yield record("overlap", {**params, "stage": "matmul", "with": "gather"}, mm_with, flops=flops,
                  slowdown=mm_with.median_s / mm_alone.median_s)
-    yield record("overlap", {**params, "stage": "gather", "with": "none"}, gather_alone, rows=4096, bytes=4096 * rb)
-    yield record("overlap", {**params, "stage": "gather", "with": "matmul"}, gather_with, rows=4096,
-                 bytes=4096 * rb, slowdown=gather_with.median_s / gather_alone.median_s)
+    yield record("overlap", {**params, "stage": "gather", "with": "none"}, gather_alone, rows=rows, bytes=rows * rb)
+    yield record("overlap", {**params, "stage": "gather", "with": "matmul"}, gather_with, rows=rows,
+                 bytes=rows * rb, slowdown=gather_with.median_s / gather_alone.median_s)
 
 
 def cycling_gather(torch, table, rng, rows: int, sets: int = 128):
@@ -205,6 +206,9 @@ def background_stats(fn, foreground):
     worker.start()
     try:
         foreground()
+        deadline = time.perf_counter() + 5.0
+        while not times and worker.is_alive() and time.perf_counter() < deadline:
+            time.sleep(1e-4)  # a foreground shorter than one background call: wait for one sample
     finally:
         stop.set()
         worker.join()
@@ -233,6 +237,7 @@ def hash_bench(ctx):
 # --- SSD reads --------------------------------------------------------------------------------
 
 PAGE = 4096
+MEMORY_FILESYSTEMS = {"tmpfs", "ramfs"}
 
 
 def ssd_read(ctx):
@@ -242,7 +247,12 @@ def ssd_read(ctx):
     every repeat; cold mmap drops the mapping's pages and the page cache before every repeat."""
     cfg = ctx.config
     scratch = Path(ctx.scratch)
-    size = plan_file_bytes(cfg.ssd_file_bytes, disk_info(scratch)["free_bytes"])
+    disk = disk_info(scratch)
+    if disk["fstype"] in MEMORY_FILESYSTEMS:
+        yield skipped("ssd_read", {"fstype": disk["fstype"]},
+                      f"scratch {scratch} is in memory ({disk['fstype']}): pass --scratch on a disk")
+        return
+    size = plan_file_bytes(cfg.ssd_file_bytes, disk["free_bytes"])
     if size is None:
         yield skipped("ssd_read", {"file_bytes": cfg.ssd_file_bytes}, f"not enough free disk under {scratch}")
         return
@@ -257,7 +267,7 @@ def ssd_read(ctx):
 def plan_file_bytes(requested: int, free_bytes: int, margin: int = 1 * GiB, floor: int = 16 * MiB) -> int | None:
     """The scratch file size: as requested, or what fits under free disk minus a margin."""
     size = min(requested, (free_bytes - margin) // PAGE * PAGE)
-    return size if size >= floor else None
+    return size if size >= min(floor, requested) and size > 0 else None
 
 
 def write_scratch_file(path: Path, size: int, chunk: int = 16 * MiB):
@@ -335,7 +345,7 @@ def _ssd_points(ctx, path: Path, size: int):
                                   "file_bytes": size}
                         if cache == "cold":
                             params["cold_by"] = "O_DIRECT" if use_direct else "fadvise(DONTNEED)"
-                        yield record("ssd_read", params, stats, ops=reads, rows=reads, bytes=reads * rb,
+                        yield record("ssd_read", params, stats, ops=reads, bytes=reads * rb,
                                      latency_us=stats.median_s * qd / reads * 1e6)
     finally:
         pool.shutdown()

@@ -49,7 +49,7 @@ def make_config(quick: bool, cores: int) -> Config:
         return Config(
             quick=True, point_budget_s=0.25, repeats=5, memory_fraction=0.25,
             memory_margin_bytes=2 * GiB, threads=tuple(sorted({1, cores})),
-            table_bytes=(4 * MiB, 64 * MiB, 512 * MiB), row_bytes=(160, 256),
+            table_bytes=(4 * MiB, 64 * MiB, 256 * MiB, 1 * GiB), row_bytes=(160, 256),
             rows_per_call=(1, 1024, 65536), zipf_s=1.0, memcpy_bytes=128 * MiB,
             ssd_file_bytes=256 * MiB, ssd_row_bytes=(256, 4096), ssd_queue_depths=tuple(sorted({1, cores})),
             ssd_reads_per_call=256, hash_tokens=(128, 4096),

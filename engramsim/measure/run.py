@@ -6,6 +6,7 @@ stops the run and returns what was measured, marked partial.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +84,11 @@ def run_profile(only=None, quick: bool = False, scratch: Path | str = ".", seed:
                 if progress:
                     progress(bench.name, rec)
                 continue
-            for rec in bench.run(ctx):
-                profile.add(rec)
-                if progress:
-                    progress(bench.name, rec)
+            with contextlib.closing(bench.run(ctx)) as records:  # closing runs its cleanup on Ctrl-C
+                for rec in records:
+                    profile.add(rec)
+                    if progress:
+                        progress(bench.name, rec)
     except KeyboardInterrupt:
         profile.partial = True
     profile.host["profile_wall_s"] = round(time.perf_counter() - started, 3)
