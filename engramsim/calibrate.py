@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engramsim.errors import UserError
 from engramsim.hardware import SECTIONS, Hardware, hardware_from_dict, load_hardware
+from engramsim.presets import load_toml
 from engramsim.profile_io import Profile, load_profile, write_atomic
 
 GiB = 2.0**30
@@ -380,17 +380,5 @@ def write_calibration(cal: Calibration, path: str | Path, source: str = "") -> P
     path = Path(path)
     header = f"engramsim calibrate {source}\n" + "\n".join(f"note: {n}" for n in cal.notes)
     write_atomic(path, to_toml(cal.data, header))
-    hardware_from_dict(load_toml_text(path), str(path), path)  # what we wrote must load
+    hardware_from_dict(load_toml(path), str(path), path)  # what we wrote must load
     return path
-
-
-def load_toml_text(path: Path) -> dict:
-    from engramsim.presets import load_toml
-    return load_toml(path)
-
-
-def check_base(base: str):
-    try:
-        load_hardware(base)
-    except UserError as e:
-        raise UserError(f"--base: {e}") from None

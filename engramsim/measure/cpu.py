@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engramsim.measure.plan import (GiB, MiB, fit_sizes, gather_points, indices, memory_budget, record,
+from engramsim.measure.plan import (GiB, MiB, gather_points, indices, memory_budget, record, sizes_within,
                                     skipped)
 from engramsim.measure.system import disk_info, free_memory_bytes, numa_nodes
 from engramsim.measure.timing import PerfTimer, measure
@@ -86,9 +86,7 @@ def run_gather(ctx, name: str, table, points, timer=None, extra: dict | None = N
 def dram_gather(ctx, name="dram_gather", node: int | None = None):
     """Random rows from a host table, against table size (caches, TLB), row bytes and threads."""
     torch, cfg = ctx.torch, ctx.config
-    sizes, too_big = fit_sizes(cfg.table_bytes, host_budget(ctx))
-    for size, reason in too_big:
-        yield skipped(name, {"table_bytes": size}, reason)
+    sizes = yield from sizes_within(name, cfg.table_bytes, host_budget(ctx))
     if not sizes:
         return
     extra = {} if node is None else {"numa_node": node}

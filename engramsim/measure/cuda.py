@@ -9,7 +9,7 @@ this module imports no torch itself.
 from __future__ import annotations
 
 from engramsim.measure.cpu import host_budget, run_gather, single_threaded_pool, threaded, time_point
-from engramsim.measure.plan import MiB, fit_sizes, gather_points, memory_budget, record, skipped
+from engramsim.measure.plan import MiB, gather_points, memory_budget, record, sizes_within, skipped
 from engramsim.measure.timing import CudaTimer, PerfTimer, summarize
 
 CUDA_HOST_REGISTER_PORTABLE, CUDA_HOST_REGISTER_MAPPED = 1, 2
@@ -24,9 +24,7 @@ def hbm_gather(ctx):
     """Random rows (uniform and Zipf) from a device table, against table size, row bytes and
     rows per call, timed with CUDA events."""
     torch, cfg = ctx.torch, ctx.config
-    sizes, too_big = fit_sizes(cfg.table_bytes, device_budget(ctx), "HBM")
-    for size, reason in too_big:
-        yield skipped("hbm_gather", {"table_bytes": size}, reason)
+    sizes = yield from sizes_within("hbm_gather", cfg.table_bytes, device_budget(ctx), "HBM")
     if not sizes:
         return
     table = torch.ones(max(sizes), dtype=torch.uint8, device="cuda")
@@ -44,14 +42,12 @@ def link_copies(ctx, name: str, memory: str, host, dev, sizes, timer):
 
 def _link_sizes(ctx, name: str, buffers: int = 1):
     budget = min(host_budget(ctx), device_budget(ctx)) // buffers
-    sizes, too_big = fit_sizes(ctx.config.link_bytes, budget, "host and device memory")
-    return sizes, [skipped(name, {"bytes": s}, reason) for s, reason in too_big]
+    return (yield from sizes_within(name, ctx.config.link_bytes, budget, "host and device memory", key="bytes"))
 
 
 def _copies(ctx, name: str):
     torch = ctx.torch
-    sizes, skips = _link_sizes(ctx, name)
-    yield from skips
+    sizes = yield from _link_sizes(ctx, name)
     if not sizes:
         return
     dev = torch.ones(max(sizes), dtype=torch.uint8, device="cuda")
@@ -74,8 +70,7 @@ def d2h(ctx):
     `h2d_d2h` whose bytes count both directions."""
     yield from _copies(ctx, "d2h")
     torch = ctx.torch
-    sizes, skips = _link_sizes(ctx, "h2d_d2h", buffers=2)
-    yield from skips
+    sizes = yield from _link_sizes(ctx, "h2d_d2h", buffers=2)
     if not sizes:
         return
     n = max(sizes)
@@ -119,9 +114,7 @@ def uva_gather(ctx):
     """A GPU kernel (index_select) gathering rows in place from registered host memory, against
     table size, row bytes and rows per call, timed with CUDA events."""
     torch, cfg = ctx.torch, ctx.config
-    sizes, too_big = fit_sizes(cfg.table_bytes, host_budget(ctx), "host memory")
-    for size, reason in too_big:
-        yield skipped("uva_gather", {"table_bytes": size}, reason)
+    sizes = yield from sizes_within("uva_gather", cfg.table_bytes, host_budget(ctx), "host memory")
     if not sizes:
         return
     host = torch.ones(max(sizes), dtype=torch.uint8)

@@ -86,6 +86,15 @@ def fit_sizes(sizes, budget_bytes: int, what: str = "memory") -> tuple[list[int]
     return kept, skipped
 
 
+def sizes_within(name: str, sizes, budget_bytes: int, what: str = "memory", key: str = "table_bytes"):
+    """Yield a skip record for each size beyond the budget; return the sizes within it.
+    Use as `kept = yield from sizes_within(...)` inside a benchmark generator."""
+    kept, too_big = fit_sizes(sizes, budget_bytes, what)
+    for size, reason in too_big:
+        yield skipped(name, {key: size}, reason)
+    return kept
+
+
 def uniform_indices(n_rows: int, count: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, n_rows, size=count, dtype=np.int64)
 
