@@ -50,34 +50,44 @@ def hit_rate_curve(trace_rows, capacities_rows, policy: str = "static-topk",
 
 # --- static top-K --------------------------------------------------------------------------
 
+def unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and their counts (one SIMD sort; faster than np.unique here)."""
+    s = np.sort(np.asarray(values).ravel())
+    if s.size == 0:
+        return s, np.zeros(0, dtype=np.int64)
+    edges = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1], [True]]))
+    return s[edges[:-1]], np.diff(edges)
+
+
 def frequency_ranks(train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the training part sorted hottest first (ties: lower row id first), and counts."""
-    rows, counts = np.unique(train_rows, return_counts=True)
+    rows, counts = unique_counts(train_rows)
     order = np.lexsort((rows, -counts))
     return rows[order], counts[order]
 
 
 def static_topk_curve(train_rows, eval_rows, capacities_rows) -> np.ndarray:
     """Fraction of `eval_rows` that falls in the `C` hottest rows of `train_rows`, for each C."""
-    hot, _ = frequency_ranks(np.asarray(train_rows).ravel())
-    ranks = eval_ranks(hot, np.asarray(eval_rows).ravel())
-    return hits_below(ranks, capacities_rows) / max(1, ranks.size)
+    hot, _ = frequency_ranks(train_rows)
+    rows, counts = unique_counts(eval_rows)
+    return weighted_hits_below(eval_ranks(hot, rows), counts, capacities_rows) / max(1, counts.sum())
 
 
 def eval_ranks(hot_rows: np.ndarray, eval_rows: np.ndarray) -> np.ndarray:
-    """The training rank of each evaluated access (UNSEEN for rows never seen in training)."""
+    """The training rank of each evaluated row (UNSEEN for rows never seen in training)."""
     by_row = np.argsort(hot_rows)
     sorted_rows = hot_rows[by_row]
-    pos = np.searchsorted(sorted_rows, eval_rows)
-    pos_clipped = np.minimum(pos, max(0, len(sorted_rows) - 1))
-    seen = (pos < len(sorted_rows)) & (sorted_rows[pos_clipped] == eval_rows) if len(sorted_rows) \
-        else np.zeros(len(eval_rows), dtype=bool)
-    return np.where(seen, by_row[pos_clipped], UNSEEN)
+    if len(sorted_rows) == 0:
+        return np.full(len(eval_rows), UNSEEN, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_rows, eval_rows), len(sorted_rows) - 1)
+    return np.where(sorted_rows[pos] == eval_rows, by_row[pos], UNSEEN)
 
 
-def hits_below(ranks: np.ndarray, capacities_rows) -> np.ndarray:
-    """For each capacity C, how many entries of `ranks` are < C (one sort, then binary search)."""
-    return np.searchsorted(np.sort(ranks), np.asarray(capacities_rows, dtype=np.int64), side="left")
+def weighted_hits_below(ranks: np.ndarray, weights: np.ndarray, capacities_rows) -> np.ndarray:
+    """For each capacity C, the total weight of entries whose rank is < C."""
+    order = np.argsort(ranks, kind="stable")
+    cum = np.concatenate([[0], np.cumsum(weights[order])])
+    return cum[np.searchsorted(ranks[order], np.asarray(capacities_rows, dtype=np.int64), side="left")]
 
 
 # --- LRU from stack distances ----------------------------------------------------------------
