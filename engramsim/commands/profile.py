@@ -63,9 +63,10 @@ def command(ctx, quick, only, out, scratch, seed):
         bar.update(task, completed=len(benchmarks) if not profile.partial else bar.tasks[0].completed)
     path = save_profile(profile, out or default_path(profile))
     console.print(ProfileReport(profile))
+    console.print(f"profile: {path}  ({profile.host.get('profile_wall_s', 0):.1f} s)")
     if profile.partial:
         console.print("[yellow]interrupted: saved what was measured, marked partial[/]")
-    console.print(f"profile: {path}  ({profile.host.get('profile_wall_s', 0):.1f} s)")
+        ctx.exit(130)
 
 
 def _point_text(rec: dict) -> str:
