@@ -17,6 +17,8 @@ Hit rates count accesses; the first access to a row is a miss for LRU and LFU (c
 from __future__ import annotations
 
 import heapq
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -242,3 +244,86 @@ def _evict_lfu(heap, counts, last) -> None:
         if last.get(row) == t and counts[row] == c:  # skip entries made stale by later accesses
             del last[row]
             return
+
+
+# --- curves for reports ----------------------------------------------------------------------
+
+@dataclass
+class CacheCurves:
+    """Hit rate against capacity for several policies on one layer's address stream."""
+    layer_id: int
+    rows_in_table: int
+    row_bytes: int
+    source: str
+    capacities: np.ndarray
+    curves: dict[str, np.ndarray]      # policy -> hit rate per capacity
+    accesses: dict[str, int]           # policy -> accesses it was evaluated on
+
+    def as_dict(self) -> dict:
+        return {"layer_id": self.layer_id, "rows_in_table": self.rows_in_table, "row_bytes": self.row_bytes,
+                "source": self.source, "capacities_rows": self.capacities.tolist(),
+                "hit_rate": {k: v.tolist() for k, v in self.curves.items()}, "accesses": self.accesses}
+
+    def __rich_console__(self, console, options):
+        from rich.table import Table
+        from rich.text import Text
+        yield Text.assemble(("hot-row cache hit rates  ", "bold"), f"layer {self.layer_id}; {self.source}")
+        notes = {"static-topk": "first half trains, second half measured", "lru": "demand-filled, cold start",
+                 "lfu": "perfect counts, demand-filled"}
+        table = Table("cache rows", "size", "% of table",
+                      *(f"{p} ({self.accesses[p]:,} acc.)" for p in self.curves), title_justify="left",
+                      caption="; ".join(f"{p}: {notes[p]}" for p in self.curves))
+        for i, c in enumerate(self.capacities):
+            table.add_row(f"{c:,}", _fmt_bytes(c * self.row_bytes), f"{c / self.rows_in_table:.3%}",
+                          *(f"{v[i]:.1%}" for v in self.curves.values()))
+        yield table
+
+    def plot(self, path) -> None:
+        """PNG of the curves (matplotlib, imported only here)."""
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise UserError("--plot needs matplotlib: pip install 'engramsim[plot]'") from None
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        keep = self.capacities > 0
+        for policy, rates in self.curves.items():
+            ax.plot(self.capacities[keep], 100 * rates[keep], marker="o", ms=3, label=policy)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"cache capacity (rows of {self.row_bytes} B; table has {self.rows_in_table:,})")
+        ax.set_ylabel("hit rate (% of accesses)")
+        ax.set_title(f"Engram layer {self.layer_id} hot-row cache", fontsize=11)
+        fig.text(0.01, 0.01, self.source, fontsize=6, color="gray")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+def cache_curves(trace_rows, policies, layer_id: int, rows_in_table: int, row_bytes: int, source: str,
+                 lfu_accesses: int = 500_000, progress=None) -> CacheCurves:
+    """Curves for `policies` on one layer's accesses (LFU on the first `lfu_accesses` only: it is
+    simulated per capacity in Python). Capacities: powers of 4 up to the distinct rows read."""
+    trace = np.asarray(trace_rows).ravel()
+    if trace.size == 0:
+        raise UserError("empty address trace: no accesses to evaluate a cache on")
+    n_distinct = unique_counts(trace)[0].size
+    caps = np.unique(np.concatenate([[0], 4 ** np.arange(int(math.log(max(1, n_distinct), 4)) + 1), [n_distinct]]))
+    curves, accesses = {}, {}
+    for policy in policies:
+        part = trace[:lfu_accesses] if policy == "lfu" else trace
+        curves[policy] = hit_rate_curve(part, caps, policy)
+        accesses[policy] = int(part.size if policy != "static-topk" else part.size - round(part.size / 2))
+        if progress:
+            progress(policy)
+    return CacheCurves(layer_id=layer_id, rows_in_table=rows_in_table, row_bytes=row_bytes, source=source,
+                       capacities=caps, curves=curves, accesses=accesses)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024

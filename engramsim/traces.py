@@ -576,3 +576,19 @@ def hit_table(capacities, curves: dict, rows_in_table: int, title: str):
     for i in keep:
         table.add_row(f"{caps[i]:,}", f"{caps[i] / rows_in_table:.3%}", *(f"{v[i]:.1%}" for v in curves.values()))
     return table
+
+
+def trace_for(model: ModelSpec, texts=(), id_files=(), tokenizer=None, trace_file=None) -> AddressTrace:
+    """The address trace the CLI asks for: a saved trace file, text files, token-id files, or
+    else the offline default corpus."""
+    if model.engram is None:
+        raise UserError(f"model {model.name} has no Engram layers to trace")
+    if trace_file:
+        if texts or id_files or tokenizer:
+            raise UserError("give either --trace or text/ids/--tokenizer, not both")
+        return load_trace(trace_file, model.engram)
+    if texts and id_files:
+        raise UserError("give either --text or --ids, not both")
+    from engramsim.corpus import text_corpus
+    corpus = text_corpus(list(texts)) if texts else None
+    return build_trace(model.engram, corpus=corpus, tokenizer_path=tokenizer, token_id_files=list(id_files))

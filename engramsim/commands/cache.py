@@ -1,0 +1,60 @@
+"""`engramsim cache`: hot-row cache hit rates against capacity for a real address stream."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from engramsim.cache import POLICIES
+from engramsim.commands.trace import _progress
+from engramsim.model import load_model
+
+
+@click.command("cache")
+@click.option("--model", "-m", "model_name", default="engram-27b", show_default=True,
+              help="Model preset name or TOML file.")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False),
+              help="Trace saved by `engramsim trace --save`. Default: trace the offline corpus.")
+@click.option("--text", "texts", multiple=True, type=click.Path(dir_okay=False), help="Text file(s) to trace instead.")
+@click.option("--tokenizer", type=click.Path(dir_okay=False), help="Hugging Face tokenizer.json for --text.")
+@click.option("--layer", type=int, help="Engram layer to evaluate (default: the first).")
+@click.option("--policy", "policies", multiple=True, type=click.Choice(POLICIES),
+              help="Policy to evaluate (repeatable; default: all).")
+@click.option("--lfu-accesses", default=500_000, show_default=True,
+              help="LFU is simulated per capacity in Python: evaluate it on this many first accesses.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write the curves as a PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the curves as JSON instead of a table.")
+def command(model_name, trace_file, texts, tokenizer, layer, policies, lfu_accesses, plot, as_json):
+    """Hit rate against capacity of static top-K, LRU and LFU hot-row caches.
+
+    \b
+    The address stream is one Engram layer's row reads in token order (every head of every
+    token). static-topk pins the rows hottest in the first half and is measured on the second
+    half; LRU curves for all sizes come at once from stack distances; LFU keeps counts of
+    evicted rows too.
+    """
+    from rich.console import Console
+    from engramsim import cache, engram, traces
+    from engramsim.errors import UserError
+
+    model = load_model(model_name)
+    err = Console(stderr=True)
+    with _progress(err, not as_json) as step:
+        step("building the address trace")
+        trace = traces.trace_for(model, texts, (), tokenizer, trace_file)
+        layer = trace.spec.layer_ids[0] if layer is None else layer
+        if layer not in trace.spec.layer_ids:
+            raise UserError(f"--layer {layer}: Engram layers are {list(trace.spec.layer_ids)}")
+        step(f"hashing layer {layer}")
+        rows = trace.rows(layer)
+        source = f"{trace.corpus}; {trace.n_tokens:,} tokens x {rows.shape[1]} heads"
+        curves = cache.cache_curves(rows, policies or POLICIES, layer, engram.layer_rows(trace.spec, layer),
+                                    model.engram.row_bytes, source, lfu_accesses,
+                                    progress=lambda p: step(f"{p} done"))
+    if plot:
+        curves.plot(plot)
+        err.print(f"wrote {plot}")
+    if as_json:
+        click.echo(json.dumps(curves.as_dict(), indent=1))
+    else:
+        Console().print(curves)
