@@ -63,7 +63,7 @@ def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int) -> StepComp
     def layer_s(mlp_active_params: float, mlp_read_params: float) -> float:
         flops = 2.0 * shape.tokens * (bb.attn_params + mlp_active_params) + attn_flops
         hbm = (bb.attn_params + mlp_read_params) * wb + kv_bytes
-        return roofline_s(gpu, flops / tp, hbm / tp)
+        return gpu.layer_overhead_s + roofline_s(gpu, flops / tp, hbm / tp)
 
     dense = layer_s(bb.dense_mlp_params, bb.dense_mlp_params) if bb.n_dense_layers else 0.0
     moe = 0.0
@@ -73,7 +73,7 @@ def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int) -> StepComp
         touched = shared + experts_touched(bb.n_routed_experts, bb.n_active_experts, shape.tokens) * bb.expert_params
         moe = layer_s(active, touched)
     # The LM head runs only on the last position of each sequence.
-    head = roofline_s(gpu, 2.0 * shape.seqs * bb.hidden_size * bb.vocab_size / tp,
+    head = gpu.layer_overhead_s + roofline_s(gpu, 2.0 * shape.seqs * bb.hidden_size * bb.vocab_size / tp,
                       bb.hidden_size * bb.vocab_size * wb / tp)
     return StepCompute(dense, moe, head)
 
@@ -87,7 +87,8 @@ def engram_module_s(gpu: GPU, bb: Backbone, spec: EngramSpec, tokens: int, tp: i
     flops = 2.0 * tokens * params
     # Activations: the memory vector in, and ~6 passes over tokens x hc x hidden (norms, gate, conv).
     hbm = params * bb.weight_bytes_per_param + tokens * (spec.memory_dim + 6 * hc * bb.hidden_size) * 2
-    return gpu.kernel_launch_s + roofline_s(gpu, flops / tp, hbm / tp)
+    # Its operators dispatch like one more layer's (layer_overhead_s; 0 under CUDA graphs).
+    return gpu.layer_overhead_s + gpu.kernel_launch_s + roofline_s(gpu, flops / tp, hbm / tp)
 
 
 def hbm_gather_s(gpu: GPU, rows: float, row_bytes: int) -> float:
@@ -126,7 +127,8 @@ def cpu_gather_rows_per_s(host: Host, latency_s: float) -> float:
 
 
 def hash_s(host: Host, tokens: int, engram_layers: int) -> float:
-    return tokens * engram_layers * host.hash_s_per_token
+    """One hash call per Engram layer: a fixed cost plus a cost per token."""
+    return engram_layers * (host.hash_call_s + tokens * host.hash_s_per_token)
 
 
 def memory_tier_latency_s(host: Host, cxl: CXL | None, tier_memory: str) -> float:

@@ -33,6 +33,9 @@ class GPU:
     # Fixed cost of one engine step: scheduling, sampling, launches (CUDA-graph replay).
     step_overhead_s: float = spec("step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, lo=0, lo_open=False, default=5.0)
+    # Fixed host cost of each layer's forward (operator dispatch when kernels are not captured
+    # in a graph); 0 for engines that replay CUDA graphs.
+    layer_overhead_s: float = spec("layer_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
     # Host-side work an engine thread does per step for the Engram lookup (building index
     # tensors, launching the gather and copy) before it can launch the forward pass.
     engram_step_overhead_s: float = spec("engram_step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
@@ -74,6 +77,8 @@ class Host:
     gather_mlp: float = spec("gather_mlp")
     # Engram n-gram hash, CPU, per token (all heads of one layer).
     hash_s_per_token: float = spec("hash_ns_per_token", scale=NS)
+    # Fixed cost of one hash call (one Engram layer): array setup and per-head loop overhead.
+    hash_call_s: float = spec("hash_call_us", scale=US, lo=0, lo_open=False, default=0.0)
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,31 @@ def test_prefetch_thread_slows_host_compute_on_two_cores():
     tight = simulate(scenario(hw=with_host(cpu_device_hw(cores=2), **slow_gather)), [Placement("dram-copy")]).runs[0]
     roomy = simulate(scenario(hw=with_host(cpu_device_hw(cores=3), **slow_gather)), [Placement("dram-copy")]).runs[0]
     assert tight.throughput_tok_s < roomy.throughput_tok_s
+
+
+class HalfRows:
+    """A row model whose steps touch half the uniform expectation's rows, and caches that hit 60%."""
+    source = "test: half of uniform"
+
+    def __init__(self, spec):
+        self.uniform = UniformRows(spec)
+
+    def unique_rows(self, tokens, layer_id):
+        return self.uniform.unique_rows(tokens, layer_id) / 2
+
+    def hit_rate(self, cache_rows, layer_id):
+        return 0.6
+
+
+def test_fetch_volume_moves_with_the_row_model():
+    sc = scenario()
+    uniform = simulate(sc, [Placement("dram-copy")]).runs[0]
+    half_report = simulate(scenario(row_model=HalfRows(sc.model.engram)), [Placement("dram-copy")])
+    half = half_report.runs[0]
+    assert half_report.rows_source == "test: half of uniform"
+    assert half.fetched_rows == pytest.approx(uniform.fetched_rows / 2)
+    assert half.resources["link"]["moved"] == pytest.approx(uniform.resources["link"]["moved"] / 2)
+    cached = simulate(scenario(row_model=HalfRows(sc.model.engram)),
+                      [Placement("dram-copy", hbm_cache_bytes=2**30)]).runs[0]
+    assert cached.hbm_hit_rate == pytest.approx(0.6)
+    assert cached.fetched_rows == pytest.approx(half.fetched_rows * 0.4)

@@ -13,7 +13,7 @@ from engramsim.model import ModelSpec
 from engramsim.results import RunResult, SimReport
 from engramsim.sim.engine import RawRun, ServerSetup, run_server
 from engramsim.sim.tiers import Placement
-from engramsim.workload import Workload
+from engramsim.workload import Requests, Workload
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,11 @@ class Scenario:
         return self.row_model or UniformRows(self.model.engram)
 
 
-def simulate(scenario: Scenario, placements: list[Placement], progress=None) -> SimReport:
-    """The baseline once, then every placement; `progress(label)` is called before each run."""
-    requests = scenario.workload.requests(scenario.seed)
+def simulate(scenario: Scenario, placements: list[Placement], progress=None,
+             requests: Requests | None = None) -> SimReport:
+    """The baseline once, then every placement; `progress(label)` is called before each run.
+    `requests` replaces the workload's generated requests (to replay a measured run)."""
+    requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
     if progress:
         progress("baseline")
     baseline_plan = plan_memory(scenario.hw, scenario.model, scenario.workload, scenario.tp, None, 0.0)

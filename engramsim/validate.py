@@ -1,0 +1,227 @@
+"""End-to-end validation: the real Engram model measured on this machine, beside what the
+simulator predicts for the very same model, workload and placements.
+
+The simulator sees this CPU as the accelerator: a profile of the machine gives its matmul rate,
+copy bandwidth, per-thread gather rate, page-read latency and hash cost; its compute runs on the
+same cores as the prefetch thread, so the two contend (as they do here). One figure comes from
+the measured no-Engram baseline, the per-layer host overhead of an eager PyTorch forward pass
+(operator dispatch), which no microbenchmark captures. Every Engram placement is then predicted
+with no further fitting: its error measures the memory-path model.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from engramsim import costs
+from engramsim.errors import UserError
+from engramsim.hardware import CXL, GPU, SSD, Hardware, Host, Link
+from engramsim.model import ModelSpec
+from engramsim.sim.engine import batch_shape
+from engramsim.sim.run import Scenario, simulate
+from engramsim.sim.scheduler import Seq
+from engramsim.sim.tiers import Placement
+from engramsim.workload import Engine, Requests, Workload
+
+GiB = 2.0**30
+# Real placement -> (simulator tier, prefetch).
+TIER_OF = {"device": ("hbm", True), "host-prefetch": ("dram-copy", True), "host-sync": ("dram-copy", False),
+           "mmap-prefetch-cold": ("ssd", True), "mmap-prefetch-warm": ("ssd", True),
+           "mmap-sync-cold": ("ssd", False), "mmap-sync-warm": ("ssd", False)}
+
+
+@dataclass(frozen=True)
+class ValidationCase:
+    placement: str
+    sim_tier: str
+    measured_tok_s: float
+    predicted_tok_s: float
+    error_pct: float
+    measured_overhead_pct: float
+    predicted_overhead_pct: float
+    measured_stall_s: float
+    predicted_stall_s: float
+
+
+def cpu_hardware(cpu: dict, threads: int, row_bytes: int, table_bytes: float) -> Hardware:
+    """This machine, with its CPU standing in for the GPU, from `cpu_device_from_profile`."""
+    _require(cpu, "matmul_flops", "memcpy_Bps", "gather_rows_per_s_per_thread", "hash_s_per_token")
+    read_Bps = 2 * cpu["memcpy_Bps"]  # memcpy moves each byte twice; a read-only stream, once
+    per_thread = _rows_per_s(cpu, 1, table_bytes)
+    inline = _rows_per_s(cpu, threads, table_bytes)
+    sector = -(-row_bytes // costs.GPU_SECTOR_BYTES) * costs.GPU_SECTOR_BYTES
+    latency_s = 100e-9  # nominal; the gather rate below is what was measured
+    gpu = GPU(name=f"{cpu.get('cpu_model') or 'CPU'} as device", bf16_flops=cpu["matmul_flops"]["fp32"],
+              hbm_bytes=float(cpu["dram_bytes"]), hbm_bw_Bps=read_Bps, matmul_efficiency=1.0, hbm_efficiency=1.0,
+              gather_efficiency=min(1.0, inline * sector / read_Bps), memory_utilization=0.9,
+              kernel_launch_s=cpu.get("gather_call_overhead_s") or 0.0, compute_on_host=True, compute_threads=threads)
+    # The prefetch thread gathers straight into the buffer the Engram layer reads: no link copy.
+    link = Link(kind="none (CPU: staging is used in place)", h2d_Bps=1e15, d2h_Bps=1e15, latency_s=1e-9)
+    host = Host(name="this machine", dram_bw_Bps=read_Bps, dram_latency_s=latency_s,
+                dram_bytes=float(cpu["dram_bytes"]), dram_efficiency=1.0, cpu_cores=int(cpu["cores"]),
+                gather_threads_per_gpu=1, gather_mlp=per_thread * latency_s,
+                hash_s_per_token=cpu["hash_s_per_token"], hash_call_s=cpu.get("hash_call_s", 0.0))
+    ssd = _page_reads(cpu)
+    return Hardware(name="this-machine", description="this CPU as the accelerator, from a profile", gpus_per_host=1,
+                    gpu=gpu, link=link, host=host, ssd=ssd)
+
+
+def _rows_per_s(cpu: dict, threads: int, table_bytes: float) -> float:
+    """Measured gather rate, rescaled from the profiled table size to the model's table size."""
+    by_threads = cpu.get("gather_rows_per_s") or {}
+    rate = by_threads.get(threads) or by_threads.get(max(by_threads, default=1)) or cpu["gather_rows_per_s_per_thread"]
+    curve = cpu.get("gather_curve")
+    if curve:
+        at_table, _ = curve.at(table_bytes)
+        at_profiled, _ = curve.at(curve.max_table_bytes)
+        if at_table > 0 and at_profiled > 0:
+            rate *= at_profiled / at_table
+    return rate
+
+
+def _page_reads(cpu: dict) -> SSD | None:
+    """A cold memory-mapped gather faults one page at a time in the gathering thread: queue
+    depth one, at the measured mmap page-read latency."""
+    cold = (cpu.get("ssd") or {}).get("mmap_cold")
+    if not cold:
+        return None
+    return SSD(name="scratch disk (mmap page faults)", devices=1, read_iops=cold["iops"], read_bw_Bps=1e12,
+               latency_s=cold["latency_s"], device_bytes=1e15, page_bytes=4096, queue_depth=1)
+
+
+def _require(cpu: dict, *keys):
+    missing = [k for k in keys if not cpu.get(k)]
+    if missing:
+        raise UserError(f"the profile lacks {', '.join(missing)}: run `engramsim profile --quick` first")
+
+
+def fit_layer_overhead(hw: Hardware, model: ModelSpec, baseline) -> float:
+    """Per-layer host overhead (eager operator dispatch) from the measured no-Engram baseline:
+    the mean over its steps of (measured - roofline) / (layers + LM head)."""
+    bb = model.backbone
+    residuals = []
+    for rec in baseline.step_records:
+        seqs = [Seq(0, 0.0, rec.tokens if rec.phase == "prefill" else rec.context_tokens // max(rec.seqs, 1), 1)]
+        shape = batch_shape(seqs * (1 if rec.phase == "prefill" else rec.seqs), rec.phase == "prefill")
+        comp = costs.step_compute(hw.gpu, bb, shape, 1)
+        modeled = comp.layers_s(bb, 0, bb.n_layers) + comp.head_s
+        residuals.append((rec.total_s - modeled) / (bb.n_layers + 1))
+    return max(statistics.fmean(residuals), 0.0)
+
+
+def sim_workload(n_seqs: int, input_lens: list[int], output_lens: list[int]) -> Workload:
+    """The harness prefills one prompt per step, then decodes the whole batch."""
+    engine = Engine(max_num_seqs=n_seqs, max_num_batched_tokens=max(input_lens) + max(output_lens),
+                    kv_block_tokens=16, max_prefill_seqs=1)
+    return Workload(name="realmodel", kind="offline", num_seqs=n_seqs, input_len_min=min(input_lens),
+                    input_len_max=max(input_lens), output_len_min=min(output_lens), output_len_max=max(output_lens),
+                    engine=engine)
+
+
+def predict(measured: list, model: ModelSpec, cpu: dict, requests: Requests) -> list[ValidationCase]:
+    """Simulate every measured placement; `measured` must include the baseline."""
+    by_name = {m.placement: m for m in measured}
+    if "baseline" not in by_name:
+        raise UserError("validation needs the baseline placement measured")
+    base = by_name["baseline"]
+    hw = cpu_hardware(cpu, base.torch_threads, model.engram.row_bytes, float(max(m.table_bytes for m in measured)))
+    hw = replace(hw, gpu=replace(hw.gpu, layer_overhead_s=fit_layer_overhead(hw, model, base)))
+    workload = sim_workload(len(requests), list(map(int, requests.input_len)), list(map(int, requests.output_len)))
+    cases = []
+    for m in measured:
+        if m.placement == "baseline":
+            continue
+        tier, prefetch = TIER_OF[m.placement]
+        hit = (m.resident_before or 0.0) if m.cache_state == "cold" else 1.0
+        report = simulate(Scenario(hw=hw, model=model, workload=workload, prefetch=prefetch), 
+                          [Placement(tier, ssd_dram_hit_rate=hit if tier == "ssd" else 0.0)], requests=requests)
+        run = report.runs[0]
+        cases.append(ValidationCase(
+            placement=m.placement, sim_tier=tier + ("" if prefetch else " (sync)"), measured_tok_s=m.measured_tok_s,
+            predicted_tok_s=run.throughput_tok_s,
+            error_pct=100 * (run.throughput_tok_s / m.measured_tok_s - 1),
+            measured_overhead_pct=100 * (1 - m.measured_tok_s / base.measured_tok_s),
+            predicted_overhead_pct=run.overhead_pct, measured_stall_s=m.stall_s, predicted_stall_s=run.stall_s))
+    baseline_pred = report.baseline_tok_s
+    cases.insert(0, ValidationCase("baseline", "no Engram", base.measured_tok_s, baseline_pred,
+                                   100 * (baseline_pred / base.measured_tok_s - 1), 0.0, 0.0, 0.0, 0.0))
+    return cases
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    machine: str
+    profile: str
+    config: dict
+    torch_threads: int
+    cases: list[ValidationCase]
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+        return {"machine": self.machine, "profile": self.profile, "config": self.config,
+                "torch_threads": self.torch_threads, "cases": [asdict(c) for c in self.cases]}
+
+    def __rich_console__(self, console, options):
+        from rich.table import Table
+        from rich.text import Text
+        yield Text.assemble(("engramsim validate", "bold"), f"  {self.machine} · profile {self.profile} · "
+                            f"{self.torch_threads} torch threads")
+        t = Table(title="Real Engram model vs simulator", title_justify="left", header_style="bold")
+        for col in ("placement", "sim tier", "measured tok/s", "predicted tok/s", "error", "measured overhead",
+                    "predicted overhead", "stall s meas/pred"):
+            t.add_column(col, justify="left" if col in ("placement", "sim tier") else "right")
+        for c in self.cases:
+            style = "green" if abs(c.error_pct) <= 10 else "red"
+            t.add_row(c.placement, c.sim_tier, f"{c.measured_tok_s:,.1f}", f"{c.predicted_tok_s:,.1f}",
+                      Text(f"{c.error_pct:+.1f}%", style=style), f"{c.measured_overhead_pct:+.1f}%",
+                      f"{c.predicted_overhead_pct:+.1f}%", f"{c.measured_stall_s:.3f} / {c.predicted_stall_s:.3f}")
+        yield t
+
+
+def sim_requests(config) -> Requests:
+    """The measured run's request lengths, in the simulator's form (all submitted at t=0)."""
+    import numpy as np
+    from engramsim.realmodel.harness import make_requests
+    reqs = make_requests(config.workload, config.model.vocab_size)
+    n = len(reqs.prompts)
+    return Requests(np.zeros(n), np.array([len(p) for p in reqs.prompts]), np.array(reqs.output_lens))
+
+
+def hash_fit(profile) -> dict:
+    """Hash cost as a fixed cost per call plus a cost per token, over the profiled batch sizes."""
+    from engramsim.calibrate import fit_line
+    rows = profile.find("hash")
+    if len({r["params"]["tokens"] for r in rows}) < 2:
+        return {}
+    call_s, per_token_s = fit_line([r["params"]["tokens"] for r in rows], [r["median_s"] for r in rows])
+    return {"hash_call_s": max(call_s, 0.0), "hash_s_per_token": max(per_token_s, 0.0)}
+
+
+PROFILE_BENCHMARKS = ("dram_gather", "memcpy", "cpu_matmul", "hash", "ssd_read")
+
+
+def run_validation(config, profile_path: str | None, scratch: str, progress=None) -> ValidationReport:
+    """Profile (unless given), measure every placement, then predict each from the profile."""
+    from dataclasses import asdict
+
+    from engramsim.calibrate import cpu_device_from_profile
+    from engramsim.profile_io import load_profile
+    from engramsim.realmodel import PLACEMENTS, measure_placements, to_model_spec
+
+    say = progress or (lambda msg: None)
+    if profile_path:
+        profile = load_profile(profile_path)
+        label = str(profile_path)
+    else:
+        from engramsim.measure.run import run_profile
+        say("profiling this machine (quick)")
+        profile = run_profile(only=list(PROFILE_BENCHMARKS), quick=True, scratch=scratch,
+                              progress=lambda name, rec: rec is None and say(f"profiling: {name}"))
+        label = "measured now (quick)"
+    cpu = cpu_device_from_profile(profile) | hash_fit(profile)
+    measured = measure_placements(config, PLACEMENTS, progress=say)
+    say("simulating")
+    cases = predict(measured, to_model_spec(config), cpu, sim_requests(config))
+    return ValidationReport(machine=str(cpu.get("cpu_model")), profile=label, config=asdict(config),
+                            torch_threads=measured[0].torch_threads, cases=cases)
