@@ -114,8 +114,12 @@ def quick_config() -> RunConfig:
     """All placements in well under 3 minutes on a 2-core CPU, table still far beyond L3."""
     model = RealModelConfig(n_layers=4, hidden_size=384, n_heads=6, head_dim=64, n_kv_heads=2,
                             intermediate_size=1024, vocab_size=16384, table_MiB=512)
-    return RunConfig(model=model, workload=WorkloadConfig(n_seqs=16, input_len=(32, 96), output_len=(32, 96)),
-                     repeats=1)
+    # Three short interleaved runs per placement: the median resists bursts from other processes.
+    # One torch thread: with two, an OpenMP team on a 2-core host that other processes also use
+    # stalls at every barrier (measured: a 10x spread between runs, against 1.5x with one), and
+    # the other core is left to the prefetch thread, as a GPU host leaves CPU cores to gathers.
+    return RunConfig(model=model, workload=WorkloadConfig(n_seqs=12, input_len=(32, 64), output_len=(32, 64)),
+                     torch_threads=1, repeats=3)
 
 
 def tiny_config(table_dir: str = "") -> RunConfig:
@@ -170,7 +174,9 @@ class PhaseSummary:
     mean_step_s: float
     mean_pre_s: float
     mean_gather_s: float
-    mean_rest_s: float   # everything else in the step: hash, fusion, later layers, head, sampling
+    mean_hash_s: float
+    mean_fusion_s: float
+    mean_rest_s: float   # later layers, head, sampling, batch bookkeeping (no hash, no fusion)
     stall_s: float       # total
 
 

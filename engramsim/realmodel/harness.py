@@ -275,5 +275,6 @@ def _phases(records: list[StepRecord]) -> tuple[PhaseSummary, ...]:
         out.append(PhaseSummary(
             phase=phase, steps=len(recs), tokens=sum(r.tokens for r in recs), mean_step_s=mean(lambda r: r.total_s),
             mean_pre_s=mean(lambda r: r.pre_s), mean_gather_s=mean(lambda r: r.gather_s),
-            mean_rest_s=mean(lambda r: r.total_s - r.pre_s - r.gather_s), stall_s=sum(r.stall_s for r in recs)))
+            mean_hash_s=mean(lambda r: r.hash_s), mean_fusion_s=mean(lambda r: r.fusion_s),
+            mean_rest_s=mean(lambda r: r.rest_s), stall_s=sum(r.stall_s for r in recs)))
     return tuple(out)

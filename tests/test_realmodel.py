@@ -1,0 +1,202 @@
+"""The real Engram model: exact addressing and fusion, identical activations on every row path,
+KV-cache decode equal to a full forward, and the measured-case shape."""
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engramsim.errors import UserError
+
+torch = pytest.importorskip("torch")
+
+from engramsim import engram  # noqa: E402
+from engramsim.realmodel import PLACEMENTS, measure_placements, placement, tiny_config, to_model_spec  # noqa: E402
+from engramsim.realmodel.config import RealModelConfig, engram_spec  # noqa: E402
+from engramsim.realmodel.engram_module import Addressing  # noqa: E402
+from engramsim.realmodel.harness import Requests, build_models, make_requests, run_workload  # noqa: E402
+from engramsim.realmodel.model import KVCache  # noqa: E402
+from engramsim.realmodel.placements import TableStore, check_room, make_source  # noqa: E402
+
+ROW_PATHS = ("device", "host-sync", "host-prefetch", "mmap-sync-warm", "mmap-prefetch-warm", "mmap-sync-cold")
+
+
+def two_layer_config(tmp_path):
+    """Two Engram layers, so the layer offsets inside the one table are exercised too."""
+    cfg = tiny_config(str(tmp_path))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, engram_layer_ids=(0, 2)))
+
+
+def setup(cfg):
+    addressing = Addressing(engram_spec(cfg.model))
+    store = TableStore(addressing.total_rows, cfg.model.row_dim, cfg.model.seed, cfg.table_dir)
+    reqs = make_requests(cfg.workload, cfg.model.vocab_size)
+    model = build_models(cfg, reqs.max_len)[True]
+    return addressing, store, reqs, model
+
+
+def open_table(store, name):
+    p = placement(name)
+    if p.tier == "mmap":
+        return store.open_mmap(p.cache_state)[0]
+    return store.host_copy() if p.tier == "host" else store.table
+
+
+def capture_engram(model):
+    """Record every Engram fusion call: (hidden, memory rows, conv state) in, output out."""
+    calls = []
+    for layer, fusion in model.engram.items():
+        fusion.register_forward_hook(lambda m, args, out, layer=int(layer): calls.append(
+            (layer, [a.clone() for a in args], out[0].clone())))
+    return calls
+
+
+def rms_norm(x, norm):
+    eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * norm.weight
+
+
+def fusion_by_hand(fusion, hidden, memory, kernel_size, dilation):
+    """engram_demo_v1.py Engram.forward with hc_mult = 1, written out on whole sequences."""
+    key = rms_norm(memory @ fusion.key_proj.weight.T + fusion.key_proj.bias, fusion.key_norm)
+    query = rms_norm(hidden, fusion.query_norm)
+    gate = (key * query).sum(-1) / hidden.shape[-1] ** 0.5
+    gate = torch.sigmoid(torch.sign(gate) * gate.abs().clamp_min(1e-6).sqrt())[..., None]
+    value = gate * (memory @ fusion.value_proj.weight.T + fusion.value_proj.bias)
+    normed = rms_norm(value, fusion.conv_norm)
+    conv = torch.zeros_like(value)
+    w = fusion.conv.weight[:, 0, :]  # [d, kernel]
+    for t in range(value.shape[1]):
+        for j in range(kernel_size):
+            src = t - (kernel_size - 1 - j) * dilation  # causal: zeros before the sequence start
+            if src >= 0:
+                conv[:, t] += w[:, j] * normed[:, src]
+    return value + torch.nn.functional.silu(conv)
+
+
+def test_engram_output_matches_direct_computation(tmp_path):
+    cfg = two_layer_config(tmp_path)
+    addressing, store, _, model = setup(cfg)
+    spec = engram_spec(cfg.model)
+    prompt = np.random.default_rng(7).integers(0, cfg.model.vocab_size, size=12)
+    calls = capture_engram(model)
+    run_workload(model, make_source(placement("device"), store.table), addressing, Requests([prompt], [1]))
+    table = store.table.numpy()
+    base = 0
+    for layer, (hidden, memory, state), out in calls:
+        # Offsets by hand: each head table starts after the primes before it, layers in order.
+        primes = [p for heads in engram.table_sizes(spec)[layer] for p in heads]
+        offsets = base + np.concatenate([[0], np.cumsum(primes)[:-1]])
+        base += sum(primes)
+        idx = engram.hash_ngrams(prompt[None], spec, layer)[0] + offsets  # [T, heads]
+        rows = torch.from_numpy(table[idx].reshape(1, len(prompt), -1))
+        assert torch.equal(memory, rows)
+        assert not state.any()  # a prompt starts with an empty conv context
+        fusion = model.engram[str(layer)]
+        expected = fusion_by_hand(fusion, hidden, rows, cfg.model.kernel_size, cfg.model.max_ngram_size)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert [c[0] for c in calls] == [0, 2]
+
+
+def test_every_row_path_gives_identical_activations(tmp_path):
+    cfg = two_layer_config(tmp_path)
+    addressing, store, reqs, model = setup(cfg)
+    seen = {}
+    for name in ROW_PATHS:
+        calls = capture_engram(model)
+        source = make_source(placement(name), open_table(store, name))
+        result = run_workload(model, source, addressing, reqs, keep_logits=True)
+        source.close()
+        seen[name] = (calls, result)
+        for m in model.engram.values():
+            m._forward_hooks.clear()
+    store.close()
+    ref_calls, ref = seen["device"]
+    assert len(ref_calls) == len(ref.records) * 2  # both Engram layers, every step
+    for name in ROW_PATHS[1:]:
+        calls, result = seen[name]
+        assert np.array_equal(result.tokens, ref.tokens), name
+        assert all(torch.equal(a, b) for a, b in zip(result.logits, ref.logits)), name
+        for (la, ina, outa), (lb, inb, outb) in zip(calls, ref_calls):
+            assert la == lb and torch.equal(outa, outb) and torch.equal(ina[1], inb[1]), name
+    assert seen["host-prefetch"][1].records[0].stall_s >= 0.0
+
+
+def test_kv_cache_decode_equals_a_full_forward(tmp_path):
+    """Decode through the KV cache and the conv state gives the logits of re-running the
+    whole sequence at once: the cached path is the same model."""
+    cfg = two_layer_config(tmp_path)
+    addressing, store, _, model = setup(cfg)
+    source = make_source(placement("host-sync"), store.table)
+    prompt = np.random.default_rng(3).integers(0, cfg.model.vocab_size, size=6)
+    result = run_workload(model, source, addressing, Requests([prompt], [5]), keep_logits=True)
+    seq = result.tokens[0]
+    for step, logits in enumerate(result.logits):
+        length = len(prompt) + step  # the decode step's context ends at this position
+        prefix = seq[:length]
+        source.begin_step({layer: addressing.rows(prefix[None], layer) for layer in model.engram_layers})
+        conv = {layer: model.engram[str(layer)].initial_state(1) for layer in model.engram_layers}
+        with torch.inference_mode():
+            full = model(torch.from_numpy(prefix)[None], torch.arange(length)[None],
+                         KVCache(cfg.model, 1, length), conv, source.rows, prefill_row=0)
+        torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-5)
+
+
+def test_measure_placements_reports_every_case(tmp_path):
+    cfg = tiny_config(str(tmp_path))
+    messages = []
+    cases = measure_placements(cfg, PLACEMENTS, progress=messages.append)
+    assert [c.placement for c in cases] == list(PLACEMENTS)
+    assert len(messages) == len(PLACEMENTS)
+    reqs = make_requests(cfg.workload, cfg.model.vocab_size)
+    decode_steps = max(reqs.output_lens) - 1
+    by_name = {c.placement: c for c in cases}
+    for c in cases:
+        assert c.output_tokens == sum(reqs.output_lens)
+        assert c.steps == cfg.workload.n_seqs + decode_steps
+        assert c.measured_tok_s == pytest.approx(c.output_tokens / c.wall_s)
+        assert {p.phase for p in c.phases} == {"prefill", "decode"}
+        assert c.torch_threads == 1
+        if not c.prefetch:
+            assert c.stall_s == 0.0 and c.prefetch_busy_s == 0.0
+    engram_digests = {c.tokens_digest for c in cases if c.tier != "none"}
+    assert len(engram_digests) == 1  # every placement generated the very same tokens
+    assert by_name["baseline"].table_bytes == 0 and by_name["device"].table_bytes > 0
+    assert by_name["mmap-sync-warm"].resident_before == 1.0
+    assert "cold" in by_name["mmap-sync-cold"].cache_note
+    json.dumps([c.to_dict() for c in cases], default=str)
+    assert list(tmp_path.iterdir()) == []  # the table file is removed
+
+
+def test_to_model_spec_describes_the_same_model():
+    cfg = tiny_config()
+    spec = to_model_spec(cfg)
+    m = cfg.model
+    b = spec.backbone
+    assert (b.n_layers, b.hidden_size, b.n_heads, b.head_dim, b.n_kv_heads, b.intermediate_size, b.vocab_size) == \
+        (m.n_layers, m.hidden_size, m.n_heads, m.head_dim, m.n_kv_heads, m.intermediate_size, m.vocab_size)
+    assert spec.engram.row_bytes == m.row_dim * 4 and spec.engram.layer_ids == m.engram_layer_ids
+    addressing = Addressing(spec.engram)
+    assert addressing.total_rows == sum(engram.layer_rows(spec.engram, layer) for layer in m.engram_layer_ids)
+
+
+def test_table_size_follows_table_MiB():
+    spec = engram_spec(RealModelConfig(table_MiB=64))
+    assert spec.table_bytes == pytest.approx(64 * 2**20, rel=0.01)
+
+
+def test_bad_requests_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="placement"):
+        placement("ssd")
+    with pytest.raises(UserError, match="RAM"):
+        check_room(2**60, 1, False, tmp_path, 0.0)
+    with pytest.raises(UserError, match="engram_layer_ids"):
+        RealModelConfig(n_layers=2, engram_layer_ids=(2,))
+
+
+def test_importing_the_package_needs_no_torch():
+    code = "import sys, engramsim.realmodel; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
