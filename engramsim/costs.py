@@ -73,7 +73,7 @@ def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int) -> StepComp
         touched = shared + experts_touched(bb.n_routed_experts, bb.n_active_experts, shape.tokens) * bb.expert_params
         moe = layer_s(active, touched)
     # The LM head runs only on the last position of each sequence.
-    head = gpu.layer_overhead_s + roofline_s(gpu, 2.0 * shape.seqs * bb.hidden_size * bb.vocab_size / tp,
+    head = roofline_s(gpu, 2.0 * shape.seqs * bb.hidden_size * bb.vocab_size / tp,
                       bb.hidden_size * bb.vocab_size * wb / tp)
     return StepCompute(dense, moe, head)
 
@@ -87,8 +87,8 @@ def engram_module_s(gpu: GPU, bb: Backbone, spec: EngramSpec, tokens: int, tp: i
     flops = 2.0 * tokens * params
     # Activations: the memory vector in, and ~6 passes over tokens x hc x hidden (norms, gate, conv).
     hbm = params * bb.weight_bytes_per_param + tokens * (spec.memory_dim + 6 * hc * bb.hidden_size) * 2
-    # Its operators dispatch like one more layer's (layer_overhead_s; 0 under CUDA graphs).
-    return gpu.layer_overhead_s + gpu.kernel_launch_s + roofline_s(gpu, flops / tp, hbm / tp)
+    fixed = gpu.engram_module_overhead_s + tokens * gpu.engram_module_s_per_token
+    return fixed + gpu.kernel_launch_s + roofline_s(gpu, flops / tp, hbm / tp)
 
 
 def hbm_gather_s(gpu: GPU, rows: float, row_bytes: int) -> float:

@@ -39,6 +39,11 @@ class GPU:
     # Host-side work an engine thread does per step for the Engram lookup (building index
     # tensors, launching the gather and copy) before it can launch the forward pass.
     engram_step_overhead_s: float = spec("engram_step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
+    # Fixed cost of the Engram fusion at each Engram layer per step (operator dispatch when it
+    # is not captured in a graph; measured by `engramsim validate` on a CPU).
+    engram_module_overhead_s: float = spec("engram_module_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
+    # ...and its cost per token beyond the roofline (small-tensor elementwise work on a CPU).
+    engram_module_s_per_token: float = spec("engram_module_ns_per_token", scale=NS, lo=0, lo_open=False, default=0.0)
     # A CPU standing in for the accelerator (`engramsim validate` on a CPU-only machine): its
     # compute runs on `compute_threads` host cores and competes with CPU gather threads.
     compute_on_host: bool = spec("compute_on_host", kind=bool, default=False)

@@ -3,10 +3,11 @@ simulator predicts for the very same model, workload and placements.
 
 The simulator sees this CPU as the accelerator: a profile of the machine gives its matmul rate,
 copy bandwidth, per-thread gather rate, page-read latency and hash cost; its compute runs on the
-same cores as the prefetch thread, so the two contend (as they do here). One figure comes from
-the measured no-Engram baseline, the per-layer host overhead of an eager PyTorch forward pass
-(operator dispatch), which no microbenchmark captures. Every Engram placement is then predicted
-with no further fitting: its error measures the memory-path model.
+same cores as the prefetch thread, so the two contend (as they do here). Two figures come from
+the measured no-Engram baseline: the per-layer and per-step host overheads of an eager PyTorch
+forward pass (operator dispatch, sampling), which no microbenchmark captures. The cost of the
+engine's Engram hashing and fusion comes from timing those two calls alone, against batch size. Every Engram placement is then
+predicted with no further fitting: its error measures the memory-path model.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def cpu_hardware(cpu: dict, threads: int, row_bytes: int, table_bytes: float) ->
     host = Host(name="this machine", dram_bw_Bps=read_Bps, dram_latency_s=latency_s,
                 dram_bytes=float(cpu["dram_bytes"]), dram_efficiency=1.0, cpu_cores=int(cpu["cores"]),
                 gather_threads_per_gpu=1, gather_mlp=per_thread * latency_s,
-                hash_s_per_token=cpu["hash_s_per_token"], hash_call_s=cpu.get("hash_call_s", 0.0))
+                hash_s_per_token=cpu["hash_s_per_token"])
     ssd = _page_reads(cpu)
     return Hardware(name="this-machine", description="this CPU as the accelerator, from a profile", gpus_per_host=1,
                     gpu=gpu, link=link, host=host, ssd=ssd)
@@ -96,18 +97,36 @@ def _require(cpu: dict, *keys):
         raise UserError(f"the profile lacks {', '.join(missing)}: run `engramsim profile --quick` first")
 
 
-def fit_layer_overhead(hw: Hardware, model: ModelSpec, baseline) -> float:
-    """Per-layer host overhead (eager operator dispatch) from the measured no-Engram baseline:
-    the mean over its steps of (measured - roofline) / (layers + LM head)."""
+def _record_compute(hw: Hardware, model: ModelSpec, rec):
+    """The roofline compute of one measured step, as the simulator would cost it."""
     bb = model.backbone
-    residuals = []
-    for rec in baseline.step_records:
-        seqs = [Seq(0, 0.0, rec.tokens if rec.phase == "prefill" else rec.context_tokens // max(rec.seqs, 1), 1)]
-        shape = batch_shape(seqs * (1 if rec.phase == "prefill" else rec.seqs), rec.phase == "prefill")
-        comp = costs.step_compute(hw.gpu, bb, shape, 1)
-        modeled = comp.layers_s(bb, 0, bb.n_layers) + comp.head_s
-        residuals.append((rec.total_s - modeled) / (bb.n_layers + 1))
-    return max(statistics.fmean(residuals), 0.0)
+    per_seq = rec.tokens if rec.phase == "prefill" else rec.context_tokens // max(rec.seqs, 1)
+    seqs = [Seq(0, 0.0, per_seq, 1)] * (1 if rec.phase == "prefill" else rec.seqs)
+    return costs.step_compute(hw.gpu, bb, batch_shape(seqs, rec.phase == "prefill"), 1)
+
+
+def fit_backbone_overheads(hw: Hardware, model: ModelSpec, baseline) -> tuple[float, float]:
+    """(per-layer, per-step) host overheads of the eager forward, from the measured baseline.
+
+    The harness times the layers before the first Engram layer ("pre"); what they take beyond
+    the roofline is the per-layer dispatch overhead. What the whole step takes beyond its layers
+    and LM head, spread over its steps, is the per-step overhead (sampling, batch bookkeeping).
+    """
+    bb, first = model.backbone, min(model.engram.layer_ids)
+    comps = [_record_compute(hw, model, rec) for rec in baseline.step_records]
+    layer = max(statistics.fmean(rec.pre_s / first - c.dense_layer_s
+                                 for rec, c in zip(baseline.step_records, comps)), 0.0)
+    # The run's wall time, not the sum of step timers: it also holds the work between steps.
+    layers_s = sum(bb.n_layers * (layer + c.dense_layer_s) + c.head_s for c in comps)
+    step = max((baseline.wall_s - layers_s) / len(comps), 0.0)
+    return layer, step
+
+
+def line_fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """(fixed seconds, seconds per token) of a cost measured against tokens per call."""
+    from engramsim.calibrate import fit_line
+    fixed, per_token = fit_line([b for b, _ in points], [t for _, t in points], relative=False)
+    return max(fixed, 0.0), max(per_token, 0.0)
 
 
 def sim_workload(n_seqs: int, input_lens: list[int], output_lens: list[int]) -> Workload:
@@ -119,14 +138,20 @@ def sim_workload(n_seqs: int, input_lens: list[int], output_lens: list[int]) -> 
                     engine=engine)
 
 
-def predict(measured: list, model: ModelSpec, cpu: dict, requests: Requests) -> list[ValidationCase]:
+def predict(measured: list, model: ModelSpec, cpu: dict, requests: Requests, engram_parts: dict) -> list[ValidationCase]:
     """Simulate every measured placement; `measured` must include the baseline."""
     by_name = {m.placement: m for m in measured}
     if "baseline" not in by_name:
         raise UserError("validation needs the baseline placement measured")
     base = by_name["baseline"]
     hw = cpu_hardware(cpu, base.torch_threads, model.engram.row_bytes, float(max(m.table_bytes for m in measured)))
-    hw = replace(hw, gpu=replace(hw.gpu, layer_overhead_s=fit_layer_overhead(hw, model, base)))
+    layer_s, step_s = fit_backbone_overheads(hw, model, base)
+    fusion_fixed, fusion_per_token = line_fit(engram_parts["fusion"])
+    hash_fixed, hash_per_token = line_fit(engram_parts["hashing"])
+    layers = len(model.engram.layer_ids)
+    hw = replace(hw, gpu=replace(hw.gpu, layer_overhead_s=layer_s, step_overhead_s=step_s,
+                                 engram_module_overhead_s=fusion_fixed, engram_module_s_per_token=fusion_per_token),
+                 host=replace(hw.host, hash_call_s=hash_fixed / layers, hash_s_per_token=hash_per_token / layers))
     workload = sim_workload(len(requests), list(map(int, requests.input_len)), list(map(int, requests.output_len)))
     cases = []
     for m in measured:
@@ -188,16 +213,6 @@ def sim_requests(config) -> Requests:
     return Requests(np.zeros(n), np.array([len(p) for p in reqs.prompts]), np.array(reqs.output_lens))
 
 
-def hash_fit(profile) -> dict:
-    """Hash cost as a fixed cost per call plus a cost per token, over the profiled batch sizes."""
-    from engramsim.calibrate import fit_line
-    rows = profile.find("hash")
-    if len({r["params"]["tokens"] for r in rows}) < 2:
-        return {}
-    call_s, per_token_s = fit_line([r["params"]["tokens"] for r in rows], [r["median_s"] for r in rows])
-    return {"hash_call_s": max(call_s, 0.0), "hash_s_per_token": max(per_token_s, 0.0)}
-
-
 PROFILE_BENCHMARKS = ("dram_gather", "memcpy", "cpu_matmul", "hash", "ssd_read")
 
 
@@ -208,6 +223,7 @@ def run_validation(config, profile_path: str | None, scratch: str, progress=None
     from engramsim.calibrate import cpu_device_from_profile
     from engramsim.profile_io import load_profile
     from engramsim.realmodel import PLACEMENTS, measure_placements, to_model_spec
+    from engramsim.realmodel.harness import time_engram_parts
 
     say = progress or (lambda msg: None)
     if profile_path:
@@ -219,9 +235,11 @@ def run_validation(config, profile_path: str | None, scratch: str, progress=None
         profile = run_profile(only=list(PROFILE_BENCHMARKS), quick=True, scratch=scratch,
                               progress=lambda name, rec: rec is None and say(f"profiling: {name}"))
         label = "measured now (quick)"
-    cpu = cpu_device_from_profile(profile) | hash_fit(profile)
+    cpu = cpu_device_from_profile(profile)
+    say("timing the engine's Engram hashing and fusion alone")
+    engram_parts = time_engram_parts(config)
     measured = measure_placements(config, PLACEMENTS, progress=say)
     say("simulating")
-    cases = predict(measured, to_model_spec(config), cpu, sim_requests(config))
+    cases = predict(measured, to_model_spec(config), cpu, sim_requests(config), engram_parts)
     return ValidationReport(machine=str(cpu.get("cpu_model")), profile=label, config=asdict(config),
                             torch_threads=measured[0].torch_threads, cases=cases)
