@@ -43,6 +43,7 @@ class ValidationCase:
     predicted_overhead_pct: float
     measured_stall_s: float
     predicted_stall_s: float
+    measured_runs_tok_s: tuple[float, ...] = ()
 
 
 def cpu_hardware(cpu: dict, threads: int, row_bytes: int, table_bytes: float) -> Hardware:
@@ -129,6 +130,13 @@ def line_fit(points: list[tuple[int, float]]) -> tuple[float, float]:
     return max(fixed, 0.0), max(per_token, 0.0)
 
 
+def paired_overhead_pct(runs: tuple[float, ...], baseline_runs: tuple[float, ...]) -> float:
+    """Overhead against the baseline run of the same round, median over rounds. Repeats are
+    interleaved, so each pair ran seconds apart: a host whose speed drifts over minutes (a shared
+    VM) cancels out of the ratio."""
+    return 100 * statistics.median(1 - r / b for r, b in zip(runs, baseline_runs))
+
+
 def sim_workload(n_seqs: int, input_lens: list[int], output_lens: list[int]) -> Workload:
     """The harness prefills one prompt per step, then decodes the whole batch."""
     engine = Engine(max_num_seqs=n_seqs, max_num_batched_tokens=max(input_lens) + max(output_lens),
@@ -166,11 +174,13 @@ def predict(measured: list, model: ModelSpec, cpu: dict, requests: Requests, eng
             placement=m.placement, sim_tier=tier + ("" if prefetch else " (sync)"), measured_tok_s=m.measured_tok_s,
             predicted_tok_s=run.throughput_tok_s,
             error_pct=100 * (run.throughput_tok_s / m.measured_tok_s - 1),
-            measured_overhead_pct=100 * (1 - m.measured_tok_s / base.measured_tok_s),
-            predicted_overhead_pct=run.overhead_pct, measured_stall_s=m.stall_s, predicted_stall_s=run.stall_s))
+            measured_overhead_pct=paired_overhead_pct(m.tok_s_runs, base.tok_s_runs),
+            predicted_overhead_pct=run.overhead_pct, measured_stall_s=m.stall_s, predicted_stall_s=run.stall_s,
+            measured_runs_tok_s=tuple(m.tok_s_runs)))
     baseline_pred = report.baseline_tok_s
     cases.insert(0, ValidationCase("baseline", "no Engram", base.measured_tok_s, baseline_pred,
-                                   100 * (baseline_pred / base.measured_tok_s - 1), 0.0, 0.0, 0.0, 0.0))
+                                   100 * (baseline_pred / base.measured_tok_s - 1), 0.0, 0.0, 0.0, 0.0,
+                                   tuple(base.tok_s_runs)))
     return cases
 
 
@@ -195,13 +205,18 @@ class ValidationReport:
         t = Table(title="Real Engram model vs simulator", title_justify="left", header_style="bold")
         for col in ("placement", "sim tier", "measured tok/s", "predicted tok/s", "error", "measured overhead",
                     "predicted overhead", "stall s meas/pred"):
-            t.add_column(col, justify="left" if col in ("placement", "sim tier") else "right")
+            t.add_column(col, justify="left" if col in ("placement", "sim tier") else "right",
+                         no_wrap=col == "placement")
         for c in self.cases:
             style = "green" if abs(c.error_pct) <= 10 else "red"
             t.add_row(c.placement, c.sim_tier, f"{c.measured_tok_s:,.1f}", f"{c.predicted_tok_s:,.1f}",
                       Text(f"{c.error_pct:+.1f}%", style=style), f"{c.measured_overhead_pct:+.1f}%",
                       f"{c.predicted_overhead_pct:+.1f}%", f"{c.measured_stall_s:.3f} / {c.predicted_stall_s:.3f}")
         yield t
+        yield Text("measured: median of interleaved repeats; overhead: median over rounds against the baseline "
+                   "run of the same round. Repeats (tok/s) show this machine's run-to-run spread:", style="dim")
+        for c in self.cases:
+            yield Text(f"  {c.placement}: " + ", ".join(f"{x:,.0f}" for x in c.measured_runs_tok_s), style="dim")
 
 
 def sim_requests(config) -> Requests:

@@ -81,3 +81,11 @@ def test_tiny_validation_end_to_end(tmp_path):
         assert {"placement", "measured_tok_s", "predicted_tok_s", "error_pct", "measured_overhead_pct",
                 "predicted_overhead_pct"} <= set(case)
         assert np.isfinite(case["predicted_tok_s"]) and case["predicted_tok_s"] > 0
+
+
+def test_paired_overhead_cancels_drift_between_rounds():
+    from engramsim.validate import paired_overhead_pct
+    # The host runs at full, half and full speed over three rounds; the placement costs 10%.
+    baseline = (100.0, 50.0, 100.0)
+    placement = (90.0, 45.0, 90.0)
+    assert paired_overhead_pct(placement, baseline) == pytest.approx(10.0)

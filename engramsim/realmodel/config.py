@@ -105,7 +105,7 @@ class RunConfig:
     model: RealModelConfig = field(default_factory=RealModelConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     torch_threads: int = 0      # 0: one per CPU core
-    repeats: int = 5            # timed runs per placement; the fastest is reported
+    repeats: int = 5            # timed runs per placement; the median is reported
     table_dir: str = ""         # where the mmap table file goes; "" = the system temp dir
     min_free_margin_GiB: float = 2.0  # never allocate past free memory minus this
 
@@ -114,8 +114,8 @@ def quick_config() -> RunConfig:
     """All placements in well under 3 minutes on a 2-core CPU, table still far beyond L3."""
     model = RealModelConfig(n_layers=4, hidden_size=384, n_heads=6, head_dim=64, n_kv_heads=2,
                             intermediate_size=1024, vocab_size=16384, table_MiB=512)
-    # Five short interleaved runs per placement; the fastest is reported: other processes on a
-    # shared host only slow runs down.
+    # Five short interleaved runs per placement; the median is reported, and overheads are taken
+    # against the baseline run of the same round (engramsim.validate.paired_overhead_pct).
     # One torch thread: with two, an OpenMP team on a 2-core host that other processes also use
     # stalls at every barrier (measured: a 10x spread between runs, against 1.5x with one), and
     # the other core is left to the prefetch thread, as a GPU host leaves CPU cores to gathers.
@@ -187,9 +187,9 @@ class MeasuredCase:
     tier: str
     prefetch: bool
     cache_state: str
-    measured_tok_s: float       # fastest of the repeats
+    measured_tok_s: float       # median over repeats
     tok_s_runs: tuple[float, ...]
-    wall_s: float               # of the fastest run
+    wall_s: float               # of the median run
     cpu_s: float                # process CPU seconds of that run (all threads)
     load_avg_1m: float          # host load when it started: other processes share the cores
     output_tokens: int

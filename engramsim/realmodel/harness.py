@@ -191,7 +191,7 @@ class _Tables:
 
 def measure_placements(config: RunConfig, placements, progress: Callable[[str], None] | None = None
                        ) -> list[MeasuredCase]:
-    """Run the workload once per repeat in each placement; the fastest run is reported."""
+    """Run the workload once per repeat in each placement; the median run is reported."""
     plist = [placement(name) for name in placements]
     say = progress or (lambda msg: None)
     spec = engram_spec(config.model)
@@ -239,13 +239,13 @@ def _make_store(config: RunConfig, addressing: Addressing, plist: list[Placement
 def _case(p: Placement, runs: list, reqs: Requests, threads: int, table_bytes: int, config) -> MeasuredCase:
     output_tokens = sum(reqs.output_lens)
     rates = [output_tokens / r[0].wall_s for r in runs]
-    # The fastest repeat: on a shared host, other processes only ever slow a run down, so the
-    # least disturbed run is the best estimate of what this placement costs (as timeit's min).
-    best = max(range(len(runs)), key=lambda k: rates[k])
-    result, source_stats, resident, note = runs[best]
+    # The median repeat: this VM's speed drifts by tens of percent over minutes, in both
+    # directions, so neither the fastest nor the slowest run is representative.
+    median = sorted(range(len(runs)), key=lambda k: rates[k])[len(runs) // 2]
+    result, source_stats, resident, note = runs[median]
     return MeasuredCase(
         placement=p.name, tier=p.tier, prefetch=p.prefetch, cache_state=p.cache_state,
-        measured_tok_s=rates[best], tok_s_runs=tuple(rates), wall_s=result.wall_s, cpu_s=result.cpu_s,
+        measured_tok_s=rates[median], tok_s_runs=tuple(rates), wall_s=result.wall_s, cpu_s=result.cpu_s,
         load_avg_1m=result.load_avg_1m, output_tokens=output_tokens,
         input_tokens=sum(len(x) for x in reqs.prompts), steps=len(result.records),
         stall_s=source_stats[0], prefetch_busy_s=source_stats[1], phases=_phases(result.records),
@@ -283,7 +283,7 @@ def _phases(records: list[StepRecord]) -> tuple[PhaseSummary, ...]:
 
 
 def time_engram_parts(config: RunConfig, batch_sizes=(1, 4, 16, 64), repeats: int = 20) -> dict:
-    """Seconds (best of `repeats`) of the engine's Engram work per decode step of B sequences, timed in
+    """Seconds (median of `repeats`) of the engine's Engram work per decode step of B sequences, timed in
     isolation from any placement run: {"fusion": [(B, s)], "hashing": [(B, s)]}, where hashing is
     the engine's own addressing call (n-gram hash of every Engram layer plus row offsets)."""
     cfg = config.model
@@ -302,20 +302,20 @@ def time_engram_parts(config: RunConfig, batch_sizes=(1, 4, 16, 64), repeats: in
                 hidden, memory = torch.randn(b, 1, cfg.hidden_size), torch.randn(b, 1, memory_dim)
                 state = fusion.initial_state(b)
                 window = rng.integers(0, cfg.vocab_size, size=(b, cfg.max_ngram_size))
-                out["fusion"].append((b, _best_time(lambda: fusion(hidden, memory, state), repeats)))
-                out["hashing"].append((b, _best_time(
+                out["fusion"].append((b, _median_time(lambda: fusion(hidden, memory, state), repeats)))
+                out["hashing"].append((b, _median_time(
                     lambda: [addressing.rows(window, layer, True) for layer in cfg.engram_layer_ids], repeats)))
         return out
     finally:
         torch.set_num_threads(previous)
 
 
-def _best_time(call, repeats: int, warmup: int = 3) -> float:
-    """The fastest of `repeats` calls after a warm-up, like the placement runs."""
+def _median_time(call, repeats: int, warmup: int = 3) -> float:
+    """The median of `repeats` calls after a warm-up, like the placement runs."""
     times = []
     for i in range(repeats + warmup):
         t0 = time.perf_counter()
         call()
         if i >= warmup:  # allocator, kernels and caches settle first
             times.append(time.perf_counter() - t0)
-    return min(times)
+    return statistics.median(times)
