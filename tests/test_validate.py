@@ -70,7 +70,7 @@ def test_sim_workload_prefills_one_prompt_per_step():
 @pytest.mark.slow
 def test_tiny_validation_end_to_end(tmp_path):
     pytest.importorskip("torch")
-    profile = next((ROOT / "profiles").glob("*.json"))
+    profile = ROOT / "profiles" / "vm-cpu-2026-11-29.json"
     r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "validate", "--tiny", "--profile", str(profile),
                         "--scratch", str(tmp_path), "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr
