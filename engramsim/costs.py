@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engramsim.hardware import CXL, GPU, Host, Link
+from engramsim.hardware import GPU, Host, Link
 from engramsim.model import Backbone, EngramSpec
 
 CACHE_LINE_BYTES = 64
@@ -129,7 +129,3 @@ def cpu_gather_rows_per_s(host: Host, latency_s: float) -> float:
 def hash_s(host: Host, tokens: int, engram_layers: int) -> float:
     """One hash call per Engram layer: a fixed cost plus a cost per token."""
     return engram_layers * (host.hash_call_s + tokens * host.hash_s_per_token)
-
-
-def memory_tier_latency_s(host: Host, cxl: CXL | None, tier_memory: str) -> float:
-    return cxl.total_latency_s if tier_memory == "cxl" else host.dram_latency_s

@@ -171,9 +171,3 @@ def _with_part(table: dict, where: str) -> dict:
     merged = load_toml(part_path)
     merged.update({k: v for k, v in table.items() if k != "part"})
     return merged
-
-
-def hardware_with(hw: Hardware, **sections) -> Hardware:
-    """A copy with some sections replaced (e.g. a different CXL device)."""
-    from dataclasses import replace
-    return replace(hw, **sections)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import click
 from rich.console import Console
 
-from engramsim.hardware import load_hardware
+from engramsim.errors import UserError
+from engramsim.hardware import CXL, PARTS_DIR, load_hardware
 from engramsim.model import load_model
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.tiers import TIERS, Placement
@@ -49,10 +51,6 @@ def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefet
     shared resource carried, and what bounds each placement. A placement whose table, cache
     or weights do not fit is reported as such and not simulated.
     """
-    from dataclasses import replace
-
-    from engramsim.errors import UserError
-
     if max_seqs is not None and max_seqs < 1:
         raise UserError("--max-seqs must be at least 1")
     if any(c < 0 for c in cache_gib):
@@ -84,13 +82,10 @@ def _hardware(hw_name: str, profile_path: str | None, cxl_part: str | None):
     else:
         hw = load_hardware(hw_name)
     if cxl_part:
-        from engramsim.hardware import CXL, PARTS_DIR
-        from engramsim.presets import build, load_toml, resolve
-        from engramsim.errors import UserError
+        from engramsim.presets import build, load_toml
         path = PARTS_DIR / f"{cxl_part}.toml"
         if not path.is_file():
             raise UserError(f"unknown CXL part '{cxl_part}' (see hwmodels/parts/)")
-        from dataclasses import replace
         hw = replace(hw, cxl=build(CXL, load_toml(path), str(path)))
     return hw
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from engramsim.capacity import plan_memory
 from engramsim.errors import UserError
 from engramsim.fetch import RowModel, UniformRows
@@ -80,9 +78,3 @@ def _run(scenario: Scenario, placement: Placement | None, plan, requests) -> Raw
 def _throughput(raw: RawRun) -> float:
     """nano-vLLM bench.py: total output tokens / wall time."""
     return sum(q.out for q in raw.seqs) / raw.makespan_s
-
-
-def percentiles(values: np.ndarray) -> tuple[float, float]:
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
