@@ -32,8 +32,10 @@ def command(ctx, quick, only, out, scratch, seed):
     """Measure this machine's Engram memory paths with real kernels and save a profile."""
     if ctx.invoked_subcommand:
         return
+    from engramsim.measure import import_torch
     from engramsim.measure.run import run_profile, select
     from engramsim.report.profile import ProfileReport
+    import_torch()  # fail with one line before any progress bar is drawn
     names = _names(only)
     benchmarks = select(names)
     scratch = scratch or Path(tempfile.gettempdir())
