@@ -36,6 +36,9 @@ class Engine:
     # At most this many prompts per prefill step (0: no limit beyond the token budget). A simple
     # harness that prefills one prompt at a time sets 1.
     max_prefill_seqs: int = spec("max_prefill_seqs", lo=0, lo_open=False, kind=int, default=0)
+    # With prefetch, a prefill step also starts the fetch for the prompts the next prefill step
+    # will take (their tokens are all known), so that fetch overlaps this step's compute.
+    prefill_lookahead: bool = spec("prefill_lookahead", kind=bool, default=True)
 
 
 @dataclass(frozen=True)

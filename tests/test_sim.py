@@ -217,3 +217,19 @@ def test_fetch_volume_moves_with_the_row_model():
                       [Placement("dram-copy", hbm_cache_bytes=2**30)]).runs[0]
     assert cached.hbm_hit_rate == pytest.approx(0.6)
     assert cached.fetched_rows == pytest.approx(half.fetched_rows * 0.4)
+
+
+def test_prefill_lookahead_overlaps_the_next_prompts_fetch():
+    # Two prompts that each fill the token budget: two prefill steps. With lookahead, the second
+    # step's rows are fetched while the first computes, so the second stalls less.
+    from dataclasses import replace
+    w = tiny_workload(num_seqs=2, inp=(300, 300), out=(1, 1), max_seqs=2)
+    w = replace(w, engine=replace(w.engine, max_num_batched_tokens=300))
+    hw = slow_link_hw()
+    ahead = simulate(scenario(w, hw=hw), [Placement("dram-uva")]).runs[0]
+    no_ahead_w = replace(w, engine=replace(w.engine, prefill_lookahead=False))
+    plain = simulate(scenario(no_ahead_w, hw=hw), [Placement("dram-uva")]).runs[0]
+    one = expected_uva_fetch_s(scenario(w, hw=hw), 300) - window_s(scenario(w, hw=hw), 300)
+    assert plain.stall_s == pytest.approx(2 * one, rel=1e-6)
+    assert ahead.stall_s < plain.stall_s
+    assert ahead.fetched_rows == pytest.approx(plain.fetched_rows)

@@ -64,6 +64,8 @@ class Replica:
         self.net, self.host = net, host
         self.scheduler = Scheduler(setup.workload.engine, setup.kv_blocks)
         self.wakeup = env.event()
+        # (sequence ids, rows, pending fetches) started ahead for the next prefill step.
+        self.lookahead = None
         self.cache_rows = 0
         spec = setup.model.engram
         if spec and setup.placement and setup.placement.hbm_cache_bytes:
@@ -96,12 +98,16 @@ class Replica:
         self.stats.prefill_steps += prefill
         pos = 0
         if spec and s.placement:
-            # Hashing and the engine's Engram bookkeeping run on the host thread that launches
-            # the step, so they delay the forward pass; the fetches start once they are done.
-            yield self.env.timeout(costs.hash_s(s.hw.host, shape.tokens, len(spec.layer_ids))
-                                   + gpu.engram_step_overhead_s)
-            rows = {l: self._rows(shape.tokens, l) for l in spec.layer_ids}
-            pending = {l: self._fetch(rows[l][1]) for l in spec.layer_ids} if s.prefetch else {}
+            ahead, self.lookahead = self.lookahead, None
+            if prefill and ahead and ahead[0] == tuple(q.id for q in batch):
+                rows, pending = ahead[1], ahead[2]  # fetched while the previous prefill computed
+            else:
+                rows, pending = yield from self._hash_and_fetch(shape.tokens)
+            if prefill and s.prefetch and s.workload.engine.prefill_lookahead:
+                following = self.scheduler.peek_prefill()
+                if following:
+                    tokens = sum(len(q) for q in following)
+                    self.lookahead = (tuple(q.id for q in following), *(yield from self._hash_and_fetch(tokens)))
             for layer in sorted(spec.layer_ids):
                 yield self._compute(comp.layers_s(bb, pos, layer))
                 waited_from = self.env.now
@@ -122,6 +128,16 @@ class Replica:
             return self.env.timeout(seconds)
         threads = gpu.compute_threads or self.setup.hw.host.cpu_cores
         return self.net.transfer(seconds * threads, [(self.host.cpu, 1.0)], cap=threads, cap_name="compute threads")
+
+    def _hash_and_fetch(self, tokens: int):
+        """Hash `tokens` on the host thread that launches steps (so it delays the forward pass),
+        then start their fetches when prefetching; returns (rows per layer, pending fetches)."""
+        s = self.setup
+        spec = s.model.engram
+        yield self.env.timeout(costs.hash_s(s.hw.host, tokens, len(spec.layer_ids)) + s.hw.gpu.engram_step_overhead_s)
+        rows = {l: self._rows(tokens, l) for l in spec.layer_ids}
+        pending = {l: self._fetch(rows[l][1]) for l in spec.layer_ids} if s.prefetch else {}
+        return rows, pending
 
     def _rows(self, tokens: int, layer: int) -> tuple[float, float]:
         """(rows gathered in HBM, rows fetched from the tier) per GPU for one layer."""

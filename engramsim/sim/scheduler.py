@@ -52,19 +52,29 @@ class Scheduler:
             return batch, True
         return self._decode(), False
 
-    def _admit(self) -> list[Seq]:
-        batch, tokens = [], 0
+    def peek_prefill(self) -> list[Seq]:
+        """The prompts the next prefill step would admit, if nothing changes before it: the
+        waiting queue's head, within the sequence, token and KV-block budgets."""
+        batch, tokens, blocks = [], 0, self.free_blocks
         limit = min(self.engine.max_num_seqs, self.engine.max_prefill_seqs or self.engine.max_num_seqs)
-        while self.waiting and len(batch) < limit:
-            seq = self.waiting[0]
-            need = -(-len(seq) // self.block)
-            if tokens + len(seq) > self.engine.max_num_batched_tokens or need > self.free_blocks:
+        for seq in self.waiting:
+            need = self._blocks_for(seq)
+            if len(batch) >= limit or tokens + len(seq) > self.engine.max_num_batched_tokens or need > blocks:
                 break
-            self.free_blocks -= need
-            seq.blocks = need
+            blocks -= need
             tokens += len(seq)
-            self.running.append(self.waiting.popleft())
             batch.append(seq)
+        return batch
+
+    def _blocks_for(self, seq: Seq) -> int:
+        return -(-len(seq) // self.block)
+
+    def _admit(self) -> list[Seq]:
+        batch = self.peek_prefill()
+        for seq in batch:
+            seq.blocks = self._blocks_for(seq)
+            self.free_blocks -= seq.blocks
+            self.running.append(self.waiting.popleft())
         return batch
 
     def _decode(self) -> list[Seq]:
