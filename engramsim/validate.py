@@ -138,9 +138,10 @@ def paired_overhead_pct(runs: tuple[float, ...], baseline_runs: tuple[float, ...
 
 
 def sim_workload(n_seqs: int, input_lens: list[int], output_lens: list[int]) -> Workload:
-    """The harness prefills one prompt per step, then decodes the whole batch."""
+    """The harness prefills one prompt per step, then decodes the whole batch; its prefetch
+    starts at each step's own start (no lookahead into the next prompt)."""
     engine = Engine(max_num_seqs=n_seqs, max_num_batched_tokens=max(input_lens) + max(output_lens),
-                    kv_block_tokens=16, max_prefill_seqs=1)
+                    kv_block_tokens=16, max_prefill_seqs=1, prefill_lookahead=False)
     return Workload(name="realmodel", kind="offline", num_seqs=n_seqs, input_len_min=min(input_lens),
                     input_len_max=max(input_lens), output_len_min=min(output_lens), output_len_max=max(output_lens),
                     engine=engine)

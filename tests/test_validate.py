@@ -64,6 +64,7 @@ def test_line_fit_gives_fixed_and_per_token_cost():
 def test_sim_workload_prefills_one_prompt_per_step():
     w = sim_workload(3, [10, 20, 30], [5, 6, 7])
     assert w.engine.max_prefill_seqs == 1 and w.engine.max_num_seqs == 3
+    assert not w.engine.prefill_lookahead  # the real harness does not look ahead
     assert (w.input_len_min, w.input_len_max) == (10, 30)
 
 
