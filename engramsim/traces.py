@@ -18,6 +18,7 @@ methods); `ZipfRows` extrapolates fitted Zipf parameters to other table and batc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -406,10 +407,17 @@ class TraceRows:
         return self.stats.layers[layer_id]
 
 
-def load_row_model(path: str | Path, model: ModelSpec) -> TraceRows:
-    """RowModel from a trace file saved by `engramsim trace --save`; it must match the model."""
+def load_row_model(path: str | Path, model: ModelSpec) -> TraceRows | ZipfRows:
+    """RowModel from a trace file saved by `engramsim trace --save`; it must match the model.
+
+    The special value "zipf" (`simulate --trace zipf`) gives instead the Zipf model fitted to
+    the default-corpus trace (zipf_row_model): it reproduces that trace inside the range it
+    measured and extrapolates to other table and batch sizes; its source names the parameters.
+    """
     if model.engram is None:
         raise UserError(f"model {model.name} has no Engram layers to trace")
+    if str(path) == "zipf":
+        return zipf_row_model(model)
     stats = load_stats(path)
     check_geometry(stats, model.engram, path)
     return TraceRows(stats=stats, heads_per_layer=model.engram.heads_per_layer,
@@ -443,75 +451,211 @@ def default_row_model(model: ModelSpec, progress=None) -> TraceRows:
 
 # --- Zipf extrapolation ----------------------------------------------------------------------
 
+ZIPF_BINS = 240          # log-spaced rank bins per head table
+POISSON_EXACT = 64       # training counts below this are ranked with their Poisson noise
+
+
+def zipf_bins(s: float, support: float, table_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(probability of one row, rows) per log-spaced rank bin of Zipf(s) over ranks 1..support.
+
+    Bin masses integrate r^-s over the bin, so a bin of a million ranks weighs what its ranks
+    weigh. With a table of fewer rows than the support, hashing folds the n-grams beyond the
+    table onto its rows: their mass spreads evenly over the table's rows (ranks up to the table
+    keep their own rows)."""
+    S = max(1, int(round(support)))
+    cap = S if table_rows is None else min(S, int(table_rows))
+    edges = np.unique(np.concatenate([np.geomspace(1, S + 1, ZIPF_BINS).astype(np.int64), [cap + 1, S + 1]]))
+    lo, hi = edges[:-1].astype(float), edges[1:].astype(float)
+    a, b = lo - 0.5, hi - 0.5
+    mass = np.log(b / a) if abs(s - 1) < 1e-9 else (b ** (1 - s) - a ** (1 - s)) / (1 - s)
+    mass /= mass.sum()
+    own = lo <= cap
+    p = mass[own] / (hi - lo)[own] + mass[~own].sum() / cap
+    return p, (hi - lo)[own]
+
+
+def zipf_distinct(draws, s: float, support: float, table_rows: int | None = None) -> np.ndarray:
+    """Expected distinct rows among `draws` independent draws from one Zipf head table."""
+    p, m = zipf_bins(s, support, table_rows)
+    n = np.atleast_1d(np.asarray(draws, dtype=float))
+    return np.sum(m * -np.expm1(n[:, None] * np.log1p(-p)), axis=1)
+
+
+def zipf_support_for(s: float, seen: float, draws: float, table_rows: int) -> float:
+    """The support R at which `draws` accesses of Zipf(s) see `seen` distinct rows on average
+    (bisection on log R; more rows in the population, more of them seen). A trace that saw
+    about as many rows as it read gives no bound: then the table's size."""
+    lo, hi = math.log(max(1.0, seen)), math.log(max(seen, table_rows))
+    if zipf_distinct(draws, s, math.exp(hi))[0] <= seen:
+        return float(math.exp(hi))
+    for _ in range(36):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if zipf_distinct(draws, s, math.exp(mid))[0] < seen else (lo, mid)
+    return float(math.exp(0.5 * (lo + hi)))
+
+
 @dataclass(frozen=True)
 class ZipfRows:
-    """RowModel from fitted Zipf parameters, for tables and batches beyond any trace.
+    """RowModel from Zipf parameters, for tables and batches beyond any trace.
 
-    Each head table of order n reads rank r with probability r^-alpha_n / H(S_n, alpha_n) over
-    S_n popular rows (S_n capped at the head's table size: hashing folds more n-grams onto the
-    same rows). Every token reads one row per head. Ranks are grouped into log-spaced bins.
+    Each head table of order n reads rank r with probability ~ r^-alpha_n over a population of
+    `support[n]` rows (folded onto the table when the table is smaller, see zipf_bins). Every
+    token reads one row per head, independently.
 
     unique_rows(n) = sum over heads and ranks of 1 - (1 - p_r)^n.
-    hit_rate(C): the C globally hottest rows are cached; the rate counts the distinct rows of a
-    decode step of `batch_ref` tokens, like TraceRows.
+    hit_rate(C): share of a decode step's distinct rows (`batch_ref` tokens, like TraceRows)
+    that a static top-K cache of C rows holds. With `train_tokens` None the cache holds the
+    truly hottest rows. Otherwise it is ranked by counts from a profile of that many accesses
+    per head (Poisson counts: rows never seen in the profile cannot be ranked, rows seen equally
+    often are taken at random), and capacity beyond the profiled rows holds random table rows,
+    as in TraceRows.
     """
     spec: EngramSpec
     alpha: tuple[float, ...]
     support: tuple[int, ...]
     batch_ref: int = BATCH_REF
     source: str = "Zipf fit"
+    train_tokens: float | None = None
 
+    @functools.cached_property
     def _bins(self):
         """(probability, rows) per bin over all head tables of a layer."""
         probs, counts = [], []
         sizes = engram.table_sizes(self.spec)[self.spec.layer_ids[0]]
         for a, s, heads in zip(self.alpha, self.support, sizes):
-            S = max(1, min(int(s), min(heads)))
-            edges = np.unique(np.geomspace(1, S + 1, 400).astype(np.int64))
-            lo, hi = edges[:-1], edges[1:]
-            r = np.arange(1, S + 1, dtype=float)
-            norm = np.sum(r ** -a) if S <= 2_000_000 else _zeta_partial(a, S)
-            mid = np.sqrt(lo * (hi - 1).clip(min=lo))
-            probs.append(np.repeat(mid ** -a / norm, len(heads)))
-            counts.append(np.repeat(hi - lo, len(heads)))
+            p, m = zipf_bins(a, s, min(heads))
+            probs.append(np.tile(p, len(heads)))
+            counts.append(np.tile(m, len(heads)))
         return np.concatenate(probs), np.concatenate(counts).astype(float)
 
     def unique_rows(self, tokens: int, layer_id: int) -> float:
-        p, m = self._bins()
+        p, m = self._bins
         return float(np.sum(m * -np.expm1(tokens * np.log1p(-p))))
 
     def hit_rate(self, cache_rows: int, layer_id: int) -> float:
-        p, m = self._bins()
-        order = np.argsort(-p)
-        p, m = p[order], m[order]
-        d = m * -np.expm1(self.batch_ref * np.log1p(-p))  # distinct rows per step, per bin
-        cum_rows, cum_d = np.concatenate([[0], np.cumsum(m)]), np.concatenate([[0], np.cumsum(d)])
-        return float(np.interp(cache_rows, cum_rows, cum_d) / cum_d[-1])
+        rows, hits = self._hit_curve
+        return float(np.interp(cache_rows, rows, hits))
+
+    @functools.cached_property
+    def _hit_curve(self):
+        """(cache rows, hit rate) breakpoints; linear between them (ties are taken at random)."""
+        p, m = self._bins
+        w = m * -np.expm1(self.batch_ref * np.log1p(-p))  # distinct rows per step, per bin
+        if self.train_tokens is None:
+            order = np.argsort(-p)
+            rows, hits = np.cumsum(m[order]), np.cumsum(w[order])
+        else:
+            rows, hits = _profiled_ranking(p * self.train_tokens, m, w)
+        table = engram.layer_rows(self.spec, self.spec.layer_ids[0])
+        rows = np.concatenate([[0.0], rows, [max(table, rows[-1])]])
+        hits = np.concatenate([[0.0], hits, [w.sum()]])
+        return rows, hits / w.sum()
 
 
-def _zeta_partial(a: float, S: int) -> float:
-    """sum_{r=1..S} r^-a: exact head plus an Euler-Maclaurin tail."""
-    head = np.sum(np.arange(1, 10001, dtype=float) ** -a)
-    lo = 10000.5
-    tail = (math.log((S + 0.5) / lo) if abs(a - 1) < 1e-9
-            else ((S + 0.5) ** (1 - a) - lo ** (1 - a)) / (1 - a))
-    return float(head + tail)
+def _profiled_ranking(lam: np.ndarray, m: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative (rows, weight) of a cache filled in order of profile counts ~ Poisson(lam).
+
+    Counts of POISSON_EXACT or more rank rows as their true rate does (relative noise under
+    1/8), so those come first by rate; below that, each count class k = 63..1 is one segment
+    whose rows are taken at random, hence linear."""
+    k = np.arange(POISSON_EXACT)
+    log_fact = np.array([math.lgamma(i + 1) for i in k])
+    pmf = np.exp(k * np.log(np.maximum(lam, 1e-300))[:, None] - lam[:, None] - log_fact)
+    many = np.clip(1 - pmf.sum(axis=1), 0, 1)
+    order = np.argsort(-lam)
+    rows = np.concatenate([np.cumsum((m * many)[order]), (m * many).sum() + np.cumsum(m @ pmf[:, :0:-1])])
+    hits = np.concatenate([np.cumsum((w * many)[order]), (w * many).sum() + np.cumsum(w @ pmf[:, :0:-1])])
+    return rows, hits
+
+
+def _zipf_fit_objective(ls: LayerStats, spec: EngramSpec, n_tokens: int):
+    """Squared log error of a ZipfRows against a trace layer's measured decode distinct rows and
+    static top-K curve (capacities where it is at least 0.5%), as a function of
+    (alpha per order..., log10 profile accesses). The support per order follows from alpha: the
+    trace's n_tokens accesses must see the distinct rows per head it saw (zipf_support)."""
+    heads = [min(h) for h in engram.table_sizes(spec)[spec.layer_ids[0]]]
+    keep = (ls.hit_step >= 0.005) & (ls.capacities > 0)
+
+    def model(x):
+        alpha = tuple(float(a) for a in x[:-1])
+        support = tuple(int(round(zipf_support_for(a, seen, n_tokens, h)))
+                        for a, seen, h in zip(alpha, ls.zipf_support, heads))
+        return ZipfRows(spec=spec, alpha=alpha, support=support, train_tokens=10 ** float(x[-1]))
+
+    def error(x):
+        if np.any(x[:-1] < 0.05) or np.any(x[:-1] > 4) or not 0 <= x[-1] <= 12:
+            return math.inf
+        z = model(x)
+        u = np.array([z.unique_rows(int(b), ls.layer_id) for b in ls.batch_tokens])
+        h = np.array([z.hit_rate(int(c), ls.layer_id) for c in ls.capacities[keep]])
+        return float(np.mean(np.log(u / ls.unique_decode) ** 2) + np.mean(np.log(h / ls.hit_step[keep]) ** 2))
+
+    return model, error
+
+
+def fit_zipf(ls: LayerStats, spec: EngramSpec, n_tokens: int) -> ZipfRows:
+    """ZipfRows fitted to one trace layer: alpha per order and the profile size by Nelder-Mead
+    on _zipf_fit_objective, supports from the distinct rows the trace saw. Starts from the
+    rank-frequency exponents (ls.zipf_alpha) and the trace's training half."""
+    model, error = _zipf_fit_objective(ls, spec, n_tokens)
+    start = [a if 0.1 < a < 3 else 0.8 for a in np.nan_to_num(ls.zipf_alpha)] + [math.log10(max(2, n_tokens / 2))]
+    return model(nelder_mead(error, np.array(start, dtype=float), step=0.15))
+
+
+def nelder_mead(f, x0: np.ndarray, step: float, iters: int = 200, tol: float = 1e-5) -> np.ndarray:
+    """Minimise f from x0 (the textbook simplex method; numpy has no optimiser and the fit has
+    few parameters and a non-smooth objective)."""
+    simplex = np.vstack([x0] + [x0 + step * e for e in np.eye(x0.size)])
+    values = np.array([f(x) for x in simplex])
+    for _ in range(iters):
+        order = np.argsort(values)
+        simplex, values = simplex[order], values[order]
+        if values[-1] - values[0] < tol:
+            break
+        centre = simplex[:-1].mean(axis=0)
+        reflected = centre + (centre - simplex[-1])
+        fr = f(reflected)
+        if fr < values[0]:
+            expanded = centre + 2 * (centre - simplex[-1])
+            fe = f(expanded)
+            simplex[-1], values[-1] = (expanded, fe) if fe < fr else (reflected, fr)
+        elif fr < values[-2]:
+            simplex[-1], values[-1] = reflected, fr
+        else:
+            contracted = centre + 0.5 * (simplex[-1] - centre)
+            fc = f(contracted)
+            if fc < values[-1]:
+                simplex[-1], values[-1] = contracted, fc
+            else:  # shrink towards the best point
+                simplex[1:] = simplex[0] + 0.5 * (simplex[1:] - simplex[0])
+                values[1:] = [f(x) for x in simplex[1:]]
+    return simplex[np.argmin(values)]
 
 
 def zipf_row_model(model: ModelSpec, alpha=None, support=None, stats: TraceStats | None = None,
-                   batch_ref: int = BATCH_REF) -> ZipfRows:
-    """ZipfRows for `model`. Parameters not given come from `stats` (a trace's fit, first
-    Engram layer), or from the default corpus trace when `stats` is None. `alpha` and `support`
-    take one value or one per n-gram order."""
+                   batch_ref: int = BATCH_REF, train_tokens: float | None = None) -> ZipfRows:
+    """ZipfRows for `model`.
+
+    With `alpha` and `support` given (one value or one per n-gram order; support in rows per
+    head table), those are the parameters, and the cache is ranked by a profile of
+    `train_tokens` accesses (None: by the true frequencies). Otherwise the model is fitted
+    (fit_zipf) to `stats` (a trace's measurements, first Engram layer), or to the default corpus
+    trace when `stats` is None: the fit reproduces the trace's distinct rows per step and its
+    static top-K curve, including how well a cache ranked on its first half does; a parameter
+    given overrides the fitted one.
+    """
     spec = model.engram
     if spec is None:
         raise UserError(f"model {model.name} has no Engram layers")
     n_orders = spec.max_ngram_size - 1
     if alpha is None or support is None:
         stats = stats or default_row_model(model).stats
+        check_geometry(stats, spec, "Zipf fit")
         first = stats.layers[min(stats.layers)]
-        alpha = first.zipf_alpha if alpha is None else alpha
-        support = first.zipf_support if support is None else support
+        fit = fit_zipf(first, spec, stats.n_tokens)
+        alpha = fit.alpha if alpha is None else alpha
+        support = fit.support if support is None else support
+        train_tokens = fit.train_tokens if train_tokens is None else train_tokens
         origin = f"Zipf fit of {stats.corpus}"
     else:
         origin = "Zipf parameters given"
@@ -519,8 +663,10 @@ def zipf_row_model(model: ModelSpec, alpha=None, support=None, stats: TraceStats
     if any(not (a > 0) for a in alpha) or any(s < 1 for s in support):
         raise UserError("Zipf alpha must be > 0 and support >= 1 row")
     desc = ", ".join(f"{n}-gram s={a:.2f} over {int(s):,} rows/head" for n, a, s in zip(spec.orders, alpha, support))
+    ranking = ("cache ranked by true frequency" if train_tokens is None
+               else f"cache ranked on a profile of {train_tokens:,.0f} accesses/head")
     return ZipfRows(spec=spec, alpha=tuple(float(a) for a in alpha), support=tuple(int(s) for s in support),
-                    batch_ref=batch_ref, source=f"{origin}: {desc}")
+                    batch_ref=batch_ref, source=f"{origin}: {desc}; {ranking}", train_tokens=train_tokens)
 
 
 def _per_order(v, n, name):

@@ -193,3 +193,52 @@ def test_hf_tokenizer_compression(tmp_path):
     assert comp.size == 5
     tr = traces.build_trace(SPEC, corpus=Corpus(("Cat dog cat DOG", "dog Dög"), "t"), tokenizer_path=path)
     assert tr.spec.compressed_vocab_size == 5 and tr.n_tokens == 6
+
+
+@pytest.fixture(scope="module")
+def default_corpus_fit():
+    """The default model on the default corpus, and the Zipf model fitted to its measurements."""
+    from engramsim.model import load_model
+    model = load_model("dense-4b-engram100b")
+    stats = traces.analyze(traces.build_trace(model.engram))
+    return model, stats, traces.zipf_row_model(model, stats=stats)
+
+
+def test_zipf_fit_reproduces_the_trace_it_was_fitted_to(default_corpus_fit):
+    # Tolerances: distinct rows per decode step within 15% at every measured batch size, and
+    # static top-K hit rate within 25% wherever the trace measured at least 1% (the fitted
+    # curve is a two-parameter-per-order Zipf; real n-gram counts are not exactly Zipf).
+    model, stats, z = default_corpus_fit
+    layer = model.engram.layer_ids[0]
+    ls = stats.layers[layer]
+    unique = np.array([z.unique_rows(int(b), layer) for b in ls.batch_tokens])
+    np.testing.assert_allclose(unique, ls.unique_decode, rtol=0.15)
+    keep = ls.hit_step >= 0.01
+    hits = np.array([z.hit_rate(int(c), layer) for c in ls.capacities[keep]])
+    np.testing.assert_allclose(hits, ls.hit_step[keep], rtol=0.25)
+    # The population is bigger than what the trace saw: the long tail it never read.
+    assert all(s > seen for s, seen in zip(z.support, ls.zipf_support))
+    assert z.source.startswith("Zipf fit of") and "s=" in z.source and "profile" in z.source
+
+
+def test_zipf_extrapolation_to_bigger_tables_never_raises_hit_rates(default_corpus_fit):
+    model, _, z = default_corpus_fit
+    layer = model.engram.layer_ids[0]
+    caps = [10**3, 10**5, 10**6, 10**7, 10**8]
+    curves = []
+    for vocab in (10**4, 10**5, 10**6, 10**8, 10**9):  # rows per head table, smallest first
+        spec = dataclasses.replace(model.engram, engram_vocab_size=(vocab,) * len(model.engram.engram_vocab_size))
+        bigger = dataclasses.replace(z, spec=spec)
+        curves.append([bigger.hit_rate(c, layer) for c in caps])
+    curves = np.array(curves)
+    assert np.all(np.diff(curves, axis=0) <= 1e-12)
+    assert np.all(np.diff(curves, axis=1) >= 0)  # and more cache never hurts
+
+
+def test_load_row_model_zipf_fits_the_default_corpus(monkeypatch, tmp_path):
+    monkeypatch.setenv("ENGRAMSIM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(traces, "stdlib_corpus", lambda: _random_text(n_docs=30))
+    z = traces.load_row_model("zipf", MODEL)
+    assert isinstance(z, traces.ZipfRows) and z.train_tokens is not None
+    assert z.source.startswith("Zipf fit of test text") and "2-gram s=" in z.source
+    assert z.unique_rows(1, 1) == pytest.approx(SPEC.heads_per_layer, rel=1e-3)
