@@ -8,6 +8,10 @@ the measured no-Engram baseline: the per-layer and per-step host overheads of an
 forward pass (operator dispatch, sampling), which no microbenchmark captures. The cost of the
 engine's Engram hashing and fusion comes from timing those two calls alone, against batch size. Every Engram placement is then
 predicted with no further fitting: its error measures the memory-path model.
+
+On a CUDA machine the model runs on the GPU and the simulator's hardware is the profile
+calibrated over the h200 preset (`gpu_hardware`): HBM, pinned copy and UVA figures measured
+there. The same two baseline overheads and the timed Engram calls complete the description.
 """
 from __future__ import annotations
 
@@ -27,9 +31,14 @@ from engramsim.workload import Engine, Requests, Workload
 
 GiB = 2.0**30
 # Real placement -> (simulator tier, prefetch).
-TIER_OF = {"device": ("hbm", True), "host-prefetch": ("dram-copy", True), "host-sync": ("dram-copy", False),
-           "mmap-prefetch-cold": ("ssd", True), "mmap-prefetch-warm": ("ssd", True),
-           "mmap-sync-cold": ("ssd", False), "mmap-sync-warm": ("ssd", False)}
+CPU_TIER_OF = {"device": ("hbm", True), "host-prefetch": ("dram-copy", True), "host-sync": ("dram-copy", False),
+               "mmap-prefetch-cold": ("ssd", True), "mmap-prefetch-warm": ("ssd", True),
+               "mmap-sync-cold": ("ssd", False), "mmap-sync-warm": ("ssd", False)}
+GPU_TIER_OF = {"gpu-hbm": ("hbm", True),
+               "pinned-copy-prefetch": ("dram-copy", True), "pinned-copy-sync": ("dram-copy", False),
+               "pinned-uva-prefetch": ("dram-uva", True), "pinned-uva-sync": ("dram-uva", False)}
+TIER_OF = {**CPU_TIER_OF, **GPU_TIER_OF}
+GPU_BASE_PRESET = "h200"
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,23 @@ def cpu_hardware(cpu: dict, threads: int, row_bytes: int, table_bytes: float) ->
     ssd = _page_reads(cpu)
     return Hardware(name="this-machine", description="this CPU as the accelerator, from a profile", gpus_per_host=1,
                     gpu=gpu, link=link, host=host, ssd=ssd)
+
+
+def gpu_hardware(profile, threads: int, table_bytes: float) -> Hardware:
+    """This machine with its GPU, from a profile that measured it, over the h200 preset.
+
+    The real run is one GPU alone on its host, gathering with the harness's torch threads, and
+    its engine overheads are fitted from the baseline (`predict`): the preset's engine figures
+    (fitted to nano-vLLM on 8 GPUs) are zeroed rather than inherited.
+    """
+    from engramsim.calibrate import calibrate
+    if profile.gpu is None:
+        raise UserError("the profile has no GPU measurements: run `engramsim profile` on this GPU machine first")
+    cal = calibrate(profile, base=GPU_BASE_PRESET, table_GiB=table_bytes / GiB)
+    hw = cal.hardware(f"calibration of the profile over {GPU_BASE_PRESET}")
+    gpu = replace(hw.gpu, step_overhead_s=0.0, engram_step_overhead_s=0.0, layer_overhead_s=0.0)
+    host = replace(hw.host, gather_threads_per_gpu=max(1, threads))
+    return replace(hw, name="this-gpu-machine", gpus_per_host=1, gpu=gpu, host=host)
 
 
 def _rows_per_s(cpu: dict, threads: int, table_bytes: float) -> float:
@@ -147,13 +173,25 @@ def sim_workload(n_seqs: int, input_lens: list[int], output_lens: list[int]) -> 
                     engine=engine)
 
 
-def predict(measured: list, model: ModelSpec, cpu: dict, requests: Requests, engram_parts: dict) -> list[ValidationCase]:
-    """Simulate every measured placement; `measured` must include the baseline."""
+def machine_hardware(measured: list, model: ModelSpec, profile, device: str) -> Hardware:
+    """The simulator's description of the machine the placements ran on: the CPU standing in
+    for the accelerator, or the GPU calibrated from the profile."""
+    threads = measured[0].torch_threads
+    table_bytes = float(max(m.table_bytes for m in measured))
+    if device == "cuda":
+        return gpu_hardware(profile, threads, table_bytes)
+    from engramsim.calibrate import cpu_device_from_profile
+    return cpu_hardware(cpu_device_from_profile(profile), threads, model.engram.row_bytes, table_bytes)
+
+
+def predict(measured: list, model: ModelSpec, hw: Hardware, requests: Requests, engram_parts: dict
+            ) -> list[ValidationCase]:
+    """Simulate every measured placement on `hw` (`machine_hardware`); `measured` must include
+    the baseline."""
     by_name = {m.placement: m for m in measured}
     if "baseline" not in by_name:
         raise UserError("validation needs the baseline placement measured")
     base = by_name["baseline"]
-    hw = cpu_hardware(cpu, base.torch_threads, model.engram.row_bytes, float(max(m.table_bytes for m in measured)))
     layer_s, step_s = fit_backbone_overheads(hw, model, base)
     fusion_fixed, fusion_per_token = line_fit(engram_parts["fusion"])
     hash_fixed, hash_per_token = line_fit(engram_parts["hashing"])
@@ -230,32 +268,39 @@ def sim_requests(config) -> Requests:
 
 
 PROFILE_BENCHMARKS = ("dram_gather", "memcpy", "cpu_matmul", "hash", "ssd_read")
+# What a GPU validation reads from a profile: host gathers and hashing for the copy path, HBM
+# gathers, link copies, UVA gathers, and the GPU matmul rate (overlap_gpu).
+GPU_PROFILE_BENCHMARKS = ("dram_gather", "memcpy", "hash", "hbm_gather", "h2d", "d2h", "uva_gather",
+                          "copy_pipeline", "overlap_gpu")
 
 
 def run_validation(config, profile_path: str | None, scratch: str, progress=None) -> ValidationReport:
     """Profile (unless given), measure every placement, then predict each from the profile."""
     from dataclasses import asdict
 
-    from engramsim.calibrate import cpu_device_from_profile
     from engramsim.profile_io import load_profile
-    from engramsim.realmodel import PLACEMENTS, measure_placements, to_model_spec
+    from engramsim.realmodel import measure_placements, placements_for, this_device, to_model_spec
     from engramsim.realmodel.harness import time_engram_parts
 
     say = progress or (lambda msg: None)
+    device = this_device(config)
     if profile_path:
         profile = load_profile(profile_path)
         label = str(profile_path)
     else:
         from engramsim.measure.run import run_profile
         say("profiling this machine (quick)")
-        profile = run_profile(only=list(PROFILE_BENCHMARKS), quick=True, scratch=scratch,
+        benchmarks = GPU_PROFILE_BENCHMARKS if device == "cuda" else PROFILE_BENCHMARKS
+        profile = run_profile(only=list(benchmarks), quick=True, scratch=scratch,
                               progress=lambda name, rec: rec is None and say(f"profiling: {name}"))
         label = "measured now (quick)"
-    cpu = cpu_device_from_profile(profile)
     say("timing the engine's Engram hashing and fusion alone")
     engram_parts = time_engram_parts(config)
-    measured = measure_placements(config, PLACEMENTS, progress=say)
+    measured = measure_placements(config, placements_for(device), progress=say)
     say("simulating")
-    cases = predict(measured, to_model_spec(config), cpu, sim_requests(config), engram_parts)
-    return ValidationReport(machine=str(cpu.get("cpu_model")), profile=label, config=asdict(config),
+    model = to_model_spec(config)
+    hw = machine_hardware(measured, model, profile, device)
+    cases = predict(measured, model, hw, sim_requests(config), engram_parts)
+    machine = (profile.gpu or {}).get("name") if device == "cuda" else profile.host.get("cpu_model")
+    return ValidationReport(machine=str(machine), profile=label, config=asdict(config),
                             torch_threads=measured[0].torch_threads, cases=cases)

@@ -200,3 +200,79 @@ def test_importing_the_package_needs_no_torch():
     code = "import sys, engramsim.realmodel; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- device selection and the GPU placements' pure parts (run everywhere) ---------------------
+
+def test_device_selection():
+    from engramsim.realmodel import CPU_PLACEMENTS, GPU_PLACEMENTS, placements_for, resolve_device
+    assert resolve_device("auto", True) == "cuda" and resolve_device("auto", False) == "cpu"
+    assert resolve_device("cpu", True) == "cpu"  # forcing the CPU on a GPU machine
+    with pytest.raises(UserError, match="no CUDA"):
+        resolve_device("cuda", False)
+    with pytest.raises(UserError, match="unknown device"):
+        resolve_device("tpu", True)
+    assert placements_for("cpu") == CPU_PLACEMENTS == PLACEMENTS
+    assert placements_for("cuda")[0] == "baseline" and set(GPU_PLACEMENTS[1:]).isdisjoint(CPU_PLACEMENTS)
+
+
+def test_gpu_placement_names_parse():
+    got = {n: (p.tier, p.prefetch, p.on_gpu) for n in ("gpu-hbm", "pinned-copy-prefetch", "pinned-copy-sync",
+                                                       "pinned-uva-prefetch", "pinned-uva-sync")
+           for p in [placement(n)]}
+    assert got == {"gpu-hbm": ("hbm", False, True), "pinned-copy-prefetch": ("pinned-copy", True, True),
+                   "pinned-copy-sync": ("pinned-copy", False, True), "pinned-uva-prefetch": ("pinned-uva", True, True),
+                   "pinned-uva-sync": ("pinned-uva", False, True)}
+    assert not placement("host-prefetch").on_gpu and not placement("baseline").has_engram
+
+
+def test_placements_of_the_other_device_are_refused():
+    from engramsim.realmodel.config import check_placements
+    check_placements("cuda", ["baseline", "pinned-uva-sync"])
+    check_placements("cpu", ["baseline", "mmap-sync-cold"])
+    with pytest.raises(UserError, match="needs device cuda"):
+        check_placements("cpu", ["gpu-hbm"])
+    with pytest.raises(UserError, match="needs device cpu"):
+        check_placements("cuda", ["host-sync"])
+
+
+def test_run_config_rejects_an_unknown_device():
+    from engramsim.realmodel import RunConfig
+    with pytest.raises(UserError, match="unknown device"):
+        RunConfig(device="gpu")
+
+
+def test_staging_holds_the_largest_step():
+    from engramsim.realmodel.config import staging_rows
+    assert staging_rows([5, 40, 9], 3, 16) == 40 * 16  # the longest prefill
+    assert staging_rows([5, 4], 64, 16) == 64 * 16     # a decode step of the whole batch
+
+
+def test_gpu_quick_config_is_sized_for_a_gpu():
+    from engramsim.realmodel import gpu_quick_config
+    cfg = gpu_quick_config()
+    spec = to_model_spec(cfg)
+    assert cfg.device == "cuda" and spec.backbone.dtype == "bf16" and spec.engram.row_bytes == cfg.model.row_dim * 2
+    assert 3 * 2**30 < spec.engram.table_bytes < 5 * 2**30  # a few GiB: far beyond any cache
+    with pytest.raises(UserError, match="dtype"):
+        RealModelConfig(dtype="fp8")
+
+
+def test_cpu_runs_stay_on_the_cpu_and_in_fp32(tmp_path):
+    """Forcing the CPU keeps the CPU placements, whatever the machine has; GPU ones are refused."""
+    cfg = dataclasses.replace(tiny_config(str(tmp_path)), device="cpu")
+    cases = measure_placements(cfg, ("baseline", "device"))
+    assert [c.device for c in cases] == ["cpu", "cpu"]
+    with pytest.raises(UserError, match="needs device cuda"):
+        measure_placements(cfg, ("gpu-hbm",))
+
+
+def test_bf16_model_runs_on_the_cpu_too(tmp_path):
+    """The GPU quick config's dtype runs through the same code: rows, caches and rope in bf16."""
+    cfg = tiny_config(str(tmp_path))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dtype="bf16"))
+    cases = measure_placements(cfg, ("device", "host-prefetch", "host-sync"))
+    assert len({c.tokens_digest for c in cases}) == 1
+    assert cases[0].table_bytes == pytest.approx(2**20, rel=0.05)  # bf16 halves the bytes per row
+    with pytest.raises(UserError, match="fp32"):
+        measure_placements(cfg, ("mmap-sync-warm",))

@@ -90,3 +90,39 @@ def test_paired_overhead_cancels_drift_between_rounds():
     baseline = (100.0, 50.0, 100.0)
     placement = (90.0, 45.0, 90.0)
     assert paired_overhead_pct(placement, baseline) == pytest.approx(10.0)
+
+
+def test_every_placement_maps_to_a_simulator_tier():
+    from engramsim.realmodel import CPU_PLACEMENTS, GPU_PLACEMENTS
+    from engramsim.sim.tiers import TIERS
+    from engramsim.validate import GPU_TIER_OF, TIER_OF
+    assert set(TIER_OF) == set(CPU_PLACEMENTS + GPU_PLACEMENTS) - {"baseline"}
+    assert all(tier in TIERS for tier, _ in TIER_OF.values())
+    assert GPU_TIER_OF == {"gpu-hbm": ("hbm", True), "pinned-copy-prefetch": ("dram-copy", True),
+                           "pinned-copy-sync": ("dram-copy", False), "pinned-uva-prefetch": ("dram-uva", True),
+                           "pinned-uva-sync": ("dram-uva", False)}
+
+
+def test_gpu_hardware_needs_gpu_measurements():
+    from engramsim.profile_io import load_profile
+    from engramsim.validate import gpu_hardware
+    profile = load_profile(ROOT / "profiles" / "vm-cpu-2026-11-29.json")
+    with pytest.raises(UserError, match="no GPU"):
+        gpu_hardware(profile, threads=4, table_bytes=2**32)
+
+
+def test_gpu_hardware_is_one_gpu_over_the_h200_preset():
+    """The profile's host figures over h200; one GPU per host; engine overheads left to the
+    baseline fit instead of the preset's nano-vLLM figures."""
+    from engramsim.hardware import load_hardware
+    from engramsim.profile_io import load_profile
+    from engramsim.validate import gpu_hardware
+    profile = load_profile(ROOT / "profiles" / "vm-cpu-2026-11-29.json")
+    profile.gpu = {"name": "NVIDIA H200", "memory_bytes": 141 * 10**9}  # as system.gpu_info reports it
+    hw = gpu_hardware(profile, threads=16, table_bytes=2**32)
+    h200 = load_hardware("h200")
+    assert hw.gpus_per_host == 1 and hw.gpu.name == "NVIDIA H200" and not hw.gpu.compute_on_host
+    assert hw.gpu.step_overhead_s == hw.gpu.engram_step_overhead_s == hw.gpu.layer_overhead_s == 0.0
+    assert hw.host.gather_threads_per_gpu == 16
+    assert hw.host.cpu_cores == profile.host["cpu_cores"]
+    assert hw.link.h2d_Bps == h200.link.h2d_Bps  # no h2d in this profile: the preset's figure

@@ -11,36 +11,81 @@ from dataclasses import dataclass, field
 from engramsim.errors import UserError
 from engramsim.model import Backbone, EngramSpec, ModelSpec
 
-# Placements this machine can measure. "-cold"/"-warm" say whether the table file's pages are
+# Placements a CPU-only machine measures. "-cold"/"-warm" say whether the table file's pages are
 # in the page cache when the timed run starts.
 PLACEMENTS = ("baseline", "device", "host-prefetch", "host-sync",
               "mmap-prefetch-cold", "mmap-prefetch-warm", "mmap-sync-cold", "mmap-sync-warm")
-DTYPE = "fp32"  # CPU matmuls and gathers run natively in fp32; bf16 would add conversions
-BYTES_PER_VALUE = 4
+CPU_PLACEMENTS = PLACEMENTS
+# Placements a CUDA machine measures: the table in HBM; in pinned host memory read by a CPU
+# gather into pinned staging plus an H2D copy ("pinned-copy"), or by a GPU gather straight
+# from mapped host memory ("pinned-uva"); each with prefetch on a side stream or at the layer.
+GPU_PLACEMENTS = ("baseline", "gpu-hbm", "pinned-copy-prefetch", "pinned-copy-sync",
+                  "pinned-uva-prefetch", "pinned-uva-sync")
+GPU_TIERS = ("hbm", "pinned-copy", "pinned-uva")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = {"fp32": 4, "bf16": 2}  # value bytes; CPU runs fp32 natively, a GPU's tensor cores bf16
+DTYPE = "fp32"
+BYTES_PER_VALUE = DTYPES[DTYPE]
 
 
 @dataclass(frozen=True)
 class Placement:
     """Where the table lives and how its rows reach the Engram layer."""
     name: str
-    tier: str            # "none" (baseline), "ram" (inline), "host" (separate buffer), "mmap" (file)
-    prefetch: bool       # gathered by a background thread while earlier layers compute
+    tier: str            # "none" (baseline); CPU: "ram" (inline), "host" (separate buffer), "mmap"
+                         # (file); GPU: "hbm" (inline), "pinned-copy", "pinned-uva" (GPU_TIERS)
+    prefetch: bool       # fetched while earlier layers compute (CPU: a thread; GPU: a side stream)
     cache_state: str     # "cold"/"warm" page cache for mmap, "" otherwise
 
     @property
     def has_engram(self) -> bool:
         return self.tier != "none"
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.tier in GPU_TIERS
+
 
 def placement(name: str) -> Placement:
-    if name not in PLACEMENTS:
-        raise UserError(f"unknown placement '{name}' (known: {', '.join(PLACEMENTS)})")
+    known = dict.fromkeys(CPU_PLACEMENTS + GPU_PLACEMENTS)
+    if name not in known:
+        raise UserError(f"unknown placement '{name}' (known: {', '.join(known)})")
     if name == "baseline":
         return Placement(name, "none", False, "")
     if name == "device":
         return Placement(name, "ram", False, "")
+    if name == "gpu-hbm":
+        return Placement(name, "hbm", False, "")
+    if name.startswith("pinned-"):
+        tier, mode = name.rsplit("-", 1)
+        return Placement(name, tier, mode == "prefetch", "")
     tier, mode, *state = name.split("-")
     return Placement(name, tier, mode == "prefetch", state[0] if state else "")
+
+
+def resolve_device(requested: str, cuda_available: bool) -> str:
+    """"cpu" or "cuda" for a RunConfig.device; "auto" takes the GPU when there is one."""
+    if requested not in DEVICES:
+        raise UserError(f"unknown device '{requested}' (known: {', '.join(DEVICES)})")
+    if requested == "cuda" and not cuda_available:
+        raise UserError("device 'cuda' asked for, but torch sees no CUDA device")
+    if requested == "auto":
+        return "cuda" if cuda_available else "cpu"
+    return requested
+
+
+def placements_for(device: str) -> tuple[str, ...]:
+    """The placements a resolved device measures (the baseline first)."""
+    return GPU_PLACEMENTS if device == "cuda" else CPU_PLACEMENTS
+
+
+def check_placements(device: str, names) -> None:
+    """A placement of the other device cannot run here: say so in one line."""
+    for name in names:
+        p = placement(name)
+        if p.has_engram and p.on_gpu != (device == "cuda"):
+            raise UserError(f"placement '{name}' needs device {'cuda' if p.on_gpu else 'cpu'}, "
+                            f"this run uses {device}")
 
 
 @dataclass(frozen=True)
@@ -60,6 +105,11 @@ class RealModelConfig:
     kernel_size: int = 4
     table_MiB: int = 1024
     seed: int = 0
+    dtype: str = DTYPE     # of weights, activations and table rows alike
+
+    @property
+    def value_bytes(self) -> int:
+        return DTYPES[self.dtype]
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
@@ -68,6 +118,8 @@ class RealModelConfig:
             raise UserError(f"real model: engram_layer_ids must lie in 0..{self.n_layers - 1}")
         if self.table_MiB < 1:
             raise UserError("real model: table_MiB must be >= 1")
+        if self.dtype not in DTYPES:
+            raise UserError(f"real model: dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
 
     @property
     def row_dim(self) -> int:
@@ -76,7 +128,7 @@ class RealModelConfig:
     def engram_vocab_size(self) -> tuple[int, ...]:
         """Rows per head table so that all Engram layers together hold about `table_MiB`."""
         heads = (self.max_ngram_size - 1) * self.n_head_per_ngram * len(self.engram_layer_ids)
-        rows_per_head = self.table_MiB * 2**20 // (heads * self.row_dim * BYTES_PER_VALUE)
+        rows_per_head = self.table_MiB * 2**20 // (heads * self.row_dim * self.value_bytes)
         if rows_per_head < 2:
             raise UserError(f"real model: table_MiB={self.table_MiB} is too small for {heads} head tables")
         return (rows_per_head,) * (self.max_ngram_size - 1)
@@ -108,10 +160,15 @@ class RunConfig:
     repeats: int = 5            # timed runs per placement; the median is reported
     table_dir: str = ""         # where the mmap table file goes; "" = the system temp dir
     min_free_margin_GiB: float = 2.0  # never allocate past free memory minus this
+    device: str = "auto"        # "auto": CUDA when torch sees it, else CPU; "cpu" forces CPU
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise UserError(f"unknown device '{self.device}' (known: {', '.join(DEVICES)})")
 
 
 def quick_config() -> RunConfig:
-    """All placements in well under 3 minutes on a 2-core CPU, table still far beyond L3."""
+    """All CPU placements in well under 3 minutes on a 2-core CPU, table still far beyond L3."""
     model = RealModelConfig(n_layers=4, hidden_size=384, n_heads=6, head_dim=64, n_kv_heads=2,
                             intermediate_size=1024, vocab_size=16384, table_MiB=512)
     # Five short interleaved runs per placement; the median is reported, and overheads are taken
@@ -120,16 +177,33 @@ def quick_config() -> RunConfig:
     # stalls at every barrier (measured: a 10x spread between runs, against 1.5x with one), and
     # the other core is left to the prefetch thread, as a GPU host leaves CPU cores to gathers.
     return RunConfig(model=model, workload=WorkloadConfig(n_seqs=12, input_len=(32, 64), output_len=(32, 64)),
-                     torch_threads=1, repeats=5)
+                     torch_threads=1, repeats=5, device="cpu")
+
+
+def gpu_quick_config() -> RunConfig:
+    """The GPU's quick run: a model wide enough that bf16 layers are not all launch overhead,
+    a table of a few GiB (far beyond the GPU's 50 MiB L2 and the host's L3), a batch that
+    decodes for a few hundred steps; all six placements in well under 3 minutes on an H200."""
+    model = RealModelConfig(n_layers=8, hidden_size=2048, n_heads=16, head_dim=128, n_kv_heads=4,
+                            intermediate_size=5632, vocab_size=32000, table_MiB=4096, dtype="bf16")
+    return RunConfig(model=model, workload=WorkloadConfig(n_seqs=64, input_len=(64, 256), output_len=(64, 256)),
+                     torch_threads=0, repeats=5, device="cuda", min_free_margin_GiB=8.0)
 
 
 def tiny_config(table_dir: str = "") -> RunConfig:
-    """For tests: a few seconds for every placement."""
+    """For tests: a few seconds for every placement. On the CPU unless replaced (device="cuda")."""
     model = RealModelConfig(n_layers=3, hidden_size=64, n_heads=4, head_dim=16, n_kv_heads=2,
                             intermediate_size=128, vocab_size=512, engram_layer_ids=(1,),
                             n_head_per_ngram=2, n_embed_per_ngram=32, table_MiB=1)
     return RunConfig(model=model, workload=WorkloadConfig(n_seqs=3, input_len=(5, 9), output_len=(3, 6)),
-                     torch_threads=1, repeats=1, table_dir=table_dir, min_free_margin_GiB=0.0)
+                     torch_threads=1, repeats=1, table_dir=table_dir, min_free_margin_GiB=0.0, device="cpu")
+
+
+def staging_rows(prompt_lens, n_seqs: int, heads_per_layer: int) -> int:
+    """Rows one Engram layer's staging buffer must hold: the largest step is a prefill of the
+    longest prompt or a decode step of the whole batch. Pinned buffers are sized once, up
+    front: pinning memory inside a timed run would be timed too."""
+    return max(max(prompt_lens, default=0), n_seqs) * heads_per_layer
 
 
 def engram_spec(model: RealModelConfig) -> EngramSpec:
@@ -137,14 +211,14 @@ def engram_spec(model: RealModelConfig) -> EngramSpec:
     return EngramSpec(layer_ids=model.engram_layer_ids, max_ngram_size=model.max_ngram_size,
                       n_head_per_ngram=model.n_head_per_ngram, engram_vocab_size=model.engram_vocab_size(),
                       seed=model.seed, compressed_vocab_size=model.vocab_size, compressed_pad_id=2,
-                      n_embed_per_ngram=model.n_embed_per_ngram, kernel_size=model.kernel_size, dtype=DTYPE)
+                      n_embed_per_ngram=model.n_embed_per_ngram, kernel_size=model.kernel_size, dtype=model.dtype)
 
 
 def to_model_spec(config: RunConfig | RealModelConfig) -> ModelSpec:
     """The identical model as the simulator sees it."""
     model = config.model if isinstance(config, RunConfig) else config
     backbone = Backbone(n_layers=model.n_layers, hidden_size=model.hidden_size, vocab_size=model.vocab_size,
-                        n_heads=model.n_heads, head_dim=model.head_dim, dtype=DTYPE, kv_dtype=DTYPE,
+                        n_heads=model.n_heads, head_dim=model.head_dim, dtype=model.dtype, kv_dtype=model.dtype,
                         n_kv_heads=model.n_kv_heads, intermediate_size=model.intermediate_size)
     return ModelSpec(name="realmodel", description="engramsim.realmodel measured on this machine",
                      backbone=backbone, engram=engram_spec(model))
@@ -205,6 +279,7 @@ class MeasuredCase:
     torch_threads: int
     table_bytes: int
     config: RunConfig
+    device: str = "cpu"         # where the model ran: "cpu" or "cuda"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -40,7 +40,8 @@ class EngramFusion(nn.Module):
         self.state_len = (kernel_size - 1) * dilation
 
     def initial_state(self, batch: int):
-        return torch.zeros(batch, self.state_len, self.hidden_size)
+        w = self.conv.weight  # on the module's device, in its dtype
+        return torch.zeros(batch, self.state_len, self.hidden_size, device=w.device, dtype=w.dtype)
 
     def forward(self, hidden, memory, conv_state):
         """hidden [B,T,d], memory [B,T,memory_dim], conv_state [B,state_len,d] -> (out, new state)."""

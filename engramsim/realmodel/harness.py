@@ -5,6 +5,10 @@ prefilled (one sequence per step), then all sequences decode together with a KV 
 batch shrinking as sequences finish. Throughput = output tokens / wall time. Tokens are sampled
 from the model's own logits with a seeded generator, so every Engram placement generates the
 identical token stream (the digest proves it) and reads the identical rows.
+
+On a CUDA machine the model runs on the GPU (RunConfig.device): each step ends when its sampled
+tokens reach the host, which synchronizes the GPU, and step components are timed with CUDA
+events (gpu.CudaStepTimer); the wall time of a run is taken between two synchronizations.
 """
 from __future__ import annotations
 
@@ -19,9 +23,11 @@ from typing import Callable
 
 import numpy as np
 
-from engramsim.realmodel._torch import torch
+from engramsim.errors import UserError
+from engramsim.realmodel._torch import TORCH_DTYPES, torch
 from engramsim.realmodel.config import (MeasuredCase, PhaseSummary, Placement, RunConfig, StepRecord,
-                                        WorkloadConfig, engram_spec, placement)
+                                        WorkloadConfig, check_placements, engram_spec, placement,
+                                        placements_for, resolve_device, staging_rows)
 from engramsim.realmodel.engram_module import Addressing, EngramFusion
 from engramsim.realmodel.model import EngramLM, KVCache, StepTimer
 from engramsim.realmodel.placements import TableStore, check_room, make_source
@@ -62,9 +68,10 @@ class _Run:
 
     def __init__(self, model: EngramLM, reqs: Requests, seed: int):
         n, cfg = len(reqs.prompts), model.cfg
+        self.device = model.embed.weight.device
         self.ctx = cfg.max_ngram_size - 1
         self.pad = 2  # compressed_pad_id of engram_spec(): pads n-gram windows at sequence start
-        self.cache = KVCache(cfg, n, reqs.max_len)
+        self.cache = KVCache(cfg, n, reqs.max_len, like=model.embed.weight)
         self.conv = {layer: model.engram[str(layer)].initial_state(n) for layer in model.engram_layers}
         # `ctx` leading pad columns, so the n-gram window of position p is columns p..p+ctx.
         self.hist = np.full((n, self.ctx + reqs.max_len), self.pad, dtype=np.int64)
@@ -73,27 +80,48 @@ class _Run:
         self.gen = torch.Generator().manual_seed(seed)
 
     def sample(self, logits) -> np.ndarray:
-        probs = torch.softmax(logits, dim=-1)
+        # On the host in fp32 with the host generator: the same sampler on every device, and
+        # bringing the logits back is the step's synchronization point on a GPU.
+        probs = torch.softmax(logits.float().cpu(), dim=-1)
         return torch.multinomial(probs, 1, generator=self.gen)[:, 0].numpy()
+
+    def tensor(self, array: np.ndarray):
+        return torch.from_numpy(array).to(self.device)
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Only these batch rows keep running: compact the KV cache and the conv states."""
+        index = self.tensor(rows)
+        self.cache.keep(index)
+        self.conv = {layer: s[index] for layer, s in self.conv.items()}
+
+
+def _device_hooks(device):
+    """(synchronize, step timer class) for a model on `device`."""
+    if device.type == "cuda":
+        from engramsim.realmodel.gpu import CudaStepTimer
+        return torch.cuda.synchronize, CudaStepTimer
+    return (lambda: None), StepTimer
 
 
 def run_workload(model: EngramLM, source, addressing: Addressing | None, reqs: Requests, seed: int = 0,
                  keep_logits: bool = False) -> RunResult:
     """Prefill every prompt, then decode the batch to completion; time each step's components."""
     run = _Run(model, reqs, seed)
+    sync, run.timer = _device_hooks(run.device)
     records, logits_out = [], []
     memory = source.rows if source is not None else None
     load = os.getloadavg()[0]
+    sync()
     start, cpu_start = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for i, prompt in enumerate(reqs.prompts):
             records.append(_prefill(model, run, i, prompt, source, addressing, memory, logits_out, keep_logits))
         active = np.flatnonzero(run.remaining > 0)
-        run.cache.keep(torch.from_numpy(active))
-        run.conv = {layer: s[active] for layer, s in run.conv.items()}
+        run.keep(active)
         while len(active):
             rec, active = _decode(model, run, active, source, addressing, memory, logits_out, keep_logits)
             records.append(rec)
+    sync()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return RunResult(wall, cpu, load, records, run.hist[:, run.ctx:].copy(), logits_out)
 
@@ -111,11 +139,11 @@ def _begin(source, addressing, layers, window: np.ndarray, last_only: bool, time
 
 def _prefill(model, run: _Run, i, prompt, source, addressing, memory, logits_out, keep) -> StepRecord:
     T = len(prompt)
-    timer, stall0 = StepTimer(), _stall(source)
+    timer, stall0 = run.timer(), _stall(source)
     run.hist[i, run.ctx:run.ctx + T] = prompt
     rows = _begin(source, addressing, model.engram_layers, prompt[None], False, timer)
     conv = {layer: s[i:i + 1] for layer, s in run.conv.items()}
-    logits = model(torch.from_numpy(prompt)[None], torch.arange(T)[None], run.cache, conv, memory,
+    logits = model(run.tensor(prompt)[None], torch.arange(T, device=run.device)[None], run.cache, conv, memory,
                    prefill_row=i, timer=timer)
     for layer, s in conv.items():
         run.conv[layer][i] = s[0]
@@ -130,20 +158,19 @@ def _prefill(model, run: _Run, i, prompt, source, addressing, memory, logits_out
 
 def _decode(model, run: _Run, active, source, addressing, memory, logits_out, keep):
     """One decode step of the running batch; returns its record and the still-running rows."""
-    timer, stall0 = StepTimer(), _stall(source)
+    timer, stall0 = run.timer(), _stall(source)
     pos = run.lengths[active] - 1  # the newest token: its K/V and Engram rows are computed now
     window = run.hist[active[:, None], pos[:, None] + np.arange(run.ctx + 1)]
     rows = _begin(source, addressing, model.engram_layers, window, True, timer)
-    tokens = torch.from_numpy(run.hist[active, run.ctx + pos])[:, None]
-    logits = model(tokens, torch.from_numpy(pos)[:, None], run.cache, run.conv, memory, timer=timer)
+    tokens = run.tensor(run.hist[active, run.ctx + pos])[:, None]
+    logits = model(tokens, run.tensor(pos)[:, None], run.cache, run.conv, memory, timer=timer,
+                   decode_ctx=int(pos.max()) + 1)
     run.hist[active, run.ctx + pos + 1] = run.sample(logits)
     run.lengths[active] += 1
     run.remaining[active] -= 1
     running = run.remaining[active] > 0
     if not running.all():  # compact the batch: finished sequences leave the caches
-        keep_rows = torch.from_numpy(np.flatnonzero(running))
-        run.cache.keep(keep_rows)
-        run.conv = {layer: s[keep_rows] for layer, s in run.conv.items()}
+        run.keep(np.flatnonzero(running))
     timer.mark("rest")
     if keep:
         logits_out.append(logits.clone())
@@ -164,13 +191,19 @@ def _record(phase, seqs, tokens, context, rows, timer: StepTimer, stall) -> Step
 
 # --- measuring placements ------------------------------------------------------------------
 
-def build_models(config: RunConfig, max_len: int) -> dict[bool, EngramLM]:
+def build_models(config: RunConfig, max_len: int, device: str = "cpu") -> dict[bool, EngramLM]:
     """The Engram model and the no-Engram baseline, sharing every backbone weight."""
     models = {}
     for with_engram in (True, False):
-        torch.manual_seed(config.model.seed)
-        models[with_engram] = EngramLM(config.model, max_len, with_engram=with_engram).eval()
+        torch.manual_seed(config.model.seed)  # weights drawn on the host: the same on every device
+        model = EngramLM(config.model, max_len, with_engram=with_engram).eval()
+        models[with_engram] = model.to(device=device, dtype=TORCH_DTYPES[config.model.dtype])
     return models
+
+
+def this_device(config: RunConfig) -> str:
+    """The device a run uses: config.device resolved against what torch sees."""
+    return resolve_device(config.device, torch.cuda.is_available())
 
 
 class _Tables:
@@ -178,6 +211,14 @@ class _Tables:
 
     def __init__(self, store: TableStore | None):
         self.store = store
+
+    @property
+    def nbytes(self) -> int:
+        return self.store.nbytes if self.store else 0
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
 
     def open(self, p: Placement):
         if p.tier == "none":
@@ -189,24 +230,28 @@ class _Tables:
         return self.store.open_mmap(p.cache_state)
 
 
-def measure_placements(config: RunConfig, placements, progress: Callable[[str], None] | None = None
+def measure_placements(config: RunConfig, placements=None, progress: Callable[[str], None] | None = None
                        ) -> list[MeasuredCase]:
-    """Run the workload once per repeat in each placement; the median run is reported."""
+    """Run the workload once per repeat in each placement; the median run is reported.
+    `placements` default to those of the run's device (config.placements_for)."""
+    device = this_device(config)
+    placements = placements_for(device) if placements is None else placements
+    check_placements(device, placements)
     plist = [placement(name) for name in placements]
     say = progress or (lambda msg: None)
     spec = engram_spec(config.model)
     threads = config.torch_threads or torch.get_num_threads()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    store = None
+    tables = _Tables(None)
     try:
         addressing = Addressing(spec)
         reqs = make_requests(config.workload, config.model.vocab_size)
         warm = make_requests(WARMUP, config.model.vocab_size)
-        models = build_models(config, max(reqs.max_len, warm.max_len))
+        models = build_models(config, max(reqs.max_len, warm.max_len), device)
         if any(p.has_engram for p in plist):
-            store = _make_store(config, addressing, plist)
-        tables = _Tables(store)
+            tables = _make_tables(config, addressing, plist, device)
+        make = _source_maker(device, models[True].engram_layers, spec.heads_per_layer, [reqs, warm])
         runs = {p.name: [] for p in plist}
         # Round-robin repeats: load from other processes on a shared host drifts over minutes,
         # and interleaving spreads that drift over every placement instead of a few.
@@ -214,29 +259,44 @@ def measure_placements(config: RunConfig, placements, progress: Callable[[str], 
             for p in plist:
                 say(f"measuring {p.name} (run {repeat + 1}/{config.repeats})")
                 addr = addressing if p.has_engram else None
-                if repeat == 0:
-                    _one_run(models[p.has_engram], p, addr, tables, warm)  # kernels, allocator, threads
-                runs[p.name].append(_one_run(models[p.has_engram], p, addr, tables, reqs))
-        table_bytes = store.nbytes if store else 0
-        cases = [_case(p, runs[p.name], reqs, threads, table_bytes, config) for p in plist]
+                if repeat == 0:  # kernels, allocator, threads
+                    _one_run(models[p.has_engram], p, addr, tables, warm, make)
+                runs[p.name].append(_one_run(models[p.has_engram], p, addr, tables, reqs, make))
+        cases = [_case(p, runs[p.name], reqs, threads, tables.nbytes, config, device) for p in plist]
         return cases
     finally:
-        if store is not None:
-            store.close()
+        tables.close()
         torch.set_num_threads(previous_threads)
 
 
-def _make_store(config: RunConfig, addressing: Addressing, plist: list[Placement]) -> TableStore:
+def _make_tables(config: RunConfig, addressing: Addressing, plist: list[Placement], device: str):
     m = config.model
-    table_bytes = addressing.total_rows * m.row_dim * 4
+    table_bytes = addressing.total_rows * m.row_dim * m.value_bytes
     copies = 2 if any(p.tier == "host" for p in plist) else 1
     needs_file = any(p.tier == "mmap" for p in plist)
+    if needs_file and m.dtype != "fp32":
+        raise UserError("real model: the mmap placements store the table as fp32; use dtype fp32")
     check_room(table_bytes, copies, needs_file, Path(config.table_dir or tempfile.gettempdir()),
                config.min_free_margin_GiB)
-    return TableStore(addressing.total_rows, m.row_dim, m.seed, config.table_dir)
+    if device == "cuda":
+        from engramsim.realmodel.gpu import GpuTables, check_device_room
+        check_device_room(table_bytes, config.min_free_margin_GiB)
+        return GpuTables(addressing.total_rows, m.row_dim, m.seed, m.dtype)
+    return _Tables(TableStore(addressing.total_rows, m.row_dim, m.seed, config.table_dir, TORCH_DTYPES[m.dtype]))
 
 
-def _case(p: Placement, runs: list, reqs: Requests, threads: int, table_bytes: int, config) -> MeasuredCase:
+def _source_maker(device: str, layers: list[int], heads_per_layer: int, all_requests: list[Requests]):
+    """`make(placement, table)` -> the row source of a run. GPU sources get staging sized for
+    the largest step of every request set they will serve (the warm-up's too)."""
+    if device != "cuda":
+        return make_source
+    from engramsim.realmodel.gpu import make_gpu_source
+    capacity = max(staging_rows([len(x) for x in r.prompts], len(r.prompts), heads_per_layer) for r in all_requests)
+    return lambda p, table: make_gpu_source(p, table, layers, capacity)
+
+
+def _case(p: Placement, runs: list, reqs: Requests, threads: int, table_bytes: int, config, device: str
+          ) -> MeasuredCase:
     output_tokens = sum(reqs.output_lens)
     rates = [output_tokens / r[0].wall_s for r in runs]
     # The median repeat: this VM's speed drifts by tens of percent over minutes, in both
@@ -251,12 +311,12 @@ def _case(p: Placement, runs: list, reqs: Requests, threads: int, table_bytes: i
         stall_s=source_stats[0], prefetch_busy_s=source_stats[1], phases=_phases(result.records),
         step_records=tuple(result.records), resident_before=resident, cache_note=note,
         tokens_digest=hashlib.sha256(result.tokens.tobytes()).hexdigest()[:16], torch_threads=threads,
-        table_bytes=table_bytes if p.has_engram else 0, config=config)
+        table_bytes=table_bytes if p.has_engram else 0, config=config, device=device)
 
 
-def _one_run(model, p: Placement, addressing, tables: _Tables, reqs: Requests):
+def _one_run(model, p: Placement, addressing, tables, reqs: Requests, make=make_source):
     table, resident, note = tables.open(p)
-    source = make_source(p, table) if p.has_engram else None
+    source = make(p, table) if p.has_engram else None
     try:
         result = run_workload(model, source, addressing, reqs)
     finally:
@@ -287,6 +347,8 @@ def time_engram_parts(config: RunConfig, batch_sizes=(1, 4, 16, 64), repeats: in
     isolation from any placement run: {"fusion": [(B, s)], "hashing": [(B, s)]}, where hashing is
     the engine's own addressing call (n-gram hash of every Engram layer plus row offsets)."""
     cfg = config.model
+    device = this_device(config)
+    sync = _device_hooks(torch.device(device))[0]
     threads = config.torch_threads or torch.get_num_threads()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -294,15 +356,21 @@ def time_engram_parts(config: RunConfig, batch_sizes=(1, 4, 16, 64), repeats: in
         torch.manual_seed(cfg.seed)
         memory_dim = (cfg.max_ngram_size - 1) * cfg.n_embed_per_ngram
         fusion = EngramFusion(cfg.hidden_size, memory_dim, cfg.kernel_size, dilation=cfg.max_ngram_size).eval()
+        opts = {"device": device, "dtype": TORCH_DTYPES[cfg.dtype]}
+        fusion = fusion.to(**opts)
         addressing = Addressing(engram_spec(cfg))
         rng = np.random.default_rng(cfg.seed)
         out = {"fusion": [], "hashing": []}
         with torch.inference_mode():
             for b in batch_sizes:
-                hidden, memory = torch.randn(b, 1, cfg.hidden_size), torch.randn(b, 1, memory_dim)
+                hidden, memory = torch.randn(b, 1, cfg.hidden_size, **opts), torch.randn(b, 1, memory_dim, **opts)
                 state = fusion.initial_state(b)
                 window = rng.integers(0, cfg.vocab_size, size=(b, cfg.max_ngram_size))
-                out["fusion"].append((b, _median_time(lambda: fusion(hidden, memory, state), repeats)))
+
+                def fuse():
+                    fusion(hidden, memory, state)
+                    sync()  # on a GPU, the kernels' time, not only their launch
+                out["fusion"].append((b, _median_time(fuse, repeats)))
                 out["hashing"].append((b, _median_time(
                     lambda: [addressing.rows(window, layer, True) for layer in cfg.engram_layer_ids], repeats)))
         return out

@@ -17,12 +17,15 @@ nn = torch.nn
 F = torch.nn.functional
 
 
+BUCKETS = ("hash", "pre", "gather", "fusion", "rest")
+
+
 class StepTimer:
     """Adds the time since the previous mark to a named bucket. Buckets follow the forward pass:
     "pre" until the first Engram layer, then "gather"/"fusion" at Engram layers, else "rest"."""
 
     def __init__(self):
-        self.buckets = {"hash": 0.0, "pre": 0.0, "gather": 0.0, "fusion": 0.0, "rest": 0.0}
+        self.buckets = dict.fromkeys(BUCKETS, 0.0)
         self._last = time.perf_counter()
 
     def mark(self, bucket: str) -> None:
@@ -40,12 +43,15 @@ class KVCache:
     """K and V of every layer for the running batch, padded to the longest sequence.
     Row r of the batch is cache row r; `keep` compacts the batch when sequences finish."""
 
-    def __init__(self, cfg: RealModelConfig, n_seqs: int, max_len: int):
+    def __init__(self, cfg: RealModelConfig, n_seqs: int, max_len: int, like=None):
+        """`like`: a tensor whose device and dtype the cache takes (CPU fp32 when None)."""
         shape = (n_seqs, cfg.n_kv_heads, max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape) for _ in range(cfg.n_layers)]
-        self.v = [torch.zeros(shape) for _ in range(cfg.n_layers)]
+        opts = {} if like is None else {"device": like.device, "dtype": like.dtype}
+        self.k = [torch.zeros(shape, **opts) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, **opts) for _ in range(cfg.n_layers)]
 
     def keep(self, rows: "torch.Tensor") -> None:
+        rows = rows.to(self.k[0].device)
         self.k = [k.index_select(0, rows) for k in self.k]
         self.v = [v.index_select(0, rows) for v in self.v]
 
@@ -70,7 +76,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden_size, (self.nh + 2 * self.nkv) * self.hd, bias=False)
         self.o = nn.Linear(self.nh * self.hd, cfg.hidden_size, bias=False)
 
-    def forward(self, x, positions, rope, cache: KVCache, layer: int, prefill_row: int | None):
+    def forward(self, x, positions, rope, cache: KVCache, layer: int, prefill_row: int | None,
+                decode_ctx: int | None = None):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split([self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], dim=-1)
         q = q.view(B, T, self.nh, self.hd).transpose(1, 2)
@@ -86,11 +93,13 @@ class Attention(nn.Module):
         else:
             # One new token per running sequence, attending to its own cached context only.
             pos = positions[:, 0]
-            rows = torch.arange(B)
+            rows = torch.arange(B, device=x.device)
             cache.k[layer][rows, :, pos] = k[:, :, 0]
             cache.v[layer][rows, :, pos] = v[:, :, 0]
-            ctx = int(pos.max()) + 1
-            mask = (torch.arange(ctx)[None, :] <= pos[:, None])[:, None, None, :]
+            # The caller knows the context length on the host: reading it off a GPU tensor
+            # would stall the host at every layer.
+            ctx = decode_ctx if decode_ctx is not None else int(pos.max()) + 1
+            mask = (torch.arange(ctx, device=x.device)[None, :] <= pos[:, None])[:, None, None, :]
             out = F.scaled_dot_product_attention(q, cache.k[layer][:, :, :ctx], cache.v[layer][:, :, :ctx],
                                                  attn_mask=mask, enable_gqa=True)
         return self.o(out.transpose(1, 2).reshape(B, T, self.nh * self.hd))
@@ -115,8 +124,8 @@ class Block(nn.Module):
         self.mlp_norm = nn.RMSNorm(cfg.hidden_size, eps=1e-5)
         self.mlp = GatedMLP(cfg)
 
-    def forward(self, x, positions, rope, cache, layer, prefill_row):
-        x = x + self.attn(self.attn_norm(x), positions, rope, cache, layer, prefill_row)
+    def forward(self, x, positions, rope, cache, layer, prefill_row, decode_ctx=None):
+        x = x + self.attn(self.attn_norm(x), positions, rope, cache, layer, prefill_row, decode_ctx)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -138,16 +147,24 @@ class EngramLM(nn.Module):
             for layer in cfg.engram_layer_ids:
                 self.engram[str(layer)] = EngramFusion(cfg.hidden_size, memory_dim, cfg.kernel_size,
                                                        dilation=cfg.max_ngram_size)
-        self.rope = _rope_tables(cfg.head_dim, max_len)
+        # Buffers, so `.to(device, dtype)` moves them with the weights; not saved with them.
+        cos, sin = _rope_tables(cfg.head_dim, max_len)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    @property
+    def rope(self):
+        return self.rope_cos, self.rope_sin
 
     @property
     def engram_layers(self) -> list[int]:
         return sorted(int(k) for k in self.engram)
 
     def forward(self, tokens, positions, cache: KVCache, conv_state: dict, memory,
-                prefill_row: int | None = None, timer=None):
+                prefill_row: int | None = None, timer=None, decode_ctx: int | None = None):
         """Logits of the last position of each row. `memory(layer)` returns that layer's gathered
-        rows as [B*T, memory_dim]; `conv_state[layer]` carries the short conv across steps."""
+        rows as [B*T, memory_dim]; `conv_state[layer]` carries the short conv across steps;
+        `decode_ctx` is a decode step's longest context (max position + 1)."""
         timer = timer or _NoTimer()
         B, T = tokens.shape
         x = self.embed(tokens)
@@ -163,5 +180,5 @@ class EngramLM(nn.Module):
                 out, conv_state[layer] = fusion(x, rows, conv_state[layer])
                 x = x + out
                 timer.mark("fusion")
-            x = block(x, positions, self.rope, cache, layer, prefill_row)
+            x = block(x, positions, self.rope, cache, layer, prefill_row, decode_ctx)
         return self.head(self.norm(x[:, -1]))

@@ -84,10 +84,11 @@ class SyncRows:
 class PrefetchRows:
     """A worker thread gathers each layer's rows in layer order as soon as the step starts.
     torch releases the GIL inside index_select, so the gather overlaps the main thread's layers
-    (and competes with them for cores, as it would on a real host)."""
+    (and competes with them for cores, as it would on a real host). `fetch(layer, ids)` does
+    one layer's work (the GPU copy path passes a gather plus its H2D copy)."""
 
-    def __init__(self, table):
-        self.staging = _Staging(table)
+    def __init__(self, fetch):
+        self.fetch = fetch
         self.stall_s = self.busy_s = 0.0
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._ready: dict[int, threading.Event] = {}
@@ -105,7 +106,7 @@ class PrefetchRows:
             layer, ids = job
             start = time.perf_counter()
             try:
-                self._out[layer] = self.staging.gather(layer, ids)
+                self._out[layer] = self.fetch(layer, ids)
             except BaseException as e:  # surfaced to the main thread at the layer
                 self._out[layer] = e
             self.busy_s += time.perf_counter() - start
@@ -128,7 +129,7 @@ class PrefetchRows:
 def make_source(p: Placement, table):
     if p.tier == "ram":
         return InlineRows(table)
-    return PrefetchRows(table) if p.prefetch else SyncRows(table)
+    return PrefetchRows(_Staging(table).gather) if p.prefetch else SyncRows(table)
 
 
 # --- table bytes ---------------------------------------------------------------------------
@@ -172,10 +173,11 @@ def check_room(table_bytes: int, copies: int, needs_file: bool, table_dir: Path,
 class TableStore:
     """The table's values (seeded, so every placement reads identical rows) and its copies."""
 
-    def __init__(self, rows: int, row_dim: int, seed: int, table_dir: str = ""):
+    def __init__(self, rows: int, row_dim: int, seed: int, table_dir: str = "", dtype=None):
         gen = torch.Generator().manual_seed(seed)
-        # nn.Embedding's N(0, 1) init, as the reference MultiHeadEmbedding uses.
-        self.table = torch.randn(rows, row_dim, generator=gen)
+        # nn.Embedding's N(0, 1) init, as the reference MultiHeadEmbedding uses; drawn in fp32
+        # and then rounded, so an fp32 table is the same whatever `dtype` (the model's) says.
+        self.table = torch.randn(rows, row_dim, generator=gen).to(dtype or torch.float32)
         self.table_dir = Path(table_dir or tempfile.gettempdir())
         self.path: Path | None = None
 
