@@ -108,14 +108,25 @@ def _rows_per_s(cpu: dict, threads: int, table_bytes: float) -> float:
     return rate
 
 
+def _with_page_faults(hw: Hardware, fault_s: float | None) -> Hardware:
+    """Page faults timed on the model's own table file replace the profile's generic figure."""
+    if not fault_s:
+        return hw
+    return replace(hw, ssd=_page_fault_ssd(1.0 / fault_s, fault_s))
+
+
+def _page_fault_ssd(iops: float, latency_s: float) -> SSD:
+    return SSD(name="scratch disk (mmap page faults)", devices=1, read_iops=iops, read_bw_Bps=1e12,
+               latency_s=latency_s, device_bytes=1e15, page_bytes=4096, queue_depth=1)
+
+
 def _page_reads(cpu: dict) -> SSD | None:
     """A cold memory-mapped gather faults one page at a time in the gathering thread: queue
     depth one, at the measured mmap page-read latency."""
     cold = (cpu.get("ssd") or {}).get("mmap_cold")
     if not cold:
         return None
-    return SSD(name="scratch disk (mmap page faults)", devices=1, read_iops=cold["iops"], read_bw_Bps=1e12,
-               latency_s=cold["latency_s"], device_bytes=1e15, page_bytes=4096, queue_depth=1)
+    return _page_fault_ssd(cold["iops"], cold["latency_s"])
 
 
 def _require(cpu: dict, *keys):
@@ -199,6 +210,7 @@ def predict(measured: list, model: ModelSpec, hw: Hardware, requests: Requests, 
     hw = replace(hw, gpu=replace(hw.gpu, layer_overhead_s=layer_s, step_overhead_s=step_s,
                                  engram_module_overhead_s=fusion_fixed, engram_module_s_per_token=fusion_per_token),
                  host=replace(hw.host, hash_call_s=hash_fixed / layers, hash_s_per_token=hash_per_token / layers))
+    hw = _with_page_faults(hw, next((m.page_fault_s for m in measured if m.page_fault_s), None))
     workload = sim_workload(len(requests), list(map(int, requests.input_len)), list(map(int, requests.output_len)))
     cases = []
     for m in measured:

@@ -126,3 +126,12 @@ def test_gpu_hardware_is_one_gpu_over_the_h200_preset():
     assert hw.host.gather_threads_per_gpu == 16
     assert hw.host.cpu_cores == profile.host["cpu_cores"]
     assert hw.link.h2d_Bps == h200.link.h2d_Bps  # no h2d in this profile: the preset's figure
+
+
+def test_page_faults_timed_on_the_table_replace_the_profile_figure():
+    from engramsim.validate import _with_page_faults
+    hw = cpu_hardware(CPU, threads=1, row_bytes=128, table_bytes=2**29)
+    assert _with_page_faults(hw, None) is hw
+    timed = _with_page_faults(hw, 40e-6)
+    assert timed.ssd.latency_s == 40e-6 and timed.ssd.read_iops == pytest.approx(25_000)
+    assert timed.ssd.queue_depth == 1

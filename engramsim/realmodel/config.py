@@ -280,6 +280,8 @@ class MeasuredCase:
     table_bytes: int
     config: RunConfig
     device: str = "cpu"         # where the model ran: "cpu" or "cuda"
+    # Seconds per cold page fault on this table file, timed alone before the runs (mmap only).
+    page_fault_s: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

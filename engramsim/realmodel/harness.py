@@ -12,6 +12,8 @@ events (gpu.CudaStepTimer); the wall time of a run is taken between two synchron
 """
 from __future__ import annotations
 
+import dataclasses
+import gc
 import hashlib
 import os
 import statistics
@@ -252,6 +254,10 @@ def measure_placements(config: RunConfig, placements=None, progress: Callable[[s
         if any(p.has_engram for p in plist):
             tables = _make_tables(config, addressing, plist, device)
         make = _source_maker(device, models[True].engram_layers, spec.heads_per_layer, [reqs, warm])
+        faults = None
+        if any(p.tier == "mmap" for p in plist):
+            say("timing cold page faults on the table file")
+            faults = time_cold_faults(tables.store)
         runs = {p.name: [] for p in plist}
         # Round-robin repeats: load from other processes on a shared host drifts over minutes,
         # and interleaving spreads that drift over every placement instead of a few.
@@ -262,7 +268,8 @@ def measure_placements(config: RunConfig, placements=None, progress: Callable[[s
                 if repeat == 0:  # kernels, allocator, threads
                     _one_run(models[p.has_engram], p, addr, tables, warm, make)
                 runs[p.name].append(_one_run(models[p.has_engram], p, addr, tables, reqs, make))
-        cases = [_case(p, runs[p.name], reqs, threads, tables.nbytes, config, device) for p in plist]
+        cases = [dataclasses.replace(_case(p, runs[p.name], reqs, threads, tables.nbytes, config, device),
+                                     page_fault_s=faults if p.tier == "mmap" else None) for p in plist]
         return cases
     finally:
         tables.close()
@@ -386,4 +393,22 @@ def _median_time(call, repeats: int, warmup: int = 3) -> float:
         call()
         if i >= warmup:  # allocator, kernels and caches settle first
             times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def time_cold_faults(store: TableStore, rows: int = 1024, repeats: int = 3, seed: int = 1) -> float:
+    """Seconds per cold page fault on the model's own table file: one thread gathers `rows`
+    random rows from a freshly dropped map (MADV_RANDOM, as in the mmap placements); median over
+    repeats. The primitive the mmap-cold placements pay, timed alone, on the same file and size:
+    a generic profile's scratch file can sit differently in a virtual disk's caches."""
+    rng = np.random.default_rng(seed)
+    times = []
+    for _ in range(repeats):
+        table, _, _ = store.open_mmap("cold")
+        idx = torch.from_numpy(rng.integers(0, table.shape[0], size=rows))
+        start = time.perf_counter()
+        torch.index_select(table, 0, idx)
+        times.append((time.perf_counter() - start) / rows)
+        del table
+        gc.collect()  # the map must be gone before the next cold drop
     return statistics.median(times)
