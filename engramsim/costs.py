@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from engramsim.errors import UserError
 from engramsim.hardware import GPU, Host, Link
 from engramsim.model import Backbone, EngramSpec
 
@@ -60,10 +61,12 @@ def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int) -> StepComp
     attn_flops = 4.0 * bb.n_heads * bb.attn_dim * shape.attn_pairs
     kv_bytes = (shape.kv_read_tokens + shape.tokens) * kv_layer
 
+    comm = 2 * allreduce_s(gpu, shape.tokens * bb.hidden_size * 2, tp)  # after attention and MLP
+
     def layer_s(mlp_active_params: float, mlp_read_params: float) -> float:
         flops = 2.0 * shape.tokens * (bb.attn_params + mlp_active_params) + attn_flops
         hbm = (bb.attn_params + mlp_read_params) * wb + kv_bytes
-        return gpu.layer_overhead_s + roofline_s(gpu, flops / tp, hbm / tp)
+        return gpu.layer_overhead_s + roofline_s(gpu, flops / tp, hbm / tp) + comm
 
     dense = layer_s(bb.dense_mlp_params, bb.dense_mlp_params) if bb.n_dense_layers else 0.0
     moe = 0.0
@@ -76,6 +79,15 @@ def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int) -> StepComp
     head = roofline_s(gpu, 2.0 * shape.seqs * bb.hidden_size * bb.vocab_size / tp,
                       bb.hidden_size * bb.vocab_size * wb / tp)
     return StepCompute(dense, moe, head)
+
+
+def allreduce_s(gpu: GPU, nbytes: float, tp: int) -> float:
+    """A ring all-reduce of `nbytes` across `tp` GPUs: each sends 2 (tp-1)/tp of the data."""
+    if tp <= 1:
+        return 0.0
+    if gpu.nvlink_Bps <= 0:
+        raise UserError(f"{gpu.name}: tensor parallelism needs nvlink_GBps in the hardware preset")
+    return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * nbytes / gpu.nvlink_Bps
 
 
 def engram_module_s(gpu: GPU, bb: Backbone, spec: EngramSpec, tokens: int, tp: int) -> float:

@@ -33,6 +33,10 @@ class GPU:
     # Fixed cost of one engine step: scheduling, sampling, launches (CUDA-graph replay).
     step_overhead_s: float = spec("step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, lo=0, lo_open=False, default=5.0)
+    # GPU-to-GPU bandwidth per direction (NVLink) and the fixed cost of one all-reduce, for
+    # tensor-parallel replicas: each layer all-reduces its attention and MLP outputs.
+    nvlink_Bps: float = spec("nvlink_GBps", scale=GB, default=0.0, lo=0, lo_open=False)
+    allreduce_latency_s: float = spec("allreduce_latency_us", scale=US, lo=0, lo_open=False, default=0.0)
     # Fixed host cost of each layer's forward (operator dispatch when kernels are not captured
     # in a graph); 0 for engines that replay CUDA graphs.
     layer_overhead_s: float = spec("layer_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)

@@ -233,3 +233,16 @@ def test_prefill_lookahead_overlaps_the_next_prompts_fetch():
     assert plain.stall_s == pytest.approx(2 * one, rel=1e-6)
     assert ahead.stall_s < plain.stall_s
     assert ahead.fetched_rows == pytest.approx(plain.fetched_rows)
+
+
+def test_allreduce_follows_the_ring_formula():
+    gpu = load_hardware("h200").gpu
+    assert costs.allreduce_s(gpu, 1e6, 1) == 0.0
+    assert costs.allreduce_s(gpu, 1e6, 4) == pytest.approx(gpu.allreduce_latency_s + 1.5 * 1e6 / gpu.nvlink_Bps)
+
+
+def test_tensor_parallel_without_nvlink_is_a_clear_error():
+    from engramsim.errors import UserError
+    hw = with_gpu(load_hardware("h800"), nvlink_Bps=0.0)
+    with pytest.raises(UserError, match="nvlink_GBps"):
+        simulate(scenario(hw=hw, gpus=2, tp=2), [Placement("dram-copy")])
