@@ -33,8 +33,10 @@ class Placement:
     def __post_init__(self):
         if self.tier not in TIERS:
             raise UserError(f"unknown tier '{self.tier}' (known: {', '.join(TIERS)})")
-        if self.hbm_cache_bytes < 0 or not 0 <= self.ssd_dram_hit_rate <= 1:
-            raise UserError("hbm cache must be >= 0 bytes and the SSD page-cache hit rate within [0, 1]")
+        if self.hbm_cache_bytes < 0:
+            raise UserError("the HBM hot-row cache must be >= 0 bytes")
+        if not 0 <= self.ssd_dram_hit_rate <= 1:
+            raise UserError(f"the SSD page-cache hit rate must be within [0, 1], got {self.ssd_dram_hit_rate}")
 
     @property
     def memory(self) -> str:
