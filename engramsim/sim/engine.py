@@ -104,10 +104,7 @@ class Replica:
             else:
                 rows, pending = yield from self._hash_and_fetch(shape.tokens)
             if prefill and s.prefetch and s.workload.engine.prefill_lookahead:
-                following = self.scheduler.peek_prefill()
-                if following:
-                    tokens = sum(len(q) for q in following)
-                    self.lookahead = (tuple(q.id for q in following), *(yield from self._hash_and_fetch(tokens)))
+                yield from self._look_ahead()
             for layer in sorted(spec.layer_ids):
                 yield self._compute(comp.layers_s(bb, pos, layer))
                 waited_from = self.env.now
@@ -128,6 +125,15 @@ class Replica:
             return self.env.timeout(seconds)
         threads = gpu.compute_threads or self.setup.hw.host.cpu_cores
         return self.net.transfer(seconds * threads, [(self.host.cpu, 1.0)], cap=threads, cap_name="compute threads")
+
+    def _look_ahead(self):
+        """Start the fetch for the prompts the next prefill step will admit: all their tokens
+        are known now, so their rows can arrive while this step computes."""
+        following = self.scheduler.peek_prefill()
+        if following:
+            tokens = sum(len(q) for q in following)
+            rows, pending = yield from self._hash_and_fetch(tokens)
+            self.lookahead = (tuple(q.id for q in following), rows, pending)
 
     def _hash_and_fetch(self, tokens: int):
         """Hash `tokens` on the host thread that launches steps (so it delays the forward pass),
