@@ -39,7 +39,7 @@ def kv_bytes_per_token_per_gpu(model: ModelSpec, tp: int) -> float:
 
 
 def plan_memory(hw: Hardware, model: ModelSpec, workload: Workload, tp: int,
-                tier_memory: str | None, hbm_cache_bytes: float) -> MemoryPlan:
+                tier_memory: str | None, hbm_cache_bytes: float, dram_cache_bytes: float = 0.0) -> MemoryPlan:
     """`tier_memory` is where the table lives (hbm, dram, cxl, ssd), or None for no Engram."""
     problems = []
     usable = hw.gpu.hbm_bytes * hw.gpu.memory_utilization
@@ -58,6 +58,8 @@ def plan_memory(hw: Hardware, model: ModelSpec, workload: Workload, tp: int,
                         f"table {on_gpu_table / GiB:.1f} - cache {cache / GiB:.1f} - activations {acts / GiB:.1f} "
                         f"leaves KV for {kv_tokens} tokens < one {workload.max_seq_len}-token sequence")
     problems += _table_capacity_problems(hw, table, tier_memory)
+    if dram_cache_bytes > hw.host.dram_bytes:
+        problems.append(f"DRAM: hot-row cache {dram_cache_bytes / GiB:.1f} GiB > {hw.host.dram_bytes / GiB:.1f} GiB of DRAM")
     hbm = {"usable": usable / GiB, "weights": weights / GiB, "table": on_gpu_table / GiB,
            "cache": cache / GiB, "activations": acts / GiB, "kv": max(kv_free, 0) / GiB}
     return MemoryPlan(not problems, kv_tokens, blocks, hbm, tuple(problems))

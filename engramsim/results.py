@@ -30,6 +30,7 @@ class RunResult:
     kv_tokens_per_replica: int = 0
     hbm_GiB_per_gpu: dict = field(default_factory=dict)
     hbm_cache_GiB: float = 0.0
+    dram_cache_GiB: float = 0.0
     hbm_hit_rate: float | None = None
     fetched_rows: float | None = None
     resources: dict = field(default_factory=dict)
@@ -39,7 +40,8 @@ class RunResult:
     def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario) -> "RunResult":
         common = dict(tier=placement.tier, fits=plan.fits, problems=list(plan.problems),
                       kv_tokens_per_replica=plan.kv_tokens_per_replica, hbm_GiB_per_gpu=plan.hbm_GiB,
-                      hbm_cache_GiB=placement.hbm_cache_bytes / 2**30, baseline_tok_s=baseline_tok_s)
+                      hbm_cache_GiB=placement.hbm_cache_bytes / 2**30,
+                      dram_cache_GiB=placement.dram_cache_bytes / 2**30, baseline_tok_s=baseline_tok_s)
         if raw is None:
             return cls(**common, bound="does not fit: " + "; ".join(plan.problems))
         s = summarize(raw)

@@ -246,3 +246,29 @@ def test_tensor_parallel_without_nvlink_is_a_clear_error():
     hw = with_gpu(load_hardware("h800"), nvlink_Bps=0.0)
     with pytest.raises(UserError, match="nvlink_GBps"):
         simulate(scenario(hw=hw, gpus=2, tp=2), [Placement("dram-copy")])
+
+
+def test_dram_cache_in_front_of_ssd_takes_the_rows_after_the_hbm_cache():
+    sc = scenario(row_model=HalfRows(scenario().model.engram))  # hit rate 0.6 at any size
+    plain, cached = simulate(sc, [Placement("ssd"), Placement("ssd", dram_cache_bytes=2**30)]).runs
+    # HalfRows hits 60% for any cache: with no HBM cache, the DRAM cache serves 60% of reads.
+    assert cached.resources["ssd_iops"]["moved"] == pytest.approx(plain.resources["ssd_iops"]["moved"] * 0.4)
+    both = simulate(sc, [Placement("ssd", hbm_cache_bytes=2**30, dram_cache_bytes=2**30)]).runs[0]
+    # Both caches together hit as one cache (60%): the DRAM cache adds nothing after the HBM one.
+    assert both.resources["ssd_iops"]["moved"] == pytest.approx(both.fetched_rows * 1e-6, rel=1e-6)
+
+
+def test_dram_cache_is_checked_against_host_dram():
+    run = simulate(scenario(), [Placement("ssd", dram_cache_bytes=10 * 2**40)]).runs[0]
+    assert not run.fits and "DRAM: hot-row cache" in run.problems[0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(tier="ssd", dram_cache_bytes=1.0, ssd_dram_hit_rate=0.5), "not both"),
+    (dict(tier="dram-copy", dram_cache_bytes=1.0), "only fronts the ssd tier"),
+    (dict(tier="ssd", ssd_dram_hit_rate=2.0), "within"),
+])
+def test_bad_cache_placements_are_user_errors(kwargs, message):
+    from engramsim.errors import UserError
+    with pytest.raises(UserError, match=message):
+        Placement(**kwargs)

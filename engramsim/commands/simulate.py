@@ -40,10 +40,13 @@ GiB = 2.0**30
 @click.option("--cxl", "cxl_part", help="Swap the CXL part, e.g. `cxl-pool` (hwmodels/parts/).")
 @click.option("--ssd-dram-hit", default=0.0, show_default=True, type=float,
               help="ssd tier: share of page reads served by the host's DRAM page cache.")
+@click.option("--ssd-dram-cache-gib", "dram_cache_gib", multiple=True, type=float,
+              help="ssd tier: a DRAM hot-row cache of this size per host, its hit rate from the row "
+                   "model (--trace); repeat to sweep sizes.")
 @click.option("--max-seqs", type=int, help="Override the workload's max_num_seqs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefetch, cache_gib,
-            trace_path, profile_path, cxl_part, ssd_dram_hit, max_seqs, as_json):
+            trace_path, profile_path, cxl_part, ssd_dram_hit, dram_cache_gib, max_seqs, as_json):
     """Simulate an inference server with the model's Engram tables in each placement.
 
     Each placement runs beside a no-Engram baseline (same backbone and workload), and the
@@ -53,8 +56,8 @@ def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefet
     """
     if max_seqs is not None and max_seqs < 1:
         raise UserError("--max-seqs must be at least 1")
-    if any(c < 0 for c in cache_gib):
-        raise UserError("--hbm-cache-gib must be >= 0")
+    if any(c < 0 for c in cache_gib + dram_cache_gib):
+        raise UserError("--hbm-cache-gib and --ssd-dram-cache-gib must be >= 0")
     hw = _hardware(hw_name, profile_path, cxl_part)
     model = load_model(model_name)
     workload = load_workload(workload_name)
@@ -62,9 +65,7 @@ def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefet
         workload = replace(workload, engine=replace(workload.engine, max_num_seqs=max_seqs))
     scenario = Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=seed,
                         prefetch=not no_prefetch, row_model=_row_model(trace_path, model))
-    caches = cache_gib or (0.0,)
-    placements = [Placement(t, hbm_cache_bytes=c * GiB, ssd_dram_hit_rate=ssd_dram_hit)
-                  for t in (tiers or TIERS) for c in (caches if t != "hbm" else (0.0,))]
+    placements = _placements(tiers or TIERS, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit)
     console = Console(stderr=as_json)
     if as_json:
         report = simulate(scenario, placements)
@@ -73,6 +74,17 @@ def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefet
     with console.status("simulating...") as status:
         report = simulate(scenario, placements, progress=lambda label: status.update(f"simulating {label}..."))
     console.print(report)
+
+
+def _placements(tiers, hbm_caches_gib, dram_caches_gib, ssd_dram_hit) -> list[Placement]:
+    """Every tier with every HBM cache size (off-GPU tiers) and DRAM cache size (ssd only)."""
+    out = []
+    for tier in tiers:
+        for hbm in (hbm_caches_gib if tier != "hbm" else (0.0,)):
+            for dram in (dram_caches_gib if tier == "ssd" else (0.0,)):
+                out.append(Placement(tier, hbm_cache_bytes=hbm * GiB, dram_cache_bytes=dram * GiB,
+                                     ssd_dram_hit_rate=ssd_dram_hit if tier == "ssd" else 0.0))
+    return out
 
 
 def _hardware(hw_name: str, profile_path: str | None, cxl_part: str | None):

@@ -31,7 +31,8 @@ def render_sim_report(report):
 
 def label(run) -> str:
     """A placement's name in tables: its tier, plus its hot-row cache when it has one."""
-    return run.tier + (f" +{run.hbm_cache_GiB:g}GiB cache" if run.hbm_cache_GiB else "")
+    return (run.tier + (f" +{run.hbm_cache_GiB:g}GiB HBM cache" if run.hbm_cache_GiB else "")
+            + (f" +{run.dram_cache_GiB:g}GiB DRAM cache" if run.dram_cache_GiB else ""))
 
 
 def placement_table(report) -> Table:

@@ -66,11 +66,12 @@ class Replica:
         self.wakeup = env.event()
         # (sequence ids, rows, pending fetches) started ahead for the next prefill step.
         self.lookahead = None
-        self.cache_rows = 0
-        spec = setup.model.engram
-        if spec and setup.placement and setup.placement.hbm_cache_bytes:
-            # The per-GPU cache is split across Engram layers; TP ranks cache disjoint shards.
-            self.cache_rows = int(setup.placement.hbm_cache_bytes / spec.row_bytes / len(spec.layer_ids)) * setup.tp
+        self.cache_rows = self.dram_cache_rows = 0
+        spec, placement = setup.model.engram, setup.placement
+        if spec and placement:
+            # Caches are split across Engram layers; TP ranks cache disjoint shards in HBM.
+            self.cache_rows = int(placement.hbm_cache_bytes / spec.row_bytes / len(spec.layer_ids)) * setup.tp
+            self.dram_cache_rows = int(placement.dram_cache_bytes / spec.row_bytes / len(spec.layer_ids))
 
     def submit(self, seq: Seq):
         self.scheduler.add(seq)
@@ -108,9 +109,9 @@ class Replica:
             for layer in sorted(spec.layer_ids):
                 yield self._compute(comp.layers_s(bb, pos, layer))
                 waited_from = self.env.now
-                yield pending[layer] if s.prefetch else self._fetch(rows[layer][1])
+                yield pending[layer] if s.prefetch else self._fetch(*rows[layer][1:])
                 self._stall(self.env.now - waited_from, prefill)
-                hits, _ = rows[layer]
+                hits = rows[layer][0]
                 gather = costs.hbm_gather_s(gpu, hits, spec.row_bytes) if hits else 0.0
                 yield self._compute(costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp) + gather)
                 pos = layer
@@ -142,21 +143,31 @@ class Replica:
         spec = s.model.engram
         yield self.env.timeout(costs.hash_s(s.hw.host, tokens, len(spec.layer_ids)) + s.hw.gpu.engram_step_overhead_s)
         rows = {l: self._rows(tokens, l) for l in spec.layer_ids}
-        pending = {l: self._fetch(rows[l][1]) for l in spec.layer_ids} if s.prefetch else {}
+        pending = {l: self._fetch(*rows[l][1:]) for l in spec.layer_ids} if s.prefetch else {}
         return rows, pending
 
-    def _rows(self, tokens: int, layer: int) -> tuple[float, float]:
-        """(rows gathered in HBM, rows fetched from the tier) per GPU for one layer."""
+    def _rows(self, tokens: int, layer: int) -> tuple[float, float, float]:
+        """(rows gathered in HBM, rows fetched from the tier, share of those a DRAM cache in
+        front of an SSD serves) per GPU for one layer."""
         unique = self.setup.row_model.unique_rows(tokens, layer) / self.setup.tp
         if self.setup.placement.tier == "hbm":
-            return unique, 0.0
+            return unique, 0.0, 0.0
         hit = self.setup.row_model.hit_rate(self.cache_rows, layer) if self.cache_rows else 0.0
         self.stats.fetched_rows += unique * (1 - hit)
         self.stats.hit_rows += unique * hit
-        return unique * hit, unique * (1 - hit)
+        return unique * hit, unique * (1 - hit), self._dram_hit_rate(hit, layer)
 
-    def _fetch(self, rows: float):
-        events = [f.start(rows) for f in self.fetchers]
+    def _dram_hit_rate(self, hbm_hit: float, layer: int) -> float:
+        """Of the rows the HBM cache misses, the share the DRAM cache holds: it ranks the rows
+        after the HBM cache's, so together they hit as one cache of both sizes would."""
+        placement = self.setup.placement
+        if not self.dram_cache_rows:
+            return placement.ssd_dram_hit_rate
+        both = self.setup.row_model.hit_rate(self.cache_rows + self.dram_cache_rows, layer)
+        return (both - hbm_hit) / (1 - hbm_hit) if hbm_hit < 1 else 0.0
+
+    def _fetch(self, rows: float, dram_hit_rate: float = 0.0):
+        events = [f.start(rows, dram_hit_rate) for f in self.fetchers]
         return events[0] if len(events) == 1 else simpy.AllOf(self.env, events)
 
     def _stall(self, seconds: float, prefill: bool):

@@ -61,7 +61,7 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
         if progress:
             progress(placement.tier)
         plan = plan_memory(scenario.hw, scenario.model, scenario.workload, scenario.tp,
-                           placement.memory, placement.hbm_cache_bytes)
+                           placement.memory, placement.hbm_cache_bytes, placement.dram_cache_bytes)
         raw = _run(scenario, placement, plan, requests) if plan.fits else None
         runs.append(RunResult.from_raw(placement, plan, raw, baseline_tok_s, scenario))
     return SimReport.build(scenario, baseline_tok_s, baseline, runs)

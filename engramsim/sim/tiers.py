@@ -27,14 +27,23 @@ class Placement:
     tier: str
     # Hot rows kept in HBM, per GPU (bytes); hits are gathered in HBM at the Engram layer.
     hbm_cache_bytes: float = 0.0
-    # ssd tier: share of page reads that the host's DRAM page cache serves.
+    # ssd tier: share of page reads that the host's DRAM page cache serves...
     ssd_dram_hit_rate: float = 0.0
+    # ...or a DRAM hot-row cache of this size (bytes per host) in front of the SSD, whose hit
+    # rate comes from the row model: it holds the rows ranked just after the HBM cache's.
+    dram_cache_bytes: float = 0.0
 
     def __post_init__(self):
         if self.tier not in TIERS:
             raise UserError(f"unknown tier '{self.tier}' (known: {', '.join(TIERS)})")
         if self.hbm_cache_bytes < 0:
             raise UserError("the HBM hot-row cache must be >= 0 bytes")
+        if self.dram_cache_bytes < 0:
+            raise UserError("the DRAM hot-row cache must be >= 0 bytes")
+        if self.dram_cache_bytes and self.ssd_dram_hit_rate:
+            raise UserError("give the SSD's DRAM cache as a hit rate or as a size, not both")
+        if self.dram_cache_bytes and self.tier != "ssd":
+            raise UserError("a DRAM hot-row cache only fronts the ssd tier")
         if not 0 <= self.ssd_dram_hit_rate <= 1:
             raise UserError(f"the SSD page-cache hit rate must be within [0, 1], got {self.ssd_dram_hit_rate}")
 
@@ -87,14 +96,15 @@ class Fetcher:
         self.env, self.net, self.hw, self.placement = env, net, hw, placement
         self.row_bytes, self.link, self.host = row_bytes, link, host
 
-    def start(self, rows: float):
-        """An event that fires when `rows` rows are in HBM."""
+    def start(self, rows: float, dram_hit_rate: float = 0.0):
+        """An event that fires when `rows` rows are in HBM; for the ssd tier, `dram_hit_rate` of
+        them come from host DRAM instead of the SSD."""
         tier = self.placement.tier
         if rows <= 0 or tier == "hbm":
             return self.env.timeout(0)
         if self.placement.path == "uva":
             return self._zero_copy(rows)
-        return self.env.process(self._staged(rows))
+        return self.env.process(self._staged(rows, dram_hit_rate))
 
     def _memory(self, memory: str) -> tuple[list[tuple[Resource, float]], float]:
         """Resources a read of random rows from `memory` loads, and its latency."""
@@ -113,9 +123,9 @@ class Fetcher:
         return self.net.transfer(rows * self.row_bytes, [(self.link, wire)] + loads, cap=cap,
                                  cap_name="zero-copy reads in flight", latency_s=self.hw.gpu.kernel_launch_s + link.read_round_trip_s + max(extra, 0.0))
 
-    def _staged(self, rows: float):
+    def _staged(self, rows: float, dram_hit_rate: float):
         if self.placement.tier == "ssd":
-            yield self._ssd_reads(rows * (1.0 - self.placement.ssd_dram_hit_rate))
+            yield self._ssd_reads(rows * (1.0 - dram_hit_rate))
         memory = "cxl" if self.placement.tier == "cxl-copy" else "dram"
         yield self._cpu_gather(rows, memory)
         nbytes = rows * self.row_bytes
