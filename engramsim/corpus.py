@@ -36,10 +36,6 @@ class Corpus:
     description: str
 
     @property
-    def n_bytes(self) -> int:
-        return sum(len(d.encode("utf-8")) for d in self.documents)
-
-    @property
     def digest(self) -> str:
         h = hashlib.sha256()
         for d in self.documents:

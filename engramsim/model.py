@@ -7,7 +7,6 @@ size of the compressed vocabulary and the compressed pad id.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,9 +154,6 @@ class Backbone:
     def expert_params(self) -> int:
         return 3 * self.hidden_size * self.moe_intermediate_size
 
-    def is_dense_layer(self, layer: int) -> bool:
-        return not self.is_moe or layer < self.first_dense_layers
-
     @property
     def n_dense_layers(self) -> int:
         return self.n_layers if not self.is_moe else self.first_dense_layers
@@ -205,9 +201,6 @@ class ModelSpec:
     def __post_init__(self):
         if self.engram and max(self.engram.layer_ids) >= self.backbone.n_layers:
             raise UserError(f"{self.name}: engram layer_ids must be below n_layers ({self.backbone.n_layers})")
-
-    def without_engram(self) -> "ModelSpec":
-        return dataclasses.replace(self, engram=None)
 
 
 def load_model(name_or_path: str | Path) -> ModelSpec:

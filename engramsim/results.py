@@ -109,13 +109,14 @@ class SimReport:
     runs: list[RunResult]
 
     @classmethod
-    def build(cls, scenario, baseline_tok_s: float, baseline_raw, runs: list[RunResult]) -> "SimReport":
-        base = summarize(baseline_raw)
+    def build(cls, scenario, baseline_summary: dict, baseline_raw, runs: list[RunResult]) -> "SimReport":
+        base = dict(baseline_summary)
         base["steps"] = baseline_raw.stats.steps
         base["preemptions"] = baseline_raw.preemptions
         return cls(model=scenario.model.name, hardware=scenario.hw.name, workload=scenario.workload.name,
                    gpus=scenario.gpus, tp=scenario.tp, seed=scenario.seed, prefetch=scenario.prefetch,
-                   rows_source=scenario.rows.source, baseline_tok_s=baseline_tok_s, baseline=base, runs=runs)
+                   rows_source=scenario.rows.source, baseline_tok_s=base["throughput_tok_s"], baseline=base,
+                   runs=runs)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -173,7 +173,7 @@ def test_compression_merges_normalized_variants():
 
 
 def test_normalizer_matches_reference():
-    tk = pytest.importorskip("tokenizers")
+    pytest.importorskip("tokenizers")
     from engramsim.tokenize import reference_normalizer
     norm = reference_normalizer()
     for s in ["Hello  World", " ", "\t\n", "Café", "ﬁne", " The", "ÅNGSTRÖM ", "x\u0301", "  a b ", "ǅ", "Ⅻ"]:

@@ -8,7 +8,7 @@ from engramsim.errors import UserError
 from engramsim.fetch import RowModel, UniformRows
 from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
-from engramsim.results import RunResult, SimReport
+from engramsim.results import RunResult, SimReport, summarize
 from engramsim.sim.engine import RawRun, ServerSetup, run_server
 from engramsim.sim.tiers import Placement
 from engramsim.workload import Requests, Workload
@@ -55,7 +55,8 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
     if not baseline_plan.fits:
         raise UserError(f"the backbone alone does not fit: {baseline_plan.problems[0]}")
     baseline = _run(scenario, None, baseline_plan, requests)
-    baseline_tok_s = _throughput(baseline)
+    baseline_summary = summarize(baseline)
+    baseline_tok_s = baseline_summary["throughput_tok_s"]
     runs = []
     for placement in placements:
         if progress:
@@ -64,7 +65,7 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
                            placement.memory, placement.hbm_cache_bytes, placement.dram_cache_bytes)
         raw = _run(scenario, placement, plan, requests) if plan.fits else None
         runs.append(RunResult.from_raw(placement, plan, raw, baseline_tok_s, scenario))
-    return SimReport.build(scenario, baseline_tok_s, baseline, runs)
+    return SimReport.build(scenario, baseline_summary, baseline, runs)
 
 
 def _run(scenario: Scenario, placement: Placement | None, plan, requests) -> RawRun:
@@ -73,8 +74,3 @@ def _run(scenario: Scenario, placement: Placement | None, plan, requests) -> Raw
                         kv_blocks=plan.kv_blocks_per_replica, row_model=scenario.rows,
                         prefetch=scenario.prefetch)
     return run_server(setup, requests)
-
-
-def _throughput(raw: RawRun) -> float:
-    """nano-vLLM bench.py: total output tokens / wall time."""
-    return sum(q.out for q in raw.seqs) / raw.makespan_s
