@@ -19,7 +19,7 @@ from engramsim.hardware import load_hardware  # noqa: E402
 from engramsim.model import load_model  # noqa: E402
 from engramsim.sim.engine import ServerSetup, run_server  # noqa: E402
 from engramsim.capacity import plan_memory  # noqa: E402
-from engramsim.fetch import UniformRows  # noqa: E402
+from engramsim.rows.uniform import UniformRows  # noqa: E402
 from engramsim.sim.tiers import Placement  # noqa: E402
 from engramsim.workload import load_workload  # noqa: E402
 

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engramsim import costs
-from engramsim.fetch import UniformRows
+from engramsim.rows.uniform import UniformRows
 from engramsim.hardware import load_hardware
 from engramsim.sim.engine import batch_shape
 from engramsim.sim.run import Scenario, simulate

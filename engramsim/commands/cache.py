@@ -34,14 +34,15 @@ def command(model_name, trace_file, texts, tokenizer, layer, policies, lfu_acces
     evicted rows too.
     """
     from rich.console import Console
-    from engramsim import cache, engram, traces
+    from engramsim import cache, engram
+    from engramsim.addresses.build import trace_for
     from engramsim.errors import UserError
 
     model = load_model(model_name)
     err = Console(stderr=True)
     with _progress(err, not as_json) as step:
         step("building the address trace")
-        trace = traces.trace_for(model, texts, (), tokenizer, trace_file)
+        trace = trace_for(model, texts, (), tokenizer, trace_file)
         layer = trace.spec.layer_ids[0] if layer is None else layer
         if layer not in trace.spec.layer_ids:
             raise UserError(f"--layer {layer}: Engram layers are {list(trace.spec.layer_ids)}")

@@ -106,7 +106,5 @@ def _row_model(trace_path: str | None, model):
     """None keeps the uniform-hashing expectation; a trace file or `default` uses real text."""
     if not trace_path:
         return None
-    from engramsim import traces
-    if trace_path == "default":
-        return traces.default_row_model(model)
-    return traces.load_row_model(trace_path, model)
+    from engramsim.rows.load import load_row_model
+    return load_row_model(trace_path, model)

@@ -33,20 +33,22 @@ def command(model_name, texts, id_files, tokenizer, save, as_json):
     second half).
     """
     from rich.console import Console
-    from engramsim import traces
+    from engramsim.addresses.build import trace_for
+    from engramsim.addresses.stats import analyze
+    from engramsim.addresses.store import save_trace
 
     model = load_model(model_name)
     err = Console(stderr=True)
     with _progress(err, not as_json) as step:
         step("tokenizing and hashing")
-        trace = traces.trace_for(model, texts, id_files, tokenizer)
+        trace = trace_for(model, texts, id_files, tokenizer)
         step(f"measuring {trace.n_tokens:,} tokens")
-        stats = traces.analyze(trace, progress=lambda layer: step(f"layer {layer} done"))
+        stats = analyze(trace, progress=lambda layer: step(f"layer {layer} done"))
     if save:
-        path = traces.save_trace(save, trace, stats)
+        path = save_trace(save, trace, stats)
         err.print(f"saved trace to {path}")
     if as_json:
-        click.echo(json.dumps(traces.stats_dict(stats), indent=1))
+        click.echo(json.dumps(stats.to_dict(), indent=1))
     else:
         Console().print(stats)
 

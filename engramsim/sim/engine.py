@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import simpy
 
 from engramsim import costs
-from engramsim.fetch import RowModel
+from engramsim.rows import RowModel
 from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
 from engramsim.sim.flows import FlowNetwork, Resource

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 from engramsim.capacity import plan_memory
 from engramsim.errors import UserError
-from engramsim.fetch import RowModel, UniformRows
+from engramsim.rows import RowModel
+from engramsim.rows.uniform import UniformRows
 from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
 from engramsim.results import RunResult, SimReport, summarize

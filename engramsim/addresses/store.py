@@ -1,0 +1,92 @@
+"""Trace files (.npz: the id stream, its statistics and a JSON header) and the cache of the
+default-corpus trace."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from engramsim.addresses.stats import ARRAY_FIELDS, BATCH_REF, GEOMETRY, LayerStats, TraceStats, geometry
+from engramsim.addresses.trace import AddressTrace
+from engramsim.corpus import DEFAULT_MAX_BYTES
+from engramsim.errors import UserError
+from engramsim.model import EngramSpec
+
+TRACE_FORMAT = 1
+
+
+def save_trace(path: str | Path, trace: AddressTrace, stats: TraceStats) -> Path:
+    """One .npz: the compressed id stream and document starts, plus the statistics and a JSON
+    header (format, geometry, sources). Written atomically."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(".npz")
+    meta = {"format": TRACE_FORMAT, **stats.header()}
+    arrays = {"ids": trace.ids, "seq_starts": trace.seq_starts, "meta": np.array(json.dumps(meta))}
+    for layer, ls in stats.layers.items():
+        for name in ARRAY_FIELDS:
+            arrays[f"L{layer}_{name}"] = np.asarray(getattr(ls, name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load_stats(path: str | Path) -> TraceStats:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"trace file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != TRACE_FORMAT:
+                raise UserError(f"{path}: trace format {meta.get('format')} (this engramsim reads {TRACE_FORMAT})")
+            layers = {}
+            for key, scalars in meta["layers"].items():
+                layer = int(key)
+                arrays = {name: z[f"L{layer}_{name}"] for name in ARRAY_FIELDS}
+                layers[layer] = LayerStats(**scalars, **arrays)
+    except UserError:
+        raise
+    except Exception as e:  # not a zip, not our keys, bad JSON: one line, no traceback
+        raise UserError(f"{path}: not an engramsim trace file ({type(e).__name__}: {str(e)[:100]})") from None
+    return TraceStats(geometry=meta["geometry"], compressed_vocab_size=meta["compressed_vocab_size"],
+                      corpus=meta["corpus"], tokenizer=meta["tokenizer"], n_tokens=meta["n_tokens"],
+                      n_sequences=meta["n_sequences"], batch_ref=meta["batch_ref"], layers=layers)
+
+
+def load_trace(path: str | Path, spec: EngramSpec) -> AddressTrace:
+    """The id stream of a saved trace, re-hashable for `spec` (its geometry must match)."""
+    stats = load_stats(path)
+    check_geometry(stats, spec, path)
+    with np.load(path, allow_pickle=False) as z:
+        ids, starts = z["ids"], z["seq_starts"]
+    spec = dataclasses.replace(spec, compressed_vocab_size=stats.compressed_vocab_size)
+    return AddressTrace(spec=spec, ids=ids, seq_starts=starts, corpus=stats.corpus, tokenizer=stats.tokenizer)
+
+
+def check_geometry(stats: TraceStats, spec: EngramSpec, where) -> None:
+    want = geometry(spec)
+    for k in GEOMETRY:
+        if stats.geometry.get(k) != want[k]:
+            raise UserError(f"{where}: trace was built for {k}={stats.geometry.get(k)}, the model has {want[k]}")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ENGRAMSIM_CACHE_DIR") or Path.home() / ".cache" / "engramsim")
+
+
+def default_trace_path(spec: EngramSpec) -> Path:
+    """Cache file of the default-corpus trace for this geometry, this Python (its stdlib is the
+    corpus) and this trace format."""
+    key = json.dumps({"geometry": geometry(spec),
+                      "pad": spec.compressed_pad_id, "python": sys.version, "max_bytes": DEFAULT_MAX_BYTES,
+                      "format": TRACE_FORMAT, "batch_ref": BATCH_REF}, sort_keys=True)
+    return default_cache_dir() / "traces" / f"stdlib-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
