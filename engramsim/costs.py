@@ -7,10 +7,11 @@ function takes all it needs as arguments and returns seconds, bytes, or a small 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 
 from engramsim.errors import UserError
-from engramsim.hardware import GPU, Host, Link
+from engramsim.hardware import GPU, SSD, Host, Link
 from engramsim.model import Backbone, EngramSpec
 
 CACHE_LINE_BYTES = 64
@@ -32,6 +33,18 @@ class BatchShape:
     attn_pairs: float
     kv_read_tokens: float
     prefill: bool
+
+
+def batch_shape(seqs: Sequence[Sized], prefill: bool) -> BatchShape:
+    """The shape of one step over `seqs` (each one's len() is its tokens so far): a prefill
+    step computes every prompt token with causal attention; a decode step one token per
+    sequence, attending over and reading its whole context."""
+    lens = [len(q) for q in seqs]
+    if prefill:
+        return BatchShape(tokens=sum(lens), seqs=len(lens), attn_pairs=sum(n * (n + 1) / 2 for n in lens),
+                          kv_read_tokens=0.0, prefill=True)
+    context = sum(lens)
+    return BatchShape(tokens=len(lens), seqs=len(lens), attn_pairs=context, kv_read_tokens=context, prefill=False)
 
 
 def experts_touched(n_experts: int, n_active: int, tokens: int) -> float:
@@ -141,3 +154,36 @@ def cpu_gather_rows_per_s(host: Host, latency_s: float) -> float:
 def hash_s(host: Host, tokens: int, engram_layers: int) -> float:
     """One hash call per Engram layer: a fixed cost plus a cost per token."""
     return engram_layers * (host.hash_call_s + tokens * host.hash_s_per_token)
+
+
+# --- the ssd tier and its DRAM cache ---------------------------------------------------------
+
+def ssd_iops(ssd: SSD) -> float:
+    """Random reads per second of a host's SSDs: each device is bounded both by its rated IOPS
+    and by the reads its queue keeps in flight over one read latency (Little's law)."""
+    return ssd.devices * min(ssd.read_iops, ssd.queue_depth / ssd.latency_s)
+
+
+def ssd_bw_Bps(ssd: SSD) -> float:
+    """Sequential read bandwidth of a host's SSDs."""
+    return ssd.devices * ssd.read_bw_Bps
+
+
+@dataclass(frozen=True)
+class PageRead:
+    """What reading one row from SSD loads: rows are far smaller than a page and random, so
+    every missing row costs one whole-page read, which lands in host DRAM."""
+    ops: float
+    ssd_bytes: float
+    dram_bytes: float
+
+
+def ssd_row_read(ssd: SSD) -> PageRead:
+    return PageRead(ops=1.0, ssd_bytes=float(ssd.page_bytes), dram_bytes=float(ssd.page_bytes))
+
+
+def dram_cache_hit_rate(hbm_hit: float, both_hit: float) -> float:
+    """Of the rows an HBM hot-row cache misses, the share a DRAM cache behind it holds. The
+    DRAM cache keeps the rows ranked just after the HBM cache's, so the two together hit as one
+    cache of both sizes would (`both_hit`)."""
+    return (both_hit - hbm_hit) / (1 - hbm_hit) if hbm_hit < 1 else 0.0

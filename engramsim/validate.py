@@ -22,7 +22,7 @@ from engramsim import costs
 from engramsim.errors import UserError
 from engramsim.hardware import GPU, SSD, Hardware, Host, Link
 from engramsim.model import ModelSpec
-from engramsim.sim.engine import batch_shape
+from engramsim.costs import batch_shape
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.scheduler import Seq
 from engramsim.sim.tiers import Placement

@@ -3,9 +3,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engramsim import costs
-from engramsim.rows.uniform import UniformRows
+from engramsim.costs import batch_shape
 from engramsim.hardware import load_hardware
-from engramsim.sim.engine import batch_shape
+from engramsim.rows.uniform import UniformRows
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.scheduler import Seq
 from engramsim.sim.tiers import TIERS, Placement

@@ -10,6 +10,7 @@ Without prefetch, the fetch starts only when the Engram layer is reached.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import simpy
 
@@ -31,6 +32,21 @@ class StepStats:
     prefill_stall_s: float = 0.0
     fetched_rows: float = 0.0
     hit_rows: float = 0.0
+
+
+class LayerRows(NamedTuple):
+    """One step's rows at one Engram layer, per GPU."""
+    hbm_rows: float          # gathered in HBM: the whole lookup for the hbm tier, else cache hits
+    fetched_rows: float      # brought from the table's tier
+    dram_hit_rate: float     # ssd tier: share of fetched rows a DRAM cache in front of it serves
+
+
+@dataclass(frozen=True)
+class Lookahead:
+    """A fetch started during one prefill step for the prompts the next one will admit."""
+    seq_ids: tuple[int, ...]
+    rows: dict[int, LayerRows]
+    pending: dict            # Engram layer -> event that fires when its rows are in HBM
 
 
 @dataclass
@@ -64,8 +80,7 @@ class Replica:
         self.net, self.host = net, host
         self.scheduler = Scheduler(setup.workload.engine, setup.kv_blocks)
         self.wakeup = env.event()
-        # (sequence ids, rows, pending fetches) started ahead for the next prefill step.
-        self.lookahead = None
+        self.lookahead: Lookahead | None = None
         self.cache_rows = self.dram_cache_rows = 0
         spec, placement = setup.model.engram, setup.placement
         if spec and placement:
@@ -93,15 +108,15 @@ class Replica:
     def step(self, batch: list[Seq], prefill: bool):
         s = self.setup
         bb, spec, gpu = s.model.backbone, s.model.engram, s.hw.gpu
-        shape = batch_shape(batch, prefill)
+        shape = costs.batch_shape(batch, prefill)
         comp = costs.step_compute(gpu, bb, shape, s.tp)
         self.stats.steps += 1
         self.stats.prefill_steps += prefill
         pos = 0
         if spec and s.placement:
             ahead, self.lookahead = self.lookahead, None
-            if prefill and ahead and ahead[0] == tuple(q.id for q in batch):
-                rows, pending = ahead[1], ahead[2]  # fetched while the previous prefill computed
+            if prefill and ahead and ahead.seq_ids == tuple(q.id for q in batch):
+                rows, pending = ahead.rows, ahead.pending  # fetched while the previous prefill computed
             else:
                 rows, pending = yield from self._hash_and_fetch(shape.tokens)
             if prefill and s.prefetch and s.workload.engine.prefill_lookahead:
@@ -109,9 +124,9 @@ class Replica:
             for layer in sorted(spec.layer_ids):
                 yield self._compute(comp.layers_s(bb, pos, layer))
                 waited_from = self.env.now
-                yield pending[layer] if s.prefetch else self._fetch(*rows[layer][1:])
+                yield pending[layer] if s.prefetch else self._fetch(rows[layer])
                 self._stall(self.env.now - waited_from, prefill)
-                hits = rows[layer][0]
+                hits = rows[layer].hbm_rows
                 gather = costs.hbm_gather_s(gpu, hits, spec.row_bytes) if hits else 0.0
                 yield self._compute(costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp) + gather)
                 pos = layer
@@ -134,7 +149,7 @@ class Replica:
         if following:
             tokens = sum(len(q) for q in following)
             rows, pending = yield from self._hash_and_fetch(tokens)
-            self.lookahead = (tuple(q.id for q in following), rows, pending)
+            self.lookahead = Lookahead(tuple(q.id for q in following), rows, pending)
 
     def _hash_and_fetch(self, tokens: int):
         """Hash `tokens` on the host thread that launches steps (so it delays the forward pass),
@@ -143,47 +158,33 @@ class Replica:
         spec = s.model.engram
         yield self.env.timeout(costs.hash_s(s.hw.host, tokens, len(spec.layer_ids)) + s.hw.gpu.engram_step_overhead_s)
         rows = {l: self._rows(tokens, l) for l in spec.layer_ids}
-        pending = {l: self._fetch(*rows[l][1:]) for l in spec.layer_ids} if s.prefetch else {}
+        pending = {l: self._fetch(rows[l]) for l in spec.layer_ids} if s.prefetch else {}
         return rows, pending
 
-    def _rows(self, tokens: int, layer: int) -> tuple[float, float, float]:
-        """(rows gathered in HBM, rows fetched from the tier, share of those a DRAM cache in
-        front of an SSD serves) per GPU for one layer."""
+    def _rows(self, tokens: int, layer: int) -> LayerRows:
         unique = self.setup.row_model.unique_rows(tokens, layer) / self.setup.tp
         if self.setup.placement.tier == "hbm":
-            return unique, 0.0, 0.0
+            return LayerRows(unique, 0.0, 0.0)
         hit = self.setup.row_model.hit_rate(self.cache_rows, layer) if self.cache_rows else 0.0
         self.stats.fetched_rows += unique * (1 - hit)
         self.stats.hit_rows += unique * hit
-        return unique * hit, unique * (1 - hit), self._dram_hit_rate(hit, layer)
+        return LayerRows(unique * hit, unique * (1 - hit), self._dram_hit_rate(hit, layer))
 
     def _dram_hit_rate(self, hbm_hit: float, layer: int) -> float:
-        """Of the rows the HBM cache misses, the share the DRAM cache holds: it ranks the rows
-        after the HBM cache's, so together they hit as one cache of both sizes would."""
-        placement = self.setup.placement
+        """The ssd tier's DRAM hit rate: given as a page-cache rate, or from a DRAM hot-row cache."""
         if not self.dram_cache_rows:
-            return placement.ssd_dram_hit_rate
+            return self.setup.placement.ssd_dram_hit_rate
         both = self.setup.row_model.hit_rate(self.cache_rows + self.dram_cache_rows, layer)
-        return (both - hbm_hit) / (1 - hbm_hit) if hbm_hit < 1 else 0.0
+        return costs.dram_cache_hit_rate(hbm_hit, both)
 
-    def _fetch(self, rows: float, dram_hit_rate: float = 0.0):
-        events = [f.start(rows, dram_hit_rate) for f in self.fetchers]
+    def _fetch(self, rows: LayerRows):
+        events = [f.start(rows.fetched_rows, rows.dram_hit_rate) for f in self.fetchers]
         return events[0] if len(events) == 1 else simpy.AllOf(self.env, events)
 
     def _stall(self, seconds: float, prefill: bool):
         self.stats.stall_s += seconds
         if prefill:
             self.stats.prefill_stall_s += seconds
-
-
-def batch_shape(batch: list[Seq], prefill: bool) -> costs.BatchShape:
-    if prefill:
-        lens = [len(q) for q in batch]
-        return costs.BatchShape(tokens=sum(lens), seqs=len(batch),
-                                attn_pairs=sum(n * (n + 1) / 2 for n in lens), kv_read_tokens=0.0, prefill=True)
-    context = sum(len(q) for q in batch)
-    return costs.BatchShape(tokens=len(batch), seqs=len(batch), attn_pairs=context,
-                            kv_read_tokens=context, prefill=False)
 
 
 def run_server(setup: ServerSetup, requests: Requests) -> RawRun:

@@ -71,11 +71,8 @@ class HostResources:
             else:
                 self.cxl = Resource(f"host{index}.cxl", hw.cxl.devices * hw.cxl.device_bw_Bps)
         if hw.ssd:
-            s = hw.ssd
-            # IOPS are bounded both by the rated figure and by queue depth / latency.
-            ops = s.devices * min(s.read_iops, s.queue_depth / s.latency_s)
-            self.ssd_ops = Resource(f"host{index}.ssd_iops", ops, unit="op")
-            self.ssd_bw = Resource(f"host{index}.ssd_bw", s.devices * s.read_bw_Bps)
+            self.ssd_ops = Resource(f"host{index}.ssd_iops", costs.ssd_iops(hw.ssd), unit="op")
+            self.ssd_bw = Resource(f"host{index}.ssd_bw", costs.ssd_bw_Bps(hw.ssd))
 
     def resources(self) -> list[Resource]:
         return [r for r in (self.dram, self.cpu, self.cxl, self.switch, self.ssd_ops, self.ssd_bw) if r]
@@ -142,7 +139,7 @@ class Fetcher:
                                  cap_name="CPU gather threads", latency_s=latency)
 
     def _ssd_reads(self, rows: float):
-        """Each missing row costs one page read (rows are far smaller than a page and random)."""
-        ssd = self.hw.ssd
-        loads = [(self.host.ssd_ops, 1.0), (self.host.ssd_bw, ssd.page_bytes), (self.host.dram, ssd.page_bytes)]
-        return self.net.transfer(rows, loads, latency_s=ssd.latency_s)
+        """Each missing row costs one page read (costs.ssd_row_read)."""
+        read = costs.ssd_row_read(self.hw.ssd)
+        loads = [(self.host.ssd_ops, read.ops), (self.host.ssd_bw, read.ssd_bytes), (self.host.dram, read.dram_bytes)]
+        return self.net.transfer(rows, loads, latency_s=self.hw.ssd.latency_s)
