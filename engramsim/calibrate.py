@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from engramsim.hardware import SECTIONS, Hardware, hardware_from_dict, load_hardware
+from engramsim.hardware import SECTIONS, Hardware, hardware_from_dict, hardware_to_dict, load_hardware
 from engramsim.presets import load_toml
 from engramsim.profile_io import Profile, load_profile, write_atomic
 
@@ -199,29 +199,6 @@ class Calibration:
 
     def hardware(self, where: str = "calibrated profile") -> Hardware:
         return hardware_from_dict({**self.data, "provenance": dict(self.provenance)}, where)
-
-
-def hardware_to_dict(hw: Hardware) -> dict:
-    """A Hardware back into TOML units (the inverse of hardware_from_dict, parts resolved)."""
-    data = {"name": hw.name, "description": hw.description, "gpus_per_host": hw.gpus_per_host}
-    for section in SECTIONS:
-        obj = getattr(hw, section)
-        if obj is None:
-            continue
-        table = {}
-        for f in fields(obj):
-            meta = f.metadata
-            if "key" not in meta:
-                continue
-            value = getattr(obj, f.name)
-            if meta["kind"] in (int, float):
-                value = value / meta["scale"] if meta["scale"] != 1 else value
-                value = int(round(value)) if meta["kind"] is int else float(value)
-            elif meta["kind"] is list:
-                value = list(value)
-            table[meta["key"]] = value
-        data[section] = table
-    return data
 
 
 def calibrate(profile: Profile, base: str = "h800", table_GiB: float | None = None) -> Calibration:

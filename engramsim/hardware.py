@@ -7,7 +7,7 @@ TOML keys carry units (`hbm_bw_GBps`); the dataclasses hold SI units (bytes, sec
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from engramsim.errors import UserError
@@ -163,15 +163,47 @@ def hardware_from_dict(data: dict, where: str, path: Path | None = None) -> Hard
                     source=path, provenance=dict(data.get("provenance", {})), **sections)
 
 
+def hardware_to_dict(hw: Hardware) -> dict:
+    """A Hardware back into TOML units (the inverse of hardware_from_dict, parts resolved)."""
+    data = {"name": hw.name, "description": hw.description, "gpus_per_host": hw.gpus_per_host}
+    for section in SECTIONS:
+        obj = getattr(hw, section)
+        if obj is None:
+            continue
+        table = {}
+        for f in fields(obj):
+            meta = f.metadata
+            if "key" not in meta:
+                continue
+            value = getattr(obj, f.name)
+            if meta["kind"] in (int, float):
+                value = value / meta["scale"] if meta["scale"] != 1 else value
+                value = int(round(value)) if meta["kind"] is int else float(value)
+            elif meta["kind"] is list:
+                value = list(value)
+            table[meta["key"]] = value
+        data[section] = table
+    return data
+
+
 def _with_part(table: dict, where: str) -> dict:
     """Merge a section's named part (hwmodels/parts/<part>.toml) under its own overrides."""
     if not isinstance(table, dict) or "part" not in table:
         return table
-    part = table["part"]
-    part_path = PARTS_DIR / f"{part}.toml"
-    if not isinstance(part, str) or not part_path.is_file():
-        known = ", ".join(sorted(p.stem for p in PARTS_DIR.glob("*.toml")))
-        raise UserError(f"{where}: unknown part {part!r} (known: {known})")
-    merged = load_toml(part_path)
+    merged = load_toml(_part_path(table["part"], where))
     merged.update({k: v for k, v in table.items() if k != "part"})
     return merged
+
+
+def _part_path(part, where: str) -> Path:
+    path = PARTS_DIR / f"{part}.toml"
+    if not isinstance(part, str) or not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PARTS_DIR.glob("*.toml")))
+        raise UserError(f"{where}: unknown part {part!r} (known: {known})")
+    return path
+
+
+def with_cxl_part(hw: Hardware, part: str) -> Hardware:
+    """`hw` with its CXL memory swapped for a part under hwmodels/parts/ (`simulate --cxl`)."""
+    path = _part_path(part, "--cxl")
+    return replace(hw, cxl=build(CXL, load_toml(path), str(path)))

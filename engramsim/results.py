@@ -44,7 +44,7 @@ class RunResult:
                       dram_cache_GiB=placement.dram_cache_bytes / 2**30, baseline_tok_s=baseline_tok_s)
         if raw is None:
             return cls(**common, bound="does not fit: " + "; ".join(plan.problems))
-        s = summarize(raw)
+        s = summarize_run(raw)
         st = raw.stats
         looked_up = st.fetched_rows + st.hit_rows
         replicas = scenario.gpus // scenario.tp
@@ -53,7 +53,7 @@ class RunResult:
                    stall_s=st.stall_s, prefill_stall_s=st.prefill_stall_s, steps=st.steps,
                    preemptions=raw.preemptions,
                    hbm_hit_rate=st.hit_rows / looked_up if looked_up and placement.tier != "hbm" else None,
-                   fetched_rows=st.fetched_rows, resources=resource_table(raw),
+                   fetched_rows=st.fetched_rows, resources=resource_usage(raw),
                    bound=describe_bound(placement.tier, st.stall_s, raw.makespan_s * replicas, raw.limited_s,
                                         scenario.prefetch))
 
@@ -61,7 +61,9 @@ class RunResult:
         return asdict(self)
 
 
-def summarize(raw) -> dict:
+def summarize_run(raw) -> dict:
+    """Throughput (output tokens / makespan, as nano-vLLM's bench.py) and TTFT/TPOT percentiles
+    of a raw run (engramsim.measure.timing.summarize is another thing: timing statistics)."""
     first = np.array([q.first_token_s - q.arrival_s for q in raw.seqs])
     tpot = np.array([(q.finish_s - q.first_token_s) / (q.out - 1) for q in raw.seqs if q.out > 1])
     out = sum(q.out for q in raw.seqs)
@@ -71,7 +73,7 @@ def summarize(raw) -> dict:
                 tpot_p50_s=pct(tpot, 50), tpot_p99_s=pct(tpot, 99))
 
 
-def resource_table(raw) -> dict:
+def resource_usage(raw) -> dict:
     """Per resource kind: what it carried and its mean utilisation over the run."""
     table: dict[str, dict] = {}
     for r in raw.resources:

@@ -86,4 +86,4 @@ def test_cache_sweep_and_cxl_pool_options():
 
 def test_unknown_cxl_part_is_one_line():
     r = cli("simulate", "--cxl", "floppy-pool")
-    assert r.returncode == 2 and "unknown CXL part" in r.stderr
+    assert r.returncode == 2 and "--cxl: unknown part 'floppy-pool'" in r.stderr

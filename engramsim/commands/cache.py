@@ -6,7 +6,7 @@ import json
 import click
 
 from engramsim.cache import POLICIES
-from engramsim.commands.trace import _progress
+from engramsim.commands.common import Progress
 from engramsim.model import load_model
 
 
@@ -40,7 +40,7 @@ def command(model_name, trace_file, texts, tokenizer, layer, policies, lfu_acces
 
     model = load_model(model_name)
     err = Console(stderr=True)
-    with _progress(err, not as_json) as step:
+    with Progress(err, not as_json) as step:
         step("building the address trace")
         trace = trace_for(model, texts, (), tokenizer, trace_file)
         layer = trace.spec.layer_ids[0] if layer is None else layer

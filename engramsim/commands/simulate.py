@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from engramsim.errors import UserError
-from engramsim.hardware import CXL, PARTS_DIR, load_hardware
+from engramsim.hardware import load_hardware, with_cxl_part
 from engramsim.model import load_model
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.tiers import TIERS, Placement
@@ -93,13 +93,7 @@ def _hardware(hw_name: str, profile_path: str | None, cxl_part: str | None):
         hw = hardware_from_profile(profile_path, base=hw_name)
     else:
         hw = load_hardware(hw_name)
-    if cxl_part:
-        from engramsim.presets import build, load_toml
-        path = PARTS_DIR / f"{cxl_part}.toml"
-        if not path.is_file():
-            raise UserError(f"unknown CXL part '{cxl_part}' (see hwmodels/parts/)")
-        hw = replace(hw, cxl=build(CXL, load_toml(path), str(path)))
-    return hw
+    return with_cxl_part(hw, cxl_part) if cxl_part else hw
 
 
 def _row_model(trace_path: str | None, model):

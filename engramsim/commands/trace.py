@@ -5,6 +5,7 @@ import json
 
 import click
 
+from engramsim.commands.common import Progress
 from engramsim.model import load_model
 
 
@@ -39,7 +40,7 @@ def command(model_name, texts, id_files, tokenizer, save, as_json):
 
     model = load_model(model_name)
     err = Console(stderr=True)
-    with _progress(err, not as_json) as step:
+    with Progress(err, not as_json) as step:
         step("tokenizing and hashing")
         trace = trace_for(model, texts, id_files, tokenizer)
         step(f"measuring {trace.n_tokens:,} tokens")
@@ -51,24 +52,3 @@ def command(model_name, texts, id_files, tokenizer, save, as_json):
         click.echo(json.dumps(stats.to_dict(), indent=1))
     else:
         Console().print(stats)
-
-
-class _progress:
-    """A spinner with the current step on stderr (silent for --json)."""
-
-    def __init__(self, console, enabled: bool):
-        self.console, self.enabled, self.status = console, enabled, None
-
-    def __enter__(self):
-        if self.enabled:
-            self.status = self.console.status("")
-            self.status.start()
-        return self.update
-
-    def update(self, message: str) -> None:
-        if self.status:
-            self.status.update(message)
-
-    def __exit__(self, *exc):
-        if self.status:
-            self.status.stop()

@@ -9,7 +9,7 @@ from engramsim.rows import RowModel
 from engramsim.rows.uniform import UniformRows
 from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
-from engramsim.results import RunResult, SimReport, summarize
+from engramsim.results import RunResult, SimReport, summarize_run
 from engramsim.sim.engine import RawRun, ServerSetup, run_server
 from engramsim.sim.tiers import Placement
 from engramsim.workload import Requests, Workload
@@ -56,7 +56,7 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
     if not baseline_plan.fits:
         raise UserError(f"the backbone alone does not fit: {baseline_plan.problems[0]}")
     baseline = _run(scenario, None, baseline_plan, requests)
-    baseline_summary = summarize(baseline)
+    baseline_summary = summarize_run(baseline)
     baseline_tok_s = baseline_summary["throughput_tok_s"]
     runs = []
     for placement in placements:

@@ -1,0 +1,23 @@
+"""Helpers shared by several commands' terminal output."""
+from __future__ import annotations
+
+
+class Progress:
+    """A spinner with the current step on stderr (silent for --json)."""
+
+    def __init__(self, console, enabled: bool):
+        self.console, self.enabled, self.status = console, enabled, None
+
+    def __enter__(self):
+        if self.enabled:
+            self.status = self.console.status("")
+            self.status.start()
+        return self.update
+
+    def update(self, message: str) -> None:
+        if self.status:
+            self.status.update(message)
+
+    def __exit__(self, *exc):
+        if self.status:
+            self.status.stop()
