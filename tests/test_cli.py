@@ -1,3 +1,4 @@
+"""The CLI in-process (tests/clikit.py), plus one subprocess check of the `cli.py` entry point."""
 import json
 import subprocess
 import sys
@@ -5,37 +6,56 @@ from pathlib import Path
 
 import pytest
 
+from engramsim.hardware import load_hardware
+from engramsim.model import load_model
+from tests.clikit import run_cli as cli
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(*args, check=False):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
-
-
 FAST = ["--workload", "fixed", "--max-seqs", "16"]
 
 
-def test_simulate_json_has_the_documented_keys():
+def test_entry_point_help_in_a_fresh_interpreter():
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and "simulate" in r.stdout and "presets" in r.stdout
+
+
+def test_simulate_json_is_consistent():
     r = cli("simulate", "--tier", "dram-copy", "--tier", "hbm", "--json", *FAST)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    run = data["runs"][0]
-    for key in ("tier", "fits", "throughput_tok_s", "baseline_tok_s", "overhead_pct", "ttft_p50_s",
-                "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "stall_s", "resources", "bound"):
-        assert key in run
-    assert data["runs"][1]["fits"] is False and data["runs"][1]["problems"]
+    baseline = data["baseline_tok_s"]
+    assert baseline == data["baseline"]["throughput_tok_s"] > 0
+    assert baseline == pytest.approx(data["baseline"]["output_tokens"] / data["baseline"]["makespan_s"])
+    run, hbm = data["runs"]
+    assert run["tier"] == "dram-copy" and run["fits"] is True and run["baseline_tok_s"] == baseline
+    assert run["throughput_tok_s"] == pytest.approx(run["output_tokens"] / run["makespan_s"])
+    assert run["output_tokens"] == data["baseline"]["output_tokens"]  # same requests, same tokens
+    assert run["overhead_pct"] == pytest.approx(100 * (baseline - run["throughput_tok_s"]) / baseline)
+    assert 0 < run["ttft_p50_s"] <= run["ttft_p99_s"] and 0 < run["tpot_p50_s"] <= run["tpot_p99_s"]
+    assert 0 <= run["prefill_stall_s"] <= run["stall_s"]
+    assert run["resources"]["link"]["unit"] == "GB" and run["resources"]["link"]["moved"] > 0
+    assert all(0 <= res["utilization"] <= 1 for res in run["resources"].values())
+    # The whole table does not fit in one H800's HBM: reported, not simulated.
+    assert hbm["tier"] == "hbm" and hbm["fits"] is False and hbm["problems"]
+    assert hbm["throughput_tok_s"] is None and hbm["bound"].startswith("does not fit")
 
 
 def test_same_seed_gives_byte_identical_json():
     a = cli("simulate", "--tier", "ssd", "--json", "--seed", "7", *FAST)
     b = cli("simulate", "--tier", "ssd", "--json", "--seed", "7", *FAST)
-    assert a.returncode == 0 and a.stdout == b.stdout
+    assert a.returncode == 0 and a.stdout == b.stdout and json.loads(a.stdout)["seed"] == 7
 
 
-def test_simulate_renders_a_table():
+def test_simulate_table_shows_the_runs_figures(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")  # wide enough that no cell folds
+    data = json.loads(cli("simulate", "--tier", "dram-uva", "--json", *FAST).stdout)
     r = cli("simulate", "--tier", "dram-uva", *FAST)
-    assert r.returncode == 0 and "dram-uva" in r.stdout and "baseline" in r.stdout
+    assert r.returncode == 0, r.stderr
+    run = data["runs"][0]
+    assert f"no-Engram baseline: {data['baseline_tok_s']:,.1f} output tok/s" in r.stdout
+    row = next(line for line in r.stdout.splitlines() if line.startswith("│ dram-uva"))
+    assert f"{run['throughput_tok_s']:,.1f}" in row and f"{run['overhead_pct']:+.2f}%" in row
 
 
 @pytest.mark.parametrize("args, message", [
@@ -48,30 +68,34 @@ def test_simulate_renders_a_table():
     (["simulate", "--hw", "missing/file.toml"], "not found"),
     (["simulate", "--tier", "floppy"], "floppy"),
 ])
-def test_bad_input_is_one_line_and_nonzero(args, message):
+def test_bad_input_is_one_line_and_exit_2(args, message):
     r = cli(*args)
-    assert r.returncode != 0
-    assert message in r.stderr
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 3
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_malformed_toml_path_is_one_line(tmp_path):
     bad = tmp_path / "x.toml"
     bad.write_text("[gpu\n")
     r = cli("simulate", "--hw", str(bad))
-    assert r.returncode == 2 and "malformed TOML" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "malformed TOML" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_presets_json_lists_all_kinds():
+def test_presets_json_gives_each_presets_numbers():
     r = cli("presets", "--json")
     data = json.loads(r.stdout)
-    assert {h["name"] for h in data["hardware"]} >= {"h800", "gh200"}
-    assert any(m["name"] == "deepseek-v4.1-flash" for m in data["models"])
-
-
-def test_help_lists_commands():
-    r = cli("--help")
-    assert r.returncode == 0 and "simulate" in r.stdout and "presets" in r.stdout
+    hw = {h["name"]: h for h in data["hardware"]}
+    assert set(hw) >= {"h800", "gh200"}
+    h800 = load_hardware("h800")
+    assert hw["h800"]["h2d_GBps"] == pytest.approx(h800.link.h2d_Bps / 1e9)
+    assert hw["h800"]["hbm_GiB"] == pytest.approx(h800.gpu.hbm_bytes / 2**30)
+    assert hw["h800"]["gpus_per_host"] == h800.gpus_per_host
+    models = {m["name"]: m for m in data["models"]}
+    flash = load_model("deepseek-v4.1-flash").engram
+    assert models["deepseek-v4.1-flash"]["table_GB"] == pytest.approx(flash.table_bytes / 1e9)
+    assert models["deepseek-v4.1-flash"]["engram_layers"] == list(flash.layer_ids)
+    assert models["deepseek-v4.1-flash"]["row_bytes"] == flash.row_bytes
 
 
 def test_cache_sweep_and_cxl_pool_options():
@@ -81,6 +105,10 @@ def test_cache_sweep_and_cxl_pool_options():
     runs = json.loads(r.stdout)["runs"]
     assert [run["hbm_cache_GiB"] for run in runs] == [0.0, 10.0]
     assert runs[1]["hbm_hit_rate"] > 0 and runs[1]["kv_tokens_per_replica"] < runs[0]["kv_tokens_per_replica"]
+    assert runs[0]["hbm_hit_rate"] == 0.0
+    # The cache serves its hits in HBM: the link carries only the misses.
+    moved = [run["resources"]["link"]["moved"] for run in runs]
+    assert moved[1] < moved[0]
     assert "switch" in runs[0]["resources"]
 
 

@@ -4,6 +4,8 @@ The pin is not a target: it is what the model predicts today (README, "Check aga
 paper"). A change that moves these numbers on purpose (a new mechanism, a refit with
 `engramsim paper --fit`) updates PINNED here and the README's Table 4 in the same commit.
 """
+import json
+
 import pytest
 
 from engramsim.papercheck import FIT_MODEL, PAPER, paper_rows
@@ -51,3 +53,14 @@ def test_the_fit_model_matches_the_paper_and_the_check_model_stays_close(rows):
             assert abs(r.baseline_error_pct) < 0.01 and abs(r.overhead_error_pp) < 0.005
         else:
             assert abs(r.baseline_error_pct) < 1.0 and abs(r.overhead_error_pp) < 1.0
+
+
+def test_paper_json_reports_the_same_rows(rows):
+    from tests.clikit import run_cli
+    r = run_cli("paper", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [(o["model"], o["tier"]) for o in out] == [(x.model, x.tier) for x in rows]
+    for o, x in zip(out, rows):
+        assert o["predicted_tok_s"] == x.predicted_tok_s and o["predicted_overhead_pct"] == x.predicted_overhead_pct
+        assert o["overhead_error_pp"] == pytest.approx(x.overhead_error_pp)

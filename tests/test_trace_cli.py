@@ -1,19 +1,12 @@
 """`engramsim trace` and `engramsim cache` end to end, on small text files."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.clikit import run_cli as run
+
 TEXT = ("Engram adds conditional memory to a transformer. At a few layers every token looks up rows "
         "of huge hashed n-gram tables and fuses them into the hidden state through a gate. ") * 40
-
-
-def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +37,21 @@ def test_trace_json(saved_trace):
     assert layer["reuse_fraction"] > 0.5
 
 
-def test_trace_table(text_files):
-    r = run("trace", "--text", str(text_files[0]))
+def test_trace_table_shows_the_measured_figures(text_files, saved_trace, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    _, stats = saved_trace
+    r = run("trace", "--text", str(text_files[0]), "--text", str(text_files[1]))
     assert r.returncode == 0, r.stderr
-    assert "distinct rows per step" in r.stdout and "layer 15" in r.stdout
+    for key, layer in stats["layers"].items():
+        assert f"layer {key}: {layer['rows_in_table']:,} rows" in r.stdout
+        assert f"{layer['n_accesses']:,} / {layer['n_distinct']:,}" in r.stdout
+        one_token = next(line for line in r.stdout.splitlines()
+                         if line.startswith("│ 1 ") and f"{layer['unique_decode'][0]:,.0f}" in line)
+        assert f"{layer['unique_decode'][0]:.2f}" in one_token  # rows per token at batch 1
 
 
 def test_cache_from_saved_trace(saved_trace, tmp_path):
-    path, _ = saved_trace
+    path, stats = saved_trace
     png = tmp_path / "c.png"
     r = run("cache", "--trace", str(path), "--policy", "lru", "--policy", "static-topk", "--json", "--plot", str(png))
     assert r.returncode == 0, r.stderr
@@ -59,6 +59,12 @@ def test_cache_from_saved_trace(saved_trace, tmp_path):
     lru = out["hit_rate"]["lru"]
     assert lru == sorted(lru) and lru[0] == 0 and 0 < lru[-1] <= 1
     assert set(out["hit_rate"]) == {"lru", "static-topk"}
+    # LRU replays every access of the first Engram layer; once every distinct row fits, each
+    # re-read hits, so its top hit rate is the trace's re-read fraction.
+    layer = stats["layers"]["2"]
+    assert out["layer_id"] == 2 and out["accesses"]["lru"] == layer["n_accesses"]
+    assert out["capacities_rows"][-1] >= layer["n_distinct"]
+    assert lru[-1] == pytest.approx(layer["reuse_fraction"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
