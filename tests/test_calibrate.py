@@ -169,7 +169,10 @@ def test_cli_calibrate_writes_a_loadable_model(tmp_path, capsys):
         main(["calibrate", str(profile_path), "--base", "h100", "--table-GiB", "100"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and "extrapolated" in out
-    assert load_hardware(tmp_path / "lab.toml").host.cpu_cores == 16
+    written = load_hardware(tmp_path / "lab.toml")
+    assert written.host.cpu_cores == 16
+    # The file holds exactly the model the library calibrates (figures, not just keys).
+    assert written == hardware_from_profile(profile_path, base="h100", table_GiB=100)
 
 
 @pytest.mark.parametrize("argv_tail, message", [([], "not valid JSON"), (["--base", "nope"], "unknown hardware preset"),

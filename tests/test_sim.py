@@ -96,10 +96,20 @@ def test_tensor_parallel_splits_the_fetch_across_links():
 
 
 def test_every_tier_runs_and_reports_bytes_where_they_flow():
-    runs = {r.tier: r for r in simulate(scenario(), [Placement(t) for t in TIERS]).runs}
+    sc = scenario()
+    runs = {r.tier: r for r in simulate(sc, [Placement(t) for t in TIERS]).runs}
     assert "link" in runs["dram-copy"].resources and "cpu" in runs["dram-copy"].resources
     assert "cxl" in runs["cxl-uva"].resources and "dram" not in runs["cxl-uva"].resources
-    assert "ssd_iops" in runs["ssd"].resources
+    # What each resource carried follows from the rows fetched (one GPU, no cache):
+    row_bytes, ssd = sc.model.engram.row_bytes, sc.hw.ssd
+    rows = runs["cxl-uva"].fetched_rows
+    assert rows > 0
+    assert runs["cxl-uva"].resources["cxl"]["moved"] == pytest.approx(
+        rows * row_bytes * costs.lines_per_row_bytes(row_bytes) / 1e9)  # whole cache lines, GB
+    rows = runs["ssd"].fetched_rows
+    assert runs["ssd"].resources["ssd_iops"]["moved"] == pytest.approx(rows / 1e6)  # one page read per row, Mops
+    assert runs["ssd"].resources["ssd_bw"]["moved"] == pytest.approx(rows * ssd.page_bytes / 1e9)
+    assert runs["ssd"].resources["link"]["moved"] == pytest.approx(rows * row_bytes / 1e9)
 
 
 def test_ssd_page_cache_hits_reduce_ssd_reads():

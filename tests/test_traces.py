@@ -98,7 +98,9 @@ def test_save_load_roundtrip(trace_and_stats, tmp_path):
     np.testing.assert_array_equal(back.layers[3].hit_step, st.layers[3].hit_step)
     again = load_trace(path, SPEC)
     np.testing.assert_array_equal(again.rows(1), tr.rows(1))
-    json.dumps(st.to_dict())  # --json must be serializable
+    # Every statistic survives the file, and --json prints the same figures before and after.
+    assert json.dumps(back.to_dict(), sort_keys=True) == json.dumps(st.to_dict(), sort_keys=True)
+    assert back.to_dict()["layers"]["1"]["unique_decode"] == st.layers[1].unique_decode.tolist()
 
 
 def test_trace_for_another_model_is_rejected(trace_and_stats, tmp_path):
