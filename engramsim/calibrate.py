@@ -280,7 +280,7 @@ def _calibrate_gpu(cal: Calibration, profile: Profile, base_hw: Hardware, table_
         cal.notes.append("no GPU in the profile: [gpu] and [link] are the base preset's")
         return
     cal.set("gpu.name", profile.gpu["name"], "measured: torch/NVML")
-    cal.set("gpu.hbm_GiB", round(profile.gpu["memory_bytes"] / GiB, 3), "measured: torch/NVML")
+    cal.set("gpu.hbm_MiB", round(profile.gpu["memory_bytes"] / 2**20), "measured: torch/NVML total memory")
     one = _main_gather_rows(profile, "hbm_gather")
     if one:
         curve = fit_gather_curve(one)

@@ -1,72 +1,181 @@
-"""Does it fit? HBM holds weights, activations, the KV cache and any HBM-resident Engram rows;
-host DRAM, CXL or SSD hold the table otherwise. Moving the table off the GPU frees HBM for the
-KV cache, which is how offloading can *raise* throughput."""
+"""Does it fit? The per-rank HBM plan an engine computes at startup: weights, the Engram table
+shard or hot-row cache, the reserves beside them (activation peak of the profiling run,
+CUDA-graph pool, non-torch allocations, sparse-attention indexer buffer, Engram staging) and
+the KV cache from what is left. Moving the table off the GPU frees HBM for the KV cache, which
+is how offloading can *raise* throughput. Host copies of an off-GPU table decide host DRAM."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from engramsim.engine import EngineSpec
+from engramsim.errors import UserError
 from engramsim.hardware import Hardware
-from engramsim.model import ModelSpec
-from engramsim.workload import Workload
+from engramsim.model import EngramSpec, ModelSpec
 
 GiB = 2.0**30
+MiB = 2.0**20
+ACT_BYTES = 2      # bf16 activations
+LOGIT_BYTES = 4    # fp32 logits of the sampler
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """One replica spans `tp` ranks; `dp` replicas; routed experts divided across `ep` ranks."""
+    tp: int = 1
+    dp: int = 1
+    ep: int = 1
+
+    @property
+    def ranks(self) -> int:
+        return self.tp * self.dp
+
+
+def check_parallel(model: ModelSpec, par: Parallel, gpus: int) -> None:
+    """One clear error for a layout the model or the machine cannot take."""
+    bb = model.backbone
+    if min(par.tp, par.dp, par.ep) < 1:
+        raise UserError("--tp, --dp and --ep must be at least 1")
+    if par.ranks > gpus:
+        raise UserError(f"DP x TP = {par.dp} x {par.tp} = {par.ranks} ranks exceed the {gpus} GPUs")
+    if bb.n_heads % par.tp:
+        raise UserError(f"TP {par.tp} does not divide the model's {bb.n_heads} attention heads")
+    if bb.n_kv_heads > 1 and bb.n_kv_heads % par.tp and par.tp % bb.n_kv_heads:
+        raise UserError(f"TP {par.tp} and the model's {bb.n_kv_heads} KV heads must divide one another")
+    if par.ep > 1:
+        if not bb.is_moe:
+            raise UserError(f"EP {par.ep} needs a mixture-of-experts model; {model.name} has no routed experts")
+        if par.ep > bb.n_routed_experts:
+            raise UserError(f"EP {par.ep} exceeds the model's {bb.n_routed_experts} routed experts")
+        if bb.n_routed_experts % par.ep:
+            raise UserError(f"EP {par.ep} does not divide the model's {bb.n_routed_experts} routed experts")
+        if par.ranks % par.ep:
+            raise UserError(f"EP {par.ep} does not divide the DP x TP = {par.ranks} ranks")
+    elif bb.is_moe and bb.moe_intermediate_size % par.tp:
+        raise UserError(f"TP {par.tp} does not divide the expert width {bb.moe_intermediate_size} "
+                        "(use --ep to divide whole experts instead)")
+
+
+def activation_bytes(model: ModelSpec, engine: EngineSpec, tp: int) -> float:
+    """Peak activations of the profiling run at max_num_batched_tokens plus the sampler's
+    logits for max_num_seqs rows (coefficients: the engine preset)."""
+    bb = model.backbone
+    mlp = max(bb.intermediate_size, bb.moe_intermediate_size * max(1, bb.n_active_experts))
+    per_token = (engine.act_hidden_copies * bb.hc_mult * bb.hidden_size + engine.act_mlp_copies * mlp / tp) * ACT_BYTES
+    logits = engine.max_num_seqs * bb.vocab_size * LOGIT_BYTES / tp
+    return engine.max_num_batched_tokens * per_token + logits
+
+
+def indexer_bytes(model: ModelSpec, engine: EngineSpec, max_model_len: int) -> float:
+    """The lightning indexer's logits buffer [max_num_batched_tokens, max_model_len], whole on
+    every rank, when the engine's profiling run reserves it."""
+    if not (model.kv and model.kv.has_indexer and engine.reserves_indexer_logits):
+        return 0.0
+    return engine.max_num_batched_tokens * max_model_len * model.kv.index_logit_bytes
+
+
+def staging_bytes(spec: EngramSpec | None, engine: EngineSpec) -> float:
+    """Device buffers that receive one step's Engram rows for every Engram layer."""
+    if spec is None:
+        return 0.0
+    rows = engine.max_num_batched_tokens * spec.heads_per_layer * len(spec.layer_ids)
+    return engine.engram_staging_buffers * rows * spec.row_bytes
+
+
+def table_shard(spec: EngramSpec, tp: int) -> tuple[float, str]:
+    """Bytes of the Engram tables one TP rank holds, and how they are split.
+
+    By head: each layer has (orders x heads) separate tables; rank r holds tables r, r+tp, ...
+    (the largest share counts). Row-wise when ranks outnumber tables or do not divide them."""
+    tables = [v for v in spec.engram_vocab_size for _ in range(spec.n_head_per_ngram)]
+    scale = spec.table_bytes / (sum(tables) * len(spec.layer_ids) * spec.row_bytes)
+    if tp <= len(tables) and len(tables) % tp == 0:
+        largest = max(sum(tables[r::tp]) for r in range(tp))
+        return largest * len(spec.layer_ids) * spec.row_bytes * scale, "head"
+    return math.ceil(spec.table_bytes / tp), "row"
+
+
+def host_copies_per_node(hw: Hardware, engine: EngineSpec, par: Parallel) -> int:
+    """Copies of an off-GPU table in one node's memory (the engines' shared-memory options)."""
+    if engine.host_copies == "per-node":
+        return 1
+    if engine.host_copies == "per-numa":
+        return hw.host.numa_nodes
+    ranks_on_node = min(hw.gpus_per_host, par.ranks)
+    return max(1, ranks_on_node // par.tp)
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
+    tier: str
     fits: bool
-    kv_tokens_per_replica: int
-    kv_blocks_per_replica: int
-    hbm_GiB: dict = field(default_factory=dict)   # per GPU: usable, weights, table, cache, activations, kv
+    usable_GiB: float
+    per_rank_GiB: dict
+    kv_tokens_per_rank: int
+    kv_blocks_per_rank: int
+    max_concurrency: int
+    context_tokens: int
+    host_GiB_per_node: float
+    table_split: str = ""
     problems: tuple[str, ...] = ()
 
-
-def activation_bytes(model: ModelSpec, workload: Workload, tp: int) -> float:
-    """Peak activations of the largest prefill plus the logits of a full decode batch, which
-    nano-vLLM reserves by a warm-up pass (estimate: hidden + 2 x MLP width per token, bf16)."""
-    bb, eng = model.backbone, workload.engine
-    mlp = max(bb.intermediate_size, bb.moe_intermediate_size * max(1, bb.n_active_experts))
-    per_token = (4 * bb.hidden_size + 2 * mlp) * 2 / tp
-    logits = eng.max_num_seqs * bb.vocab_size * 4 / tp
-    return eng.max_num_batched_tokens * per_token + logits
+    def to_dict(self) -> dict:
+        return {"tier": self.tier, "fits": self.fits, "usable_GiB": self.usable_GiB,
+                "per_rank_GiB": dict(self.per_rank_GiB), "kv_tokens_per_rank": self.kv_tokens_per_rank,
+                "max_concurrency": self.max_concurrency, "context_tokens": self.context_tokens,
+                "host_GiB_per_node": self.host_GiB_per_node, "table_split": self.table_split,
+                "problems": list(self.problems)}
 
 
-def kv_bytes_per_token_per_gpu(model: ModelSpec, tp: int) -> float:
-    bb = model.backbone
-    # GQA shards KV heads across ranks; an MLA latent is replicated on every rank.
-    shards = 1 if bb.kv_lora_rank else min(tp, bb.n_kv_heads)
-    return bb.kv_bytes_per_token / shards
-
-
-def plan_memory(hw: Hardware, model: ModelSpec, workload: Workload, tp: int,
-                tier_memory: str | None, hbm_cache_bytes: float, dram_cache_bytes: float = 0.0) -> MemoryPlan:
-    """`tier_memory` is where the table lives (hbm, dram, cxl, ssd), or None for no Engram."""
-    problems = []
-    usable = hw.gpu.hbm_bytes * hw.gpu.memory_utilization
-    weights = model.backbone.weight_bytes / tp
-    table = model.engram.table_bytes if model.engram and tier_memory else 0.0
-    on_gpu_table = table / tp if tier_memory == "hbm" else 0.0
-    cache = hbm_cache_bytes if tier_memory and tier_memory != "hbm" else 0.0
-    acts = activation_bytes(model, workload, tp)
-    kv_free = usable - weights - on_gpu_table - cache - acts
-    per_token = kv_bytes_per_token_per_gpu(model, tp)
-    block = workload.engine.kv_block_tokens
-    blocks = max(0, int(kv_free // (per_token * block)))
+def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Parallel, tier_memory: str | None,
+                hbm_cache_bytes: float = 0.0, dram_cache_bytes: float = 0.0, context_tokens: int = 0,
+                max_model_len: int = 0) -> MemoryPlan:
+    """`tier_memory` is where the table lives (hbm, dram, cxl, ssd), or None for no Engram.
+    `context_tokens`: the sequence length concurrency is counted at; `max_model_len`: the
+    server's limit (default: the model's, else the context)."""
+    max_model_len = max_model_len or model.backbone.max_model_len or context_tokens
+    spec = model.engram if tier_memory else None
+    table, split = table_shard(spec, par.tp) if spec and tier_memory == "hbm" else (0.0, "")
+    reserves = {
+        "weights": model.weight_bytes_per_rank(par.tp, par.ep),
+        "engram_table": table,
+        "hot_cache": hbm_cache_bytes if spec and tier_memory != "hbm" else 0.0,
+        "activations": activation_bytes(model, engine, par.tp),
+        "cuda_graphs": engine.max_capture_size * engine.cuda_graph_MiB_per_token * MiB,
+        "non_torch": engine.non_torch_GiB * GiB,
+        "indexer": indexer_bytes(model, engine, max_model_len),
+        "engram_staging": staging_bytes(spec, engine),
+    }
+    usable = hw.gpu.hbm_bytes * engine.memory_utilization
+    kv = usable - sum(reserves.values())
+    per_token = model.kv_bytes_per_token_per_rank(par.tp)
+    block = engine.block_size_tokens
+    blocks = max(0, int(kv // (per_token * block)))
     kv_tokens = blocks * block
-    if kv_tokens < workload.max_seq_len:
-        problems.append(f"HBM: {usable / GiB:.1f} GiB usable per GPU - weights {weights / GiB:.1f} - "
-                        f"table {on_gpu_table / GiB:.1f} - cache {cache / GiB:.1f} - activations {acts / GiB:.1f} "
-                        f"leaves KV for {kv_tokens} tokens < one {workload.max_seq_len}-token sequence")
-    problems += _table_capacity_problems(hw, table, tier_memory)
-    if dram_cache_bytes > hw.host.dram_bytes:
-        problems.append(f"DRAM: hot-row cache {dram_cache_bytes / GiB:.1f} GiB > {hw.host.dram_bytes / GiB:.1f} GiB of DRAM")
-    hbm = {"usable": usable / GiB, "weights": weights / GiB, "table": on_gpu_table / GiB,
-           "cache": cache / GiB, "activations": acts / GiB, "kv": max(kv_free, 0) / GiB}
-    return MemoryPlan(not problems, kv_tokens, blocks, hbm, tuple(problems))
+    per_seq = context_tokens * per_token + model.kv_bytes_per_seq_per_rank()
+    concurrency = max(0, int(kv // per_seq)) if context_tokens else 0
+    copies = host_copies_per_node(hw, engine, par)
+    host = spec.table_bytes * copies if spec and tier_memory == "dram" else 0.0
+    problems = _hbm_problems(usable, reserves, kv, kv_tokens, context_tokens)
+    problems += _table_capacity_problems(hw, spec.table_bytes * copies if spec else 0.0, tier_memory)
+    if dram_cache_bytes + host > hw.host.dram_bytes:
+        problems.append(f"DRAM: {(dram_cache_bytes + host) / GiB:.1f} GiB of tables and caches per node > "
+                        f"{hw.host.dram_bytes / GiB:.1f} GiB of DRAM")
+    per_rank = {k: v / GiB for k, v in reserves.items()} | {"kv": max(kv, 0.0) / GiB}
+    return MemoryPlan(tier_memory or "none", not problems, usable / GiB, per_rank, kv_tokens, blocks,
+                      concurrency, context_tokens, host / GiB, split, tuple(problems))
+
+
+def _hbm_problems(usable: float, reserves: dict, kv: float, kv_tokens: int, context_tokens: int) -> list[str]:
+    if kv_tokens >= max(context_tokens, 1):
+        return []
+    parts = " - ".join(f"{k} {v / GiB:.1f}" for k, v in reserves.items() if v)
+    return [f"HBM: {usable / GiB:.1f} GiB usable per rank - {parts} leaves {kv / GiB:.1f} GiB: KV for "
+            f"{kv_tokens} tokens < one {context_tokens}-token sequence"]
 
 
 def _table_capacity_problems(hw: Hardware, table: float, tier_memory: str | None) -> list[str]:
-    if not table or tier_memory in (None, "hbm"):
+    if not table or tier_memory in (None, "hbm", "dram"):  # dram: checked with the DRAM caches
         return []
     capacity = {"dram": hw.host.dram_bytes,
                 "cxl": hw.cxl.devices * hw.cxl.device_bytes if hw.cxl else 0.0,
@@ -74,5 +183,5 @@ def _table_capacity_problems(hw: Hardware, table: float, tier_memory: str | None
     if capacity == 0:
         return [f"{tier_memory.upper()}: this hardware has no {tier_memory} tier"]
     if table > capacity:
-        return [f"{tier_memory.upper()}: table {table / GiB:.1f} GiB > {capacity / GiB:.1f} GiB of {tier_memory}"]
+        return [f"{tier_memory.upper()}: table copies {table / GiB:.1f} GiB > {capacity / GiB:.1f} GiB of {tier_memory}"]
     return []

@@ -68,26 +68,31 @@ class StepCompute:
         return dense * self.dense_layer_s + (stop - start - dense) * self.moe_layer_s
 
 
-def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int) -> StepCompute:
+def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int,
+                 kv_layer_bytes_per_rank: float | None = None) -> StepCompute:
+    """`kv_layer_bytes_per_rank`: one token's KV at one layer as one rank stores and reads it
+    (default: the backbone's uniform layout; a shared KV head or MLA latent is read whole on
+    every rank, never divided by TP)."""
     wb = bb.weight_bytes_per_param
-    kv_layer = bb.kv_bytes_per_token_per_layer
+    if kv_layer_bytes_per_rank is None:
+        kv_layer_bytes_per_rank = bb.kv_bytes_per_token_per_layer / bb.kv_shards(tp)
     attn_flops = 4.0 * bb.n_heads * bb.attn_dim * shape.attn_pairs
-    kv_bytes = (shape.kv_read_tokens + shape.tokens) * kv_layer
+    kv_bytes_per_rank = (shape.kv_read_tokens + shape.tokens) * kv_layer_bytes_per_rank
 
     comm = 2 * allreduce_s(gpu, shape.tokens * bb.hidden_size * 2, tp)  # after attention and MLP
 
-    def layer_s(mlp_active_params: float, mlp_read_params: float) -> float:
+    def layer_s(mlp_active_params: float, mlp_read_bytes: float) -> float:
         flops = 2.0 * shape.tokens * (bb.attn_params + mlp_active_params) + attn_flops
-        hbm = (bb.attn_params + mlp_read_params) * wb + kv_bytes
-        return gpu.layer_overhead_s + roofline_s(gpu, flops / tp, hbm / tp) + comm
+        weights = bb.attn_params * wb + mlp_read_bytes
+        return gpu.layer_overhead_s + roofline_s(gpu, flops / tp, weights / tp + kv_bytes_per_rank) + comm
 
-    dense = layer_s(bb.dense_mlp_params, bb.dense_mlp_params) if bb.n_dense_layers else 0.0
+    dense = layer_s(bb.dense_mlp_params, bb.dense_mlp_params * wb) if bb.n_dense_layers else 0.0
     moe = 0.0
     if bb.is_moe:
         shared = bb.n_shared_experts * bb.expert_params
         active = shared + bb.n_active_experts * bb.expert_params
-        touched = shared + experts_touched(bb.n_routed_experts, bb.n_active_experts, shape.tokens) * bb.expert_params
-        moe = layer_s(active, touched)
+        touched = experts_touched(bb.n_routed_experts, bb.n_active_experts, shape.tokens) * bb.expert_params
+        moe = layer_s(active, shared * wb + touched * bb.expert_bytes_per_param)
     # The LM head runs only on the last position of each sequence.
     head = roofline_s(gpu, 2.0 * shape.seqs * bb.hidden_size * bb.vocab_size / tp,
                       bb.hidden_size * bb.vocab_size * wb / tp)

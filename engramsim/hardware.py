@@ -13,7 +13,7 @@ from pathlib import Path
 from engramsim.errors import UserError
 from engramsim.presets import PRESET_DIRS, build, load_toml, resolve, spec
 
-GB, GiB, US, NS = 1e9, 2.0**30, 1e-6, 1e-9
+GB, GiB, MiB, US, NS = 1e9, 2.0**30, 2.0**20, 1e-6, 1e-9
 PARTS_DIR = PRESET_DIRS["hardware"] / "parts"
 
 
@@ -21,15 +21,15 @@ PARTS_DIR = PRESET_DIRS["hardware"] / "parts"
 class GPU:
     name: str = spec("name", kind=str)
     bf16_flops: float = spec("bf16_dense_tflops", scale=1e12)
-    hbm_bytes: float = spec("hbm_GiB", scale=GiB)
+    # Device memory as the device reports it (nvidia-smi / NVML memory.total, rocm-smi VRAM
+    # total), in MiB: marketed "GB" figures are neither MiB nor GiB.
+    hbm_bytes: float = spec("hbm_MiB", scale=MiB)
     hbm_bw_Bps: float = spec("hbm_bw_GBps", scale=GB)
     # Fractions of peak that real kernels reach (documented per preset).
     matmul_efficiency: float = spec("matmul_efficiency", hi=1.0)
     hbm_efficiency: float = spec("hbm_efficiency", hi=1.0)
     # Random-row gathers move whole 32-byte sectors and reach a lower fraction of HBM bandwidth.
     gather_efficiency: float = spec("gather_efficiency", hi=1.0)
-    # Share of HBM the engine may use (vLLM/nano-vLLM gpu_memory_utilization).
-    memory_utilization: float = spec("memory_utilization", hi=1.0, default=0.9)
     # Fixed cost of one engine step: scheduling, sampling, launches (CUDA-graph replay).
     step_overhead_s: float = spec("step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, lo=0, lo_open=False, default=5.0)
@@ -88,6 +88,8 @@ class Host:
     hash_s_per_token: float = spec("hash_ns_per_token", scale=NS)
     # Fixed cost of one hash call (one Engram layer): array setup and per-head loop overhead.
     hash_call_s: float = spec("hash_call_us", scale=US, lo=0, lo_open=False, default=0.0)
+    # NUMA nodes of one host (sockets, or Grace CPUs): a per-NUMA table copy is this many copies.
+    numa_nodes: int = spec("numa_nodes", kind=int, default=1)
 
 
 @dataclass(frozen=True)

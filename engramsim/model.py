@@ -13,13 +13,42 @@ from pathlib import Path
 from engramsim.errors import UserError
 from engramsim.presets import build, load_toml, resolve, spec
 
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
+
+@dataclass(frozen=True)
+class DType:
+    """A storage format: bits per value plus `scale_bytes` of block scale per `block_values`."""
+    bits: int
+    block_values: int = 1
+    scale_bytes: float = 0.0
+
+    @property
+    def bytes_per_value(self) -> float:
+        return self.bits / 8 + self.scale_bytes / self.block_values
 
 
-def _dtype_bytes(dtype: str, where: str) -> int:
-    if dtype not in DTYPE_BYTES:
-        raise UserError(f"{where}: unknown dtype '{dtype}' (allowed: {', '.join(DTYPE_BYTES)})")
-    return DTYPE_BYTES[dtype]
+# Block scales as the formats define them:
+# - fp8-b32: 32x32 weight blocks with one ue8m0 byte (DeepSeek-V4.1-Flash quantization_config:
+#   weight_block_size [32, 32], scale_fmt ue8m0).
+# - fp8-b128: 128x128 blocks with an fp32 scale (DeepSeek-V3 checkpoints).
+# - fp4 / mxfp4: OCP Microscaling MXFP4, E2M1 values in blocks of 32 with one E8M0 byte (the
+#   DeepSeek-V4 "fp4" experts are MXFP4: vLLM's MXFP4 path loads them).
+# - nvfp4: E2M1 in blocks of 16 with one E4M3 byte (NVIDIA NVFP4; the per-tensor fp32 is negligible).
+# - int4 / int2: group-wise integer quantization with a bf16 scale per 128 values (AWQ/GPTQ's
+#   default group size 128; int2 assumed to use the same grouping).
+DTYPES = {
+    "fp32": DType(32), "bf16": DType(16), "fp16": DType(16), "fp8": DType(8),
+    "fp8-b32": DType(8, 32 * 32, 1), "fp8-b128": DType(8, 128 * 128, 4),
+    "fp4": DType(4, 32, 1), "mxfp4": DType(4, 32, 1), "nvfp4": DType(4, 16, 1),
+    "int4": DType(4, 128, 2), "int2": DType(2, 128, 2),
+}
+# Kept for callers that need whole bytes of an unscaled format.
+DTYPE_BYTES = {name: d.bits // 8 for name, d in DTYPES.items() if d.bits >= 8}
+
+
+def _dtype_bytes(dtype: str, where: str) -> float:
+    if dtype not in DTYPES:
+        raise UserError(f"{where}: unknown dtype '{dtype}' (allowed: {', '.join(DTYPES)})")
+    return DTYPES[dtype].bytes_per_value
 
 
 @dataclass(frozen=True)
@@ -39,9 +68,12 @@ class EngramSpec:
     # Bytes of one fetched row. 0 derives it: n_embed_per_ngram / n_head_per_ngram values of
     # `dtype`. fp8 tables carry block scales, so their presets give it explicitly.
     row_bytes: int = spec("row_bytes", lo=0, lo_open=False, kind=int, default=0)
+    # Rows of each Engram layer's tables as the checkpoint declares them (config.json
+    # `engram_num_embeddings`: the sum of the heads' prime sizes). Empty: vocab sizes x heads.
+    num_embeddings: tuple[int, ...] = spec("num_embeddings", kind=list, default=())
 
     def __post_init__(self):
-        for name in ("layer_ids", "engram_vocab_size"):
+        for name in ("layer_ids", "engram_vocab_size", "num_embeddings"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         where = "EngramSpec"
         if not self.layer_ids or min(self.layer_ids) < 0 or len(set(self.layer_ids)) != len(self.layer_ids):
@@ -55,9 +87,14 @@ class EngramSpec:
             raise UserError(f"{where}: compressed_pad_id must be below compressed_vocab_size")
         if self.n_embed_per_ngram % self.n_head_per_ngram:
             raise UserError(f"{where}: n_embed_per_ngram must be a multiple of n_head_per_ngram")
+        if self.num_embeddings and len(self.num_embeddings) != len(self.layer_ids):
+            raise UserError(f"{where}: num_embeddings needs one entry per Engram layer ({len(self.layer_ids)})")
+        values_bytes = self.n_embed_per_ngram // self.n_head_per_ngram * _dtype_bytes(self.dtype, where)
         if self.row_bytes == 0:
-            derived = self.n_embed_per_ngram // self.n_head_per_ngram * _dtype_bytes(self.dtype, where)
-            object.__setattr__(self, "row_bytes", derived)
+            object.__setattr__(self, "row_bytes", int(values_bytes))
+        elif self.row_bytes < values_bytes:
+            raise UserError(f"{where}: row_bytes {self.row_bytes} cannot hold {self.n_embed_per_ngram // self.n_head_per_ngram} "
+                            f"{self.dtype} values ({values_bytes:g} bytes)")
 
     @property
     def orders(self) -> range:
@@ -75,7 +112,10 @@ class EngramSpec:
 
     @property
     def rows_per_layer(self) -> int:
-        """Rows of one layer's tables (each head's prime size is just above its vocab size)."""
+        """Rows of one layer's tables (each head's prime size is just above its vocab size);
+        the mean over layers when the checkpoint gives each layer's count."""
+        if self.num_embeddings:
+            return round(sum(self.num_embeddings) / len(self.num_embeddings))
         return sum(v * self.n_head_per_ngram for v in self.engram_vocab_size)
 
     @property
@@ -84,7 +124,14 @@ class EngramSpec:
 
     @property
     def table_bytes(self) -> int:
-        return self.table_bytes_per_layer * len(self.layer_ids)
+        rows = sum(self.num_embeddings) if self.num_embeddings else self.rows_per_layer * len(self.layer_ids)
+        return rows * self.row_bytes
+
+    def module_params(self, hidden_size: int, hc_mult: int) -> int:
+        """Weights of the Engram fusion at one layer (deepseek-ai/Engram `Engram.__init__`): one
+        value and `hc_mult` key projections of the memory vector to the hidden size, plus the
+        depthwise convolution over hc_mult x hidden channels."""
+        return (1 + hc_mult) * self.memory_dim * hidden_size + self.kernel_size * hc_mult * hidden_size
 
 
 @dataclass(frozen=True)
@@ -114,11 +161,26 @@ class Backbone:
     # Hyper-connection branches (deepseek-ai/Engram BackBoneConfig.hc_mult; 1 = none). The
     # Engram fusion has one key projection, norm pair and conv group per branch.
     hc_mult: int = spec("hc_mult", kind=int, default=1)
+    # Storage of the routed experts and of the embeddings / LM head ("" = `dtype`).
+    expert_dtype: str = spec("expert_dtype", kind=str, default="")
+    embed_dtype: str = spec("embed_dtype", kind=str, default="")
+    # Multi-token-prediction / draft layers shipped with the model: attention plus a MoE with
+    # `mtp_routed_experts` experts (0 = n_routed_experts), or a dense MLP for dense models.
+    n_mtp_layers: int = spec("n_mtp_layers", lo=0, lo_open=False, kind=int, default=0)
+    mtp_routed_experts: int = spec("mtp_routed_experts", lo=0, lo_open=False, kind=int, default=0)
+    # Small weights of every layer not counted above (router gate, hyper-connection mixers,
+    # KV compressors, sparse-attention indexers), averaged over layers, stored as `dtype`.
+    extra_params_per_layer: int = spec("extra_params_per_layer", lo=0, lo_open=False, kind=int, default=0)
+    # Does the engine shard non-expert weights (attention, shared experts, embeddings) across
+    # tensor-parallel ranks? False: every rank holds a full copy and only experts are divided.
+    tp_shards_dense: bool = spec("tp_shards_dense", kind=bool, default=True)
+    # Longest context the model supports (config max_position_embeddings; 0 = no limit known).
+    max_model_len: int = spec("max_position_embeddings", lo=0, lo_open=False, kind=int, default=0)
 
     def __post_init__(self):
         where = "backbone"
-        _dtype_bytes(self.dtype, where)
-        _dtype_bytes(self.kv_dtype, where)
+        for dtype in (self.dtype, self.kv_dtype, self.expert_dtype or self.dtype, self.embed_dtype or self.dtype):
+            _dtype_bytes(dtype, where)
         if (self.n_kv_heads > 0) == (self.kv_lora_rank > 0):
             raise UserError(f"{where}: give exactly one of n_kv_heads (GQA) or kv_lora_rank (MLA)")
         if self.kv_lora_rank and not self.attn_params_per_layer:
@@ -135,8 +197,16 @@ class Backbone:
         return self.n_routed_experts > 0
 
     @property
-    def weight_bytes_per_param(self) -> int:
-        return DTYPE_BYTES[self.dtype]
+    def weight_bytes_per_param(self) -> float:
+        return DTYPES[self.dtype].bytes_per_value
+
+    @property
+    def expert_bytes_per_param(self) -> float:
+        return DTYPES[self.expert_dtype or self.dtype].bytes_per_value
+
+    @property
+    def embed_bytes_per_param(self) -> float:
+        return DTYPES[self.embed_dtype or self.dtype].bytes_per_value
 
     @property
     def attn_params(self) -> int:
@@ -163,31 +233,103 @@ class Backbone:
         return self.vocab_size * self.hidden_size * (1 if self.tie_embeddings else 2)
 
     @property
-    def total_params(self) -> int:
+    def routed_expert_params(self) -> int:
+        """Routed-expert weights of all MoE and MTP layers: what expert parallelism divides."""
+        if not self.is_moe:
+            return 0
+        per_mtp = self.mtp_routed_experts or self.n_routed_experts
         moe_layers = self.n_layers - self.n_dense_layers
-        per_moe = (self.n_routed_experts + self.n_shared_experts) * self.expert_params
-        return (self.n_layers * self.attn_params + self.n_dense_layers * self.dense_mlp_params
-                + moe_layers * per_moe + self.embedding_params)
+        return (moe_layers * self.n_routed_experts + self.n_mtp_layers * per_mtp) * self.expert_params
 
     @property
-    def weight_bytes(self) -> int:
-        return self.total_params * self.weight_bytes_per_param
+    def dense_params(self) -> int:
+        """Every non-expert, non-embedding weight: attention, dense MLPs, shared experts, extras."""
+        layers = self.n_layers + self.n_mtp_layers
+        mlp_layers = self.n_dense_layers if self.is_moe else layers
+        shared = (layers - mlp_layers) * self.n_shared_experts * self.expert_params
+        return (layers * (self.attn_params + self.extra_params_per_layer)
+                + mlp_layers * self.dense_mlp_params + shared)
 
     @property
-    def kv_bytes_per_token_per_layer(self) -> int:
-        b = DTYPE_BYTES[self.kv_dtype]
+    def total_params(self) -> int:
+        return self.routed_expert_params + self.dense_params + self.embedding_params
+
+    def weight_bytes_per_rank(self, tp: int = 1, ep: int = 1) -> float:
+        """Weights one rank holds: routed experts divided across max(tp, ep) ranks; the rest
+        divided across the TP ranks when the engine shards it, else replicated."""
+        dense_shards = tp if self.tp_shards_dense else 1
+        return (self.routed_expert_params * self.expert_bytes_per_param / max(tp, ep)
+                + self.dense_params * self.weight_bytes_per_param / dense_shards
+                + self.embedding_params * self.embed_bytes_per_param / dense_shards)
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.weight_bytes_per_rank(1, 1)
+
+    @property
+    def kv_bytes_per_token_per_layer(self) -> float:
+        """Bytes of one token's KV at one layer of a uniform layout (all ranks together)."""
+        b = DTYPES[self.kv_dtype].bytes_per_value
         if self.kv_lora_rank:
             return (self.kv_lora_rank + self.qk_rope_head_dim) * b
         return 2 * self.n_kv_heads * self.head_dim * b
 
-    @property
-    def kv_bytes_per_token(self) -> int:
-        return self.kv_bytes_per_token_per_layer * self.n_layers
+    def kv_shards(self, tp: int) -> int:
+        """GQA divides KV heads across ranks; an MLA latent or a single shared KV head is
+        replicated on every rank (each rank reads and stores it whole)."""
+        return 1 if self.kv_lora_rank else min(tp, self.n_kv_heads)
 
     @property
     def attn_dim(self) -> int:
         """Per-head width that attention scores and values read (MLA absorbs into the latent)."""
         return self.kv_lora_rank + self.qk_rope_head_dim if self.kv_lora_rank else self.head_dim
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """KV cache per layer type, for attention that keeps a sliding window plus compressed KV
+    (DeepSeek-V4 style). `compress_ratios` has one entry per layer (MTP layers included):
+    0 = the sliding window only; r > 0 = one cached entry per r tokens. Layers listed in
+    `kv_source_layer_ids` store that compressed KV and the layers after them reuse it (empty:
+    every layer stores its own); `index_source_layer_ids` keep sparse-attention indexer keys at
+    their layer's ratio. A single shared KV head: every TP rank holds it whole."""
+    compress_ratios: tuple[int, ...] = spec("compress_ratios", lo=0, lo_open=False, hi=1e6, kind=list)
+    entry_bytes: int = spec("entry_bytes", kind=int)
+    sliding_window: int = spec("sliding_window", lo=0, lo_open=False, kind=int, default=0)
+    kv_source_layer_ids: tuple[int, ...] = spec("kv_source_layer_ids", lo=0, lo_open=False, kind=list, default=())
+    index_source_layer_ids: tuple[int, ...] = spec("index_source_layer_ids", lo=0, lo_open=False, kind=list, default=())
+    index_entry_bytes: int = spec("index_entry_bytes", lo=0, lo_open=False, kind=int, default=0)
+    # The lightning indexer scores every query token against the whole context: a logits
+    # buffer of [batched tokens, max_model_len] values of this dtype.
+    index_logits_dtype: str = spec("index_logits_dtype", kind=str, default="fp8")
+
+    def __post_init__(self):
+        for name in ("compress_ratios", "kv_source_layer_ids", "index_source_layer_ids"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        _dtype_bytes(self.index_logits_dtype, "[kv]")
+        n = len(self.compress_ratios)
+        if min(self.compress_ratios) < 0 or any(not 0 <= i < n for i in self.kv_source_layer_ids + self.index_source_layer_ids):
+            raise UserError("[kv]: ratios must be >= 0 and source layer ids within compress_ratios")
+
+    def bytes_per_token(self) -> float:
+        """Cached bytes per token of context (one rank, window excluded)."""
+        kv_layers = self.kv_source_layer_ids or range(len(self.compress_ratios))
+        kv = sum(self.entry_bytes / self.compress_ratios[i] for i in kv_layers if self.compress_ratios[i])
+        index = sum(self.index_entry_bytes / self.compress_ratios[i]
+                    for i in self.index_source_layer_ids if self.compress_ratios[i])
+        return kv + index
+
+    def bytes_per_seq(self) -> float:
+        """The sliding window every layer keeps for each running sequence."""
+        return len(self.compress_ratios) * self.sliding_window * self.entry_bytes
+
+    @property
+    def has_indexer(self) -> bool:
+        return bool(self.index_source_layer_ids)
+
+    @property
+    def index_logit_bytes(self) -> float:
+        return DTYPES[self.index_logits_dtype].bytes_per_value
 
 
 @dataclass(frozen=True)
@@ -197,27 +339,52 @@ class ModelSpec:
     backbone: Backbone
     engram: EngramSpec | None
     source: Path | None = field(default=None, compare=False)
+    kv: KVLayout | None = None
 
     def __post_init__(self):
         if self.engram and max(self.engram.layer_ids) >= self.backbone.n_layers:
             raise UserError(f"{self.name}: engram layer_ids must be below n_layers ({self.backbone.n_layers})")
+        layers = self.backbone.n_layers + self.backbone.n_mtp_layers
+        if self.kv and len(self.kv.compress_ratios) != layers:
+            raise UserError(f"{self.name}: [kv] compress_ratios needs one entry per layer incl. MTP ({layers})")
+
+    def kv_bytes_per_token_per_rank(self, tp: int) -> float:
+        if self.kv:
+            return self.kv.bytes_per_token()
+        bb = self.backbone
+        return bb.kv_bytes_per_token_per_layer * bb.n_layers / bb.kv_shards(tp)
+
+    def kv_bytes_per_seq_per_rank(self) -> float:
+        return self.kv.bytes_per_seq() if self.kv else 0.0
+
+    def weight_bytes_per_rank(self, tp: int = 1, ep: int = 1) -> float:
+        """Backbone weights plus the Engram fusion modules (replicated when dense is)."""
+        bb = self.backbone
+        engram = 0.0
+        if self.engram:
+            params = self.engram.module_params(bb.hidden_size, bb.hc_mult) * len(self.engram.layer_ids)
+            engram = params * bb.weight_bytes_per_param / (tp if bb.tp_shards_dense else 1)
+        return bb.weight_bytes_per_rank(tp, ep) + engram
 
 
 def load_model(name_or_path: str | Path) -> ModelSpec:
     path = resolve("model", name_or_path)
     data = load_toml(path)
     where = str(path)
-    unknown = sorted(set(data) - {"name", "description", "backbone", "engram"})
+    unknown = sorted(set(data) - {"name", "description", "backbone", "engram", "kv"})
     if unknown:
-        raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: name, description, backbone, engram)")
+        raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: name, description, backbone, engram, kv)")
     if "backbone" not in data:
         raise UserError(f"{where}: missing table [backbone]")
     backbone = _with_where(lambda: build(Backbone, data["backbone"], f"{where} [backbone]"), f"{where} [backbone]")
     engram = None
     if "engram" in data:
         engram = _with_where(lambda: build(EngramSpec, data["engram"], f"{where} [engram]"), f"{where} [engram]")
-    return ModelSpec(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
-                     backbone=backbone, engram=engram, source=path)
+    kv = None
+    if "kv" in data:
+        kv = _with_where(lambda: build(KVLayout, data["kv"], f"{where} [kv]"), f"{where} [kv]")
+    return _with_where(lambda: ModelSpec(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
+                                         backbone=backbone, engram=engram, source=path, kv=kv), where)
 
 
 def _with_where(make, where: str):

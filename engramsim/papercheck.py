@@ -13,7 +13,8 @@ from engramsim.hardware import Hardware, load_hardware
 from engramsim.model import load_model
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.tiers import Placement
-from engramsim.workload import load_workload
+from engramsim.engine import load_engine
+from engramsim.workload import load_workload, with_engine
 
 # Engram paper Table 4 (H800, nano-vLLM harness): baseline and +100B Engram (host DRAM) tok/s.
 PAPER = {
@@ -46,7 +47,7 @@ class PaperRow:
 
 def paper_rows(hw: Hardware | None = None, seed: int = 0) -> list[PaperRow]:
     hw = hw or load_hardware("h800")
-    workload = load_workload("paper-table4")
+    workload = with_engine(load_workload("paper-table4"), load_engine("nano-vllm"))
     rows = []
     for name, ref in PAPER.items():
         report = simulate(Scenario(hw=hw, model=load_model(name), workload=workload, seed=seed),
@@ -74,7 +75,7 @@ def _bisect(f, lo: float, hi: float, target: float, increasing: bool, iters: int
 def fit_h800(progress=None) -> dict:
     """Fit the two engine costs on Dense-4B alone; returns them in microseconds."""
     hw = load_hardware("h800")
-    model, workload = load_model(FIT_MODEL), load_workload("paper-table4")
+    model, workload = load_model(FIT_MODEL), with_engine(load_workload("paper-table4"), load_engine("nano-vllm"))
     ref = PAPER[FIT_MODEL]
 
     def baseline(us: float) -> float:

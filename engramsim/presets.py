@@ -1,4 +1,4 @@
-"""Presets are data: TOML files under hwmodels/, models/ and workloads/.
+"""Presets are data: TOML files under hwmodels/, models/, engines/ and workloads/.
 
 This module finds a preset by name or path, parses it with a one-line error when it is
 malformed, and builds frozen dataclasses from TOML tables. A dataclass field declares the
@@ -20,6 +20,7 @@ PRESET_DIRS = {
     "hardware": ROOT / "hwmodels",
     "model": ROOT / "models",
     "workload": ROOT / "workloads",
+    "engine": ROOT / "engines",
 }
 
 

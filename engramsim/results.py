@@ -27,7 +27,7 @@ class RunResult:
     output_tokens: int | None = None
     steps: int | None = None
     preemptions: int | None = None
-    kv_tokens_per_replica: int = 0
+    kv_tokens_per_rank: int = 0
     hbm_GiB_per_gpu: dict = field(default_factory=dict)
     hbm_cache_GiB: float = 0.0
     dram_cache_GiB: float = 0.0
@@ -39,7 +39,7 @@ class RunResult:
     @classmethod
     def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario) -> "RunResult":
         common = dict(tier=placement.tier, fits=plan.fits, problems=list(plan.problems),
-                      kv_tokens_per_replica=plan.kv_tokens_per_replica, hbm_GiB_per_gpu=plan.hbm_GiB,
+                      kv_tokens_per_rank=plan.kv_tokens_per_rank, hbm_GiB_per_gpu=plan.per_rank_GiB,
                       hbm_cache_GiB=placement.hbm_cache_bytes / 2**30,
                       dram_cache_GiB=placement.dram_cache_bytes / 2**30, baseline_tok_s=baseline_tok_s)
         if raw is None:

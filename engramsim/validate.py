@@ -64,7 +64,7 @@ def cpu_hardware(cpu: dict, threads: int, row_bytes: int, table_bytes: float) ->
     latency_s = 100e-9  # nominal; the gather rate below is what was measured
     gpu = GPU(name=f"{cpu.get('cpu_model') or 'CPU'} as device", bf16_flops=cpu["matmul_flops"]["fp32"],
               hbm_bytes=float(cpu["dram_bytes"]), hbm_bw_Bps=read_Bps, matmul_efficiency=1.0, hbm_efficiency=1.0,
-              gather_efficiency=min(1.0, inline * sector / read_Bps), memory_utilization=0.9,
+              gather_efficiency=min(1.0, inline * sector / read_Bps),
               kernel_launch_s=cpu.get("gather_call_overhead_s") or 0.0, compute_on_host=True, compute_threads=threads)
     # The prefetch thread gathers straight into the buffer the Engram layer reads: no link copy.
     link = Link(kind="none (CPU: staging is used in place)", h2d_Bps=1e15, d2h_Bps=1e15, latency_s=1e-9)

@@ -1,8 +1,9 @@
-"""Workloads: which requests arrive when, how long their prompts and outputs are, and the
-engine limits that serve them. Presets live in workloads/*.toml."""
+"""Workloads: which requests arrive when and how long their prompts and outputs are. Presets
+live in workloads/*.toml. The engine limits that serve them come from an engine preset
+(engines/*.toml); a workload's optional [engine] table overrides some of them."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ class Requests:
 
 @dataclass(frozen=True)
 class Engine:
-    """Continuous-batching limits, as in nano-vLLM's Config (nanovllm/config.py defaults)."""
+    """Continuous-batching limits the scheduler runs with (defaults: nano-vLLM's Config,
+    nanovllm/config.py). Engine presets build it (`EngineSpec.limits`)."""
     max_num_seqs: int = spec("max_num_seqs", kind=int, default=512)
     max_num_batched_tokens: int = spec("max_num_batched_tokens", kind=int, default=16384)
     kv_block_tokens: int = spec("kv_block_tokens", kind=int, default=256)
@@ -53,6 +55,8 @@ class Workload:
     rate_per_s: float = spec("rate_per_s", lo=0, lo_open=False, default=0.0)
     description: str = spec("description", kind=str, default="")
     engine: Engine = field(default_factory=Engine)
+    # Keys of the workload's own [engine] table: they override the engine preset's limits.
+    engine_overrides: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -83,9 +87,17 @@ def load_workload(name_or_path: str | Path) -> Workload:
     path = resolve("workload", name_or_path)
     data = load_toml(path)
     where = str(path)
-    engine = build(Engine, data.pop("engine", {}), f"{where} [engine]")
+    table = data.pop("engine", {})
+    engine = build(Engine, table, f"{where} [engine]")
+    keys = {f.metadata["key"]: f.name for f in fields(Engine)}
+    overrides = {keys[k]: getattr(engine, keys[k]) for k in table}
     data.setdefault("name", path.stem)
     try:
-        return replace(build(Workload, data, where), engine=engine)
+        return replace(build(Workload, data, where), engine=engine, engine_overrides=overrides)
     except UserError as e:
         raise UserError(f"{where}: {e}") from None
+
+
+def with_engine(workload: Workload, engine) -> Workload:
+    """The workload served by `engine` (an EngineSpec): its limits, then the workload's overrides."""
+    return replace(workload, engine=engine.limits(workload.engine_overrides))

@@ -104,7 +104,7 @@ def test_cache_sweep_and_cxl_pool_options():
     assert r.returncode == 0, r.stderr
     runs = json.loads(r.stdout)["runs"]
     assert [run["hbm_cache_GiB"] for run in runs] == [0.0, 10.0]
-    assert runs[1]["hbm_hit_rate"] > 0 and runs[1]["kv_tokens_per_replica"] < runs[0]["kv_tokens_per_replica"]
+    assert runs[1]["hbm_hit_rate"] > 0 and runs[1]["kv_tokens_per_rank"] < runs[0]["kv_tokens_per_rank"]
     assert runs[0]["hbm_hit_rate"] == 0.0
     # The cache serves its hits in HBM: the link carries only the misses.
     moved = [run["resources"]["link"]["moved"] for run in runs]

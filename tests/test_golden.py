@@ -52,5 +52,5 @@ def test_the_placement_table_shows_each_runs_figures():
         row = next(line for line in lines if line.startswith(f"│ {run.tier} "))
         cells = [c.strip() for c in row.strip("│").split("│")]
         assert cells[2:4] == [f"{run.throughput_tok_s:,.1f}", f"{run.overhead_pct:+.2f}%"]
-        assert cells[6] == f"{run.stall_s:.3f}" and cells[7] == f"{run.kv_tokens_per_replica:,}"
+        assert cells[6] == f"{run.stall_s:.3f}" and cells[7] == f"{run.kv_tokens_per_rank:,}"
 

@@ -76,7 +76,7 @@ def test_hbm_tier_fits_small_table_and_costs_only_in_line_gather():
 def test_offloading_frees_hbm_for_kv_cache():
     sc = scenario(model="engram-27b", hw="h200")
     hbm, dram = simulate(sc, [Placement("hbm"), Placement("dram-copy")]).runs
-    assert dram.kv_tokens_per_replica > hbm.kv_tokens_per_replica
+    assert dram.kv_tokens_per_rank > hbm.kv_tokens_per_rank
 
 
 def test_eight_gpus_contend_for_one_host():

@@ -7,12 +7,13 @@ from dataclasses import replace
 import click
 from rich.console import Console
 
+from engramsim.engine import load_engine
 from engramsim.errors import UserError
 from engramsim.hardware import load_hardware, with_cxl_part
 from engramsim.model import load_model
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.tiers import TIERS, Placement
-from engramsim.workload import load_workload
+from engramsim.workload import load_workload, with_engine
 
 GiB = 2.0**30
 
@@ -25,8 +26,13 @@ GiB = 2.0**30
               help="Placement(s) to simulate; repeat the option. Default: all.")
 @click.option("--workload", "workload_name", default="paper-table4", show_default=True,
               help="Workload preset name or path to a TOML file.")
-@click.option("--gpus", default=1, show_default=True, type=int, help="GPUs in use; hosts hold gpus_per_host each.")
+@click.option("--engine", "engine_name", default="nano-vllm", show_default=True,
+              help="Engine preset (engines/): scheduling limits, memory reserves, where the Engram fetch starts. "
+                   "The workload's [engine] table overrides its limits.")
+@click.option("--gpus", type=int, help="GPUs in use; hosts hold gpus_per_host each. Default: DP x TP.")
 @click.option("--tp", default=1, show_default=True, type=int, help="Tensor-parallel degree of one replica.")
+@click.option("--dp", default=1, show_default=True, type=int, help="Data-parallel replicas (with --gpus: GPUs / TP).")
+@click.option("--ep", default=1, show_default=True, type=int, help="Expert-parallel ranks the routed experts are divided across.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the request lengths.")
 @click.option("--no-prefetch", is_flag=True, help="Fetch synchronously at the Engram layer.")
 @click.option("--hbm-cache-gib", "cache_gib", multiple=True, type=float,
@@ -45,7 +51,7 @@ GiB = 2.0**30
                    "model (--trace); repeat to sweep sizes.")
 @click.option("--max-seqs", type=int, help="Override the workload's max_num_seqs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefetch, cache_gib,
+def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp, ep, seed, no_prefetch, cache_gib,
             trace_path, profile_path, cxl_part, ssd_dram_hit, dram_cache_gib, max_seqs, as_json):
     """Simulate an inference server with the model's Engram tables in each placement.
 
@@ -60,11 +66,16 @@ def command(model_name, hw_name, tiers, workload_name, gpus, tp, seed, no_prefet
         raise UserError("--hbm-cache-gib and --ssd-dram-cache-gib must be >= 0")
     hw = _hardware(hw_name, profile_path, cxl_part)
     model = load_model(model_name)
-    workload = load_workload(workload_name)
+    engine = load_engine(engine_name)
+    workload = with_engine(load_workload(workload_name), engine)
+    if gpus is None:
+        gpus = dp * tp
+    elif dp * tp > gpus:
+        raise UserError(f"DP x TP = {dp} x {tp} = {dp * tp} ranks exceed the {gpus} GPUs")
     if max_seqs:
         workload = replace(workload, engine=replace(workload.engine, max_num_seqs=max_seqs))
-    scenario = Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=seed,
-                        prefetch=not no_prefetch, row_model=_row_model(trace_path, model))
+    scenario = Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=seed, engine=engine, ep=ep,
+                        prefetch=engine.prefetch and not no_prefetch, row_model=_row_model(trace_path, model))
     placements = _placements(tiers or TIERS, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit)
     console = Console(stderr=as_json)
     if as_json:

@@ -43,13 +43,13 @@ def placement_table(report) -> Table:
         t.add_column(col, justify=just, overflow="fold")
     for r in report.runs:
         if not r.fits:
-            t.add_row(label(r), "[red]no[/]", "-", "-", "-", "-", "-", _num(r.kv_tokens_per_replica), "-")
+            t.add_row(label(r), "[red]no[/]", "-", "-", "-", "-", "-", _num(r.kv_tokens_per_rank), "-")
             continue
         style = "green" if r.overhead_pct < 3 else ("yellow" if r.overhead_pct < 10 else "red")
         t.add_row(label(r), "yes", _num(r.throughput_tok_s, "{:,.1f}"), Text(f"{r.overhead_pct:+.2f}%", style=style),
                   f"{_num(r.ttft_p50_s, '{:.2f}')} / {_num(r.ttft_p99_s, '{:.2f}')}",
                   f"{_ms(r.tpot_p50_s)} / {_ms(r.tpot_p99_s)}",
-                  _num(r.stall_s, "{:.3f}"), _num(r.kv_tokens_per_replica),
+                  _num(r.stall_s, "{:.3f}"), _num(r.kv_tokens_per_rank),
                   "-" if r.hbm_hit_rate is None else f"{100 * r.hbm_hit_rate:.1f}%")
     return t
 

@@ -109,7 +109,7 @@ class Replica:
         s = self.setup
         bb, spec, gpu = s.model.backbone, s.model.engram, s.hw.gpu
         shape = costs.batch_shape(batch, prefill)
-        comp = costs.step_compute(gpu, bb, shape, s.tp)
+        comp = costs.step_compute(gpu, bb, shape, s.tp, s.model.kv_bytes_per_token_per_rank(s.tp) / bb.n_layers)
         self.stats.steps += 1
         self.stats.prefill_steps += prefill
         pos = 0

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engramsim.capacity import plan_memory
+from engramsim.capacity import Parallel, check_parallel, plan_memory
+from engramsim.engine import EngineSpec, load_engine
 from engramsim.errors import UserError
 from engramsim.rows import RowModel
 from engramsim.rows.uniform import UniformRows
@@ -25,6 +26,10 @@ class Scenario:
     seed: int = 0
     prefetch: bool = True
     row_model: RowModel | None = None
+    # The engine preset whose memory plan sizes the KV cache (None: nano-vllm); the scheduler
+    # limits come from `workload.engine` (see workload.with_engine).
+    engine: EngineSpec | None = None
+    ep: int = 1
 
     def __post_init__(self):
         if self.gpus < 1 or self.tp < 1:
@@ -39,6 +44,31 @@ class Scenario:
                             f"max_num_batched_tokens ({eng.max_num_batched_tokens})")
         if self.model.engram is None:
             raise UserError(f"model {self.model.name} has no [engram] table to place")
+        check_parallel(self.model, self.parallel, self.gpus)
+        limit = self.model.backbone.max_model_len
+        if limit and self.workload.max_seq_len > limit:
+            raise UserError(f"sequences of up to {self.workload.max_seq_len} tokens exceed the model's "
+                            f"maximum context ({limit})")
+
+    @property
+    def parallel(self) -> Parallel:
+        return Parallel(tp=self.tp, dp=self.gpus // self.tp, ep=self.ep)
+
+    @property
+    def engine_spec(self) -> EngineSpec:
+        """The engine preset with the scheduler limits the simulation really uses."""
+        eng = self.workload.engine
+        return (self.engine or load_engine("nano-vllm")).with_overrides(
+            max_num_seqs=eng.max_num_seqs, max_num_batched_tokens=eng.max_num_batched_tokens,
+            block_size_tokens=eng.kv_block_tokens)
+
+    def plan(self, placement: Placement | None):
+        """The per-rank memory plan of one placement (None: the no-Engram baseline)."""
+        memory = placement.memory if placement else None
+        hbm = placement.hbm_cache_bytes if placement else 0.0
+        dram = placement.dram_cache_bytes if placement else 0.0
+        return plan_memory(self.hw, self.model, self.engine_spec, self.parallel, memory, hbm, dram,
+                           context_tokens=self.workload.max_seq_len)
 
     @property
     def rows(self) -> RowModel:
@@ -52,7 +82,7 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
     requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
     if progress:
         progress("baseline")
-    baseline_plan = plan_memory(scenario.hw, scenario.model, scenario.workload, scenario.tp, None, 0.0)
+    baseline_plan = scenario.plan(None)
     if not baseline_plan.fits:
         raise UserError(f"the backbone alone does not fit: {baseline_plan.problems[0]}")
     baseline = _run(scenario, None, baseline_plan, requests)
@@ -62,8 +92,7 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
     for placement in placements:
         if progress:
             progress(placement.tier)
-        plan = plan_memory(scenario.hw, scenario.model, scenario.workload, scenario.tp,
-                           placement.memory, placement.hbm_cache_bytes, placement.dram_cache_bytes)
+        plan = scenario.plan(placement)
         raw = _run(scenario, placement, plan, requests) if plan.fits else None
         runs.append(RunResult.from_raw(placement, plan, raw, baseline_tok_s, scenario))
     return SimReport.build(scenario, baseline_summary, baseline, runs)
@@ -72,6 +101,6 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
 def _run(scenario: Scenario, placement: Placement | None, plan, requests) -> RawRun:
     setup = ServerSetup(hw=scenario.hw, model=scenario.model, workload=scenario.workload,
                         placement=placement, gpus=scenario.gpus, tp=scenario.tp,
-                        kv_blocks=plan.kv_blocks_per_replica, row_model=scenario.rows,
+                        kv_blocks=plan.kv_blocks_per_rank, row_model=scenario.rows,
                         prefetch=scenario.prefetch)
     return run_server(setup, requests)

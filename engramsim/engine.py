@@ -1,0 +1,97 @@
+"""Engine presets (engines/*.toml): how a serving engine schedules, how much HBM it lets itself
+use, what it reserves beside weights and KV cache, and where its Engram fetch starts.
+
+Every reserve is a formula of the model, the parallel layout and the engine's settings; the
+coefficients live in the preset with their sources. `EngineSpec.limits()` gives the scheduler
+limits the simulator runs with (a workload may override them in its [engine] table).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from engramsim.errors import UserError
+from engramsim.presets import build, load_toml, resolve, spec
+from engramsim.workload import Engine
+
+SCHEDULING = ("whole-prompt", "chunked")
+FETCH_STARTS = ("forward-entry", "engram-layer")
+HOST_COPIES = ("per-node", "per-numa", "per-replica")
+MiB = 2.0**20
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str = spec("name", kind=str)
+    # whole-prompt: a prefill step takes whole prompts (nano-vLLM); chunked: prompts are split
+    # into chunks that share a step with decodes (vLLM V1, SGLang).
+    scheduling: str = spec("scheduling", kind=str)
+    max_num_seqs: int = spec("max_num_seqs", kind=int, hi=1e6)
+    max_num_batched_tokens: int = spec("max_num_batched_tokens", kind=int, hi=1e7)
+    block_size_tokens: int = spec("block_size_tokens", kind=int, hi=1e5)
+    # Share of device memory the engine may use (vLLM gpu_memory_utilization, SGLang
+    # mem_fraction_static): weights, reserves and KV cache all come out of it.
+    memory_utilization: float = spec("memory_utilization", hi=1.0)
+    # Activation peak of the profiling (warm-up) run at max_num_batched_tokens, per token:
+    # `act_hidden_copies` live copies of the (hc_mult x hidden) residual stream, replicated on
+    # every rank, plus `act_mlp_copies` of the TP-sharded MLP width (top-k x expert width for
+    # MoE), all bf16; plus fp32 logits for max_num_seqs rows of the vocabulary shard.
+    act_hidden_copies: float = spec("act_hidden_copies", lo=0, lo_open=False, hi=100)
+    act_mlp_copies: float = spec("act_mlp_copies", lo=0, lo_open=False, hi=100)
+    # CUDA-graph pool: graphs captured up to this batch size (tokens), each captured token
+    # costing `cuda_graph_MiB_per_token` of private pool (0: graphs fit the slack left by
+    # memory_utilization and are not subtracted from the KV budget).
+    max_capture_size: int = spec("max_capture_size", lo=0, lo_open=False, kind=int, hi=1e5, default=0)
+    cuda_graph_MiB_per_token: float = spec("cuda_graph_MiB_per_token", lo=0, lo_open=False, hi=1e4, default=0.0)
+    # Allocations outside the torch allocator: CUDA context, NCCL and cuBLAS workspaces.
+    non_torch_GiB: float = spec("non_torch_GiB", lo=0, lo_open=False, hi=100, default=0.0)
+    # Does the profiling run allocate the sparse-attention indexer's logits buffer
+    # [max_num_batched_tokens, max_model_len], so that the KV budget leaves room for it?
+    reserves_indexer_logits: bool = spec("reserves_indexer_logits", kind=bool, default=True)
+    # Engram rows of one step land in device buffers: max_num_batched_tokens x rows per token x
+    # row bytes x Engram layers, times this many buffers (0: rows are consumed in place).
+    engram_staging_buffers: int = spec("engram_staging_buffers", lo=0, lo_open=False, kind=int, hi=16, default=1)
+    # forward-entry: the Engram fetch is issued on a side stream when the forward starts and
+    # overlaps the layers before the Engram layer; engram-layer: fetched synchronously there.
+    engram_fetch_start: str = spec("engram_fetch_start", kind=str, default="forward-entry")
+    # Host copies of an off-GPU table: one per node, one per NUMA node, or one per replica.
+    host_copies: str = spec("host_copies", kind=str, default="per-replica")
+    max_prefill_seqs: int = spec("max_prefill_seqs", lo=0, lo_open=False, kind=int, hi=1e6, default=0)
+    prefill_lookahead: bool = spec("prefill_lookahead", kind=bool, default=True)
+    description: str = spec("description", kind=str, default="")
+    source: Path | None = None
+
+    def __post_init__(self):
+        for key, allowed in (("scheduling", SCHEDULING), ("engram_fetch_start", FETCH_STARTS),
+                             ("host_copies", HOST_COPIES)):
+            if getattr(self, key) not in allowed:
+                raise UserError(f"engine {self.name}: {key} must be one of {', '.join(allowed)}, "
+                                f"got '{getattr(self, key)}'")
+
+    @property
+    def prefetch(self) -> bool:
+        return self.engram_fetch_start == "forward-entry"
+
+    def limits(self, overrides: dict | None = None) -> Engine:
+        """The scheduler limits, with a workload's [engine] overrides applied."""
+        base = Engine(max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_num_batched_tokens,
+                      kv_block_tokens=self.block_size_tokens, prefetch=self.prefetch,
+                      max_prefill_seqs=self.max_prefill_seqs, prefill_lookahead=self.prefill_lookahead)
+        return replace(base, **(overrides or {}))
+
+    def with_overrides(self, **changes) -> "EngineSpec":
+        """Command-line overrides (None = keep the preset's value)."""
+        known = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in changes.items() if v is not None and k in known})
+
+
+def load_engine(name_or_path: str | Path) -> EngineSpec:
+    path = resolve("engine", name_or_path)
+    data = load_toml(path)
+    data.setdefault("name", path.stem)
+    where = str(path)
+    try:
+        return replace(build(EngineSpec, data, where), source=path)
+    except UserError as e:
+        msg = str(e)
+        raise UserError(msg if msg.startswith(where) else f"{where}: {msg}") from None
