@@ -68,6 +68,8 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
     model = load_model(model_name)
     engine = load_engine(engine_name)
     workload = with_engine(load_workload(workload_name), engine)
+    if min(tp, dp, ep, 1 if gpus is None else gpus) < 1:
+        raise UserError("--gpus, --tp, --dp and --ep must be at least 1")
     if gpus is None:
         gpus = dp * tp
     elif dp * tp > gpus:
