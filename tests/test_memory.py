@@ -216,3 +216,26 @@ def test_memory_json_has_the_plan_shape():
     assert all(keys <= set(p["per_rank_GiB"]) and {"fits", "kv_tokens_per_rank", "host_GiB_per_node", "problems"} <= set(p)
                for p in plans)
     assert plans[1]["per_rank_GiB"]["engram_table"] > 20 and plans[1]["per_rank_GiB"]["kv"] < plans[0]["per_rank_GiB"]["kv"]
+
+
+def test_workload_overrides_the_engine_limits(tmp_path):
+    from engramsim.workload import load_workload, with_engine
+    path = tmp_path / "w.toml"
+    path.write_text((PRESET_DIRS["workload"] / "fixed.toml").read_text() + "\n[engine]\nmax_num_seqs = 7\n")
+    engine = load_engine("vllm")
+    limits = with_engine(load_workload(path), engine).engine
+    assert limits.max_num_seqs == 7                      # the workload's override
+    assert limits.max_num_batched_tokens == engine.max_num_batched_tokens == 8192   # the engine's
+    assert with_engine(load_workload("fixed"), engine).engine.max_num_seqs == engine.max_num_seqs
+
+
+def test_engine_decides_where_the_fetch_starts_and_the_kv_budget():
+    from tests.simkit import scenario
+    from engramsim.sim.run import simulate
+    from engramsim.sim.tiers import Placement
+    sync = replace(load_engine("nano-vllm"), engram_fetch_start="engram-layer")
+    assert not sync.prefetch and load_engine("vllm").prefetch
+    small = replace(load_engine("nano-vllm"), memory_utilization=0.5)
+    full = simulate(scenario(), [Placement("dram-copy")]).runs[0].kv_tokens_per_rank
+    half = simulate(scenario(engine=small), [Placement("dram-copy")]).runs[0].kv_tokens_per_rank
+    assert half < full

@@ -7,6 +7,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from engramsim.engine import load_engine
 from engramsim.hardware import load_hardware
 from engramsim.model import load_model
 from engramsim.presets import preset_names
@@ -40,6 +41,14 @@ def model_rows() -> list[dict]:
     return rows
 
 
+def engine_rows() -> list[dict]:
+    return [{"name": name, "scheduling": e.scheduling, "max_num_seqs": e.max_num_seqs,
+             "max_num_batched_tokens": e.max_num_batched_tokens, "block_size_tokens": e.block_size_tokens,
+             "memory_utilization": e.memory_utilization, "engram_fetch_start": e.engram_fetch_start,
+             "host_copies": e.host_copies, "description": e.description}
+            for name in preset_names("engine") for e in [load_engine(name)]]
+
+
 def workload_rows() -> list[dict]:
     return [{"name": name, "kind": w.kind, "num_seqs": w.num_seqs, "rate_per_s": w.rate_per_s,
              "input_len": [w.input_len_min, w.input_len_max], "output_len": [w.output_len_min, w.output_len_max],
@@ -67,12 +76,13 @@ def _fmt(v) -> str:
 @click.command(name="presets")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def command(as_json):
-    """List hardware, model and workload presets with their key numbers.
+    """List hardware, model, engine and workload presets with their key numbers.
 
-    Presets are TOML files under hwmodels/, models/ and workloads/; every number in them
+    Presets are TOML files under hwmodels/, models/, engines/ and workloads/; every number in them
     carries its source. Pass a preset's name, or a path to your own TOML, to `simulate`.
     """
-    data = {"hardware": hardware_rows(), "models": model_rows(), "workloads": workload_rows()}
+    data = {"hardware": hardware_rows(), "models": model_rows(), "engines": engine_rows(),
+            "workloads": workload_rows()}
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -84,6 +94,10 @@ def command(as_json):
     console.print(_table("Models (models/)", data["models"], [
         ("name", "name"), ("backbone_params_B", "backbone B params"), ("engram_layers", "Engram layers"),
         ("rows_per_token_per_layer", "rows/token/layer"), ("row_bytes", "row B"), ("table_GB", "tables GB")]))
+    console.print(_table("Engines (engines/)", data["engines"], [
+        ("name", "name"), ("scheduling", "scheduling"), ("max_num_seqs", "max seqs"),
+        ("max_num_batched_tokens", "batched tokens"), ("block_size_tokens", "block"),
+        ("memory_utilization", "mem util"), ("engram_fetch_start", "Engram fetch"), ("host_copies", "host copies")]))
     console.print(_table("Workloads (workloads/)", data["workloads"], [
         ("name", "name"), ("kind", "kind"), ("num_seqs", "seqs"), ("rate_per_s", "req/s"),
         ("input_len", "input"), ("output_len", "output")]))
