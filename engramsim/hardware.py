@@ -23,7 +23,7 @@ class GPU:
     bf16_flops: float = spec("bf16_dense_tflops", scale=1e12)
     # Device memory as the device reports it (nvidia-smi / NVML memory.total, rocm-smi VRAM
     # total), in MiB: marketed "GB" figures are neither MiB nor GiB.
-    hbm_bytes: float = spec("hbm_MiB", scale=MiB)
+    hbm_bytes: float = spec("hbm_MiB", scale=MiB, hi=2**24)
     hbm_bw_Bps: float = spec("hbm_bw_GBps", scale=GB)
     # Fractions of peak that real kernels reach (documented per preset).
     matmul_efficiency: float = spec("matmul_efficiency", hi=1.0)
@@ -89,7 +89,7 @@ class Host:
     # Fixed cost of one hash call (one Engram layer): array setup and per-head loop overhead.
     hash_call_s: float = spec("hash_call_us", scale=US, lo=0, lo_open=False, default=0.0)
     # NUMA nodes of one host (sockets, or Grace CPUs): a per-NUMA table copy is this many copies.
-    numa_nodes: int = spec("numa_nodes", kind=int, default=1)
+    numa_nodes: int = spec("numa_nodes", kind=int, default=1, hi=64)
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ class EngramSpec:
     row_bytes: int = spec("row_bytes", lo=0, lo_open=False, kind=int, default=0)
     # Rows of each Engram layer's tables as the checkpoint declares them (config.json
     # `engram_num_embeddings`: the sum of the heads' prime sizes). Empty: vocab sizes x heads.
-    num_embeddings: tuple[int, ...] = spec("num_embeddings", kind=list, default=())
+    num_embeddings: tuple[int, ...] = spec("num_embeddings", kind=list, default=(), hi=1e13)
 
     def __post_init__(self):
         for name in ("layer_ids", "engram_vocab_size", "num_embeddings"):
@@ -166,16 +166,16 @@ class Backbone:
     embed_dtype: str = spec("embed_dtype", kind=str, default="")
     # Multi-token-prediction / draft layers shipped with the model: attention plus a MoE with
     # `mtp_routed_experts` experts (0 = n_routed_experts), or a dense MLP for dense models.
-    n_mtp_layers: int = spec("n_mtp_layers", lo=0, lo_open=False, kind=int, default=0)
-    mtp_routed_experts: int = spec("mtp_routed_experts", lo=0, lo_open=False, kind=int, default=0)
+    n_mtp_layers: int = spec("n_mtp_layers", lo=0, lo_open=False, kind=int, default=0, hi=64)
+    mtp_routed_experts: int = spec("mtp_routed_experts", lo=0, lo_open=False, kind=int, default=0, hi=2**20)
     # Small weights of every layer not counted above (router gate, hyper-connection mixers,
     # KV compressors, sparse-attention indexers), averaged over layers, stored as `dtype`.
-    extra_params_per_layer: int = spec("extra_params_per_layer", lo=0, lo_open=False, kind=int, default=0)
+    extra_params_per_layer: int = spec("extra_params_per_layer", lo=0, lo_open=False, kind=int, default=0, hi=1e12)
     # Does the engine shard non-expert weights (attention, shared experts, embeddings) across
     # tensor-parallel ranks? False: every rank holds a full copy and only experts are divided.
     tp_shards_dense: bool = spec("tp_shards_dense", kind=bool, default=True)
     # Longest context the model supports (config max_position_embeddings; 0 = no limit known).
-    max_model_len: int = spec("max_position_embeddings", lo=0, lo_open=False, kind=int, default=0)
+    max_model_len: int = spec("max_position_embeddings", lo=0, lo_open=False, kind=int, default=0, hi=2**31)
 
     def __post_init__(self):
         where = "backbone"
@@ -294,11 +294,11 @@ class KVLayout:
     every layer stores its own); `index_source_layer_ids` keep sparse-attention indexer keys at
     their layer's ratio. A single shared KV head: every TP rank holds it whole."""
     compress_ratios: tuple[int, ...] = spec("compress_ratios", lo=0, lo_open=False, hi=1e6, kind=list)
-    entry_bytes: int = spec("entry_bytes", kind=int)
-    sliding_window: int = spec("sliding_window", lo=0, lo_open=False, kind=int, default=0)
-    kv_source_layer_ids: tuple[int, ...] = spec("kv_source_layer_ids", lo=0, lo_open=False, kind=list, default=())
-    index_source_layer_ids: tuple[int, ...] = spec("index_source_layer_ids", lo=0, lo_open=False, kind=list, default=())
-    index_entry_bytes: int = spec("index_entry_bytes", lo=0, lo_open=False, kind=int, default=0)
+    entry_bytes: int = spec("entry_bytes", kind=int, hi=2**20)
+    sliding_window: int = spec("sliding_window", lo=0, lo_open=False, kind=int, default=0, hi=2**24)
+    kv_source_layer_ids: tuple[int, ...] = spec("kv_source_layer_ids", lo=0, lo_open=False, kind=list, default=(), hi=1023)
+    index_source_layer_ids: tuple[int, ...] = spec("index_source_layer_ids", lo=0, lo_open=False, kind=list, default=(), hi=1023)
+    index_entry_bytes: int = spec("index_entry_bytes", lo=0, lo_open=False, kind=int, default=0, hi=2**20)
     # The lightning indexer scores every query token against the whole context: a logits
     # buffer of [batched tokens, max_model_len] values of this dtype.
     index_logits_dtype: str = spec("index_logits_dtype", kind=str, default="fp8")

@@ -239,3 +239,21 @@ def test_engine_decides_where_the_fetch_starts_and_the_kv_budget():
     full = simulate(scenario(), [Placement("dram-copy")]).runs[0].kv_tokens_per_rank
     half = simulate(scenario(engine=small), [Placement("dram-copy")]).runs[0].kv_tokens_per_rank
     assert half < full
+
+
+def test_kv_reads_of_a_shared_head_are_whole_on_every_rank():
+    """A decode step dominated by KV reads: TP divides a GQA model's KV reads, but not those of
+    a single shared KV head (read whole on every rank)."""
+    from engramsim import costs
+    gpu = replace(load_hardware("h200").gpu, allreduce_latency_s=0.0, layer_overhead_s=0.0)
+    shape = costs.BatchShape(tokens=1, seqs=1, attn_pairs=0.0, kv_read_tokens=1e9, prefill=False)
+
+    def layer_s(model, tp):
+        bb = model.backbone
+        step = costs.step_compute(gpu, bb, shape, tp, model.kv_bytes_per_token_per_rank(tp) / bb.n_layers)
+        return step.moe_layer_s if bb.is_moe else step.dense_layer_s
+
+    v41 = load_model("deepseek-v4.1-flash")
+    assert layer_s(v41, 8) == pytest.approx(layer_s(v41, 1), rel=1e-2)   # only the weights shrink
+    dense = load_model("dense-4b-engram100b")
+    assert layer_s(dense, 2) == pytest.approx(layer_s(dense, 1) / 2, rel=1e-2)
