@@ -257,3 +257,13 @@ def test_kv_reads_of_a_shared_head_are_whole_on_every_rank():
     assert layer_s(v41, 8) == pytest.approx(layer_s(v41, 1), rel=1e-2)   # only the weights shrink
     dense = load_model("dense-4b-engram100b")
     assert layer_s(dense, 2) == pytest.approx(layer_s(dense, 1) / 2, rel=1e-2)
+
+
+def test_low_bit_dtypes_carry_their_block_scales():
+    from engramsim.model import DTYPES
+    assert DTYPES["fp4"].bytes_per_value == DTYPES["mxfp4"].bytes_per_value == 0.5 + 1 / 32
+    assert DTYPES["nvfp4"].bytes_per_value == 0.5 + 1 / 16
+    assert DTYPES["int4"].bytes_per_value == 0.5 + 2 / 128
+    assert DTYPES["int2"].bytes_per_value == 0.25 + 2 / 128
+    assert DTYPES["fp8-b32"].bytes_per_value == 1 + 1 / 1024
+    assert DTYPES["fp8-b128"].bytes_per_value == 1 + 4 / 16384
