@@ -116,6 +116,8 @@ class MemoryPlan:
     max_concurrency: int
     context_tokens: int
     host_GiB_per_node: float
+    # What vLLM logs as "Available KV cache memory": negative when the reserves do not fit.
+    kv_budget_GiB: float = 0.0
     table_split: str = ""
     problems: tuple[str, ...] = ()
 
@@ -123,7 +125,8 @@ class MemoryPlan:
         return {"tier": self.tier, "fits": self.fits, "usable_GiB": self.usable_GiB,
                 "per_rank_GiB": dict(self.per_rank_GiB), "kv_tokens_per_rank": self.kv_tokens_per_rank,
                 "max_concurrency": self.max_concurrency, "context_tokens": self.context_tokens,
-                "host_GiB_per_node": self.host_GiB_per_node, "table_split": self.table_split,
+                "host_GiB_per_node": self.host_GiB_per_node, "kv_budget_GiB": self.kv_budget_GiB,
+                "table_split": self.table_split,
                 "problems": list(self.problems)}
 
 
@@ -163,7 +166,7 @@ def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Paralle
                         f"{hw.host.dram_bytes / GiB:.1f} GiB of DRAM")
     per_rank = {k: v / GiB for k, v in reserves.items()} | {"kv": max(kv, 0.0) / GiB}
     return MemoryPlan(tier_memory or "none", not problems, usable / GiB, per_rank, kv_tokens, blocks,
-                      concurrency, context_tokens, host / GiB, split, tuple(problems))
+                      concurrency, context_tokens, host / GiB, kv / GiB, split, tuple(problems))
 
 
 def _hbm_problems(usable: float, reserves: dict, kv: float, kv_tokens: int, context_tokens: int) -> list[str]:
