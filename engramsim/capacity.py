@@ -149,7 +149,7 @@ def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Paralle
         "indexer": indexer_bytes(model, engine, max_model_len),
         "engram_staging": staging_bytes(spec, engine),
     }
-    usable = hw.gpu.hbm_bytes * engine.memory_utilization
+    usable = hw.gpu.hbm_bytes * engine.memory_fraction(hw.gpu.hbm_bytes, par.tp)
     kv = usable - sum(reserves.values())
     per_token = model.kv_bytes_per_token_per_rank(par.tp)
     block = engine.block_size_tokens

@@ -29,9 +29,6 @@ class EngineSpec:
     max_num_seqs: int = spec("max_num_seqs", kind=int, hi=1e6)
     max_num_batched_tokens: int = spec("max_num_batched_tokens", kind=int, hi=1e7)
     block_size_tokens: int = spec("block_size_tokens", kind=int, hi=1e5)
-    # Share of device memory the engine may use (vLLM gpu_memory_utilization, SGLang
-    # mem_fraction_static): weights, reserves and KV cache all come out of it.
-    memory_utilization: float = spec("memory_utilization", hi=1.0)
     # Activation peak of the profiling (warm-up) run at max_num_batched_tokens, per token:
     # `act_hidden_copies` live copies of the (hc_mult x hidden) residual stream, replicated on
     # every rank, plus `act_mlp_copies` of the TP-sharded MLP width (top-k x expert width for
@@ -45,6 +42,21 @@ class EngineSpec:
     cuda_graph_MiB_per_token: float = spec("cuda_graph_MiB_per_token", lo=0, lo_open=False, hi=1e4, default=0.0)
     # Allocations outside the torch allocator: CUDA context, NCCL and cuBLAS workspaces.
     non_torch_GiB: float = spec("non_torch_GiB", lo=0, lo_open=False, hi=100, default=0.0)
+    # Share of device memory the engine may use (vLLM gpu_memory_utilization, SGLang
+    # mem_fraction_static): weights, reserves and KV cache all come out of it. 0: derived from
+    # the static reserve below (SGLang's default).
+    memory_utilization: float = spec("memory_utilization", lo=0, lo_open=False, hi=1.0, default=0.0)
+    # SGLang-style static reserve, in MiB, left outside the memory fraction for activations and
+    # graphs: base + per chunked-prefill token (at least `reserve_min_chunk_tokens`) + per
+    # CUDA-graph batch entry + per TP rank / 8, floored at `reserve_floor_GiB` on GPUs with more
+    # than `reserve_floor_above_GiB`.
+    reserve_base_MiB: float = spec("reserve_base_MiB", lo=0, lo_open=False, hi=1e6, default=0.0)
+    reserve_MiB_per_chunk_token: float = spec("reserve_MiB_per_chunk_token", lo=0, lo_open=False, hi=100, default=0.0)
+    reserve_min_chunk_tokens: int = spec("reserve_min_chunk_tokens", lo=0, lo_open=False, kind=int, hi=1e7, default=0)
+    reserve_MiB_per_graph_seq: float = spec("reserve_MiB_per_graph_seq", lo=0, lo_open=False, hi=1000, default=0.0)
+    reserve_MiB_per_8_ranks: float = spec("reserve_MiB_per_8_ranks", lo=0, lo_open=False, hi=1e6, default=0.0)
+    reserve_floor_GiB: float = spec("reserve_floor_GiB", lo=0, lo_open=False, hi=1000, default=0.0)
+    reserve_floor_above_GiB: float = spec("reserve_floor_above_GiB", lo=0, lo_open=False, hi=1e4, default=0.0)
     # Does the profiling run allocate the sparse-attention indexer's logits buffer
     # [max_num_batched_tokens, max_model_len], so that the KV budget leaves room for it?
     reserves_indexer_logits: bool = spec("reserves_indexer_logits", kind=bool, default=True)
@@ -62,11 +74,26 @@ class EngineSpec:
     source: Path | None = None
 
     def __post_init__(self):
+        if not (self.memory_utilization or self.reserve_base_MiB):
+            raise UserError(f"engine {self.name}: give memory_utilization, or a static reserve (reserve_base_MiB ...)")
         for key, allowed in (("scheduling", SCHEDULING), ("engram_fetch_start", FETCH_STARTS),
                              ("host_copies", HOST_COPIES)):
             if getattr(self, key) not in allowed:
                 raise UserError(f"engine {self.name}: {key} must be one of {', '.join(allowed)}, "
                                 f"got '{getattr(self, key)}'")
+
+    def memory_fraction(self, hbm_bytes: float, tp: int) -> float:
+        """The share of device memory for weights, reserves and KV: the preset's, or one minus
+        the static reserve (SGLang server_args `_handle_gpu_memory_settings`)."""
+        if self.memory_utilization:
+            return self.memory_utilization
+        reserve = (self.reserve_base_MiB
+                   + max(self.max_num_batched_tokens, self.reserve_min_chunk_tokens) * self.reserve_MiB_per_chunk_token
+                   + self.max_capture_size * self.reserve_MiB_per_graph_seq
+                   + tp / 8 * self.reserve_MiB_per_8_ranks) * MiB
+        if hbm_bytes > self.reserve_floor_above_GiB * 2.0**30:
+            reserve = max(reserve, self.reserve_floor_GiB * 2.0**30)
+        return max(0.0, 1.0 - reserve / hbm_bytes)
 
     @property
     def prefetch(self) -> bool:

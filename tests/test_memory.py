@@ -267,3 +267,14 @@ def test_low_bit_dtypes_carry_their_block_scales():
     assert DTYPES["int2"].bytes_per_value == 0.25 + 2 / 128
     assert DTYPES["fp8-b32"].bytes_per_value == 1 + 1 / 1024
     assert DTYPES["fp8-b128"].bytes_per_value == 1 + 4 / 16384
+
+
+def test_sglang_fraction_follows_its_static_reserve():
+    """mem_fraction_static = 1 - (512 + 8192 x 1.5 + 256 x 2 + tp/8 x 1024) MiB / GPU memory,
+    at least 10 GiB reserved above 60 GiB (SGLang server_args)."""
+    eng, hbm = load_engine("sglang"), 143771 * MiB
+    assert eng.memory_fraction(hbm, 8) == pytest.approx(1 - (512 + 12288 + 512 + 1024) / 143771)
+    assert eng.memory_fraction(hbm, 1) == pytest.approx(1 - (512 + 12288 + 512 + 128) / 143771)
+    small = replace(eng, max_num_batched_tokens=1024, max_capture_size=8)
+    assert small.memory_fraction(hbm, 1) == pytest.approx(1 - 10240 / 143771)   # the 10 GiB floor
+    assert replace(eng, memory_utilization=0.7).memory_fraction(hbm, 8) == 0.7

@@ -44,7 +44,7 @@ def model_rows() -> list[dict]:
 def engine_rows() -> list[dict]:
     return [{"name": name, "scheduling": e.scheduling, "max_num_seqs": e.max_num_seqs,
              "max_num_batched_tokens": e.max_num_batched_tokens, "block_size_tokens": e.block_size_tokens,
-             "memory_utilization": e.memory_utilization, "engram_fetch_start": e.engram_fetch_start,
+             "memory_utilization": e.memory_utilization or "derived", "engram_fetch_start": e.engram_fetch_start,
              "host_copies": e.host_copies, "description": e.description}
             for name in preset_names("engine") for e in [load_engine(name)]]
 
