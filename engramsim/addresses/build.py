@@ -18,9 +18,10 @@ def build_trace(spec: EngramSpec, corpus: Corpus | None = None, tokenizer_path=N
                 token_id_files=None) -> AddressTrace:
     """Tokenize, compress and stream real text (or token-id files) for `spec`.
 
-    With a tokenizer (the built-in one or `tokenizer_path`), the hash uses that tokenizer's
-    compressed vocabulary size, as the reference derives it from its tokenizer. Token-id files
-    without a tokenizer are taken as compressed ids of the model's own tokenizer.
+    With a tokenizer (`tokenizer_path`, else the model's own packaged one, else the built-in
+    one), the hash uses that tokenizer's compressed vocabulary size, as the reference derives it
+    from its tokenizer. Token-id files without a tokenizer are taken as compressed ids of the
+    model's own tokenizer.
     """
     if token_id_files:
         seqs = [s for f in token_id_files for s in read_token_ids(f)]
@@ -31,7 +32,7 @@ def build_trace(spec: EngramSpec, corpus: Corpus | None = None, tokenizer_path=N
         tok = load_tokenizer(tokenizer_path)
     else:
         corpus = corpus or stdlib_corpus()
-        tok = load_tokenizer(tokenizer_path, list(corpus.documents))
+        tok = load_tokenizer(tokenizer_path, list(corpus.documents), default=spec.tokenizer)
         seqs = [s for s in tok.encode(list(corpus.documents)) if s.size]
         source = corpus.description
     comp = tok.compression()

@@ -86,7 +86,7 @@ def default_trace_path(spec: EngramSpec) -> Path:
     """Cache file of the default-corpus trace for this geometry, this Python (its stdlib is the
     corpus) and this trace format."""
     key = json.dumps({"geometry": geometry(spec),
-                      "pad": spec.compressed_pad_id, "python": sys.version, "max_bytes": DEFAULT_MAX_BYTES,
+                      "pad": spec.compressed_pad_id, "tokenizer": spec.tokenizer, "python": sys.version, "max_bytes": DEFAULT_MAX_BYTES,
                       "format": TRACE_FORMAT, "batch_ref": BATCH_REF}, sort_keys=True)
     return default_cache_dir() / "traces" / f"stdlib-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
