@@ -1,18 +1,28 @@
 """Text for address traces: the offline default corpus, text files and token-id files.
 
-The default corpus is real English technical prose that every Python installation carries, so
-nothing is downloaded: the Python standard library's own documentation.
+The default corpus is real technical text that ships offline, so nothing is downloaded. It has
+three parts, since DeepSeek's users write Chinese and code as much as English:
 
-1. `pydoc_data.topics`: the language reference topics that `help()` shows (~0.7 MB of English),
-   one document per topic, in sorted topic order;
-2. then the triple-quoted string literals (docstrings, almost all) of the standard library's
-   `.py` files in sorted path order, skipping tests, site-packages and idlelib, one document per
-   string, until the corpus reaches `max_bytes`.
+* `en` (1.5 MB): the Python standard library's own documentation (PSF licence).
+  1. `pydoc_data.topics`: the language reference topics that `help()` shows (~0.7 MB), one
+     document per topic, in sorted topic order;
+  2. then the triple-quoted string literals (docstrings, almost all) of the standard library's
+     `.py` files in sorted path order, skipping tests, site-packages and idlelib, one document
+     per string, until the part reaches 1.5 MB.
+* `code` (1.0 MB): whole `.py` source files of the standard library (PSF licence), one document
+  per file, continuing the same sorted walk after the files whose docstrings `en` took, so no
+  text is in both parts.
+* `zh` (1.0 MB of the 3.4 MB there): Simplified Chinese manual pages from Debian's
+  `manpages-zh` package (GFDL-1.2+, github.com/man-pages-zh/manpages-zh; `apt-get install
+  manpages-zh`), read from /usr/share/man/zh_CN with the roff markup stripped, one document per
+  page, in sorted path order. Without the package this part is absent and the corpus says so.
 
-The exact text depends on the Python version, so traces built from it are keyed by its digest.
+The exact text depends on the Python version and the installed manual pages, so traces built
+from it are keyed by `default_corpus_key`.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -25,7 +35,10 @@ import numpy as np
 
 from engramsim.errors import UserError
 
-DEFAULT_MAX_BYTES = 1_500_000
+DEFAULT_MAX_BYTES = 1_500_000              # the `en` part
+PART_BYTES = {"en": DEFAULT_MAX_BYTES, "code": 1_000_000, "zh": 1_000_000}
+PARTS = tuple(PART_BYTES)
+ZH_MAN_ROOT = Path("/usr/share/man/zh_CN")
 _TRIPLE = re.compile(r'"""(.*?)"""|\'\'\'(.*?)\'\'\'', re.S)
 _SKIP_DIRS = {"test", "tests", "site-packages", "dist-packages", "idlelib", "idle_test", "__pycache__"}
 
@@ -44,25 +57,115 @@ class Corpus:
         return h.hexdigest()[:16]
 
 
-def stdlib_corpus(max_bytes: int = DEFAULT_MAX_BYTES) -> Corpus:
-    """The offline default corpus (see the module docstring)."""
+def default_corpus(parts=PARTS, zh_root: Path = ZH_MAN_ROOT) -> Corpus:
+    """The offline default corpus, or some of its parts (see the module docstring)."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise UserError(f"unknown corpus part '{unknown[0] if unknown else ''}' (parts: {', '.join(PARTS)})")
+    sources = _stdlib_sources()
+    en, en_desc = stdlib_corpus_part(sources)      # walks the sources `code` continues from
+    chosen = {"en": (en, en_desc)}
+    if "code" in parts:
+        chosen["code"] = _code_part(sources, PART_BYTES["code"])
+    if "zh" in parts:
+        chosen["zh"] = _zh_part(zh_root, PART_BYTES["zh"])
+    docs = [d for p in PARTS if p in parts for d in chosen[p][0]]
+    return Corpus(tuple(docs), "; ".join(chosen[p][1] for p in PARTS if p in parts))
+
+
+def default_corpus_key(zh_root: Path = ZH_MAN_ROOT) -> str:
+    """What the default corpus's text depends on, cheaply: the Python version and the
+    installed Chinese manual pages (names and sizes)."""
+    h = hashlib.sha256(sys.version.encode())
+    for path in _zh_pages(zh_root):
+        h.update(f"{path.relative_to(zh_root)}:{path.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def stdlib_corpus_part(sources, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[list[str], str]:
+    """The `en` part: pydoc topics, then docstrings of `sources` until `max_bytes`."""
     from pydoc_data.topics import topics
     docs = [topics[k] for k in sorted(topics) if topics[k].strip()]
     size = sum(len(d.encode("utf-8")) for d in docs)
     n_topics, n_files = len(docs), 0
-    for path in _stdlib_sources():
-        if size >= max_bytes:
-            break
+    for path in sources:
         strings = _docstrings(path)
         if strings:
             n_files += 1
         for s in strings:
             docs.append(s)
             size += len(s.encode("utf-8"))
-    version = ".".join(map(str, sys.version_info[:3]))
-    desc = (f"Python {version} stdlib docs: {n_topics} pydoc topics + docstrings of {n_files} modules, "
-            f"{size / 1e6:.2f} MB")
-    return Corpus(tuple(docs), desc)
+        if size >= max_bytes:
+            break
+    desc = (f"en: Python {_version()} stdlib docs ({n_topics} pydoc topics + docstrings of {n_files} "
+            f"modules, {size / 1e6:.2f} MB)")
+    return docs, desc
+
+
+def _code_part(sources, max_bytes: int) -> tuple[list[str], str]:
+    docs, size = [], 0
+    for path in sources:
+        if size >= max_bytes:
+            break
+        text = _read_utf8(path)
+        if text and text.strip():
+            docs.append(text)
+            size += len(text.encode("utf-8"))
+    return docs, f"code: Python {_version()} stdlib source ({len(docs)} .py files, {size / 1e6:.2f} MB)"
+
+
+def _zh_part(root: Path, max_bytes: int) -> tuple[list[str], str]:
+    docs, size = [], 0
+    for path in _zh_pages(root):
+        if size >= max_bytes:
+            break
+        try:
+            text = roff_to_text(gzip.decompress(path.read_bytes()).decode("utf-8", errors="replace"))
+        except (OSError, EOFError, gzip.BadGzipFile):
+            continue
+        if text.strip():
+            docs.append(text)
+            size += len(text.encode("utf-8"))
+    if not docs:
+        return [], f"zh: absent (no Chinese manual pages under {root}: apt-get install manpages-zh)"
+    return docs, f"zh: Debian manpages-zh ({len(docs)} Simplified Chinese man pages, {size / 1e6:.2f} MB)"
+
+
+def _zh_pages(root: Path) -> list[Path]:
+    return sorted(root.glob("man*/*.gz")) if root.is_dir() else []
+
+
+def _version() -> str:
+    return ".".join(map(str, sys.version_info[:3]))
+
+
+# roff: drop comments and requests, keep the text arguments of font and heading macros, turn
+# escapes into the characters they print (the common ones) or nothing.
+_ROFF_TEXT_MACROS = {"SH", "SS", "B", "I", "BI", "BR", "IB", "IR", "RB", "RI", "SB", "SM", "IP", "TP", "HP", "Nm", "Nd"}
+_ROFF_CHARS = {"em": "—", "en": "–", "aq": "'", "dq": '"', "lq": "“", "rq": "”", "bu": "•", "co": "©",
+               "mi": "-", "hy": "-", "ga": "`", "ti": "~", "ha": "^", "rs": "\\", "oq": "‘", "cq": "’"}
+_ROFF_ESCAPE = re.compile(r"\\(?:f(?:\[[^\]]*\]|\(..|.)|s[-+]?\d+|\*(?:\[[^\]]*\]|\(..|.)|\((..)|\[([^\]]*)\]|(.))")
+
+
+def roff_to_text(roff: str) -> str:
+    lines = []
+    for line in roff.splitlines():
+        if line.lstrip(".'").startswith('\\"'):  # a comment
+            continue
+        if line[:1] in ".'":
+            name, _, args = line[1:].strip().partition(" ")
+            if name not in _ROFF_TEXT_MACROS or not args.strip():
+                continue
+            line = args.replace('"', "")
+        lines.append(_ROFF_ESCAPE.sub(_roff_escape, line))
+    return "\n".join(lines).strip()
+
+
+def _roff_escape(m: re.Match) -> str:
+    name = m.group(1) or m.group(2)
+    if name is not None:
+        return _ROFF_CHARS.get(name, "")
+    return {"-": "-", "e": "\\", " ": " ", "~": " ", "0": " ", ".": ".", "\\": "\\"}.get(m.group(3) or "", "")
 
 
 def _stdlib_sources():
@@ -76,11 +179,15 @@ def _stdlib_sources():
                 yield Path(dirpath) / name
 
 
-def _docstrings(path: Path) -> list[str]:
+def _read_utf8(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return []
+        return ""
+
+
+def _docstrings(path: Path) -> list[str]:
+    text = _read_utf8(path)
     out = []
     for m in _TRIPLE.finditer(text):
         s = (m.group(1) if m.group(1) is not None else m.group(2)).strip()

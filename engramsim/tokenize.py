@@ -13,7 +13,8 @@ Two tokenizers feed it:
   DeepSeek-V4-family presets use the real DeepSeek-V4 tokenizer this way, by default.
 * `WordTokenizer`: the offline default. A deterministic word-level tokenizer built from the text
   itself, needing nothing downloaded: text is split with a GPT-2-style pattern (words with their
-  leading space, numbers of up to 3 digits, punctuation runs, whitespace), the `vocab_size`
+  leading space, numbers of up to 3 digits, punctuation runs, whitespace; CJK ideographs one per
+  piece, as Chinese has no spaces between words), the `vocab_size`
   most frequent pieces (ties by text) become tokens, and any other piece is spelled as UTF-8
   byte tokens. Ids 0, 1, 2 are <|bos|>, <|eos|>, <|pad|>; every document starts with <|bos|>.
   Its compression uses `normalize_key`, a pure-Python equivalent of the reference normalizer.
@@ -113,7 +114,8 @@ class HFTokenizer:
         return Compression.from_keys(compression_keys(decoded, tokens, norm.normalize_str))
 
 
-_PIECE = re.compile(r"'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d{1,3}| ?[^\s\w]+|\s+(?!\S)|\s+")
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_PIECE = re.compile(rf"'(?:s|t|re|ve|m|ll|d)| ?[{_CJK}]| ?[^\W\d_{_CJK}]+| ?\d{{1,3}}| ?[^\s\w]+|\s+(?!\S)|\s+")
 SPECIALS = ("<|bos|>", "<|eos|>", "<|pad|>")
 N_BYTES = 256
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from engramsim import traces
+from engramsim.addresses.build import build_trace
 from engramsim.corpus import Corpus
 from engramsim.errors import UserError
 from engramsim.model import EngramSpec, load_model
@@ -27,7 +27,7 @@ def test_deepseek_v4_compression_is_the_published_size(deepseek_v4):
 def test_deepseek_v4_presets_trace_with_their_own_tokenizer(deepseek_v4):
     spec = load_model("deepseek-v4.1-flash").engram
     assert spec.tokenizer == "deepseek-v4"
-    tr = traces.build_trace(spec, corpus=Corpus(("Hello world, 你好世界 def f(x): return x",), "t"))
+    tr = build_trace(spec, corpus=Corpus(("Hello world, 你好世界 def f(x): return x",), "t"))
     assert "DeepSeek-V4 tokenizer" in tr.tokenizer and "99,092" in tr.tokenizer
     assert tr.spec.compressed_vocab_size == 99_092
     # The ids are the V4 tokenizer's, compressed: "Hello" and "hello" share one compressed id.

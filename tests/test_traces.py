@@ -120,7 +120,7 @@ def test_not_a_trace_file(tmp_path):
 
 def test_default_row_model_is_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("ENGRAMSIM_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(address_build, "stdlib_corpus", lambda: _random_text(n_docs=10))
+    monkeypatch.setattr(address_build, "default_corpus", lambda: _random_text(n_docs=10))
     first = default_row_model(MODEL)
     monkeypatch.setattr(row_trace, "build_trace", lambda *a, **k: pytest.fail("rebuilt a cached trace"))
     second = default_row_model(MODEL)
@@ -249,7 +249,7 @@ def test_zipf_extrapolation_to_bigger_tables_never_raises_hit_rates(default_corp
 
 def test_load_row_model_zipf_fits_the_default_corpus(monkeypatch, tmp_path):
     monkeypatch.setenv("ENGRAMSIM_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(address_build, "stdlib_corpus", lambda: _random_text(n_docs=30))
+    monkeypatch.setattr(address_build, "default_corpus", lambda: _random_text(n_docs=30))
     z = load_row_model("zipf", MODEL)
     assert isinstance(z, ZipfRows) and z.train_tokens is not None
     assert z.source.startswith("Zipf fit of test text") and "2-gram s=" in z.source

@@ -8,7 +8,7 @@ import numpy as np
 from engramsim import engram
 from engramsim.addresses.store import load_trace
 from engramsim.addresses.trace import AddressTrace
-from engramsim.corpus import Corpus, read_token_ids, stdlib_corpus, text_corpus
+from engramsim.corpus import Corpus, default_corpus, read_token_ids, text_corpus
 from engramsim.errors import UserError
 from engramsim.model import EngramSpec, ModelSpec
 from engramsim.tokenize import load_tokenizer
@@ -31,7 +31,7 @@ def build_trace(spec: EngramSpec, corpus: Corpus | None = None, tokenizer_path=N
             return _stream(spec, seqs, source, "compressed ids as given")
         tok = load_tokenizer(tokenizer_path)
     else:
-        corpus = corpus or stdlib_corpus()
+        corpus = corpus or default_corpus()
         tok = load_tokenizer(tokenizer_path, list(corpus.documents), default=spec.tokenizer)
         seqs = [s for s in tok.encode(list(corpus.documents)) if s.size]
         source = corpus.description
@@ -53,16 +53,16 @@ def _stream(spec, seqs, source, tokenizer) -> AddressTrace:
     return AddressTrace(spec=spec, ids=ids, seq_starts=starts, corpus=source, tokenizer=tokenizer)
 
 
-def trace_for(model: ModelSpec, texts=(), id_files=(), tokenizer=None, trace_file=None) -> AddressTrace:
+def trace_for(model: ModelSpec, texts=(), id_files=(), tokenizer=None, trace_file=None, parts=()) -> AddressTrace:
     """The address trace the CLI asks for: a saved trace file, text files, token-id files, or
-    else the offline default corpus."""
+    else the offline default corpus (only its `parts` when given)."""
     if model.engram is None:
         raise UserError(f"model {model.name} has no Engram layers to trace")
     if trace_file:
-        if texts or id_files or tokenizer:
-            raise UserError("give either --trace or text/ids/--tokenizer, not both")
+        if texts or id_files or tokenizer or parts:
+            raise UserError("give either --trace or text/ids/--corpus/--tokenizer, not both")
         return load_trace(trace_file, model.engram)
-    if texts and id_files:
-        raise UserError("give either --text or --ids, not both")
-    corpus = text_corpus(list(texts)) if texts else None
+    if sum(map(bool, (texts, id_files, parts))) > 1:
+        raise UserError("give one of --text, --ids or --corpus")
+    corpus = text_corpus(list(texts)) if texts else default_corpus(parts) if parts else None
     return build_trace(model.engram, corpus=corpus, tokenizer_path=tokenizer, token_id_files=list(id_files))

@@ -6,14 +6,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from engramsim.addresses.stats import ARRAY_FIELDS, BATCH_REF, GEOMETRY, LayerStats, TraceStats, geometry
 from engramsim.addresses.trace import AddressTrace
-from engramsim.corpus import DEFAULT_MAX_BYTES
+from engramsim.corpus import PART_BYTES, default_corpus_key
 from engramsim.errors import UserError
 from engramsim.model import EngramSpec
 
@@ -83,10 +82,10 @@ def default_cache_dir() -> Path:
 
 
 def default_trace_path(spec: EngramSpec) -> Path:
-    """Cache file of the default-corpus trace for this geometry, this Python (its stdlib is the
-    corpus) and this trace format."""
+    """Cache file of the default-corpus trace for this geometry and tokenizer, this corpus (this
+    Python's stdlib, the installed Chinese manual pages) and this trace format."""
     key = json.dumps({"geometry": geometry(spec),
-                      "pad": spec.compressed_pad_id, "tokenizer": spec.tokenizer, "python": sys.version, "max_bytes": DEFAULT_MAX_BYTES,
+                      "pad": spec.compressed_pad_id, "tokenizer": spec.tokenizer, "corpus": default_corpus_key(), "parts": PART_BYTES,
                       "format": TRACE_FORMAT, "batch_ref": BATCH_REF}, sort_keys=True)
     return default_cache_dir() / "traces" / f"stdlib-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 

