@@ -201,24 +201,33 @@ class Calibration:
         return hardware_from_dict({**self.data, "provenance": dict(self.provenance)}, where)
 
 
-def calibrate(profile: Profile, base: str = "h800", table_GiB: float | None = None) -> Calibration:
+def calibrate(profile: Profile | None, base: str = "h800", table_GiB: float | None = None,
+              nvbandwidth=None) -> Calibration:
     """Fit what `profile` measured onto the base preset. `table_GiB` evaluates the gather
-    curves at that table size (flagged extrapolated beyond the measured sizes)."""
+    curves at that table size (flagged extrapolated beyond the measured sizes). `nvbandwidth`
+    (engramsim.nvbandwidth.NvbandwidthRun) sets the link and HBM figures it measured, over the
+    profile's."""
     base_hw = load_hardware(base)
     data = hardware_to_dict(base_hw)
-    data["name"] = f"{profile.host.get('hostname', 'host')}-calibrated"
-    data["description"] = (f"calibrated from the profile of {profile.label} ({profile.created}); "
-                           f"unmeasured figures from {base}")
+    sources = ([f"the profile of {profile.label} ({profile.created})"] if profile else []) + \
+              ([f"nvbandwidth {nvbandwidth.version}"] if nvbandwidth else [])
+    host = profile.host.get("hostname", "host") if profile else "nvbandwidth"
+    data["name"] = f"{host}-calibrated"
+    data["description"] = f"calibrated from {' and '.join(sources)}; unmeasured figures from {base}"
     cal = Calibration(data)
     for section in SECTIONS:
         for key in data.get(section, {}):
             cal.provenance[f"{section}.{key}"] = f"inherited: {base}"
-    if profile.partial:
-        cal.notes.append("the profile is partial (interrupted): fewer figures were measured")
-    _calibrate_host(cal, profile, base_hw, table_GiB)
-    _calibrate_ssd(cal, profile)
-    _calibrate_gpu(cal, profile, base_hw, table_GiB)
-    _calibrate_link(cal, profile, base_hw)
+    if profile:
+        if profile.partial:
+            cal.notes.append("the profile is partial (interrupted): fewer figures were measured")
+        _calibrate_host(cal, profile, base_hw, table_GiB)
+        _calibrate_ssd(cal, profile)
+        _calibrate_gpu(cal, profile, base_hw, table_GiB)
+        _calibrate_link(cal, profile, base_hw)
+    if nvbandwidth:
+        from engramsim.nvbandwidth import apply_nvbandwidth
+        apply_nvbandwidth(cal, nvbandwidth, base_hw)
     cal.data["provenance"] = cal.provenance
     return cal
 

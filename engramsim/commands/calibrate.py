@@ -10,22 +10,34 @@ from engramsim.errors import UserError
 
 
 @click.command()
-@click.argument("profile", type=click.Path(path_type=Path))
+@click.argument("profile", type=click.Path(path_type=Path), required=False)
+@click.option("--nvbandwidth", "nvbandwidth_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON from `nvbandwidth -j`: its host-link, zero-copy and device-copy figures "
+                   "(H2D/D2H copy engine, host latency, SM copies, device-local copy) replace the profile's.")
 @click.option("--base", default="h800", show_default=True, help="Preset whose figures fill what was not measured.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML to write [default: the profile's path with .toml].")
+              help="TOML to write [default: the profile's (else the nvbandwidth file's) path with .toml].")
 @click.option("--table-GiB", "table_GiB", type=float,
               help="Evaluate the gather curves at this table size (flagged if beyond what was measured).")
-def command(profile, base, out, table_GiB):
-    """Turn a measured profile into a hardware model for `simulate --hw`."""
+def command(profile, nvbandwidth_file, base, out, table_GiB):
+    """Turn a measured profile and/or an nvbandwidth JSON into a hardware model for `simulate --hw`.
+
+    Every figure is marked measured, inherited (from --base) or extrapolated in [provenance].
+    """
     from engramsim.calibrate import calibrate, write_calibration
+    from engramsim.nvbandwidth import load_nvbandwidth
     from engramsim.profile_io import check_writable, load_profile
     from engramsim.report.profile import CalibrationReport
+    if profile is None and nvbandwidth_file is None:
+        raise UserError("give a PROFILE (from `engramsim profile`), --nvbandwidth FILE.json, or both")
     if table_GiB is not None and not table_GiB > 0:
         raise UserError(f"--table-GiB must be > 0, got {table_GiB}")
-    measured = load_profile(profile)
-    out = out or profile.with_suffix(".toml")
+    measured = load_profile(profile) if profile else None
+    nvb = load_nvbandwidth(nvbandwidth_file) if nvbandwidth_file else None
+    out = out or (profile or nvbandwidth_file).with_suffix(".toml")
     check_writable(out)
-    cal = calibrate(measured, base, table_GiB)
-    write_calibration(cal, out, source=f"{profile} --base {base}" + (f" --table-GiB {table_GiB:g}" if table_GiB else ""))
+    cal = calibrate(measured, base, table_GiB, nvbandwidth=nvb)
+    source = " ".join(filter(None, [str(profile) if profile else "", f"--nvbandwidth {nvbandwidth_file}" if nvb else "",
+                                    f"--base {base}", f"--table-GiB {table_GiB:g}" if table_GiB else ""]))
+    write_calibration(cal, out, source=source)
     Console().print(CalibrationReport(cal, str(out)))
