@@ -5,6 +5,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+# Version of `simulate --json`'s shape; bump it when a key changes meaning or disappears.
+# 2: adds `schema_version` and, per run and for the baseline, `vllm bench serve`'s names.
+SCHEMA_VERSION = 2
+BENCH_KEYS = (("duration", "completed", "total_input_tokens", "total_output_tokens", "request_throughput",
+               "output_throughput", "total_token_throughput")
+              + tuple(f"{stat}_{name}_ms" for name in ("ttft", "tpot", "itl", "e2el") for stat in ("mean", "median", "p99")))
 RESOURCE_UNITS = {"B": "GB", "op": "Mops", "thread-s": "thread-s"}
 UNIT_SCALE = {"B": 1e-9, "op": 1e-6, "thread-s": 1.0}
 
@@ -35,6 +41,7 @@ class RunResult:
     fetched_rows: float | None = None
     resources: dict = field(default_factory=dict)
     bound: str = ""
+    bench: dict = field(default_factory=lambda: dict.fromkeys(BENCH_KEYS))  # vllm_bench_names(), flattened by to_dict()
 
     @classmethod
     def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario) -> "RunResult":
@@ -58,7 +65,8 @@ class RunResult:
                                         scenario.prefetch))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        return {**d, **d.pop("bench")}
 
 
 def summarize_run(raw) -> dict:
@@ -70,7 +78,28 @@ def summarize_run(raw) -> dict:
     pct = lambda a, p: float(np.percentile(a, p)) if len(a) else None
     return dict(throughput_tok_s=out / raw.makespan_s, makespan_s=raw.makespan_s, output_tokens=out,
                 ttft_p50_s=pct(first, 50), ttft_p99_s=pct(first, 99),
-                tpot_p50_s=pct(tpot, 50), tpot_p99_s=pct(tpot, 99))
+                tpot_p50_s=pct(tpot, 50), tpot_p99_s=pct(tpot, 99),
+                bench=vllm_bench_names(raw, first, tpot, out))
+
+
+def vllm_bench_names(raw, ttft_s, tpot_s, output_tokens: int) -> dict:
+    """The figures `vllm bench serve` reports, under its names and units (vllm/benchmarks/
+    serve.py): throughputs per second of `duration`, latencies in ms as mean, median and p99
+    (np.percentile, as vLLM). TPOT counts requests with more than one output token; ITL is
+    every gap between consecutive tokens of a request; E2EL is arrival to last token."""
+    itl = np.concatenate([np.asarray(q.itl_s) for q in raw.seqs] or [np.zeros(0)])
+    e2el = np.array([q.finish_s - q.arrival_s for q in raw.seqs])
+    out = {"duration": raw.makespan_s, "completed": len(raw.seqs),
+           "total_input_tokens": int(sum(q.prompt_len for q in raw.seqs)), "total_output_tokens": output_tokens,
+           "request_throughput": len(raw.seqs) / raw.makespan_s, "output_throughput": output_tokens / raw.makespan_s,
+           "total_token_throughput": (output_tokens + sum(q.prompt_len for q in raw.seqs)) / raw.makespan_s}
+    for name, values in (("ttft", ttft_s), ("tpot", tpot_s), ("itl", itl), ("e2el", e2el)):
+        ms = 1e3 * np.asarray(values, dtype=float)
+        has = ms.size > 0
+        out[f"mean_{name}_ms"] = float(ms.mean()) if has else None
+        out[f"median_{name}_ms"] = float(np.median(ms)) if has else None
+        out[f"p99_{name}_ms"] = float(np.percentile(ms, 99)) if has else None
+    return out
 
 
 def resource_usage(raw) -> dict:
@@ -113,6 +142,7 @@ class SimReport:
     @classmethod
     def build(cls, scenario, baseline_summary: dict, baseline_raw, runs: list[RunResult]) -> "SimReport":
         base = dict(baseline_summary)
+        base.update(base.pop("bench", {}))
         base["steps"] = baseline_raw.stats.steps
         base["preemptions"] = baseline_raw.preemptions
         return cls(model=scenario.model.name, hardware=scenario.hw.name, workload=scenario.workload.name,
@@ -121,7 +151,7 @@ class SimReport:
                    runs=runs)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {"schema_version": SCHEMA_VERSION, **asdict(self)}
         d["runs"] = [r.to_dict() for r in self.runs]
         return d
 

@@ -115,3 +115,19 @@ def test_cache_sweep_and_cxl_pool_options():
 def test_unknown_cxl_part_is_one_line():
     r = cli("simulate", "--cxl", "floppy-pool")
     assert r.returncode == 2 and "--cxl: unknown part 'floppy-pool'" in r.stderr
+
+
+def test_simulate_json_speaks_vllm_bench_serve():
+    r = cli("simulate", "--tier", "dram-copy", "--tier", "hbm", "--json", *FAST)
+    data = json.loads(r.stdout)
+    assert data["schema_version"] == 2 and list(data)[0] == "schema_version"
+    from engramsim.results import BENCH_KEYS
+    run, unfit, base = data["runs"][0], data["runs"][1], data["baseline"]
+    for d in (run, unfit, base):
+        assert set(BENCH_KEYS) <= set(d)
+    assert run["output_throughput"] == pytest.approx(run["throughput_tok_s"])
+    assert run["duration"] == pytest.approx(run["makespan_s"])
+    assert run["median_ttft_ms"] == pytest.approx(1e3 * run["ttft_p50_s"])
+    assert run["p99_tpot_ms"] == pytest.approx(1e3 * run["tpot_p99_s"])
+    assert base["output_throughput"] == pytest.approx(data["baseline_tok_s"])
+    assert unfit["output_throughput"] is None

@@ -14,7 +14,7 @@ from engramsim.workload import Engine
 
 class Seq:
     __slots__ = ("id", "arrival_s", "prompt_len", "max_out", "out", "blocks",
-                 "first_token_s", "finish_s")
+                 "first_token_s", "finish_s", "last_token_s", "itl_s")
 
     def __init__(self, sid: int, arrival_s: float, prompt_len: int, max_out: int):
         self.id = sid
@@ -25,6 +25,8 @@ class Seq:
         self.blocks = 0       # KV blocks held
         self.first_token_s = -1.0
         self.finish_s = -1.0
+        self.last_token_s = -1.0
+        self.itl_s: list[float] = []  # gaps between consecutive tokens (vLLM's inter-token latency)
 
     def __len__(self):
         return self.prompt_len + self.out
@@ -112,6 +114,9 @@ class Scheduler:
             seq.out += 1
             if seq.first_token_s < 0:
                 seq.first_token_s = now_s
+            else:
+                seq.itl_s.append(now_s - seq.last_token_s)
+            seq.last_token_s = now_s
             if seq.out >= seq.max_out:
                 seq.finish_s = now_s
                 self.free_blocks += seq.blocks

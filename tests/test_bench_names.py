@@ -1,0 +1,38 @@
+"""`vllm bench serve`'s figures from a hand-checkable set of finished sequences."""
+from types import SimpleNamespace
+
+import pytest
+
+from engramsim.results import summarize_run, vllm_bench_names
+from engramsim.sim.scheduler import Scheduler
+
+
+def _seq(arrival, prompt, token_times):
+    return SimpleNamespace(arrival_s=arrival, prompt_len=prompt, out=len(token_times), first_token_s=token_times[0],
+                           finish_s=token_times[-1], itl_s=[b - a for a, b in zip(token_times, token_times[1:])])
+
+
+def test_hand_checked_figures():
+    # Request A arrives at 0, tokens at 1, 2, 4; request B arrives at 1, one token at 3.
+    raw = SimpleNamespace(makespan_s=4.0, seqs=[_seq(0.0, 10, [1.0, 2.0, 4.0]), _seq(1.0, 6, [3.0])])
+    b = summarize_run(raw)["bench"]
+    assert b["duration"] == 4.0 and b["completed"] == 2
+    assert b["request_throughput"] == 0.5 and b["output_throughput"] == 1.0
+    assert b["total_input_tokens"] == 16 and b["total_token_throughput"] == 5.0
+    assert b["mean_ttft_ms"] == 1500.0 and b["median_ttft_ms"] == 1500.0   # TTFTs 1 s and 2 s
+    assert b["mean_tpot_ms"] == 1500.0                                        # only A: (4 - 1) / 2
+    assert b["mean_itl_ms"] == 1500.0 and b["median_itl_ms"] == 1500.0       # gaps 1 s and 2 s
+    assert b["p99_itl_ms"] == pytest.approx(1990.0)                            # np.percentile, linear
+    assert b["mean_e2el_ms"] == 3000.0                                        # 4 s and 2 s
+
+
+def test_scheduler_records_inter_token_gaps():
+    from engramsim.sim.scheduler import Seq
+    sched = Scheduler.__new__(Scheduler)
+    sched.running, sched.free_blocks = [], 0
+    seq = Seq(0, 0.0, 4, 3)
+    sched.running.append(seq)
+    for now in (1.0, 1.5, 3.0):
+        sched.finish_step([seq], now)
+    assert seq.itl_s == [0.5, 1.5] and seq.finish_s == 3.0
+    assert vllm_bench_names(SimpleNamespace(makespan_s=3.0, seqs=[seq]), [1.0], [1.0], 3)["median_itl_ms"] == 1000.0
