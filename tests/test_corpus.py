@@ -1,4 +1,5 @@
 """The offline default corpus: English docs, Python source and Chinese man pages."""
+import ast
 import gzip
 
 import pytest
@@ -38,14 +39,22 @@ def test_parts_and_their_descriptions(tmp_path):
     root = _man_root(tmp_path, [ROFF, ".SH 描述\n打印文件内容\n"])
     en = default_corpus(("en",), zh_root=root)
     full = default_corpus(zh_root=root)
-    assert full.documents[:len(en.documents)] == en.documents
-    assert full.documents[-2:] == (roff_to_text(ROFF), "描述\n打印文件内容")
+    assert [d for d in full.documents if d in set(en.documents)] == list(en.documents)
+    pages = [roff_to_text(ROFF), "描述\n打印文件内容"]
+    zh = [d for d in full.documents if d in pages]
+    assert zh == pages
+    # Interleaved: each half of the corpus holds one of the two Chinese pages.
+    half = len(full.documents) // 2
+    assert full.documents.index(zh[0]) < half <= full.documents.index(zh[1])
     assert "zh: Debian manpages-zh (2 Simplified Chinese man pages" in full.description
     code = default_corpus(("code",), zh_root=root)
-    assert "code: Python" in code.description and all("def " in d or "import " in d for d in code.documents[len(en.documents):])
+    code_docs = [d for d in code.documents if d not in set(en.documents)]
+    assert "code: Python" in code.description
+    for d in code_docs:
+        ast.parse(d)  # whole Python source files
     # The code part starts after the files whose docstrings `en` took: no text in both.
     en_text = set(en.documents)
-    assert not any(d.strip() in en_text for d in code.documents[len(en.documents):])
+    assert code_docs and not any(d.strip() in en_text for d in code_docs)
 
 
 def test_absent_chinese_part_is_said(tmp_path):
@@ -65,3 +74,9 @@ def test_corpus_key_follows_the_installed_pages(tmp_path):
 def test_word_tokenizer_splits_chinese_into_characters():
     tok = WordTokenizer.train(["列出目录 列出文件 ls -a"] * 3)
     assert {" 列", "出", "目", "录", "文", "件"} <= set(tok.pieces)
+
+
+def test_interleave_spreads_each_part_by_its_bytes():
+    from engramsim.corpus import interleave
+    assert interleave([["a" * 10, "b" * 10], ["x" * 30]]) == ["a" * 10, "x" * 30, "b" * 10]
+    assert interleave([["a", "b", "c"]]) == ["a", "b", "c"]
