@@ -157,4 +157,4 @@ class SimReport:
 
     def __rich_console__(self, console, options):
         from engramsim.report.console import render_sim_report
-        yield from render_sim_report(self)
+        yield from render_sim_report(self, options)

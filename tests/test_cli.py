@@ -131,3 +131,13 @@ def test_simulate_json_speaks_vllm_bench_serve():
     assert run["p99_tpot_ms"] == pytest.approx(1e3 * run["tpot_p99_s"])
     assert base["output_throughput"] == pytest.approx(data["baseline_tok_s"])
     assert unfit["output_throughput"] is None
+
+
+def test_simulate_at_80_columns_never_wraps():
+    import os
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "simulate", "--tier", "hbm", "--tier", "ssd",
+                        "--hbm-cache-gib", "2", *FAST], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env={**os.environ, "COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 80 and "ssd +2GiB HBM" in r.stdout

@@ -1,8 +1,11 @@
 """Rich rendering of simulation reports."""
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
+
+from engramsim.report.width import compact, key_values
 
 
 def _ms(x) -> str:
@@ -13,7 +16,10 @@ def _num(x, fmt="{:,.0f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def render_sim_report(report):
+def render_sim_report(report, options=None):
+    if options is not None and compact(options):
+        yield from render_compact(report)
+        return
     yield Text.assemble(("engramsim simulate", "bold"), f"  model {report.model} · hw {report.hardware} · "
                         f"workload {report.workload} · {report.gpus} GPU(s), TP {report.tp} · seed {report.seed} · "
                         f"prefetch {'on' if report.prefetch else 'off'}")
@@ -69,3 +75,42 @@ def resource_table(report) -> Table:
             cells.append("-" if row is None else f"{row['moved']:,.1f} {row['unit']} / {100 * row['utilization']:.1f}%")
         t.add_row(label(r), *cells)
     return t
+
+
+def render_compact(report):
+    """The report in at most 80 columns: a header grid, the placements with their p50s (the
+    p99s are in --json), then what bounds each placement and what it moved, as grids."""
+    yield Text("engramsim simulate", style="bold")
+    yield key_values([
+        ("model", f"{report.model} on {report.hardware}"),
+        ("setup", f"workload {report.workload} · {report.gpus} GPU(s), TP {report.tp} · seed {report.seed} · "
+                  f"prefetch {'on' if report.prefetch else 'off'}"),
+        ("rows", Text(report.rows_source, style="dim")),
+        ("baseline", f"{report.baseline_tok_s:,.1f} tok/s · TTFT p50 {_ms(report.baseline['ttft_p50_s'])} ms · "
+                      f"TPOT p50 {_ms(report.baseline['tpot_p50_s'])} ms"),
+    ])
+    t = Table(title="Engram table placements", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    for col, just in [("tier", "left"), ("tok/s", "right"), ("overhead", "right"), ("TTFT\np50 s", "right"),
+                      ("TPOT\np50 ms", "right"), ("stall s", "right"), ("KV\ntokens", "right")]:
+        t.add_column(col, justify=just, overflow="fold", no_wrap=col != "tier", min_width=9 if col == "tier" else None)
+    for r in report.runs:
+        if not r.fits:
+            t.add_row(label(r), "[red]no fit[/]", "-", "-", "-", "-", _num(r.kv_tokens_per_replica))
+            continue
+        style = "green" if r.overhead_pct < 3 else ("yellow" if r.overhead_pct < 10 else "red")
+        t.add_row(label(r), _num(r.throughput_tok_s, "{:,.1f}"), Text(f"{r.overhead_pct:+.2f}%", style=style),
+                  _num(r.ttft_p50_s, "{:.2f}"), _ms(r.tpot_p50_s), _num(r.stall_s, "{:.3f}"),
+                  _num(r.kv_tokens_per_replica))
+    yield t
+    yield Text("What bounds each placement", style="bold")
+    yield key_values([(label(r), Text(r.bound, style="red" if not r.fits else "")) for r in report.runs])
+    best = max((r for r in report.runs if r.fits), key=lambda r: r.throughput_tok_s, default=None)
+    if best and len(report.runs) > 1:
+        yield key_values([("best", f"{label(best)} at {best.throughput_tok_s:,.1f} tok/s ({best.overhead_pct:+.2f}%)")])
+    moved = [(label(r), " · ".join(f"{kind} {row['moved']:,.1f} {row['unit']} {100 * row['utilization']:.1f}%"
+                                   for kind, row in sorted(r.resources.items())))
+             for r in report.runs if r.fits and r.resources]
+    if moved:
+        yield Text("Shared resources: moved, mean utilisation", style="bold")
+        yield key_values(moved, key_style="")

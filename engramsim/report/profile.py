@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from engramsim.profile_io import Profile
+from engramsim.report.width import compact, key_values
 
 PATHS = [  # (path title, benchmark names) in the order a reader follows a lookup
     ("HBM", ("hbm_gather",)),
@@ -77,6 +79,9 @@ class ProfileReport:
     profile: Profile
 
     def __rich_console__(self, console, options):
+        if compact(options):
+            yield from self._compact()
+            return
         yield header(self.profile)
         for title, rows in _group(self.profile.measurements).items():
             yield measurement_table(title, rows)
@@ -87,6 +92,53 @@ class ProfileReport:
             for s in self.profile.skipped:
                 t.add_row(s["name"], format_params(s["params"]), s["reason"])
             yield t
+
+
+    def _compact(self):
+        """At most 80 columns: each point's benchmark and params in one folding column, then
+        its median, spread and main rate."""
+        yield compact_header(self.profile)
+        for title, rows in _group(self.profile.measurements).items():
+            t = _compact_table(title, ("median", "p10/p90", "rate"))
+            for r in rows:
+                t.add_row(_point(r), time_text(r["median_s"]), _spread(r), _main_rate(r))
+            yield t
+        if self.profile.skipped:
+            yield Text("skipped", style="bold")
+            yield key_values([(s["name"], f"{format_params(s['params'])}: {s['reason']}") for s in self.profile.skipped])
+
+
+def compact_header(profile: Profile, tag: str = "") -> Table:
+    host = profile.host
+    return key_values([
+        (f"{tag}engramsim profile", f"{host.get('hostname', '?')} · {profile.created}"
+                                    + (" · quick" if profile.quick else "") + (" · PARTIAL (interrupted)" if profile.partial else "")),
+        ("machine", f"{host.get('cpu_model', '?')} · {host.get('cpu_cores', '?')} cores · "
+                    f"{profile.gpu['name'] if profile.gpu else 'no GPU: CPU subset only'}"),
+    ])
+
+
+def _compact_table(title: str, columns) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("benchmark, params", overflow="fold", ratio=1, min_width=16)
+    for col in columns:
+        t.add_column(col, justify="right", no_wrap=True)
+    return t
+
+
+def _point(r: dict) -> str:
+    return f"{r['name']} {format_params(r['params'])}"
+
+
+def _spread(r: dict) -> str:
+    med = r["median_s"]
+    if not med:
+        return ""
+    return f"{100 * (r['p10_s'] / med - 1):+.0f}/{100 * (r['p90_s'] / med - 1):+.0f}%"
+
+
+def _main_rate(r: dict) -> str:
+    return next((f"{fmt.format(r[key])} {col}" for key, col, fmt in RATES if r.get(key) is not None), "")
 
 
 def measurement_table(title: str, rows: list[dict]) -> Table:
@@ -121,6 +173,9 @@ class ProfileComparison:
         return [(ra, b_rows[_key(ra)]) for ra in self.a.measurements if _key(ra) in b_rows]
 
     def __rich_console__(self, console, options):
+        if compact(options):
+            yield from self._compact()
+            return
         pairs = self.matched()
         yield Text.assemble(("A ", "bold"), header(self.a))
         yield Text.assemble(("B ", "bold"), header(self.b))
@@ -145,6 +200,24 @@ class ProfileComparison:
                 rate_cells = [rate[1], rate[2].format(ra[rate[0]]), rate[2].format(rb[rate[0]])] if rate else ["", "", ""]
                 t.add_row(ra["name"], format_params(ra["params"]), time_text(ra["median_s"]), time_text(rb["median_s"]),
                           Text(f"{ratio:.2f}", style=style), *rate_cells)
+            yield t
+
+    def _compact(self):
+        """At most 80 columns: the point in one folding column, A and B medians, B/A."""
+        pairs = self.matched()
+        yield compact_header(self.a, "A ")
+        yield compact_header(self.b, "B ")
+        yield Text(f"{len(pairs)} points in both; {len(self.a.measurements) - len(pairs)} only in A, "
+                   f"{len(self.b.measurements) - len(pairs)} only in B", style="dim")
+        groups: dict[str, list] = {}
+        for ra, rb in pairs:
+            groups.setdefault(group_of(ra["name"]), []).append((ra, rb))
+        for title, group in groups.items():
+            t = _compact_table(title, ("A median", "B median", "B/A"))
+            for ra, rb in group:
+                ratio = rb["median_s"] / ra["median_s"] if ra["median_s"] else float("inf")
+                style = "green" if ratio < 0.95 else ("red" if ratio > 1.05 else "")
+                t.add_row(_point(ra), time_text(ra["median_s"]), time_text(rb["median_s"]), Text(f"{ratio:.2f}", style=style))
             yield t
 
 
