@@ -1,5 +1,9 @@
-"""Reports at any width: golden renders at 80 and 120 columns; at 80 and below no line is
-wider than the console (the compact layout), at any width."""
+"""Reports at any width: golden renders at 80 and 120 columns of simulate, profile and
+profile-compare reports built from fixed figures (tests/test_golden.py renders a real simulation
+at 120); at 80 columns and below no line is wider than the console (the compact layout).
+
+    ENGRAMSIM_REGEN_GOLDEN=1 python -m pytest -q tests/test_render_width.py
+"""
 import os
 from io import StringIO
 from pathlib import Path
@@ -13,13 +17,14 @@ from engramsim.results import RunResult, SimReport
 from test_calibrate import synthetic
 
 GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("ENGRAMSIM_UPDATE_GOLDEN") == "1"
+UPDATE = bool(os.environ.get("ENGRAMSIM_REGEN_GOLDEN"))
 
 
 def render(obj, width: int) -> str:
+    """Plain text at `width`, trailing spaces stripped (as tests/test_golden.py does)."""
     console = Console(file=StringIO(), width=width, color_system=None, legacy_windows=False)
     console.print(obj)
-    return console.file.getvalue()
+    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
 
 
 def _run(tier, tok_s, **kw):
@@ -72,7 +77,7 @@ def test_golden_render(name, width):
     if UPDATE:
         path.parent.mkdir(exist_ok=True)
         path.write_text(text)
-    assert text == path.read_text(), f"render of {name} at {width} changed (ENGRAMSIM_UPDATE_GOLDEN=1 rewrites it)"
+    assert text == path.read_text(), f"render of {name} at {width} changed (ENGRAMSIM_REGEN_GOLDEN=1 rewrites it)"
 
 
 @pytest.mark.parametrize("width", [40, 60, 72, 80])
