@@ -133,11 +133,9 @@ def test_simulate_json_speaks_vllm_bench_serve():
     assert unfit["output_throughput"] is None
 
 
-def test_simulate_at_80_columns_never_wraps():
-    import os
-    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "simulate", "--tier", "hbm", "--tier", "ssd",
-                        "--hbm-cache-gib", "2", *FAST], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                       env={**os.environ, "COLUMNS": "80"})
+def test_simulate_at_80_columns_never_wraps(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    r = cli("simulate", "--tier", "hbm", "--tier", "ssd", "--hbm-cache-gib", "2", *FAST)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert max(map(len, lines)) <= 80 and "ssd +2GiB HBM" in r.stdout

@@ -5,8 +5,6 @@ tests/fixtures/nvbandwidth-h800.json has the shape NVIDIA/nvbandwidth's json_out
 are the published H800 PCIe Gen5 ones (55.3 / 55.1 GB/s), the others are illustrative.
 """
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -16,9 +14,9 @@ from engramsim.calibrate import calibrate
 from engramsim.errors import UserError
 from engramsim.hardware import load_hardware
 from engramsim.nvbandwidth import load_nvbandwidth, parse_nvbandwidth
+from tests.clikit import run_cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "nvbandwidth-h800.json"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_figures_are_taken_and_marked_measured():
@@ -61,13 +59,9 @@ def test_no_used_testcase_is_said():
     assert all(v.startswith("inherited") for v in cal.provenance.values())
 
 
-def _cli(*args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, cwd=cwd)
-
-
 def test_cli_writes_a_loadable_model(tmp_path):
     out = tmp_path / "mine.toml"
-    r = _cli("calibrate", "--nvbandwidth", str(FIXTURE), "--base", "h800", "--out", str(out), cwd=tmp_path)
+    r = run_cli("calibrate", "--nvbandwidth", FIXTURE, "--base", "h800", "--out", out)
     assert r.returncode == 0, r.stderr
     data = tomllib.loads(out.read_text())
     assert data["link"]["h2d_GBps"] == pytest.approx(55.3)
@@ -83,8 +77,8 @@ def test_cli_writes_a_loadable_model(tmp_path):
 def test_cli_bad_input_is_one_line(tmp_path, content, message):
     bad = tmp_path / "bad.json"
     bad.write_text(content)
-    r = _cli("calibrate", "--nvbandwidth", str(bad), cwd=tmp_path)
+    r = run_cli("calibrate", "--nvbandwidth", bad)
     assert r.returncode == 2 and message in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
-    r = _cli("calibrate", cwd=tmp_path)
+    r = run_cli("calibrate")
     assert r.returncode == 2 and "--nvbandwidth" in r.stderr

@@ -96,12 +96,12 @@ class ProfileReport:
 
     def _compact(self):
         """At most 80 columns: each point's benchmark and params in one folding column, then
-        its median, spread and main rate."""
+        its median, spread and rates (one per line)."""
         yield compact_header(self.profile)
         for title, rows in _group(self.profile.measurements).items():
-            t = _compact_table(title, ("median", "p10/p90", "rate"))
+            t = _compact_table(title, ("median", "p10/p90", "rates"))
             for r in rows:
-                t.add_row(_point(r), time_text(r["median_s"]), _spread(r), _main_rate(r))
+                t.add_row(_point(r), time_text(r["median_s"]), _spread(r), _rates(r))
             yield t
         if self.profile.skipped:
             yield Text("skipped", style="bold")
@@ -137,8 +137,9 @@ def _spread(r: dict) -> str:
     return f"{100 * (r['p10_s'] / med - 1):+.0f}/{100 * (r['p90_s'] / med - 1):+.0f}%"
 
 
-def _main_rate(r: dict) -> str:
-    return next((f"{fmt.format(r[key])} {col}" for key, col, fmt in RATES if r.get(key) is not None), "")
+def _rates(r: dict) -> str:
+    """Every rate the point has, one per line (the column stays narrow; the row grows)."""
+    return "\n".join(f"{fmt.format(r[key])} {col}" for key, col, fmt in RATES if r.get(key) is not None)
 
 
 def measurement_table(title: str, rows: list[dict]) -> Table:
