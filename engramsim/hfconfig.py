@@ -14,12 +14,12 @@ architecture's reference preset, also with one note line each.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engramsim.errors import UserError
+from engramsim.presets import load_json
 
 # Fields that change numerics, not memory or time: read and set aside without a note.
 NUMERICS_ONLY = {
@@ -48,15 +48,7 @@ class MappedConfig:
 
 
 def read_config(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+    data = load_json(path, "config")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a config.json is a JSON object")
     return data

@@ -21,13 +21,13 @@ Testcases whose status is not "Passed" (Waived, Error, Not Found) are skipped wi
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from engramsim.errors import UserError
+from engramsim.presets import load_json
 
 USED = ("host_to_device_memcpy_ce", "device_to_host_memcpy_ce", "host_device_latency_sm",
         "host_to_device_memcpy_sm", "device_to_host_memcpy_sm", "device_local_copy")
@@ -57,15 +57,7 @@ class NvbandwidthRun:
 
 def load_nvbandwidth(path: str | Path) -> NvbandwidthRun:
     """Read an `nvbandwidth -j` file; anything of another shape is one clear error."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"nvbandwidth file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not JSON ({e.msg} at line {e.lineno}); expected the output of `nvbandwidth -j`") from None
+    data = load_json(path, "nvbandwidth", hint="; expected the output of `nvbandwidth -j`")
     return parse_nvbandwidth(data, str(path))
 
 

@@ -8,6 +8,7 @@ so every check names the file, the key and the range.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from pathlib import Path
@@ -64,6 +65,19 @@ def load_toml(path: Path) -> dict:
         raise UserError(f"{path}: malformed TOML: {e}") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def load_json(path: str | Path, what: str, hint: str = ""):
+    """A JSON file (a config.json, an nvbandwidth result, ...) with one-line errors naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not JSON ({e.msg} at line {e.lineno}){hint}") from None
 
 
 def build(cls, table: Any, where: str):

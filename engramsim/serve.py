@@ -49,12 +49,7 @@ def apply_engram_config(settings: ServeSettings, engine: str, text: str) -> None
     """Read an `--engram-config` JSON object with `engine`'s keys into `settings`."""
     if engine not in ENGINES:
         raise UserError(f"--engram-config needs --engine vllm or sglang (got {engine})")
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--engram-config is not JSON ({e.msg}): {text[:60]}") from None
-    if not isinstance(cfg, dict):
-        raise UserError("--engram-config must be a JSON object, e.g. '{\"cpu_offload\": true}'")
+    cfg = _json_object("--engram-config", text, example=""", e.g. '{"cpu_offload": true}'""")
     unknown = sorted(set(cfg) - set(ENGRAM_KEYS[engine]))
     if unknown:
         raise UserError(f"--engram-config: unknown {engine} key(s) {', '.join(unknown)} "
@@ -137,13 +132,18 @@ def apply_serve_flag(s: ServeSettings, flag: str, value) -> None:
         raise UserError(f"unknown serve flag {flag}")
 
 
-def _speculative(s: ServeSettings, value: str) -> None:
+def _json_object(flag: str, text: str, example: str = "") -> dict:
     try:
-        cfg = json.loads(value)
+        cfg = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"--speculative-config is not JSON ({e.msg})") from None
+        raise UserError(f"{flag} is not JSON ({e.msg}): {text[:60]}") from None
     if not isinstance(cfg, dict):
-        raise UserError("--speculative-config must be a JSON object")
+        raise UserError(f"{flag} must be a JSON object{example}")
+    return cfg
+
+
+def _speculative(s: ServeSettings, value: str) -> None:
+    cfg = _json_object("--speculative-config", value)
     what = ", ".join(f"{k}={v}" for k, v in cfg.items())
     s.lines.append(f"--speculative-config {{{what}}}: read, not modeled (one token per sequence per step)")
 
