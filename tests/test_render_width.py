@@ -30,7 +30,7 @@ def render(obj, width: int) -> str:
 def _run(tier, tok_s, **kw):
     base = dict(tier=tier, fits=True, problems=[], throughput_tok_s=tok_s, baseline_tok_s=7090.7,
                 overhead_pct=100 * (7090.7 - tok_s) / 7090.7, ttft_p50_s=1.02, ttft_p99_s=1.81, tpot_p50_s=0.0329,
-                tpot_p99_s=0.036, stall_s=0.0, kv_tokens_per_replica=1_163_008,
+                tpot_p99_s=0.036, stall_s=0.0, kv_tokens_per_rank=1_163_008,
                 resources={"dram": {"moved": 812.4, "unit": "GB", "utilization": 0.031},
                            "link": {"moved": 790.2, "unit": "GB", "utilization": 0.118}},
                 bound="compute-bound; fetch hidden by prefetch (fetches limited by zero-copy reads in flight)")
@@ -39,11 +39,11 @@ def _run(tier, tok_s, **kw):
 
 def sim_report() -> SimReport:
     runs = [
-        RunResult(tier="hbm", fits=False, kv_tokens_per_replica=0, baseline_tok_s=7090.7,
+        RunResult(tier="hbm", fits=False, kv_tokens_per_rank=0, baseline_tok_s=7090.7,
                   problems=["HBM: 140.4 GiB usable per GPU - weights 81.5 - table 47.2 leaves KV for 0 tokens"],
                   bound="does not fit: HBM: 140.4 GiB usable per GPU - weights 81.5 - table 47.2 leaves KV for 0 tokens"),
         _run("dram-uva", 6957.2),
-        _run("dram-uva", 6990.4, hbm_cache_GiB=4.0, hbm_hit_rate=0.285, kv_tokens_per_replica=1_101_312),
+        _run("dram-uva", 6990.4, hbm_cache_GiB=4.0, hbm_hit_rate=0.285, kv_tokens_per_rank=1_101_312),
         _run("ssd", 6514.9, stall_s=1.279, ttft_p50_s=1.33, ttft_p99_s=2.12, tpot_p50_s=0.0342, tpot_p99_s=0.0373,
              dram_cache_GiB=64.0, hbm_hit_rate=0.412,
              resources={"ssd_iops": {"moved": 210.5, "unit": "Mops", "utilization": 0.41},

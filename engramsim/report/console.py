@@ -96,12 +96,12 @@ def render_compact(report):
         t.add_column(col, justify=just, overflow="fold", no_wrap=col != "tier", min_width=9 if col == "tier" else None)
     for r in report.runs:
         if not r.fits:
-            t.add_row(label(r), "[red]no fit[/]", "-", "-", "-", "-", _num(r.kv_tokens_per_replica))
+            t.add_row(label(r), "[red]no fit[/]", "-", "-", "-", "-", _num(r.kv_tokens_per_rank))
             continue
         style = "green" if r.overhead_pct < 3 else ("yellow" if r.overhead_pct < 10 else "red")
         t.add_row(label(r), _num(r.throughput_tok_s, "{:,.1f}"), Text(f"{r.overhead_pct:+.2f}%", style=style),
                   _num(r.ttft_p50_s, "{:.2f}"), _ms(r.tpot_p50_s), _num(r.stall_s, "{:.3f}"),
-                  _num(r.kv_tokens_per_replica))
+                  _num(r.kv_tokens_per_rank))
     yield t
     yield Text("What bounds each placement", style="bold")
     yield key_values([(label(r), Text(r.bound, style="red" if not r.fits else "")) for r in report.runs])
