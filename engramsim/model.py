@@ -347,6 +347,8 @@ class ModelSpec:
     engram: EngramSpec | None
     source: Path | None = field(default=None, compare=False)
     kv: KVLayout | None = None
+    # What a Hugging Face config.json could not say or map, one line each (engramsim.hfconfig).
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self):
         if self.engram and max(self.engram.layer_ids) >= self.backbone.n_layers:
@@ -375,7 +377,13 @@ class ModelSpec:
 
 
 def load_model(name_or_path: str | Path) -> ModelSpec:
+    """A preset name, a models/*.toml-style file, or a Hugging Face config.json (a file, or a
+    model directory holding one): see engramsim.hfconfig."""
+    if Path(name_or_path).is_dir() and (Path(name_or_path) / "config.json").is_file():
+        name_or_path = Path(name_or_path) / "config.json"
     path = resolve("model", name_or_path)
+    if path.suffix == ".json":
+        return _model_from_config(path)
     data = load_toml(path)
     where = str(path)
     unknown = sorted(set(data) - {"name", "description", "backbone", "engram", "kv"})
@@ -383,6 +391,11 @@ def load_model(name_or_path: str | Path) -> ModelSpec:
         raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: name, description, backbone, engram, kv)")
     if "backbone" not in data:
         raise UserError(f"{where}: missing table [backbone]")
+    return model_from_tables(data, where, path)
+
+
+def model_from_tables(data: dict, where: str, path: Path, notes: tuple[str, ...] = ()) -> ModelSpec:
+    """A ModelSpec from preset tables ([backbone], optional [engram] and [kv]), validated."""
     backbone = _with_where(lambda: build(Backbone, data["backbone"], f"{where} [backbone]"), f"{where} [backbone]")
     engram = None
     if "engram" in data:
@@ -391,7 +404,15 @@ def load_model(name_or_path: str | Path) -> ModelSpec:
     if "kv" in data:
         kv = _with_where(lambda: build(KVLayout, data["kv"], f"{where} [kv]"), f"{where} [kv]")
     return _with_where(lambda: ModelSpec(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
-                                         backbone=backbone, engram=engram, source=path, kv=kv), where)
+                                         backbone=backbone, engram=engram, source=path, kv=kv, notes=notes), where)
+
+
+def _model_from_config(path: Path) -> ModelSpec:
+    from engramsim.hfconfig import map_config, read_config
+    name = path.parent.name if path.name == "config.json" else path.stem
+    mapped = map_config(read_config(path), str(path), name)
+    tables = {**mapped.tables, "name": name, "description": f"{mapped.architecture} config.json ({path})"}
+    return model_from_tables(tables, str(path), path, tuple(mapped.notes))
 
 
 def _with_where(make, where: str):

@@ -244,3 +244,64 @@ def _engine_and_model(s: ServeSettings, words: list[str]) -> list[str]:
             return words[i + 2:]
     raise UserError("--from-cmd: expected `vllm serve MODEL ...` or `python -m sglang.launch_server ...`, "
                     f"got `{' '.join(words[:3])}`")
+
+
+# --- applying the settings ---------------------------------------------------------------------
+
+def served_model(name: str) -> str:
+    """The model a launch command serves, as `--model` takes it: a local config.json or model
+    directory as is, else a hub id whose last part names a preset (deepseek-ai/DeepSeek-V4.1-Flash
+    -> deepseek-v4.1-flash)."""
+    from pathlib import Path
+    from engramsim.presets import preset_names
+    if Path(name).exists():
+        return name
+    preset = name.rstrip("/").split("/")[-1].lower()
+    if preset not in preset_names("model"):
+        raise UserError(f"--from-cmd: model {name}: no preset named {preset} (known: {', '.join(preset_names('model'))}); "
+                        "pass --model PRESET or a config.json")
+    return preset
+
+
+def apply_to_model(s: ServeSettings, model):
+    """The model with the command's KV dtype (a model whose [kv] layout fixes its entry bytes
+    keeps them, and the settings say so)."""
+    from dataclasses import replace
+    if not s.kv_dtype:
+        return model
+    if model.kv is not None:
+        s.lines.append(f"KV cache dtype {s.kv_dtype}: {model.name}'s [kv] layout fixes {model.kv.entry_bytes} B "
+                       "per entry; not applied")
+        return model
+    return replace(model, backbone=replace(model.backbone, kv_dtype=s.kv_dtype))
+
+
+def apply_to_workload(s: ServeSettings, workload):
+    """The scheduler limits the command sets win over the workload preset's."""
+    from dataclasses import replace
+    limits = {k: s.engine_overrides[k] for k in ("max_num_seqs", "max_num_batched_tokens") if k in s.engine_overrides}
+    return replace(workload, engine=replace(workload.engine, **limits)) if limits else workload
+
+
+def settings_from_cli(from_cmd: str | None, engine: str, engram_config: str | None, flags: dict,
+                      tiers: tuple[str, ...]) -> ServeSettings:
+    """The settings `simulate` was given: a whole command, or the flags one by one (TP and DP
+    under either spelling go straight through; the others say what they became)."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if from_cmd:
+        if given or engram_config:
+            raise UserError(f"--from-cmd carries the serve flags; do not also give "
+                            f"{', '.join(sorted(given)) or '--engram-config'}")
+        s = parse_serve_command(from_cmd)
+        if s.model:
+            s.model = served_model(s.model)
+    else:
+        s = ServeSettings(tp=given.pop("--tensor-parallel-size", None), dp=given.pop("--data-parallel-size", None))
+        for flag, value in given.items():
+            apply_serve_flag(s, flag, None if value is True else value)
+        if engram_config:
+            apply_engram_config(s, engine, engram_config)
+        resolve_ep(s)
+    if tiers and s.tiers:
+        raise UserError("give --tier or an --engram-config that places the table, not both")
+    return s

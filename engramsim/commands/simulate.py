@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 
 from engramsim.engine import load_engine
+from engramsim import serve
 from engramsim.errors import UserError
 from engramsim.hardware import load_hardware, with_cxl_part
 from engramsim.model import load_model
@@ -30,9 +31,20 @@ GiB = 2.0**30
               help="Engine preset (engines/): scheduling limits, memory reserves, where the Engram fetch starts. "
                    "The workload's [engine] table overrides its limits.")
 @click.option("--gpus", type=int, help="GPUs in use; hosts hold gpus_per_host each. Default: DP x TP.")
-@click.option("--tp", default=1, show_default=True, type=int, help="Tensor-parallel degree of one replica.")
-@click.option("--dp", default=1, show_default=True, type=int, help="Data-parallel replicas (with --gpus: GPUs / TP).")
-@click.option("--ep", default=1, show_default=True, type=int, help="Expert-parallel ranks the routed experts are divided across.")
+@click.option("--tp", "--tensor-parallel-size", "tp", type=int, help="Tensor-parallel degree of one replica [default: 1].")
+@click.option("--dp", "--data-parallel-size", "dp", type=int, help="Data-parallel replicas (with --gpus: GPUs / TP) [default: 1].")
+@click.option("--ep", type=int, help="Expert-parallel ranks the routed experts are divided across [default: 1].")
+@click.option("--enable-expert-parallel", is_flag=True, help="vLLM's switch: EP = TP x DP.")
+@click.option("--engram-config", help="The engine's Engram settings as JSON, e.g. vLLM '{\"cpu_offload\": true}' "
+              "(cpu_offload, dp_shared_memory, use_thp) or SGLang's (placement, replication, lookup).")
+@click.option("--gpu-memory-utilization", type=float, help="vLLM's flag: share of device memory the engine uses.")
+@click.option("--max-num-batched-tokens", type=int, help="vLLM's flag: tokens one step may batch.")
+@click.option("--max-num-seqs", type=int, help="vLLM's flag: sequences running at once.")
+@click.option("--max-model-len", type=int, help="vLLM's flag: the server's longest context (sizes the indexer buffer).")
+@click.option("--kv-cache-dtype", help="vLLM's flag: auto, fp8, bf16, fp16.")
+@click.option("--speculative-config", help="vLLM's flag (JSON): read and reported, not modeled.")
+@click.option("--from-cmd", "from_cmd", help="A whole launch command (`vllm serve MODEL ...` or `python -m "
+              "sglang.launch_server ...`): engine, model and every flag above from it; prints what each flag became.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the request lengths.")
 @click.option("--no-prefetch", is_flag=True, help="Fetch synchronously at the Engram layer.")
 @click.option("--hbm-cache-gib", "cache_gib", multiple=True, type=float,
@@ -51,8 +63,10 @@ GiB = 2.0**30
                    "model (--trace); repeat to sweep sizes.")
 @click.option("--max-seqs", type=int, help="Override the workload's max_num_seqs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp, ep, seed, no_prefetch, cache_gib,
-            trace_path, profile_path, cxl_part, ssd_dram_hit, dram_cache_gib, max_seqs, as_json):
+def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp, ep, enable_expert_parallel,
+            engram_config, gpu_memory_utilization, max_num_batched_tokens, max_num_seqs, max_model_len, kv_cache_dtype,
+            speculative_config, from_cmd, seed, no_prefetch, cache_gib, trace_path, profile_path, cxl_part, ssd_dram_hit,
+            dram_cache_gib, max_seqs, as_json):
     """Simulate an inference server with the model's Engram tables in each placement.
 
     Each placement runs beside a no-Engram baseline (same backbone and workload), and the
@@ -64,10 +78,17 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
         raise UserError("--max-seqs must be at least 1")
     if any(c < 0 for c in cache_gib + dram_cache_gib):
         raise UserError("--hbm-cache-gib and --ssd-dram-cache-gib must be >= 0")
+    serve_flags = {"--gpu-memory-utilization": gpu_memory_utilization, "--max-num-batched-tokens": max_num_batched_tokens,
+                   "--max-num-seqs": max_num_seqs, "--max-model-len": max_model_len, "--kv-cache-dtype": kv_cache_dtype,
+                   "--speculative-config": speculative_config, "--tensor-parallel-size": tp, "--data-parallel-size": dp,
+                   "--enable-expert-parallel": enable_expert_parallel or None}
+    settings = serve.settings_from_cli(from_cmd, engine_name, engram_config, serve_flags, tiers)
+    tiers, tp, dp = tiers or settings.tiers, settings.tp or 1, settings.dp or 1
+    ep = ep or settings.ep or 1
     hw = _hardware(hw_name, profile_path, cxl_part)
-    model = load_model(model_name)
-    engine = load_engine(engine_name)
-    workload = with_engine(load_workload(workload_name), engine)
+    model = serve.apply_to_model(settings, load_model(settings.model or model_name))
+    engine = load_engine(settings.engine or engine_name).with_overrides(**settings.engine_overrides)
+    workload = serve.apply_to_workload(settings, with_engine(load_workload(workload_name), engine))
     if min(tp, dp, ep, 1 if gpus is None else gpus) < 1:
         raise UserError("--gpus, --tp, --dp and --ep must be at least 1")
     if gpus is None:
@@ -77,9 +98,15 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
     if max_seqs:
         workload = replace(workload, engine=replace(workload.engine, max_num_seqs=max_seqs))
     scenario = Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=seed, engine=engine, ep=ep,
-                        prefetch=engine.prefetch and not no_prefetch, row_model=_row_model(trace_path, model))
+                        prefetch=engine.prefetch and not no_prefetch, row_model=_row_model(trace_path, model),
+                        max_model_len=settings.max_model_len or 0)
     placements = _placements(tiers or TIERS, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit)
     console = Console(stderr=as_json)
+    err = Console(stderr=True)
+    for line in model.notes:
+        err.print(f"note: {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+    for line in settings.lines:
+        err.print(f"understood: {line}", highlight=False, markup=False, soft_wrap=True)
     if as_json:
         report = simulate(scenario, placements)
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=False))

@@ -30,6 +30,8 @@ class Scenario:
     # limits come from `workload.engine` (see workload.with_engine).
     engine: EngineSpec | None = None
     ep: int = 1
+    # The server's longest context (vLLM --max-model-len; 0: the model's): sizes the indexer buffer.
+    max_model_len: int = 0
 
     def __post_init__(self):
         if self.gpus < 1 or self.tp < 1:
@@ -45,6 +47,9 @@ class Scenario:
         if self.model.engram is None:
             raise UserError(f"model {self.model.name} has no [engram] table to place")
         check_parallel(self.model, self.parallel, self.gpus)
+        if self.max_model_len and self.workload.max_seq_len > self.max_model_len:
+            raise UserError(f"sequences of up to {self.workload.max_seq_len} tokens exceed --max-model-len "
+                            f"{self.max_model_len}")
         limit = self.model.backbone.max_model_len
         if limit and self.workload.max_seq_len > limit:
             raise UserError(f"sequences of up to {self.workload.max_seq_len} tokens exceed the model's "
@@ -68,7 +73,7 @@ class Scenario:
         hbm = placement.hbm_cache_bytes if placement else 0.0
         dram = placement.dram_cache_bytes if placement else 0.0
         return plan_memory(self.hw, self.model, self.engine_spec, self.parallel, memory, hbm, dram,
-                           context_tokens=self.workload.max_seq_len)
+                           context_tokens=self.workload.max_seq_len, max_model_len=self.max_model_len)
 
     @property
     def rows(self) -> RowModel:
