@@ -1,5 +1,5 @@
-"""Reports at any width: golden renders at 80 and 120 columns of simulate, profile and
-profile-compare reports built from fixed figures (tests/test_golden.py renders a real simulation
+"""Reports at any width: golden renders at 80 and 120 columns of simulate, memory, profile and
+profile-compare reports (simulate's from fixed figures, memory's from the presets) (tests/test_golden.py renders a real simulation
 at 120); at 80 columns and below no line is wider than the console (the compact layout).
 
     ENGRAMSIM_REGEN_GOLDEN=1 python -m pytest -q tests/test_render_width.py
@@ -62,8 +62,19 @@ def profile_b() -> Profile:
     return b
 
 
+def memory() -> object:
+    from engramsim.capacity import Parallel
+    from engramsim.engine import load_engine
+    from engramsim.hardware import load_hardware
+    from engramsim.model import load_model
+    from engramsim.report.memory import memory_report
+    return memory_report(load_hardware("h200"), load_model("deepseek-v4.1-flash"), load_engine("vllm"), Parallel(4, 1, 1),
+                         8, ["none", "hbm", "dram", "cxl", "ssd"], 131072)
+
+
 CASES = {
     "simulate": sim_report,
+    "memory": memory,
     "profile": lambda: ProfileReport(synthetic()),
     "profile-compare": lambda: ProfileComparison(synthetic(), profile_b()),
 }

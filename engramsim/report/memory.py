@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from engramsim.capacity import MemoryPlan, Parallel, check_parallel, plan_memory
 from engramsim.engine import EngineSpec
 from engramsim.errors import UserError
 from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
+from engramsim.report.width import compact, key_values
 
 ROWS = [("weights", "weights"), ("engram_table", "Engram table shard"), ("hot_cache", "hot-row cache"),
         ("activations", "activation peak"), ("cuda_graphs", "CUDA graphs"), ("non_torch", "non-torch"),
@@ -33,6 +36,9 @@ class MemoryReport:
                 "max_model_len": self.max_model_len, "plans": [p.to_dict() for p in self.plans]}
 
     def __rich_console__(self, console, options):
+        if compact(options):
+            yield from self._compact(options.max_width)
+            return
         p = self.parallel
         t = Table(title=f"Per-rank HBM plan: {self.model} on {self.hw}, {self.engine}, "
                         f"TP{p.tp} DP{p.dp} EP{p.ep}, max_model_len {self.max_model_len:,}",
@@ -51,6 +57,43 @@ class MemoryReport:
         for plan in self.plans:
             for problem in plan.problems:
                 yield f"[red]{plan.tier}[/]: {problem}"
+
+
+    def _rows(self, plan: MemoryPlan) -> list[tuple[str, str]]:
+        """(label, value) of one plan, in the order of the full table."""
+        rows = [("usable", f"{plan.usable_GiB:.2f}")]
+        rows += [(label, f"{plan.per_rank_GiB[key]:.2f}") for key, label in ROWS]
+        return rows + [("KV tokens", f"{plan.kv_tokens_per_rank:,}"),
+                       (f"max conc. @{plan.context_tokens:,}", str(plan.max_concurrency)),
+                       ("host GiB/node", f"{plan.host_GiB_per_node:.1f}"), ("fits", "yes" if plan.fits else "no")]
+
+    def _compact(self, width: int):
+        """At most 80 columns: a header grid, then the plans side by side without borders when
+        they fit the width, else one block per placement; problems as a grid."""
+        p = self.parallel
+        yield Text("Per-rank HBM plan (GiB per rank)", style="bold")
+        yield key_values([("model", f"{self.model} on {self.hw}"),
+                          ("engine", f"{self.engine}, TP{p.tp} DP{p.dp} EP{p.ep}, {self.gpus} GPU(s)"),
+                          ("max_model_len", f"{self.max_model_len:,}")])
+        rows = [self._rows(plan) for plan in self.plans]
+        label_w = max(len(label) for label, _ in rows[0])
+        # columns one space apart (the box's separators), plus its two edges
+        cols_w = sum(1 + max(len(plan.tier), *(len(v) for _, v in r)) for plan, r in zip(self.plans, rows))
+        if label_w + cols_w + 2 <= width:
+            t = Table(box=box.SIMPLE_HEAD, padding=0, header_style="bold")
+            t.add_column("", no_wrap=True)
+            for plan in self.plans:
+                t.add_column(plan.tier, justify="right", no_wrap=True)
+            for i, (label, _) in enumerate(rows[0]):
+                t.add_row(label, *[r[i][1] for r in rows])
+            yield t
+        else:
+            for plan, r in zip(self.plans, rows):
+                yield Text(f"tier {plan.tier}", style="bold")
+                yield key_values(r, key_style="")
+        problems = [(plan.tier, problem) for plan in self.plans for problem in plan.problems]
+        if problems:
+            yield key_values(problems, key_style="bold red")
 
 
 def memory_report(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Parallel, gpus: int, tiers: list[str],
