@@ -6,7 +6,7 @@ import json
 import click
 
 from engramsim.cache import POLICIES
-from engramsim.commands.common import Progress
+from engramsim.commands.common import Progress, print_notes
 from engramsim.corpus import PARTS
 from engramsim.model import load_model
 
@@ -42,6 +42,7 @@ def command(model_name, trace_file, texts, parts, tokenizer, layer, policies, lf
     from engramsim.errors import UserError
 
     model = load_model(model_name)
+    print_notes(model.notes, "note", "yellow")
     err = Console(stderr=True)
     with Progress(err, not as_json) as step:
         step("building the address trace")

@@ -21,3 +21,11 @@ class Progress:
     def __exit__(self, *exc):
         if self.status:
             self.status.stop()
+
+
+def print_notes(lines, prefix: str, style: str = "") -> None:
+    """One line per note on stderr, never wrapped (a model's config notes, the flags understood)."""
+    from rich.console import Console
+    err = Console(stderr=True)
+    for line in lines:
+        err.print(f"{prefix}: {line}", style=style, highlight=False, markup=False, soft_wrap=True)

@@ -7,6 +7,7 @@ import click
 from rich.console import Console
 
 from engramsim.capacity import Parallel
+from engramsim.commands.common import print_notes
 from engramsim.engine import load_engine
 from engramsim.errors import UserError
 from engramsim.hardware import load_hardware
@@ -60,7 +61,9 @@ def command(model_name, hw_name, engine_name, gpus, tp, dp, ep, tiers, context_t
     engine = load_engine(engine_name).with_overrides(
         max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs, max_capture_size=max_capture_size,
         memory_utilization=memory_utilization, host_copies=host_copies)
-    report = memory_report(load_hardware(hw_name), load_model(model_name), engine, Parallel(tp, dp, ep), gpus,
+    model = load_model(model_name)
+    print_notes(model.notes, "note", "yellow")
+    report = memory_report(load_hardware(hw_name), model, engine, Parallel(tp, dp, ep), gpus,
                            list(tiers or ("none", "hbm", "dram")), context_tokens, max_model_len or 0,
                            hbm_cache_gib * GiB)
     if as_json:

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from engramsim.engine import load_engine
 from engramsim import serve
+from engramsim.commands.common import print_notes
 from engramsim.errors import UserError
 from engramsim.hardware import load_hardware, with_cxl_part
 from engramsim.model import load_model
@@ -102,11 +103,8 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
                         max_model_len=settings.max_model_len or 0)
     placements = _placements(tiers or TIERS, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit)
     console = Console(stderr=as_json)
-    err = Console(stderr=True)
-    for line in model.notes:
-        err.print(f"note: {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
-    for line in settings.lines:
-        err.print(f"understood: {line}", highlight=False, markup=False, soft_wrap=True)
+    print_notes(model.notes, "note", "yellow")
+    print_notes(settings.lines, "understood")
     if as_json:
         report = simulate(scenario, placements)
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=False))

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from engramsim.commands.common import Progress
+from engramsim.commands.common import Progress, print_notes
 from engramsim.corpus import PARTS
 from engramsim.model import load_model
 
@@ -43,6 +43,7 @@ def command(model_name, texts, parts, id_files, tokenizer, save, as_json):
     from engramsim.addresses.store import save_trace
 
     model = load_model(model_name)
+    print_notes(model.notes, "note", "yellow")
     err = Console(stderr=True)
     with Progress(err, not as_json) as step:
         step("tokenizing and hashing")
