@@ -23,6 +23,8 @@ COMMANDS = {
     "trace": "Hash real text into an Engram address stream and report its statistics.",
     "cache": "Hot-row cache hit rates against capacity for a real address stream.",
     "validate": "Run a real Engram model here and compare it with the simulator's prediction.",
+    "sweep": "Run a grid of simulate configs (local processes or Ray) into CSV/JSONL/Parquet rows.",
+    "plan": "Rank servers, layouts and tiers by $ per million output tokens under latency SLOs.",
 }
 
 

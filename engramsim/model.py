@@ -384,8 +384,11 @@ def load_model(name_or_path: str | Path) -> ModelSpec:
     path = resolve("model", name_or_path)
     if path.suffix == ".json":
         return _model_from_config(path)
-    data = load_toml(path)
-    where = str(path)
+    return model_from_dict(load_toml(path), str(path), path)
+
+
+def model_from_dict(data: dict, where: str, path: Path | None = None) -> ModelSpec:
+    """A ModelSpec from a models/*.toml-style dict (a sweep edits one before building it)."""
     unknown = sorted(set(data) - {"name", "description", "backbone", "engram", "kv"})
     if unknown:
         raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: name, description, backbone, engram, kv)")

@@ -86,12 +86,16 @@ class Workload:
 def load_workload(name_or_path: str | Path) -> Workload:
     path = resolve("workload", name_or_path)
     data = load_toml(path)
-    where = str(path)
+    data.setdefault("name", path.stem)
+    return workload_from_dict(data, str(path))
+
+
+def workload_from_dict(data: dict, where: str) -> Workload:
+    data = dict(data)
     table = data.pop("engine", {})
     engine = build(Engine, table, f"{where} [engine]")
     keys = {f.metadata["key"]: f.name for f in fields(Engine)}
     overrides = {keys[k]: getattr(engine, keys[k]) for k in table}
-    data.setdefault("name", path.stem)
     try:
         return replace(build(Workload, data, where), engine=engine, engine_overrides=overrides)
     except UserError as e:

@@ -80,19 +80,34 @@ class Scenario:
         return self.row_model or UniformRows(self.model.engram)
 
 
-def simulate(scenario: Scenario, placements: list[Placement], progress=None,
-             requests: Requests | None = None) -> SimReport:
-    """The baseline once, then every placement; `progress(label)` is called before each run.
-    `requests` replaces the workload's generated requests (to replay a measured run)."""
+@dataclass(frozen=True)
+class Baseline:
+    """The no-Engram run of a scenario: it depends on neither the placement, the prefetch mode
+    nor the row model, so a sweep can share it across every scenario of one backbone."""
+    raw: RawRun
+    summary: dict
+
+
+def run_baseline(scenario: Scenario, requests: Requests | None = None) -> Baseline:
     requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
-    if progress:
-        progress("baseline")
-    baseline_plan = scenario.plan(None)
-    if not baseline_plan.fits:
-        raise UserError(f"the backbone alone does not fit: {baseline_plan.problems[0]}")
-    baseline = _run(scenario, None, baseline_plan, requests)
-    baseline_summary = summarize_run(baseline)
-    baseline_tok_s = baseline_summary["throughput_tok_s"]
+    plan = scenario.plan(None)
+    if not plan.fits:
+        raise UserError(f"the backbone alone does not fit: {plan.problems[0]}")
+    raw = _run(scenario, None, plan, requests)
+    return Baseline(raw, summarize_run(raw))
+
+
+def simulate(scenario: Scenario, placements: list[Placement], progress=None,
+             requests: Requests | None = None, baseline: Baseline | None = None) -> SimReport:
+    """The baseline once (unless given), then every placement; `progress(label)` is called
+    before each run. `requests` replaces the workload's generated requests (to replay a
+    measured run)."""
+    requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
+    if baseline is None:
+        if progress:
+            progress("baseline")
+        baseline = run_baseline(scenario, requests)
+    baseline_tok_s = baseline.summary["throughput_tok_s"]
     runs = []
     for placement in placements:
         if progress:
@@ -100,7 +115,7 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
         plan = scenario.plan(placement)
         raw = _run(scenario, placement, plan, requests) if plan.fits else None
         runs.append(RunResult.from_raw(placement, plan, raw, baseline_tok_s, scenario))
-    return SimReport.build(scenario, baseline_summary, baseline, runs)
+    return SimReport.build(scenario, baseline.summary, baseline.raw, runs)
 
 
 def _run(scenario: Scenario, placement: Placement | None, plan, requests) -> RawRun:

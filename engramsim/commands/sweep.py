@@ -1,0 +1,57 @@
+"""`engramsim sweep GRID.toml`: run every config of a grid of `simulate` options."""
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from engramsim.errors import UserError
+from engramsim.sweep import load_grid, run_sweep
+from engramsim.sweep.executors import EXECUTORS, default_workers
+from engramsim.sweep.output import check_path
+
+
+@click.command(name="sweep")
+@click.argument("grid_path", metavar="GRID.toml", type=click.Path(dir_okay=False))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Write one row per config to this .csv, .jsonl or .parquet file (atomically).")
+@click.option("--workers", type=int, help="Worker processes (Ray: CPUs of a local cluster). Default: this machine's cores.")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="Run tasks in local processes or as Ray tasks.")
+@click.option("--ray-address", help="Ray cluster to join (host:port, ray://host:port or auto). Default: start a local one.")
+@click.option("--resume", is_flag=True, help="Skip configs whose key is already in --out; keep their rows.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Draw the Pareto front, overhead vs cache size and the HBM plan to this PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON object instead of a table.")
+def command(grid_path, out_path, workers, executor, ray_address, resume, plot_path, as_json):
+    """Run every config of GRID.toml: keys are `simulate` options (hw, model, workload, tier, gpus,
+    tp, seed, prefetch, hbm_cache_gib, ssd_dram_cache_gib, ssd_dram_hit, max_seqs, trace, cxl) or
+    preset fields (`"hw.gpu.hbm_bw_GBps"`); a list is an axis; the sweep is the product of the axes
+    minus [[exclude]] tables. Configs that share a no-Engram baseline run it once.
+
+    \b
+    Each row: key (a hash of the config), the axes, fits, output_throughput (tok/s),
+    overhead_pct, kv_tokens_per_rank, mean/p99 TTFT and TPOT (ms), duration_s, bound_by,
+    problems, and the per-GPU HBM plan (mem_*_GiB).
+    """
+    if resume and not out_path:
+        raise UserError("--resume needs --out (the results file to resume)")
+    out = check_path(out_path) if out_path else None
+    grid = load_grid(grid_path)
+    workers = workers or default_workers()
+    console = Console(stderr=True)
+    columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=as_json) as bar:
+        task = bar.add_task("sweep", total=None)
+        result = run_sweep(grid, out, resume, executor, workers, ray_address,
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if plot_path:
+        from engramsim.report.plots import plot_rows
+        plot_rows(result.rows, plot_path, title=f"engramsim sweep {grid_path}")
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        Console().print(result)

@@ -1,0 +1,102 @@
+"""From a normalized sweep config to the simulator's inputs: presets with their fields
+overridden, a Scenario and a Placement. Presets are cached per process, so a worker loads each
+one once however many configs it runs."""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from functools import lru_cache
+
+from engramsim.errors import UserError
+from engramsim.hardware import hardware_from_dict
+from engramsim.model import model_from_dict
+from engramsim.presets import load_toml, resolve
+from engramsim.sim.run import Scenario
+from engramsim.sim.tiers import Placement
+from engramsim.workload import workload_from_dict
+
+GiB = 2.0**30
+# Options that only choose the placement: configs differing in these share one Scenario.
+PLACEMENT_KEYS = ("tier", "hbm_cache_gib", "ssd_dram_cache_gib", "ssd_dram_hit")
+# ...and these, with the Engram table's fields, do not touch the no-Engram baseline either.
+ENGRAM_ONLY_KEYS = PLACEMENT_KEYS + ("prefetch", "trace")
+KIND_OF_PREFIX = {"hw": "hardware", "model": "model", "workload": "workload"}
+
+
+def scenario_key(config: dict) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in PLACEMENT_KEYS}, sort_keys=True)
+
+
+def baseline_key(config: dict) -> str:
+    return json.dumps({k: v for k, v in config.items()
+                       if k not in ENGRAM_ONLY_KEYS and not k.startswith("model.engram.")}, sort_keys=True)
+
+
+def presets(config: dict):
+    """(hardware, model, workload) of a config; a bad preset or field raises a UserError."""
+    hw_fields = _fields(config, "hw")
+    if config["cxl"]:
+        hw_fields = [["cxl", {"part": config["cxl"]}]] + hw_fields
+    hw = _load("hardware", config["hw"], json.dumps(hw_fields))
+    model = _load("model", config["model"], json.dumps(_fields(config, "model")))
+    workload = _load("workload", config["workload"], json.dumps(_fields(config, "workload")))
+    if config["max_seqs"]:
+        workload = replace(workload, engine=replace(workload.engine, max_num_seqs=config["max_seqs"]))
+    return hw, model, workload
+
+
+def scenario(config: dict) -> Scenario:
+    hw, model, workload = presets(config)
+    return Scenario(hw=hw, model=model, workload=workload, gpus=config["gpus"], tp=config["tp"],
+                    seed=config["seed"], prefetch=config["prefetch"],
+                    row_model=_row_model(config["trace"], config["model"], json.dumps(_fields(config, "model"))))
+
+
+def placement(config: dict) -> Placement:
+    """As `simulate` does, cache options apply only to the tiers they front."""
+    tier = config["tier"]
+    ssd = tier == "ssd"
+    return Placement(tier, hbm_cache_bytes=0.0 if tier == "hbm" else config["hbm_cache_gib"] * GiB,
+                     dram_cache_bytes=config["ssd_dram_cache_gib"] * GiB if ssd else 0.0,
+                     ssd_dram_hit_rate=config["ssd_dram_hit"] if ssd else 0.0)
+
+
+def _fields(config: dict, prefix: str) -> list:
+    """[[dotted path inside the preset, value], ...] for keys `prefix.…`."""
+    return [[k.split(".", 1)[1], v] for k, v in config.items() if k.startswith(prefix + ".")]
+
+
+@lru_cache(maxsize=256)
+def _load(kind: str, name: str, fields_json: str):
+    path = resolve(kind, name)
+    data = copy.deepcopy(load_toml(path))
+    where = str(path)
+    for dotted, value in json.loads(fields_json):
+        _set(data, dotted, value, f"{where}: grid field {dotted!r}")
+    if kind == "hardware":
+        return hardware_from_dict(data, where, path)
+    if kind == "model":
+        return model_from_dict(data, where, path)
+    data.setdefault("name", path.stem)
+    return workload_from_dict(data, where)
+
+
+def _set(data: dict, dotted: str, value, where: str):
+    *tables, key = dotted.split(".")
+    for name in tables:
+        inner = data.setdefault(name, {})
+        if not isinstance(inner, dict):
+            raise UserError(f"{where}: '{name}' is not a table")
+        data = inner
+    data[key] = value
+
+
+@lru_cache(maxsize=16)
+def _row_model(trace: str, model_name: str, model_fields_json: str):
+    """None keeps the uniform-hashing expectation; a trace file or `default` uses real text."""
+    if not trace:
+        return None
+    from engramsim import traces
+    model = _load("model", model_name, model_fields_json)
+    return traces.default_row_model(model) if trace == "default" else traces.load_row_model(trace, model)

@@ -1,0 +1,77 @@
+"""Run sweep configs: group those that share a no-Engram baseline into one task, run the
+baseline once per task, and turn every placement's result into one flat row.
+
+A task is a plain list of configs, so it can run in this process, a worker process or a Ray
+task alike; its rows depend only on its configs (each simulation is deterministic), which is
+why every executor gives identical rows.
+"""
+from __future__ import annotations
+
+from engramsim.errors import UserError
+from engramsim.sim.run import run_baseline, simulate
+from engramsim.sweep import build
+
+# Row fields after the axes, named as `vllm bench serve` names them where they overlap.
+METRICS = ("fits", "output_throughput", "baseline_output_throughput", "overhead_pct", "kv_tokens_per_rank",
+           "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms", "duration_s", "stall_s",
+           "bound_by", "problems")
+# The per-GPU HBM plan of each row (GiB), for the memory plot.
+MEMORY = ("weights", "table", "cache", "activations", "kv")
+
+
+def make_tasks(configs: list[dict], min_tasks: int = 1) -> list[list[int]]:
+    """Indices of configs grouped by shared baseline, in first-seen order. When there are fewer
+    groups than `min_tasks`, the largest are split (each part reruns its baseline) so that
+    every worker has work."""
+    groups: dict[str, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(build.baseline_key(config), []).append(i)
+    tasks = list(groups.values())
+    while tasks and len(tasks) < min_tasks:
+        largest = max(tasks, key=len)
+        if len(largest) < 2:
+            break
+        tasks.remove(largest)
+        half = len(largest) // 2
+        tasks += [largest[:half], largest[half:]]
+    return sorted(tasks)
+
+
+def run_task(configs: list[dict]) -> list[dict]:
+    """One row per config, in order. A config the simulator rejects (a layout that does not
+    divide, a backbone that does not fit) gets a row that says why."""
+    try:
+        baseline = run_baseline(build.scenario(configs[0]))
+    except UserError as e:
+        return [problem_row(c, str(e)) for c in configs]
+    rows = {}
+    by_scenario: dict[str, list[int]] = {}
+    for i, config in enumerate(configs):
+        by_scenario.setdefault(build.scenario_key(config), []).append(i)
+    for members in by_scenario.values():
+        try:
+            scenario = build.scenario(configs[members[0]])
+            report = simulate(scenario, [build.placement(configs[i]) for i in members], baseline=baseline)
+        except UserError as e:
+            rows.update({i: problem_row(configs[i], str(e)) for i in members})
+            continue
+        rows.update({i: result_row(configs[i], run) for i, run in zip(members, report.runs)})
+    return [rows[i] for i in range(len(configs))]
+
+
+def result_row(config: dict, run) -> dict:
+    ms = lambda s: None if s is None else 1e3 * s
+    row = dict(fits=run.fits, output_throughput=run.throughput_tok_s, baseline_output_throughput=run.baseline_tok_s,
+               overhead_pct=run.overhead_pct, kv_tokens_per_rank=run.kv_tokens_per_replica,
+               mean_ttft_ms=ms(run.ttft_mean_s), p99_ttft_ms=ms(run.ttft_p99_s),
+               mean_tpot_ms=ms(run.tpot_mean_s), p99_tpot_ms=ms(run.tpot_p99_s), duration_s=run.makespan_s,
+               stall_s=run.stall_s, bound_by=run.bound, problems="; ".join(run.problems))
+    row.update({f"mem_{part}_GiB": run.hbm_GiB_per_gpu.get(part) for part in MEMORY})
+    return row
+
+
+def problem_row(config: dict, problem: str) -> dict:
+    row = {name: None for name in METRICS}
+    row.update(fits=False, bound_by="not simulated", problems=problem)
+    row.update({f"mem_{part}_GiB": None for part in MEMORY})
+    return row
