@@ -5,9 +5,9 @@ import json
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from engramsim.errors import UserError
+from engramsim.report.progress import ProgressBar
 from engramsim.sweep import load_grid, run_sweep
 from engramsim.sweep.executors import EXECUTORS, default_workers
 from engramsim.sweep.output import check_path
@@ -41,13 +41,8 @@ def command(grid_path, out_path, workers, executor, ray_address, resume, plot_pa
     out = check_path(out_path) if out_path else None
     grid = load_grid(grid_path)
     workers = workers or default_workers()
-    console = Console(stderr=True)
-    columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=as_json) as bar:
-        task = bar.add_task("sweep", total=None)
-        result = run_sweep(grid, out, resume, executor, workers, ray_address,
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    with ProgressBar("sweep", transient=as_json) as bar:
+        result = run_sweep(grid, out, resume, executor, workers, ray_address, progress=bar.update)
     if plot_path:
         from engramsim.report.plots import plot_rows
         plot_rows(result.rows, plot_path, title=f"engramsim sweep {grid_path}")

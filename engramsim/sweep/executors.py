@@ -17,14 +17,25 @@ from engramsim.sweep.runner import run_task
 EXECUTORS = ("local", "ray")
 
 
-def run_tasks(tasks: list[list[dict]], on_result, executor: str = "local", workers: int = 1,
-              address: str | None = None):
+def preflight(executor: str, workers: int, address: str | None):
+    """Reject bad executor settings before any work starts."""
     if workers < 1:
         raise UserError("--workers must be at least 1")
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor '{executor}' (known: {', '.join(EXECUTORS)})")
+    if executor != "ray" and address:
+        raise UserError("--ray-address needs --executor ray")
+    if executor == "ray":
+        _import_ray()
+        if address and address != "auto":
+            _check_reachable(address)
+
+
+def run_tasks(tasks: list[list[dict]], on_result, executor: str = "local", workers: int = 1,
+              address: str | None = None):
+    preflight(executor, workers, address)
     if executor == "ray":
         _run_ray(tasks, on_result, workers, address)
-    elif address:
-        raise UserError("--ray-address needs --executor ray")
     elif workers == 1 or len(tasks) == 1:
         for i, task in enumerate(tasks):
             on_result(i, run_task(task))
@@ -43,8 +54,6 @@ def _run_processes(tasks, on_result, workers: int):
 
 def _run_ray(tasks, on_result, workers: int, address: str | None):
     ray = _import_ray()
-    if address and address != "auto":
-        _check_reachable(address)
     if address:
         # A remote cluster gets this checkout (code and presets) as its working directory.
         kwargs = dict(address=address, runtime_env={"working_dir": str(ROOT), "excludes": [".git"]})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engramsim.errors import UserError
 from engramsim.sweep import build
-from engramsim.sweep.executors import run_tasks
+from engramsim.sweep.executors import preflight, run_tasks
 from engramsim.sweep.grid import Grid, config_key
 from engramsim.sweep.output import read_rows, write_rows
 from engramsim.sweep.runner import make_tasks
@@ -35,6 +35,7 @@ class SweepResult:
 def run_sweep(grid: Grid, out: Path | None = None, resume: bool = False, executor: str = "local",
               workers: int = 1, address: str | None = None, progress=None) -> SweepResult:
     """Run the grid's configs; `progress(done, total)` is called as configs finish."""
+    preflight(executor, workers, address)
     keys = [config_key(c) for c in grid.configs]
     old = {r.get("key"): r for r in read_rows(out)} if resume and out else {}
     todo = [i for i, k in enumerate(keys) if k not in old]

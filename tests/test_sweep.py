@@ -1,0 +1,155 @@
+import json
+
+import pytest
+
+from engramsim.errors import UserError
+from engramsim.sim import run as sim_run
+from engramsim.sweep import config_key, parse_grid, run_sweep
+from engramsim.sweep import build
+from engramsim.sweep.output import read_rows, write_rows
+from engramsim.sweep.runner import make_tasks
+from tests.test_cli import cli
+
+FAST = {"model": "dense-4b-engram100b", "workload": "fixed", "max_seqs": 8, "workload.num_seqs": 16}
+GRID12 = """
+model = "dense-4b-engram100b"
+workload = "fixed"
+max_seqs = 8
+"workload.num_seqs" = 16
+hw = ["h800", "h200"]
+tier = ["dram-uva", "dram-copy", "ssd"]
+hbm_cache_gib = [0, 1]
+"""
+
+
+def grid(**axes):
+    return parse_grid({**FAST, **axes}, "test.toml")
+
+
+def test_the_grid_is_the_product_of_its_axes_minus_excludes():
+    g = parse_grid({**FAST, "hw": ["h800", "h200"], "tier": ["dram-uva", "ssd"], "gpus": [1, 2],
+                    "exclude": [{"hw": "h200", "tier": "ssd"}, {"gpus": 2, "tier": ["dram-uva"]}]}, "t")
+    assert g.axes == ["hw", "tier", "gpus"]
+    combos = [(c["hw"], c["tier"], c["gpus"]) for c in g.configs]
+    assert combos == [("h800", "dram-uva", 1), ("h800", "ssd", 1), ("h800", "ssd", 2), ("h200", "dram-uva", 1)]
+
+
+def test_a_config_key_ignores_how_the_grid_spelled_it():
+    a = parse_grid({**FAST, "hbm_cache_gib": 1, "tier": "ssd"}, "a").configs[0]
+    b = parse_grid({"tier": "ssd", "hbm_cache_gib": 1.0, **FAST}, "b").configs[0]
+    c = parse_grid({**FAST, "hbm_cache_gib": 2, "tier": "ssd"}, "c").configs[0]
+    assert config_key(a) == config_key(b) != config_key(c)
+
+
+def test_an_absent_tier_sweeps_every_tier_as_simulate_does():
+    assert [c["tier"] for c in grid().configs] == ["hbm", "dram-uva", "dram-copy", "cxl-uva", "cxl-copy", "ssd"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"foo": 1}, "unknown grid key 'foo'"),
+    ({"tier": []}, "axis 'tier' is empty"),
+    ({"tier": "floppy"}, "unknown tier 'floppy'"),
+    ({"gpus": "two"}, "'gpus' takes int values"),
+    ({"exclude": [{"hw.gpu.hbm_GiB": 80}]}, "[[exclude]] names 'hw.gpu.hbm_GiB'"),
+    ({"tier": "ssd", "exclude": [{"tier": "ssd"}]}, "every config is excluded"),
+])
+def test_bad_grids_are_one_clear_error(data, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_grid({**FAST, **data}, "g.toml")
+
+
+def test_configs_sharing_a_backbone_share_one_task_and_one_baseline(monkeypatch):
+    g = grid(tier=["dram-uva", "ssd"], prefetch=[True, False], seed=[0, 1])
+    tasks = make_tasks(g.configs)
+    assert len(tasks) == 2 and all(len(t) == 4 for t in tasks)
+    assert {g.configs[i]["seed"] for i in tasks[0]} == {0}
+    calls = []
+    real = sim_run.run_baseline
+    monkeypatch.setattr("engramsim.sweep.runner.run_baseline", lambda s: calls.append(s) or real(s))
+    result = run_sweep(g)
+    assert len(calls) == 2 and result.ran == 8
+
+
+def test_a_row_holds_what_simulate_gives_for_that_config():
+    g = grid(tier="ssd", hbm_cache_gib=1.0, seed=3)
+    row = run_sweep(g).rows[0]
+    config = g.configs[0]
+    run = sim_run.simulate(build.scenario(config), [build.placement(config)]).runs[0]
+    assert row["key"] == config_key(config)
+    assert row["output_throughput"] == run.throughput_tok_s
+    assert row["overhead_pct"] == run.overhead_pct
+    assert row["p99_tpot_ms"] == pytest.approx(1e3 * run.tpot_p99_s)
+    assert row["kv_tokens_per_rank"] == run.kv_tokens_per_replica
+    assert row["mem_cache_GiB"] == 1.0
+
+
+def test_preset_fields_are_axes_that_change_the_result():
+    g = grid(tier="dram-copy", **{"hw.gpu.hbm_bw_GBps": [1000, 4000]})
+    slow, fast = run_sweep(g).rows
+    assert slow["hw.gpu.hbm_bw_GBps"] == 1000 and fast["output_throughput"] > slow["output_throughput"]
+
+
+def test_a_config_the_simulator_rejects_is_a_row_that_says_why():
+    rows = run_sweep(grid(tier="dram-copy", gpus=[1], tp=[2])).rows
+    assert rows[0]["fits"] is False and "not a multiple" in rows[0]["problems"]
+
+
+def test_a_bad_preset_field_fails_before_anything_runs():
+    with pytest.raises(UserError, match="unknown key 'nope'"):
+        run_sweep(grid(**{"hw.gpu.nope": [1, 2]}))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_results_files_round_trip(tmp_path, suffix):
+    rows = [{"key": "0123456789012345", "hw": "h800", "fits": True, "output_throughput": 1.5, "problems": "",
+             "p99_ttft_ms": None, "kv_tokens_per_rank": 512}]
+    path = tmp_path / f"r{suffix}"
+    write_rows(path, rows)
+    back = read_rows(path)
+    assert back[0]["key"] == "0123456789012345" and back[0]["fits"] is True
+    assert back[0]["output_throughput"] == 1.5 and back[0]["p99_ttft_ms"] is None
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_twelve_configs_give_twelve_rows_and_resume_reruns_nothing(tmp_path):
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text(GRID12)
+    out = tmp_path / "results.csv"
+    first = cli("sweep", str(grid_file), "--out", str(out), "--workers", "2", "--json")
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert data["ran"] == 12 and len(data["rows"]) == 12 and len(read_rows(out)) == 12
+    again = cli("sweep", str(grid_file), "--out", str(out), "--resume", "--json")
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout)
+    assert resumed["ran"] == 0 and resumed["resumed"] == 12
+    assert [r["key"] for r in resumed["rows"]] == [r["key"] for r in data["rows"]]
+    assert resumed["rows"][3]["output_throughput"] == pytest.approx(data["rows"][3]["output_throughput"])
+
+
+def test_worker_processes_give_the_rows_one_process_gives():
+    g = grid(tier=["dram-uva", "ssd"], seed=[0, 1, 2])
+    assert run_sweep(g, workers=2).rows == run_sweep(g, workers=1).rows
+
+
+def test_ray_and_local_give_identical_rows():
+    pytest.importorskip("ray")
+    g = grid(tier=["dram-copy", "ssd"], seed=[0, 1])
+    assert run_sweep(g, executor="ray", workers=2).rows == run_sweep(g, workers=1).rows
+
+
+@pytest.mark.parametrize("grid_text, extra, message", [
+    ('foo = 1\n', [], "unknown grid key 'foo'"),
+    ('tier = []\n', [], "axis 'tier' is empty"),
+    ('tier = "ssd"\n', ["--executor", "ray", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
+    ('tier = "ssd"\n', ["--resume"], "--resume needs --out"),
+    ('tier = "ssd"\n', ["--out", "r.xlsx"], "ending in .csv"),
+])
+def test_bad_sweep_input_is_one_line(tmp_path, grid_text, extra, message):
+    if "ray" in extra:
+        pytest.importorskip("ray")
+    grid_file = tmp_path / "g.toml"
+    grid_file.write_text(grid_text)
+    r = cli("sweep", str(grid_file), *extra)
+    assert r.returncode == 2 and message in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
