@@ -22,6 +22,7 @@ PRESET_DIRS = {
     "model": ROOT / "models",
     "workload": ROOT / "workloads",
     "engine": ROOT / "engines",
+    "prices": ROOT / "prices",
 }
 
 

@@ -12,7 +12,8 @@ from engramsim.sim.run import run_baseline, simulate
 from engramsim.sweep import build
 
 # Row fields after the axes, named as `vllm bench serve` names them where they overlap.
-METRICS = ("fits", "output_throughput", "baseline_output_throughput", "overhead_pct", "kv_tokens_per_rank",
+METRICS = ("fits", "output_throughput", "baseline_output_throughput", "overhead_pct", "tok_s_per_gpu",
+           "tok_s_per_user", "kv_tokens_per_rank",
            "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms", "duration_s", "stall_s",
            "bound_by", "problems")
 # The per-GPU HBM plan of each row (GiB), for the memory plot.
@@ -62,7 +63,11 @@ def run_task(configs: list[dict]) -> list[dict]:
 def result_row(config: dict, run) -> dict:
     ms = lambda s: None if s is None else 1e3 * s
     row = dict(fits=run.fits, output_throughput=run.throughput_tok_s, baseline_output_throughput=run.baseline_tok_s,
-               overhead_pct=run.overhead_pct, kv_tokens_per_rank=run.kv_tokens_per_replica,
+               overhead_pct=run.overhead_pct,
+               tok_s_per_gpu=None if run.throughput_tok_s is None else run.throughput_tok_s / config["gpus"],
+               # What one user sees while decoding: 1 / mean TPOT.
+               tok_s_per_user=1.0 / run.tpot_mean_s if run.tpot_mean_s else None,
+               kv_tokens_per_rank=run.kv_tokens_per_replica,
                mean_ttft_ms=ms(run.ttft_mean_s), p99_ttft_ms=ms(run.ttft_p99_s),
                mean_tpot_ms=ms(run.tpot_mean_s), p99_tpot_ms=ms(run.tpot_p99_s), duration_s=run.makespan_s,
                stall_s=run.stall_s, bound_by=run.bound, problems="; ".join(run.problems))

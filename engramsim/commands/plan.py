@@ -1,0 +1,68 @@
+"""`engramsim plan`: the cheapest server, layout and placement that meets latency SLOs."""
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+
+from engramsim.errors import UserError
+from engramsim.plan import SLOs, candidate_grid, plan
+from engramsim.prices import load_prices
+from engramsim.report.progress import ProgressBar
+from engramsim.sim.tiers import TIERS
+from engramsim.sweep.executors import EXECUTORS, default_workers
+
+
+@click.command(name="plan")
+@click.option("--model", "model_name", default="dense-4b-engram100b", show_default=True, help="Model preset or TOML file.")
+@click.option("--workload", "workload_name", default="paper-table4", show_default=True, help="Workload preset or TOML file.")
+@click.option("--hw", "hws", multiple=True, help="Candidate server preset; repeat. Default: h100, h200, b200.")
+@click.option("--gpus", "gpus", multiple=True, type=int, help="Candidate GPU count; repeat. Default: 1 and 8.")
+@click.option("--tp", "tps", multiple=True, type=int, help="Candidate tensor-parallel degree; repeat. Default: 1.")
+@click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS), help="Candidate placement; repeat. Default: all.")
+@click.option("--hbm-cache-gib", "caches", multiple=True, type=float, help="Candidate HBM hot-row cache (GiB); repeat. Default: 0.")
+@click.option("--concurrency", type=int, help="Most sequences in flight per replica (the engine's max_num_seqs).")
+@click.option("--max-p99-ttft-ms", type=float, help="SLO: p99 time to first token.")
+@click.option("--max-p99-tpot-ms", type=float, help="SLO: p99 time per output token.")
+@click.option("--min-tok-s", type=float, help="SLO: least output tokens/s of the whole deployment.")
+@click.option("--max-overhead-pct", type=float, default=3.0, show_default=True,
+              help="SLO: most Engram throughput overhead; also the bound of the largest-table search.")
+@click.option("--prices", "prices_name", default="cloud-2026", show_default=True,
+              help="Prices preset (prices/) or your own TOML file in the same shape.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the request lengths.")
+@click.option("--no-table-search", is_flag=True, help="Skip the largest-table bisection (faster).")
+@click.option("--workers", type=int, help="Worker processes. Default: this machine's cores.")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
+@click.option("--ray-address", help="Ray cluster to join (host:port or auto). Default: a local one.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Draw the Pareto front, overhead vs cache size and the HBM plan to this PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: choices, pareto, largest_table.")
+def command(model_name, workload_name, hws, gpus, tps, tiers, caches, concurrency, max_p99_ttft_ms, max_p99_tpot_ms,
+            min_tok_s, max_overhead_pct, prices_name, seed, no_table_search, workers, executor, ray_address,
+            plot_path, as_json):
+    """Rank every candidate server, GPU count, TP/DP layout, tier and HBM cache size by $ per million
+    output tokens, keeping those that fit and meet every SLO.
+
+    \b
+    Cost = GPU-hours (prices file) + the DRAM/CXL/NVMe that holds the table, bought and spread
+    over the file's amortize_years. Also gives the Pareto front (tokens/s per GPU vs tokens/s per
+    user) and, per tier, the largest Engram table that keeps overhead within --max-overhead-pct.
+    When nothing is feasible it says so and lists the closest misses (exit status 0).
+    """
+    if concurrency is not None and concurrency < 1:
+        raise UserError("--concurrency must be at least 1")
+    prices = load_prices(prices_name)
+    grid = candidate_grid(model_name, workload_name, hws or ("h100", "h200", "b200"), gpus or (1, 8), tps or (1,),
+                          tiers or TIERS, caches or (0.0,), seed=seed, max_seqs=concurrency or 0)
+    slos = SLOs(max_p99_ttft_ms, max_p99_tpot_ms, min_tok_s, max_overhead_pct)
+    with ProgressBar("plan", transient=as_json) as bar:
+        result = plan(grid, slos, prices, workers or default_workers(), executor, ray_address, progress=bar.update,
+                      table_search=not no_table_search)
+    if plot_path:
+        from engramsim.report.plots import plot_plan
+        plot_plan(result, plot_path)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        Console().print(result)
