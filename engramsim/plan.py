@@ -101,6 +101,7 @@ def choice_row(config: dict, row: dict, prices: Prices) -> dict:
     out.update({k: row[k] for k in ("fits", "output_throughput", "overhead_pct", "p99_ttft_ms", "p99_tpot_ms",
                                     "mean_tpot_ms", "tok_s_per_gpu", "tok_s_per_user", "kv_tokens_per_rank",
                                     "problems", "key")})
+    out.update({k: v for k, v in row.items() if k.startswith("mem_")})  # the per-GPU HBM plan
     out["usd_per_hour"] = usd_per_hour(config, prices) if row["fits"] else None
     tok_s = row["output_throughput"]
     out["usd_per_mtok"] = out["usd_per_hour"] / (tok_s * 3600) * 1e6 if row["fits"] and tok_s else None
@@ -120,15 +121,28 @@ def usd_per_hour(config: dict, prices: Prices) -> float:
     return cost
 
 
-def pareto_front(choices: list[dict]) -> list[dict]:
-    """Choices that no other matches or beats on both tokens/s per GPU and tokens/s per user,
-    by tokens/s per GPU, best first."""
-    pts = [c for c in choices if c["tok_s_per_gpu"] is not None and c["tok_s_per_user"] is not None]
-    front = [c for c in pts if not any(o["tok_s_per_gpu"] >= c["tok_s_per_gpu"] and o["tok_s_per_user"] >= c["tok_s_per_user"]
-                                       and (o["tok_s_per_gpu"], o["tok_s_per_user"]) != (c["tok_s_per_gpu"], c["tok_s_per_user"])
-                                       for o in pts)]
-    unique = {(c["tok_s_per_gpu"], c["tok_s_per_user"]): c for c in reversed(front)}  # keep the cheapest of ties
-    return sorted(unique.values(), key=lambda c: -c["tok_s_per_gpu"])
+def pareto_front(choices: list[dict], tolerance: float = 1e-3) -> list[dict]:
+    """Choices that no other beats on both tokens/s per GPU and tokens/s per user (differences
+    within `tolerance` are ties), by tokens/s per GPU, best first; of ties, the first listed
+    (the cheapest) stays."""
+    pts = [c for c in choices if c["tok_s_per_gpu"] and c["tok_s_per_user"]]
+
+    def beats(o, c):
+        at_least = o["tok_s_per_gpu"] >= c["tok_s_per_gpu"] * (1 - tolerance) and \
+            o["tok_s_per_user"] >= c["tok_s_per_user"] * (1 - tolerance)
+        better = o["tok_s_per_gpu"] > c["tok_s_per_gpu"] * (1 + tolerance) or \
+            o["tok_s_per_user"] > c["tok_s_per_user"] * (1 + tolerance)
+        return at_least and better
+
+    front = []
+    for c in pts:
+        if not any(beats(o, c) for o in pts) and not any(_tied(c, f, tolerance) for f in front):
+            front.append(c)
+    return sorted(front, key=lambda c: -c["tok_s_per_gpu"])
+
+
+def _tied(a: dict, b: dict, tolerance: float) -> bool:
+    return all(abs(a[k] - b[k]) <= tolerance * max(abs(a[k]), abs(b[k])) for k in ("tok_s_per_gpu", "tok_s_per_user"))
 
 
 def closest_misses(rows: list[dict], slos: SLOs, n: int = 5) -> list[dict]:

@@ -53,6 +53,9 @@ def command(model_name, workload_name, hws, gpus, tps, tiers, caches, concurrenc
     if concurrency is not None and concurrency < 1:
         raise UserError("--concurrency must be at least 1")
     prices = load_prices(prices_name)
+    if plot_path:
+        from engramsim.report.plots import check_plot_path
+        check_plot_path(plot_path)
     grid = candidate_grid(model_name, workload_name, hws or ("h100", "h200", "b200"), gpus or (1, 8), tps or (1,),
                           tiers or TIERS, caches or (0.0,), seed=seed, max_seqs=concurrency or 0)
     slos = SLOs(max_p99_ttft_ms, max_p99_tpot_ms, min_tok_s, max_overhead_pct)

@@ -40,12 +40,15 @@ def command(grid_path, out_path, workers, executor, ray_address, resume, plot_pa
         raise UserError("--resume needs --out (the results file to resume)")
     out = check_path(out_path) if out_path else None
     grid = load_grid(grid_path)
+    if plot_path:
+        from engramsim.report.plots import check_plot_path
+        check_plot_path(plot_path)
     workers = workers or default_workers()
     with ProgressBar("sweep", transient=as_json) as bar:
         result = run_sweep(grid, out, resume, executor, workers, ray_address, progress=bar.update)
     if plot_path:
         from engramsim.report.plots import plot_rows
-        plot_rows(result.rows, plot_path, title=f"engramsim sweep {grid_path}")
+        plot_rows(result.rows, grid.configs, grid.axes, plot_path, title=f"engramsim sweep {grid_path}")
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:

@@ -1,0 +1,165 @@
+"""PNG figures of sweep and plan results (matplotlib, the `plot` extra), three panels each:
+
+  Pareto front    tokens/s per GPU (what the owner pays for) against tokens/s per user (what a
+                  user feels): the front is where one can only be bought with the other;
+  overhead        Engram overhead against HBM hot-row cache size, a line per tier;
+  HBM plan        per placement, what each GPU's usable HBM holds, as stacked bars.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+from engramsim.errors import UserError
+from engramsim.plan import pareto_front
+
+MEMORY_PARTS = (("weights", "#4c72b0"), ("table", "#c44e52"), ("cache", "#dd8452"),
+                ("activations", "#8172b3"), ("kv", "#55a868"))
+MAX_LINES = 8
+MAX_BARS = 12
+
+
+def plot_rows(rows: list[dict], configs: list[dict], axes: list[str], path: str, title: str):
+    """A sweep's rows (aligned with its configs)."""
+    points = [dict(r, label=_label(c, axes), tier=c["tier"], cache=_cache(c)) for r, c in zip(rows, configs)]
+    fitting = [p for p in points if p["fits"] and p["tok_s_per_gpu"] and p["tok_s_per_user"]]
+    group_keys = [a for a in axes if a not in ("tier", "hbm_cache_gib")]
+    _draw(fitting, pareto_front(fitting), group_keys, configs_by_key={r["key"]: c for r, c in zip(rows, configs)},
+          path=path, title=title)
+
+
+def plot_plan(result, path: str):
+    # Off-GPU tiers share one HBM plan per cache size, so the bars name the placement that way.
+    placement = lambda c: "table in HBM" if c["tier"] == "hbm" else f"table off GPU, {c['cache_GiB']:g} GiB cache"
+    points = [dict(c, label=f"{c['hw']} x{c['gpus']} TP{c['tp']}, {placement(c)}", cache=c["cache_GiB"])
+              for c in result.choices]
+    front = [dict(c, label=f"{c['hw']} x{c['gpus']} TP{c['tp']} {c['tier']}") for c in result.pareto]
+    title = f"engramsim plan: {result.model}, {result.workload}, {len(result.choices)} feasible of {result.candidates}"
+    _draw(points, front, ["hw", "gpus", "tp"], configs_by_key={c["key"]: c for c in result.choices}, path=path,
+          title=title)
+
+
+def _draw(points, front, group_keys, configs_by_key, path: str, title: str):
+    plt = _pyplot()
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(19, 6.2), gridspec_kw={"width_ratios": [1, 1, 1.15]})
+    _pareto_panel(a1, points, front)
+    _overhead_panel(a2, points, group_keys, configs_by_key)
+    _memory_panel(a3, points)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _pareto_panel(ax, points, front):
+    ax.set_title("Pareto front")
+    if not points:
+        ax.text(0.5, 0.5, "no config fits", ha="center", transform=ax.transAxes)
+        return
+    ax.scatter([p["tok_s_per_user"] for p in points], [p["tok_s_per_gpu"] for p in points], s=18, color="0.65",
+               label=f"configs that fit ({len(points)})")
+    ax.plot([p["tok_s_per_user"] for p in front], [p["tok_s_per_gpu"] for p in front], "o-", color="#c44e52",
+            label="Pareto front")
+    for p in front[:8]:
+        ax.annotate(p["label"], (p["tok_s_per_user"], p["tok_s_per_gpu"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xlabel("output tokens/s per user (1 / mean TPOT)")
+    ax.set_ylabel("output tokens/s per GPU")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+
+def _overhead_panel(ax, points, group_keys, configs_by_key):
+    ax.set_title("Engram overhead vs HBM hot-row cache")
+    lines: dict[str, dict[float, list[float]]] = {}
+    off_gpu = [p for p in points if p["tier"] != "hbm" and p["overhead_pct"] is not None]
+    groups = {_group(p, group_keys, configs_by_key) for p in off_gpu}
+    by_tier_only = len(groups) * len({p["tier"] for p in off_gpu}) > MAX_LINES
+    for p in off_gpu:
+        name = p["tier"] if by_tier_only else " ".join(filter(None, [p["tier"], _group(p, group_keys, configs_by_key)]))
+        lines.setdefault(name, {}).setdefault(p["cache"], []).append(p["overhead_pct"])
+    for i, (name, by_cache) in enumerate(sorted(lines.items())):
+        xs = sorted(by_cache)
+        # Distinct markers and dashes, so tiers with equal overheads stay visible on top of each other.
+        ax.plot(xs, [statistics.median(by_cache[x]) for x in xs], marker="os^vD<>p"[i % 8],
+                linestyle=("-", "--", ":", "-.")[i % 4], markersize=7 - (i % 4), label=name)
+    if not lines:
+        ax.text(0.5, 0.5, "no off-GPU tier fits", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("HBM hot-row cache per GPU (GiB)")
+    ax.set_ylabel("throughput overhead vs no-Engram baseline (%)")
+    if by_tier_only:
+        ax.set_title("Engram overhead vs HBM hot-row cache\n(median over the other axes)")
+    ax.grid(alpha=0.3)
+    if lines:
+        ax.legend(fontsize=8)
+
+
+def _memory_panel(ax, points):
+    ax.set_title("HBM plan per GPU")
+    shown, seen = [], set()
+    for p in points:
+        plan = tuple(p.get(f"mem_{part}_GiB") for part, _ in MEMORY_PARTS)
+        # One bar per distinct plan: configs that differ only in tier share a plan.
+        if None in plan or tuple(round(x, 1) for x in plan) in seen:
+            continue
+        seen.add(tuple(round(x, 1) for x in plan))
+        shown.append((p["label"], plan))
+        if len(shown) == MAX_BARS:
+            break
+    labels = [s[0] for s in shown]
+    left = [0.0] * len(shown)
+    for j, (part, color) in enumerate(MEMORY_PARTS):
+        widths = [s[1][j] for s in shown]
+        ax.barh(range(len(shown)), widths, left=left, color=color, label=part)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_yticks(range(len(shown)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("GiB per GPU (of the usable HBM)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=len(MEMORY_PARTS))
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _group(p, keys, configs_by_key) -> str:
+    config = configs_by_key.get(p.get("key"), {})
+    return " ".join(f"{k}={config.get(k, p.get(k))}" for k in keys if k in config or k in p)
+
+
+def _label(config: dict, axes: list[str]) -> str:
+    return " ".join(f"{config[a]:g}" if isinstance(config[a], float) else str(config[a]) for a in axes) or config["tier"]
+
+
+def _cache(config: dict) -> float:
+    return 0.0 if config["tier"] == "hbm" else config["hbm_cache_gib"]
+
+
+def check_plot_path(path: str):
+    """Fail before a long run, not after it: matplotlib is there and the folder exists."""
+    _pyplot()
+    if not Path(path).parent.is_dir():
+        raise UserError(f"--plot {path}: folder {Path(path).parent} does not exist")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'engramsim[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: str):
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"--plot {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
