@@ -87,7 +87,7 @@ def plan(grid: Grid, slos: SLOs, prices: Prices, workers: int = 1, executor: str
     rows = [choice_row(c, r, prices) for c, r in zip(grid.configs, sweep.rows)]
     feasible = sorted((r for r in rows if not slos.misses(r)), key=lambda r: r["usd_per_mtok"])
     misses = [] if feasible else closest_misses(rows, slos)
-    largest = largest_tables(grid, feasible, slos, workers, executor, address) if table_search and feasible else []
+    largest = largest_tables(grid, feasible, slos, workers, executor, address) if table_search else []
     first = grid.configs[0]
     return PlanResult(model=first["model"], workload=first["workload"], prices=f"{prices.name} ({prices.date})",
                       slos=asdict(slos), choices=feasible, pareto=pareto_front(feasible),
@@ -154,13 +154,16 @@ def closest_misses(rows: list[dict], slos: SLOs, n: int = 5) -> list[dict]:
 
 def largest_tables(grid: Grid, feasible: list[dict], slos: SLOs, workers: int, executor: str,
                    address: str | None) -> list[dict]:
-    """Per tier, on its cheapest feasible config: scale the table (rows per head) up or down and
-    bisect on the largest scale that still fits and keeps overhead within --max-overhead-pct.
-    Tiers search side by side: each round runs one probe per tier, in parallel."""
+    """Per tier, on its cheapest feasible config (or, where the tier has none, its widest
+    replica: most TP ranks, then most GPUs): scale the table (rows per head) up or down and bisect
+    on the largest scale that still fits and keeps overhead within --max-overhead-pct (latency
+    SLOs are not part of this bound). Tiers search side by side: one probe per tier per round."""
     by_key = {config_key(c): c for c in grid.configs}
     searches = {}
     for choice in feasible:
         searches.setdefault(choice["tier"], TableSearch(by_key[choice["key"]]))
+    for config in sorted(grid.configs, key=lambda c: (-c["tp"], -c["gpus"])):
+        searches.setdefault(config["tier"], TableSearch(config))
     bound = slos.max_overhead_pct
     while any(not s.done for s in searches.values()):
         active = [s for s in searches.values() if not s.done]
