@@ -94,9 +94,9 @@ def _set(data: dict, dotted: str, value, where: str):
 
 @lru_cache(maxsize=16)
 def _row_model(trace: str, model_name: str, model_fields_json: str):
-    """None keeps the uniform-hashing expectation; a trace file or `default` uses real text."""
+    """None keeps the uniform-hashing expectation; otherwise as `simulate --trace` (a trace file,
+    `default` or `zipf`)."""
     if not trace:
         return None
-    from engramsim import traces
-    model = _load("model", model_name, model_fields_json)
-    return traces.default_row_model(model) if trace == "default" else traces.load_row_model(trace, model)
+    from engramsim.rows.load import load_row_model
+    return load_row_model(trace, _load("model", model_name, model_fields_json))

@@ -38,7 +38,7 @@ OPTIONS: dict[str, tuple[type, object]] = {
     "ssd_dram_cache_gib": (float, 0.0),
     "ssd_dram_hit": (float, 0.0),
     "max_seqs": (int, 0),        # 0: the workload's own max_num_seqs
-    "trace": (str, ""),          # "": uniform hashing; "default" or a trace file
+    "trace": (str, ""),          # "": uniform hashing; else as simulate --trace (file, default, zipf)
     "cxl": (str, ""),            # "": the hardware preset's own CXL part
 }
 # Dotted keys set one field of a preset: hw.<section>.<key>, model.<section>.<key>, workload.<key>.

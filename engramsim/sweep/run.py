@@ -81,7 +81,7 @@ def _check_presets(configs: list[dict], where: str):
         if fingerprint in seen:
             continue
         seen.add(fingerprint)
-        if config["trace"] not in ("", "default") and not Path(config["trace"]).is_file():
+        if config["trace"] not in ("", "default", "zipf") and not Path(config["trace"]).is_file():
             raise UserError(f"{where}: trace file not found: {config['trace']}")
         try:
             build.presets(config)
