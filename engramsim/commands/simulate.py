@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import click
@@ -63,11 +64,14 @@ GiB = 2.0**30
               help="ssd tier: a DRAM hot-row cache of this size per host, its hit rate from the row "
                    "model (--trace); repeat to sweep sizes.")
 @click.option("--max-seqs", type=int, help="Override the workload's max_num_seqs.")
+@click.option("--timeline", "timeline_path", type=click.Path(dir_okay=False),
+              help="Write a Chrome/Perfetto trace of every run (steps, stalls, fetches, counters) to this JSON "
+                   "file; open it at ui.perfetto.dev.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp, ep, enable_expert_parallel,
             engram_config, gpu_memory_utilization, max_num_batched_tokens, max_num_seqs, max_model_len, kv_cache_dtype,
             speculative_config, from_cmd, seed, no_prefetch, cache_gib, trace_path, profile_path, cxl_part, ssd_dram_hit,
-            dram_cache_gib, max_seqs, as_json):
+            dram_cache_gib, max_seqs, timeline_path, as_json):
     """Simulate an inference server with the model's Engram tables in each placement.
 
     Each placement runs beside a no-Engram baseline (same backbone and workload), and the
@@ -102,16 +106,34 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
                         prefetch=engine.prefetch and not no_prefetch, row_model=_row_model(trace_path, model),
                         max_model_len=settings.max_model_len or 0)
     placements = _placements(tiers or TIERS, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit)
+    timeline = _timeline(timeline_path)
     console = Console(stderr=as_json)
     print_notes(model.notes, "note", "yellow")
     print_notes(settings.lines, "understood")
     if as_json:
-        report = simulate(scenario, placements)
+        report = simulate(scenario, placements, timeline=timeline)
+        _write_timeline(timeline, timeline_path)
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=False))
         return
     with console.status("simulating...") as status:
-        report = simulate(scenario, placements, progress=lambda label: status.update(f"simulating {label}..."))
+        report = simulate(scenario, placements, progress=lambda label: status.update(f"simulating {label}..."),
+                          timeline=timeline)
+    _write_timeline(timeline, timeline_path)
     console.print(report)
+
+
+def _timeline(path: str | None):
+    if not path:
+        return None
+    if not Path(path).parent.is_dir():
+        raise UserError(f"--timeline {path}: folder {Path(path).parent} does not exist")
+    from engramsim.report.timeline import Timeline
+    return Timeline()
+
+
+def _write_timeline(timeline, path: str | None):
+    if timeline:
+        timeline.write(path)
 
 
 def _placements(tiers, hbm_caches_gib, dram_caches_gib, ssd_dram_hit) -> list[Placement]:

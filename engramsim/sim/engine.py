@@ -75,9 +75,11 @@ class ServerSetup:
 
 class Replica:
     def __init__(self, env, setup: ServerSetup, fetchers: list[Fetcher], stats: StepStats,
-                 net: FlowNetwork, host: HostResources):
+                 net: FlowNetwork, host: HostResources, index: int = 0, recorder=None):
         self.env, self.setup, self.fetchers, self.stats = env, setup, fetchers, stats
         self.net, self.host = net, host
+        # A timeline recorder (engramsim.report.timeline.RunRecorder) or None: nothing recorded.
+        self.index, self.recorder = index, recorder
         self.scheduler = Scheduler(setup.workload.engine, setup.kv_blocks)
         self.wakeup = env.event()
         self.lookahead: Lookahead | None = None
@@ -108,6 +110,7 @@ class Replica:
     def step(self, batch: list[Seq], prefill: bool):
         s = self.setup
         bb, spec, gpu = s.model.backbone, s.model.engram, s.hw.gpu
+        started = self.env.now
         shape = costs.batch_shape(batch, prefill)
         comp = costs.step_compute(gpu, bb, shape, s.tp, s.model.kv_bytes_per_token_per_rank(s.tp) / bb.n_layers)
         self.stats.steps += 1
@@ -124,14 +127,17 @@ class Replica:
             for layer in sorted(spec.layer_ids):
                 yield self._compute(comp.layers_s(bb, pos, layer))
                 waited_from = self.env.now
-                yield pending[layer] if s.prefetch else self._fetch(rows[layer])
-                self._stall(self.env.now - waited_from, prefill)
+                yield pending[layer] if s.prefetch else self._fetch(rows[layer], layer)
+                self._stall(self.env.now - waited_from, prefill, layer)
                 hits = rows[layer].hbm_rows
                 gather = costs.hbm_gather_s(gpu, hits, spec.row_bytes) if hits else 0.0
                 yield self._compute(costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp) + gather)
                 pos = layer
         yield self._compute(comp.layers_s(bb, pos, bb.n_layers) + comp.head_s)
         yield self.env.timeout(gpu.step_overhead_s)
+        if self.recorder:
+            self.recorder.step(self.index, started, self.env.now, prefill, len(batch), shape.tokens,
+                               s.kv_blocks - self.scheduler.free_blocks)
 
     def _compute(self, seconds: float):
         """GPU compute is a plain delay. A CPU standing in for the GPU runs it as a flow of
@@ -158,7 +164,7 @@ class Replica:
         spec = s.model.engram
         yield self.env.timeout(costs.hash_s(s.hw.host, tokens, len(spec.layer_ids)) + s.hw.gpu.engram_step_overhead_s)
         rows = {l: self._rows(tokens, l) for l in spec.layer_ids}
-        pending = {l: self._fetch(rows[l]) for l in spec.layer_ids} if s.prefetch else {}
+        pending = {l: self._fetch(rows[l], l) for l in spec.layer_ids} if s.prefetch else {}
         return rows, pending
 
     def _rows(self, tokens: int, layer: int) -> LayerRows:
@@ -177,20 +183,27 @@ class Replica:
         both = self.setup.row_model.hit_rate(self.cache_rows + self.dram_cache_rows, layer)
         return costs.dram_cache_hit_rate(hbm_hit, both)
 
-    def _fetch(self, rows: LayerRows):
+    def _fetch(self, rows: LayerRows, layer: int):
         events = [f.start(rows.fetched_rows, rows.dram_hit_rate) for f in self.fetchers]
-        return events[0] if len(events) == 1 else simpy.AllOf(self.env, events)
+        event = events[0] if len(events) == 1 else simpy.AllOf(self.env, events)
+        if self.recorder:
+            self.recorder.fetch(self.index, layer, self.env.now, event, self.env, rows.hbm_rows, rows.fetched_rows)
+        return event
 
-    def _stall(self, seconds: float, prefill: bool):
+    def _stall(self, seconds: float, prefill: bool, layer: int):
         self.stats.stall_s += seconds
         if prefill:
             self.stats.prefill_stall_s += seconds
+        if self.recorder:
+            self.recorder.stall(self.index, layer, self.env.now - seconds, self.env.now)
 
 
-def run_server(setup: ServerSetup, requests: Requests) -> RawRun:
-    """Simulate `setup.gpus / setup.tp` replicas serving `requests`; returns the raw outcome."""
+def run_server(setup: ServerSetup, requests: Requests, recorder=None) -> RawRun:
+    """Simulate `setup.gpus / setup.tp` replicas serving `requests`; returns the raw outcome.
+    A `recorder` (engramsim.report.timeline.RunRecorder) is told every step, stall and fetch."""
     env = simpy.Environment()
     net = FlowNetwork(env)
+    net.recorder = recorder
     hw = setup.hw
     pool = pool_resources(hw)
     n_hosts = -(-setup.gpus // hw.gpus_per_host)
@@ -203,17 +216,19 @@ def run_server(setup: ServerSetup, requests: Requests) -> RawRun:
         fetchers = [Fetcher(env, net, hw, setup.placement, setup.model.engram.row_bytes, links[g],
                             hosts[g // hw.gpus_per_host])
                     for g in gpus] if setup.placement and setup.model.engram else []
-        replicas.append(Replica(env, setup, fetchers, stats, net, hosts[gpus[0] // hw.gpus_per_host]))
+        replicas.append(Replica(env, setup, fetchers, stats, net, hosts[gpus[0] // hw.gpus_per_host], r, recorder))
     seqs = [Seq(i, float(requests.arrival_s[i]), int(requests.input_len[i]), int(requests.output_len[i]))
             for i in range(len(requests))]
     done: list[Seq] = []
+    resources = links + [r for h in hosts for r in h.resources()] + list(pool.values())
+    if recorder:
+        recorder.resources(resources)
     env.process(_arrivals(env, seqs, replicas))
     for rep in replicas:
         env.process(rep.run(len(seqs), done))
     env.run()
     if len(done) != len(seqs):
         raise RuntimeError(f"simulation ended with {len(seqs) - len(done)} unfinished sequences")
-    resources = links + [r for h in hosts for r in h.resources()] + list(pool.values())
     return RawRun(seqs, env.now, stats, resources, sum(r.scheduler.preemptions for r in replicas),
                   dict(net.limited_s))
 

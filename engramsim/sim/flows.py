@@ -55,6 +55,7 @@ class FlowNetwork:
         self._generation = 0
         # Flow-seconds spent limited by each resource kind or cap: what bounds the fetches.
         self.limited_s: dict[str, float] = {}
+        self.recorder = None  # a timeline recorder told every change of rates, or None
 
     def transfer(self, amount: float, loads: list[tuple[Resource, float]], cap: float = math.inf,
                  latency_s: float = 0.0, cap_name: str = "cap") -> simpy.Event:
@@ -91,6 +92,8 @@ class FlowNetwork:
 
     def _reallocate(self):
         _fill_rates(self.flows)
+        if self.recorder:
+            self.recorder.flows(self.env.now, self.flows)
         self._generation += 1
         if not self.flows:
             return

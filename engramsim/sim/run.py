@@ -88,39 +88,48 @@ class Baseline:
     summary: dict
 
 
-def run_baseline(scenario: Scenario, requests: Requests | None = None) -> Baseline:
+def run_baseline(scenario: Scenario, requests: Requests | None = None, timeline=None) -> Baseline:
     requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
     plan = scenario.plan(None)
     if not plan.fits:
         raise UserError(f"the backbone alone does not fit: {plan.problems[0]}")
-    raw = _run(scenario, None, plan, requests)
+    raw = _run(scenario, None, plan, requests, timeline.run("no-Engram baseline") if timeline else None)
     return Baseline(raw, summarize_run(raw))
 
 
 def simulate(scenario: Scenario, placements: list[Placement], progress=None,
-             requests: Requests | None = None, baseline: Baseline | None = None) -> SimReport:
+             requests: Requests | None = None, baseline: Baseline | None = None, timeline=None) -> SimReport:
     """The baseline once (unless given), then every placement; `progress(label)` is called
     before each run. `requests` replaces the workload's generated requests (to replay a
-    measured run)."""
+    measured run). A `timeline` (engramsim.report.timeline.Timeline) records every run."""
     requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
     if baseline is None:
         if progress:
             progress("baseline")
-        baseline = run_baseline(scenario, requests)
+        baseline = run_baseline(scenario, requests, timeline)
     baseline_tok_s = baseline.summary["throughput_tok_s"]
     runs = []
     for placement in placements:
         if progress:
             progress(placement.tier)
         plan = scenario.plan(placement)
-        raw = _run(scenario, placement, plan, requests) if plan.fits else None
+        recorder = timeline.run(placement_label(placement)) if timeline and plan.fits else None
+        raw = _run(scenario, placement, plan, requests, recorder) if plan.fits else None
         runs.append(RunResult.from_raw(placement, plan, raw, baseline_tok_s, scenario))
     return SimReport.build(scenario, baseline.summary, baseline.raw, runs)
 
 
-def _run(scenario: Scenario, placement: Placement | None, plan, requests) -> RawRun:
+def _run(scenario: Scenario, placement: Placement | None, plan, requests, recorder=None) -> RawRun:
     setup = ServerSetup(hw=scenario.hw, model=scenario.model, workload=scenario.workload,
                         placement=placement, gpus=scenario.gpus, tp=scenario.tp,
                         kv_blocks=plan.kv_blocks_per_rank, row_model=scenario.rows,
                         prefetch=scenario.prefetch)
-    return run_server(setup, requests)
+    return run_server(setup, requests, recorder)
+
+
+def placement_label(p: Placement) -> str:
+    """The name the report tables give this placement."""
+    from types import SimpleNamespace
+    from engramsim.report.console import label
+    return label(SimpleNamespace(tier=p.tier, hbm_cache_GiB=p.hbm_cache_bytes / 2**30,
+                                 dram_cache_GiB=p.dram_cache_bytes / 2**30))
