@@ -43,3 +43,26 @@ def test_decode_preempts_the_newest_sequence_when_blocks_run_out():
     batch, prefill = s.schedule()
     assert not prefill and [q.id for q in batch] == [0]
     assert s.preemptions == 1 and s.waiting[0].id == 1
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(lens=st.lists(st.integers(1, 40), min_size=0, max_size=12), block=st.sampled_from([1, 2, 4, 16]),
+       free=st.integers(0, 6), max_seqs=st.integers(1, 12))
+def test_the_no_preemption_shortcut_decodes_as_the_stepwise_loop(lens, block, free, max_seqs):
+    """_decode takes a shortcut when no one needs preempting; it must agree with the loop."""
+    def state():
+        s = Scheduler(Engine(max_num_seqs=max_seqs, kv_block_tokens=block), kv_blocks=free)
+        for i, n in enumerate(lens):
+            q = Seq(i, 0.0, n, 99)
+            q.out, q.blocks = 1, -(-n // block)
+            s.running.append(q)
+        return s
+
+    fast, slow = state(), state()
+    got, want = fast._decode(), slow._decode_stepwise()
+    summary = lambda s, b: ([q.id for q in b], [q.id for q in s.running], [q.id for q in s.waiting],
+                            s.free_blocks, s.preemptions, [q.blocks for q in s.running])
+    assert summary(fast, got) == summary(slow, want)
