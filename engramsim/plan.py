@@ -154,15 +154,15 @@ def closest_misses(rows: list[dict], slos: SLOs, n: int = 5) -> list[dict]:
 
 def largest_tables(grid: Grid, feasible: list[dict], slos: SLOs, workers: int, executor: str,
                    address: str | None) -> list[dict]:
-    """Per tier, on its cheapest feasible config (or, where the tier has none, its widest
-    replica: most TP ranks, then most GPUs): scale the table (rows per head) up or down and bisect
+    """Per tier, on its cheapest feasible config (or, where the tier has none, the replica with
+    the most HBM: TP ranks x HBM per GPU): scale the table (rows per head) up or down and bisect
     on the largest scale that still fits and keeps overhead within --max-overhead-pct (latency
     SLOs are not part of this bound). Tiers search side by side: one probe per tier per round."""
     by_key = {config_key(c): c for c in grid.configs}
     searches = {}
     for choice in feasible:
         searches.setdefault(choice["tier"], TableSearch(by_key[choice["key"]]))
-    for config in sorted(grid.configs, key=lambda c: (-c["tp"], -c["gpus"])):
+    for config in sorted(grid.configs, key=lambda c: -c["tp"] * build.presets(c)[0].gpu.hbm_bytes):
         searches.setdefault(config["tier"], TableSearch(config))
     bound = slos.max_overhead_pct
     while any(not s.done for s in searches.values()):

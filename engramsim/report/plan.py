@@ -68,6 +68,6 @@ def _largest_table(rows):
     for name in ("tier", "on", "table GiB", "x today's", "overhead", "limited by"):
         t.add_column(name, justify="right" if name in ("table GiB", "x today's", "overhead") else "left")
     for r in rows:
-        t.add_row(r["tier"], _layout({**r, "dp": 1}), _f(r["table_GiB"], ",.1f"), _f(r["scale"], ".2f"),
+        t.add_row(r["tier"], _layout({**r, "dp": 1}), _f(r["table_GiB"], ",.1f"), _f(r["scale"], ".3g"),
                   _f(r["overhead_pct"], "+.2f") + ("%" if r["overhead_pct"] is not None else ""), r["limited_by"])
     return t

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -72,25 +71,33 @@ def _pareto_panel(ax, points, front):
 
 
 def _overhead_panel(ax, points, group_keys, configs_by_key):
+    """A line per tier (and per value of the other axes while that stays legible; beyond it,
+    only the group of the first point, named in the title: a median over a population that
+    changes with cache size would draw steps that are not there)."""
     ax.set_title("Engram overhead vs HBM hot-row cache")
-    lines: dict[str, dict[float, list[float]]] = {}
     off_gpu = [p for p in points if p["tier"] != "hbm" and p["overhead_pct"] is not None]
-    groups = {_group(p, group_keys, configs_by_key) for p in off_gpu}
-    by_tier_only = len(groups) * len({p["tier"] for p in off_gpu}) > MAX_LINES
+    group = lambda p: _group(p, group_keys, configs_by_key)
+    restricted = len({group(p) for p in off_gpu}) * len({p["tier"] for p in off_gpu}) > MAX_LINES
+    if restricted:
+        shown = group(off_gpu[0])
+        off_gpu = [p for p in off_gpu if group(p) == shown]
+        ax.set_title(f"Engram overhead vs HBM hot-row cache\nat {shown}")
+    lines: dict[str, dict[float, float]] = {}
     for p in off_gpu:
-        name = p["tier"] if by_tier_only else " ".join(filter(None, [p["tier"], _group(p, group_keys, configs_by_key)]))
-        lines.setdefault(name, {}).setdefault(p["cache"], []).append(p["overhead_pct"])
+        name = p["tier"] if restricted else " ".join(filter(None, [p["tier"], group(p)]))
+        lines.setdefault(name, {}).setdefault(p["cache"], p["overhead_pct"])
     for i, (name, by_cache) in enumerate(sorted(lines.items())):
         xs = sorted(by_cache)
         # Distinct markers and dashes, so tiers with equal overheads stay visible on top of each other.
-        ax.plot(xs, [statistics.median(by_cache[x]) for x in xs], marker="os^vD<>p"[i % 8],
-                linestyle=("-", "--", ":", "-.")[i % 4], markersize=7 - (i % 4), label=name)
+        ax.plot(xs, [by_cache[x] for x in xs], marker="os^vD<>p"[i % 8], linestyle=("-", "--", ":", "-.")[i % 4],
+                markersize=7 - (i % 4), label=name)
     if not lines:
         ax.text(0.5, 0.5, "no off-GPU tier fits", ha="center", transform=ax.transAxes)
+    elif all(len(by_cache) == 1 for by_cache in lines.values()):
+        ax.text(0.5, 0.5, "one cache size only:\nsweep hbm_cache_gib to draw this curve", ha="center",
+                transform=ax.transAxes, color="0.4")
     ax.set_xlabel("HBM hot-row cache per GPU (GiB)")
     ax.set_ylabel("throughput overhead vs no-Engram baseline (%)")
-    if by_tier_only:
-        ax.set_title("Engram overhead vs HBM hot-row cache\n(median over the other axes)")
     ax.grid(alpha=0.3)
     if lines:
         ax.legend(fontsize=8)
