@@ -90,15 +90,16 @@ def check_writable(path: Path | str):
         raise UserError(f"{path}: file is not writable")
 
 
-def write_atomic(path: Path | str, text: str):
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
+def write_atomic(path: Path | str, data: str | bytes):
+    """Write text or bytes to a temporary file beside `path`, fsync, then rename over it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # as an ordinary new file would be, not mkstemp's owner-only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -6,7 +6,7 @@ import pytest
 from engramsim.report.timeline import Timeline
 from engramsim.sim.run import simulate
 from engramsim.sim.tiers import Placement
-from tests.simkit import scenario, tiny_workload, with_host
+from tests.simkit import scenario, tiny_workload
 from tests.test_cli import cli
 
 PLACEMENTS = [Placement("dram-copy"), Placement("ssd")]
@@ -33,7 +33,7 @@ def _by_pid(trace, ph):
 
 
 def test_the_trace_names_one_process_per_run_and_a_thread_per_replica(traced):
-    report, trace = traced
+    _, trace = traced
     names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
     assert names == {1: "no-Engram baseline", 2: "dram-copy", 3: "ssd"}
     threads = {(e["pid"], e["tid"]) for e in trace["traceEvents"] if e["name"] == "thread_name"}
@@ -53,8 +53,8 @@ def test_steps_are_in_microseconds_and_end_at_the_makespan(traced):
 
 
 def test_a_replicas_steps_follow_one_another_and_stalls_nest_inside_them(traced):
-    report, trace = traced
-    for pid, events in _by_pid(trace, "X").items():
+    _, trace = traced
+    for events in _by_pid(trace, "X").values():
         for replica in (0, 1):
             steps = [e for e in events if e["tid"] == replica and e["cat"] == "step"]
             assert [e["ts"] for e in steps] == sorted(e["ts"] for e in steps)
@@ -88,8 +88,8 @@ def test_every_fetch_ends_after_it_begins_and_once(traced):
 
 
 def test_counters_stay_in_their_ranges_and_in_time_order(traced):
-    report, trace = traced
-    for pid, counters in _by_pid(trace, "C").items():
+    _, trace = traced
+    for counters in _by_pid(trace, "C").values():
         ts = [c["ts"] for c in counters]
         assert ts == sorted(ts) and ts[0] >= 0
         for c in counters:

@@ -31,7 +31,7 @@ def render_plan(result):
     best = result.choices[0]
     yield Text(f"best: {_layout(best)}, {_placement(best)}: ${best['usd_per_mtok']:.3f} per million output tokens "
                f"({best['output_throughput']:,.0f} tok/s, {best['overhead_pct']:+.2f}% Engram overhead)", style="bold")
-    yield Text(f"Pareto front (tok/s per GPU vs tok/s per user): " +
+    yield Text("Pareto front (tok/s per GPU vs tok/s per user): " +
                "; ".join(f"{_layout(c)} {c['tier']} {c['tok_s_per_gpu']:,.0f}/{c['tok_s_per_user']:,.1f}"
                          for c in result.pareto))
     if result.largest_table:

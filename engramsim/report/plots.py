@@ -7,8 +7,7 @@
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 from engramsim.errors import UserError
@@ -159,14 +158,8 @@ def _pyplot():
 
 
 def _save(fig, path: str):
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UserError(f"--plot {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from engramsim.profile_io import write_atomic
+    check_plot_path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    write_atomic(path, buf.getvalue())

@@ -14,8 +14,6 @@ The engine calls a recorder only when one is given; without one nothing is recor
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 US = 1e6
@@ -42,16 +40,8 @@ class Timeline:
                 "otherData": {"generator": "engramsim simulate --timeline", "time_unit": "us"}}
 
     def write(self, path: str | Path):
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, separators=(",", ":"))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from engramsim.profile_io import write_atomic
+        write_atomic(path, json.dumps(self.to_dict(), separators=(",", ":")))
 
 
 class RunRecorder:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from engramsim.errors import UserError
+from engramsim.profile_io import write_atomic
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 
@@ -49,14 +48,7 @@ def write_rows(path: Path, rows: list[dict]):
         data = "".join(json.dumps(r) + "\n" for r in rows).encode()
     else:
         data = _csv_text(rows).encode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
 
 
 def _csv_text(rows: list[dict]) -> str:
