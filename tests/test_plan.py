@@ -140,5 +140,5 @@ def test_a_price_file_with_missing_parts_is_one_line_on_the_command_line(tmp_pat
     prices = tmp_path / "p.toml"
     prices.write_text('name = "x"\ndate = "d"\namortize_years = 3\n[gpu.h100]\nusd_per_gpu_hour = 1\n')
     r = cli("plan", "--workload", workload, "--hw", "h100", "--prices", str(prices))
-    assert r.returncode == 2 and "missing key 'cxl_usd_per_GB'" in r.stderr
+    assert r.returncode == 2 and "missing key 'dram_usd_per_GB'" in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
