@@ -6,7 +6,7 @@ from engramsim.errors import UserError
 from engramsim.plan import SLOs, TableSearch, candidate_grid, pareto_front, usd_per_hour
 from engramsim.prices import HOURS_PER_YEAR, load_prices
 from engramsim.sweep import build
-from tests.test_cli import cli
+from tests.clikit import run_cli as cli
 
 TINY_WORKLOAD = """
 name = "tiny"

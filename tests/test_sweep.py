@@ -8,7 +8,7 @@ from engramsim.sweep import config_key, parse_grid, run_sweep
 from engramsim.sweep import build
 from engramsim.sweep.output import read_rows, write_rows
 from engramsim.sweep.runner import make_tasks
-from tests.test_cli import cli
+from tests.clikit import run_cli as cli
 
 FAST = {"model": "dense-4b-engram100b", "workload": "fixed", "max_seqs": 8, "workload.num_seqs": 16}
 GRID12 = """

@@ -7,7 +7,7 @@ from engramsim.report.timeline import Timeline
 from engramsim.sim.run import simulate
 from engramsim.sim.tiers import Placement
 from tests.simkit import scenario, tiny_workload
-from tests.test_cli import cli
+from tests.clikit import run_cli as cli
 
 PLACEMENTS = [Placement("dram-copy"), Placement("ssd")]
 

@@ -22,7 +22,7 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
 @click.option("--tp", "tps", multiple=True, type=int, help="Candidate tensor-parallel degree; repeat. Default: 1.")
 @click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS), help="Candidate placement; repeat. Default: all.")
 @click.option("--hbm-cache-gib", "caches", multiple=True, type=float, help="Candidate HBM hot-row cache (GiB); repeat. Default: 0.")
-@click.option("--concurrency", type=int, help="Most sequences in flight per replica (the engine's max_num_seqs).")
+@click.option("--concurrency", type=int, help="The engine's max_num_seqs: most sequences one step may batch (nano-vLLM semantics).")
 @click.option("--max-p99-ttft-ms", type=float, help="SLO: p99 time to first token.")
 @click.option("--max-p99-tpot-ms", type=float, help="SLO: p99 time per output token.")
 @click.option("--min-tok-s", type=float, help="SLO: least output tokens/s of the whole deployment.")
