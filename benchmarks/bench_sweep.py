@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -27,10 +29,17 @@ def grid(n_configs: int):
     return type(g)(configs=g.configs[:n_configs], axes=g.axes, source=g.source)
 
 
-def timed(g, workers: int) -> tuple[float, list[dict]]:
+def timed(g, workers: int) -> tuple[float, float, list[dict]]:
+    """Wall seconds, CPU seconds (this process and its finished workers) and the rows."""
+    cpu0 = _cpu_s()
     t0 = time.perf_counter()
     rows = run_sweep(g, workers=workers).rows
-    return time.perf_counter() - t0, rows
+    return time.perf_counter() - t0, _cpu_s() - cpu0, rows
+
+
+def _cpu_s() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main():
@@ -39,8 +48,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     g = grid(args.configs)
-    one_s, rows_one = timed(g, 1)
-    many_s, rows_many = timed(g, args.workers)
+    one_s, one_cpu_s, rows_one = timed(g, 1)
+    many_s, _, rows_many = timed(g, args.workers)
     assert rows_one == rows_many, "workers changed the rows"
     rate = len(g.configs) / many_s
     efficiency = one_s / (args.workers * many_s)
@@ -51,6 +60,11 @@ def main():
                       "configs_per_s_1_worker": round(len(g.configs) / one_s, 2),
                       f"configs_per_s_{args.workers}_workers": round(rate, 2),
                       "parallel_efficiency": round(efficiency, 3),
+                      # CPU time is what the machine's other load cannot stretch: with it, the
+                      # rate an idle machine would give at perfect parallel efficiency.
+                      "cpu_s_per_config": round(one_cpu_s / len(g.configs), 3),
+                      "projected_1000_configs_s_idle": round(1000 * one_cpu_s / len(g.configs) / args.workers, 1),
+                      "load_average_1min": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
                       "projected_1000_configs_s": round(projected, 1),
                       "target_1000_configs_s": 60, "target_parallel_efficiency": 0.8,
                       "meets_targets": projected <= 60 and efficiency >= 0.8}))
