@@ -99,8 +99,10 @@ def test_a_bad_preset_field_fails_before_anything_runs():
         run_sweep(grid(**{"hw.gpu.nope": [1, 2]}))
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_results_files_round_trip(tmp_path, suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
     rows = [{"key": "0123456789012345", "hw": "h800", "fits": True, "output_throughput": 1.5, "problems": "",
              "p99_ttft_ms": None, "kv_tokens_per_rank": 512}]
     path = tmp_path / f"r{suffix}"
