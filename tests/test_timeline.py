@@ -99,6 +99,10 @@ def test_counters_stay_in_their_ranges_and_in_time_order(traced):
                 assert c["args"]["blocks"] >= 0
     ssd_util = [c["args"]["ssd_iops"] for c in _by_pid(trace, "C")[3] if c["name"] == "utilization"]
     assert max(ssd_util) > 0.5  # synchronous reads saturate the SSD's IOPS while they last
+    ssd = scenario().hw.ssd
+    in_flight = [c["args"]["reads"] for c in _by_pid(trace, "C")[3] if c["name"] == "SSD reads in flight"]
+    # Little's law, capped as the IOPS resource is: never more reads than the queues hold.
+    assert 0 < max(in_flight) <= ssd.devices * ssd.queue_depth * (1 + 1e-9)
 
 
 def test_recording_changes_nothing_in_the_results():

@@ -7,7 +7,8 @@ one process per simulated run (the baseline, then each placement), and in each
   - async slices "fetch L<layer>" from the moment a layer's rows were requested to the moment
     they were in HBM, with the rows fetched and the rows served by the HBM cache;
   - counters: utilization of each shared resource kind (link, DRAM, SSD IOPS and bandwidth,
-    CPU, CXL), transfers in flight, KV blocks used and the hot-row hit rate per replica.
+    CPU, CXL), transfers in flight, SSD reads in flight (IOPS x latency), KV blocks used and the
+    hot-row hit rate per replica.
 
 The engine calls a recorder only when one is given; without one nothing is recorded.
 """
@@ -50,12 +51,15 @@ class RunRecorder:
     def __init__(self, events: list[dict], pid: int):
         self.events, self.pid = events, pid
         self.capacity: dict[str, float] = {}
+        self.ssd_latency_s = 0.0
         self.named: set[int] = set()
         self.last: dict[str, dict] = {}
         self.next_id = 0
 
-    def resources(self, resources):
-        """The run's shared resources: utilization is load over the summed capacity of a kind."""
+    def resources(self, resources, hw=None):
+        """The run's shared resources: utilization is load over the summed capacity of a kind.
+        With the hardware, SSD reads in flight follow from the IOPS by Little's law."""
+        self.ssd_latency_s = hw.ssd.latency_s if hw is not None and hw.ssd else 0.0
         for r in resources:
             self.capacity[r.kind] = self.capacity.get(r.kind, 0.0) + r.capacity
         self._counter(0.0, "utilization", {kind: 0.0 for kind in sorted(self.capacity)})
@@ -98,6 +102,9 @@ class RunRecorder:
                 load[r.kind] = load.get(r.kind, 0.0) + f.rate * c
         self._counter(now_s, "utilization", {k: v / self.capacity[k] for k, v in sorted(load.items()) if k in self.capacity})
         self._counter(now_s, "transfers in flight", {"transfers": len(flows)})
+        if self.ssd_latency_s:
+            # A fluid model has no discrete reads: ops/s x latency is the mean number in flight.
+            self._counter(now_s, "SSD reads in flight", {"reads": load.get("ssd_iops", 0.0) * self.ssd_latency_s})
 
     def _counter(self, now_s: float, name: str, values: dict):
         """A counter sample, only when a value changed (a trace of repeats is large and says nothing)."""

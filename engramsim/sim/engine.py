@@ -222,7 +222,7 @@ def run_server(setup: ServerSetup, requests: Requests, recorder=None) -> RawRun:
     done: list[Seq] = []
     resources = links + [r for h in hosts for r in h.resources()] + list(pool.values())
     if recorder:
-        recorder.resources(resources)
+        recorder.resources(resources, hw)
     env.process(_arrivals(env, seqs, replicas))
     for rep in replicas:
         env.process(rep.run(len(seqs), done))
