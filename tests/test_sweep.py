@@ -94,6 +94,12 @@ def test_a_config_the_simulator_rejects_is_a_row_that_says_why():
     assert rows[0]["fits"] is False and "not a multiple" in rows[0]["problems"]
 
 
+def test_a_placement_the_simulator_rejects_spoils_only_its_own_row():
+    rows = run_sweep(grid(tier="ssd", ssd_dram_hit=[0.0, 0.5], ssd_dram_cache_gib=[0.0, 4.0])).rows
+    assert [r["fits"] for r in rows] == [True, True, True, False]
+    assert "not both" in rows[3]["problems"]
+
+
 def test_a_bad_preset_field_fails_before_anything_runs():
     with pytest.raises(UserError, match="unknown key 'nope'"):
         run_sweep(grid(**{"hw.gpu.nope": [1, 2]}))

@@ -50,13 +50,19 @@ def run_task(configs: list[dict]) -> list[dict]:
     for i, config in enumerate(configs):
         by_scenario.setdefault(build.scenario_key(config), []).append(i)
     for members in by_scenario.values():
+        placements = {}
+        for i in members:
+            try:
+                placements[i] = build.placement(configs[i])
+            except UserError as e:   # e.g. a DRAM cache given both as a size and as a hit rate
+                rows[i] = problem_row(configs[i], str(e))
         try:
             scenario = build.scenario(configs[members[0]])
-            report = simulate(scenario, [build.placement(configs[i]) for i in members], baseline=baseline)
+            report = simulate(scenario, list(placements.values()), baseline=baseline)
         except UserError as e:
-            rows.update({i: problem_row(configs[i], str(e)) for i in members})
+            rows.update({i: problem_row(configs[i], str(e)) for i in placements})
             continue
-        rows.update({i: result_row(configs[i], run) for i, run in zip(members, report.runs)})
+        rows.update({i: result_row(configs[i], run) for i, run in zip(placements, report.runs)})
     return [rows[i] for i in range(len(configs))]
 
 
