@@ -116,7 +116,10 @@ def load_engine(name_or_path: str | Path) -> EngineSpec:
     path = resolve("engine", name_or_path)
     data = load_toml(path)
     data.setdefault("name", path.stem)
-    where = str(path)
+    return engine_from_dict(data, str(path), path)
+
+
+def engine_from_dict(data: dict, where: str, path: Path | None = None) -> EngineSpec:
     try:
         return replace(build(EngineSpec, data, where), source=path)
     except UserError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from engramsim.capacity import Parallel, host_copies_per_node
 from engramsim.errors import UserError
 from engramsim.prices import Prices
 from engramsim.sweep import build
@@ -68,11 +69,12 @@ class PlanResult:
 
 
 def candidate_grid(model: str, workload: str, hws, gpus, tps, tiers, caches_gib, seed: int = 0,
-                   max_seqs: int = 0) -> Grid:
-    """Every candidate server, layout and placement; layouts that do not divide are dropped."""
-    grid = parse_grid({"model": model, "workload": workload, "hw": list(hws), "gpus": list(gpus),
-                       "tp": list(tps), "tier": list(tiers), "hbm_cache_gib": list(caches_gib),
-                       "seed": seed, "max_seqs": max_seqs}, "plan")
+                   max_seqs: int = 0, engines=("nano-vllm",), eps=(1,)) -> Grid:
+    """Every candidate server, engine, layout and placement; layouts that do not divide are
+    dropped (DP = GPUs / TP)."""
+    grid = parse_grid({"model": model, "workload": workload, "engine": list(engines), "hw": list(hws),
+                       "gpus": list(gpus), "tp": list(tps), "ep": list(eps), "tier": list(tiers),
+                       "hbm_cache_gib": list(caches_gib), "seed": seed, "max_seqs": max_seqs}, "plan")
     configs = [c for c in grid.configs if c["gpus"] % c["tp"] == 0 and not (c["tier"] == "hbm" and c["hbm_cache_gib"])]
     if not configs:
         raise UserError("no candidate layout: every --gpus value must be a multiple of some --tp value")
@@ -96,12 +98,12 @@ def plan(grid: Grid, slos: SLOs, prices: Prices, workers: int = 1, executor: str
 
 def choice_row(config: dict, row: dict, prices: Prices) -> dict:
     """A sweep row with the layout spelled out and its price per hour and per million tokens."""
-    out = {"hw": config["hw"], "gpus": config["gpus"], "tp": config["tp"], "dp": config["gpus"] // config["tp"],
-           "tier": config["tier"], "cache_GiB": config["hbm_cache_gib"] if config["tier"] != "hbm" else 0.0}
+    out = {"hw": config["hw"], "engine": config["engine"], "gpus": config["gpus"], "tp": config["tp"],
+           "dp": config["gpus"] // config["tp"], "ep": config["ep"], "tier": config["tier"], "cache_GiB": config["hbm_cache_gib"] if config["tier"] != "hbm" else 0.0}
     out.update({k: row[k] for k in ("fits", "output_throughput", "overhead_pct", "p99_ttft_ms", "p99_tpot_ms",
                                     "mean_tpot_ms", "tok_s_per_gpu", "tok_s_per_user", "kv_tokens_per_rank",
                                     "problems", "key")})
-    out.update({k: v for k, v in row.items() if k.startswith("mem_")})  # the per-GPU HBM plan
+    out.update({k: v for k, v in row.items() if k.startswith("mem_")})  # the per-rank HBM plan
     out["usd_per_hour"] = usd_per_hour(config, prices) if row["fits"] else None
     tok_s = row["output_throughput"]
     out["usd_per_mtok"] = out["usd_per_hour"] / (tok_s * 3600) * 1e6 if row["fits"] and tok_s else None
@@ -109,13 +111,16 @@ def choice_row(config: dict, row: dict, prices: Prices) -> dict:
 
 
 def usd_per_hour(config: dict, prices: Prices) -> float:
-    """GPU-hours plus the memory that holds the table (one copy per host) and any SSD DRAM cache."""
-    hw, model, _ = build.presets(config)
+    """GPU-hours plus the memory that holds the table (the engine's copies per node, on every
+    node) and any SSD DRAM cache."""
+    hw, model, _, engine = build.presets(config)
     hosts = -(-config["gpus"] // hw.gpus_per_host)
     cost = config["gpus"] * prices.per_gpu_hour(config["hw"])
     memory = build.placement(config).memory
     if memory != "hbm":
-        cost += prices.memory_usd_per_hour(memory, model.engram.table_bytes * hosts)
+        copies = host_copies_per_node(hw, engine, Parallel(tp=config["tp"], dp=config["gpus"] // config["tp"],
+                                                           ep=config["ep"]))
+        cost += prices.memory_usd_per_hour(memory, model.engram.table_bytes * copies * hosts)
     if config["tier"] == "ssd" and config["ssd_dram_cache_gib"]:
         cost += prices.memory_usd_per_hour("dram", config["ssd_dram_cache_gib"] * GiB * hosts)
     return cost
@@ -205,7 +210,7 @@ class TableSearch:
 
     def result(self) -> dict:
         c = self.config
-        out = {"tier": c["tier"], "hw": c["hw"], "gpus": c["gpus"], "tp": c["tp"],
+        out = {"tier": c["tier"], "hw": c["hw"], "engine": c["engine"], "gpus": c["gpus"], "tp": c["tp"], "ep": c["ep"],
                "cache_GiB": c["hbm_cache_gib"] if c["tier"] != "hbm" else 0.0}
         if self.lo is None:
             return {**out, "table_GiB": 0.0, "scale": 0.0, "overhead_pct": None, "limited_by": "no size meets the bound"}

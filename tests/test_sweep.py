@@ -79,8 +79,8 @@ def test_a_row_holds_what_simulate_gives_for_that_config():
     assert row["output_throughput"] == run.throughput_tok_s
     assert row["overhead_pct"] == run.overhead_pct
     assert row["p99_tpot_ms"] == pytest.approx(1e3 * run.tpot_p99_s)
-    assert row["kv_tokens_per_rank"] == run.kv_tokens_per_replica
-    assert row["mem_cache_GiB"] == 1.0
+    assert row["kv_tokens_per_rank"] == run.kv_tokens_per_rank
+    assert row["mem_hot_cache_GiB"] == 1.0
 
 
 def test_preset_fields_are_axes_that_change_the_result():
@@ -90,8 +90,20 @@ def test_preset_fields_are_axes_that_change_the_result():
 
 
 def test_a_config_the_simulator_rejects_is_a_row_that_says_why():
-    rows = run_sweep(grid(tier="dram-copy", gpus=[1], tp=[2])).rows
-    assert rows[0]["fits"] is False and "not a multiple" in rows[0]["problems"]
+    rows = run_sweep(grid(tier="dram-copy", gpus=[1, 3], tp=[2])).rows
+    assert rows[0]["fits"] is False and "ranks exceed the 1 GPUs" in rows[0]["problems"]
+    assert rows[1]["fits"] is False and "not a multiple" in rows[1]["problems"]
+
+
+def test_engine_dp_and_ep_are_axes_and_gpus_default_to_dp_x_tp():
+    g = grid(tier="dram-copy", engine=["nano-vllm", "vllm"], dp=[1, 2])
+    assert [(c["engine"], c["dp"], c["gpus"]) for c in g.configs] == [
+        ("nano-vllm", 1, 1), ("nano-vllm", 2, 2), ("vllm", 1, 1), ("vllm", 2, 2)]
+    rows = run_sweep(g).rows
+    assert all(r["fits"] for r in rows)
+    # Two replicas serve the same requests faster; another engine plans another KV budget.
+    assert rows[1]["output_throughput"] > rows[0]["output_throughput"]
+    assert rows[0]["kv_tokens_per_rank"] != rows[2]["kv_tokens_per_rank"]
 
 
 def test_a_placement_the_simulator_rejects_spoils_only_its_own_row():

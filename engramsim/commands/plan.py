@@ -17,9 +17,11 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
 @click.command(name="plan")
 @click.option("--model", "model_name", default="dense-4b-engram100b", show_default=True, help="Model preset or TOML file.")
 @click.option("--workload", "workload_name", default="paper-table4", show_default=True, help="Workload preset or TOML file.")
+@click.option("--engine", "engines", multiple=True, help="Candidate engine preset (engines/); repeat. Default: nano-vllm.")
 @click.option("--hw", "hws", multiple=True, help="Candidate server preset; repeat. Default: h100, h200, b200.")
 @click.option("--gpus", "gpus", multiple=True, type=int, help="Candidate GPU count; repeat. Default: 1 and 8.")
 @click.option("--tp", "tps", multiple=True, type=int, help="Candidate tensor-parallel degree; repeat. Default: 1.")
+@click.option("--ep", "eps", multiple=True, type=int, help="Candidate expert-parallel degree; repeat. Default: 1.")
 @click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS), help="Candidate placement; repeat. Default: all.")
 @click.option("--hbm-cache-gib", "caches", multiple=True, type=float, help="Candidate HBM hot-row cache (GiB); repeat. Default: 0.")
 @click.option("--concurrency", type=int, help="The engine's max_num_seqs: most sequences one step may batch (nano-vLLM semantics).")
@@ -38,7 +40,7 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Draw the Pareto front, overhead vs cache size and the HBM plan to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: choices, pareto, largest_table.")
-def command(model_name, workload_name, hws, gpus, tps, tiers, caches, concurrency, max_p99_ttft_ms, max_p99_tpot_ms,
+def command(model_name, workload_name, engines, hws, gpus, tps, eps, tiers, caches, concurrency, max_p99_ttft_ms, max_p99_tpot_ms,
             min_tok_s, max_overhead_pct, prices_name, seed, no_table_search, workers, executor, ray_address,
             plot_path, as_json):
     """Rank every candidate server, GPU count, TP/DP layout, tier and HBM cache size by $ per million
@@ -57,7 +59,8 @@ def command(model_name, workload_name, hws, gpus, tps, tiers, caches, concurrenc
         from engramsim.report.plots import check_plot_path
         check_plot_path(plot_path)
     grid = candidate_grid(model_name, workload_name, hws or ("h100", "h200", "b200"), gpus or (1, 8), tps or (1,),
-                          tiers or TIERS, caches or (0.0,), seed=seed, max_seqs=concurrency or 0)
+                          tiers or TIERS, caches or (0.0,), seed=seed, max_seqs=concurrency or 0,
+                          engines=engines or ("nano-vllm",), eps=eps or (1,))
     slos = SLOs(max_p99_ttft_ms, max_p99_tpot_ms, min_tok_s, max_overhead_pct)
     with ProgressBar("plan", transient=as_json) as bar:
         result = plan(grid, slos, prices, workers or default_workers(), executor, ray_address, progress=bar.update,

@@ -26,15 +26,15 @@ from engramsim.sweep.output import check_path
               help="Draw the Pareto front, overhead vs cache size and the HBM plan to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON object instead of a table.")
 def command(grid_path, out_path, workers, executor, ray_address, resume, plot_path, as_json):
-    """Run every config of GRID.toml: keys are `simulate` options (hw, model, workload, tier, gpus,
-    tp, seed, prefetch, hbm_cache_gib, ssd_dram_cache_gib, ssd_dram_hit, max_seqs, trace, cxl) or
-    preset fields (`"hw.gpu.hbm_bw_GBps"`); a list is an axis; the sweep is the product of the axes
+    """Run every config of GRID.toml: keys are `simulate` options (hw, model, workload, engine, tier,
+    gpus, tp, dp, ep, seed, prefetch, hbm_cache_gib, ssd_dram_cache_gib, ssd_dram_hit, max_seqs,
+    trace, cxl) or preset fields (`"hw.gpu.hbm_bw_GBps"`, `"engine.max_num_seqs"`); a list is an axis; the sweep is the product of the axes
     minus [[exclude]] tables. Configs that share a no-Engram baseline run it once.
 
     \b
     Each row: key (a hash of the config), the axes, fits, output_throughput (tok/s),
     overhead_pct, kv_tokens_per_rank, mean/p99 TTFT and TPOT (ms), duration_s, bound_by,
-    problems, and the per-GPU HBM plan (mem_*_GiB).
+    problems, and the per-rank HBM plan (mem_*_GiB).
     """
     if resume and not out_path:
         raise UserError("--resume needs --out (the results file to resume)")

@@ -12,7 +12,8 @@ def _f(value, spec: str) -> str:
 
 
 def _layout(c: dict) -> str:
-    return f"{c['hw']} x{c['gpus']} TP{c['tp']}" + (f" DP{c['dp']}" if c.get("dp", 1) > 1 else "")
+    return (f"{c['hw']} x{c['gpus']} TP{c['tp']}" + (f" DP{c['dp']}" if c.get("dp", 1) > 1 else "")
+            + (f" EP{c['ep']}" if c.get("ep", 1) > 1 else "") + (f" {c['engine']}" if c.get("engine") else ""))
 
 
 def _placement(c: dict) -> str:

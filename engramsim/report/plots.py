@@ -13,8 +13,9 @@ from pathlib import Path
 from engramsim.errors import UserError
 from engramsim.plan import pareto_front
 
-MEMORY_PARTS = (("weights", "#4c72b0"), ("table", "#c44e52"), ("cache", "#dd8452"),
-                ("activations", "#8172b3"), ("kv", "#55a868"))
+MEMORY_PARTS = (("weights", "#4c72b0"), ("engram_table", "#c44e52"), ("hot_cache", "#dd8452"),
+                ("activations", "#8172b3"), ("cuda_graphs", "#937860"), ("non_torch", "#8c8c8c"),
+                ("indexer", "#da8bc3"), ("engram_staging", "#ccb974"), ("kv", "#55a868"))
 MAX_LINES = 8
 MAX_BARS = 12
 
@@ -103,12 +104,12 @@ def _overhead_panel(ax, points, group_keys, configs_by_key):
 
 
 def _memory_panel(ax, points):
-    ax.set_title("HBM plan per GPU")
+    ax.set_title("HBM plan per rank")
     shown, seen = [], set()
     for p in points:
-        plan = tuple(p.get(f"mem_{part}_GiB") for part, _ in MEMORY_PARTS)
+        plan = tuple(p.get(f"mem_{part}_GiB") or 0.0 for part, _ in MEMORY_PARTS)
         # One bar per distinct plan: configs that differ only in tier share a plan.
-        if None in plan or tuple(round(x, 1) for x in plan) in seen:
+        if not p.get("mem_kv_GiB") and not p.get("mem_weights_GiB") or tuple(round(x, 1) for x in plan) in seen:
             continue
         seen.add(tuple(round(x, 1) for x in plan))
         shown.append((p["label"], plan))
@@ -122,8 +123,8 @@ def _memory_panel(ax, points):
         left = [a + b for a, b in zip(left, widths)]
     ax.set_yticks(range(len(shown)), labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("GiB per GPU (of the usable HBM)")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=len(MEMORY_PARTS))
+    ax.set_xlabel("GiB per rank (of the usable HBM)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=5)
     ax.grid(axis="x", alpha=0.3)
 
 

@@ -8,20 +8,20 @@ import json
 from dataclasses import replace
 from functools import lru_cache
 
+from engramsim.engine import engine_from_dict
 from engramsim.errors import UserError
 from engramsim.hardware import hardware_from_dict
 from engramsim.model import model_from_dict
 from engramsim.presets import load_toml, resolve
 from engramsim.sim.run import Scenario
 from engramsim.sim.tiers import Placement
-from engramsim.workload import workload_from_dict
+from engramsim.workload import with_engine, workload_from_dict
 
 GiB = 2.0**30
 # Options that only choose the placement: configs differing in these share one Scenario.
 PLACEMENT_KEYS = ("tier", "hbm_cache_gib", "ssd_dram_cache_gib", "ssd_dram_hit")
 # ...and these, with the Engram table's fields, do not touch the no-Engram baseline either.
 ENGRAM_ONLY_KEYS = PLACEMENT_KEYS + ("prefetch", "trace")
-KIND_OF_PREFIX = {"hw": "hardware", "model": "model", "workload": "workload"}
 
 
 def scenario_key(config: dict) -> str:
@@ -34,22 +34,27 @@ def baseline_key(config: dict) -> str:
 
 
 def presets(config: dict):
-    """(hardware, model, workload) of a config; a bad preset or field raises a UserError."""
+    """(hardware, model, workload, engine) of a config; a bad preset or field raises a
+    UserError. The workload is served by the engine, as `simulate --engine` does."""
     hw_fields = _fields(config, "hw")
     if config["cxl"]:
         hw_fields = [["cxl", {"part": config["cxl"]}]] + hw_fields
     hw = _load("hardware", config["hw"], json.dumps(hw_fields))
     model = _load("model", config["model"], json.dumps(_fields(config, "model")))
-    workload = _load("workload", config["workload"], json.dumps(_fields(config, "workload")))
+    engine = _load("engine", config["engine"], json.dumps(_fields(config, "engine")))
+    workload = with_engine(_load("workload", config["workload"], json.dumps(_fields(config, "workload"))), engine)
     if config["max_seqs"]:
         workload = replace(workload, engine=replace(workload.engine, max_num_seqs=config["max_seqs"]))
-    return hw, model, workload
+    return hw, model, workload, engine
 
 
 def scenario(config: dict) -> Scenario:
-    hw, model, workload = presets(config)
-    return Scenario(hw=hw, model=model, workload=workload, gpus=config["gpus"], tp=config["tp"],
-                    seed=config["seed"], prefetch=config["prefetch"],
+    hw, model, workload, engine = presets(config)
+    dp, tp, gpus = config["dp"], config["tp"], config["gpus"]
+    if dp * tp > gpus:
+        raise UserError(f"DP x TP = {dp} x {tp} = {dp * tp} ranks exceed the {gpus} GPUs")
+    return Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=config["seed"],
+                    engine=engine, ep=config["ep"], prefetch=engine.prefetch and config["prefetch"],
                     row_model=_row_model(config["trace"], config["model"], json.dumps(_fields(config, "model"))))
 
 
@@ -79,6 +84,8 @@ def _load(kind: str, name: str, fields_json: str):
     if kind == "model":
         return model_from_dict(data, where, path)
     data.setdefault("name", path.stem)
+    if kind == "engine":
+        return engine_from_dict(data, where, path)
     return workload_from_dict(data, where)
 
 

@@ -29,9 +29,12 @@ OPTIONS: dict[str, tuple[type, object]] = {
     "hw": (str, "h800"),
     "model": (str, "dense-4b-engram100b"),
     "workload": (str, "paper-table4"),
+    "engine": (str, "nano-vllm"),
     "tier": (str, list(TIERS)),
-    "gpus": (int, 1),
+    "gpus": (int, 0),            # 0: DP x TP
     "tp": (int, 1),
+    "dp": (int, 1),
+    "ep": (int, 1),
     "seed": (int, 0),
     "prefetch": (bool, True),
     "hbm_cache_gib": (float, 0.0),
@@ -41,8 +44,9 @@ OPTIONS: dict[str, tuple[type, object]] = {
     "trace": (str, ""),          # "": uniform hashing; else as simulate --trace (file, default, zipf)
     "cxl": (str, ""),            # "": the hardware preset's own CXL part
 }
-# Dotted keys set one field of a preset: hw.<section>.<key>, model.<section>.<key>, workload.<key>.
-PRESET_PREFIXES = ("hw.", "model.", "workload.")
+# Dotted keys set one field of a preset: hw.<section>.<key>, model.<section>.<key>, workload.<key>,
+# engine.<key>.
+PRESET_PREFIXES = ("hw.", "model.", "workload.", "engine.")
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,9 @@ def _typed(key: str, value, where: str):
 
 
 def _normal(config: dict) -> dict:
-    """Options first in a fixed order, then preset fields sorted: the form the key hashes."""
+    """Options first in a fixed order, then preset fields sorted: the form the key hashes.
+    GPUs left out are DP x TP, as `simulate` counts them."""
     out = {k: config[k] for k in OPTIONS}
+    out["gpus"] = out["gpus"] or out["dp"] * out["tp"]
     out.update({k: config[k] for k in sorted(config) if k not in OPTIONS})
     return out

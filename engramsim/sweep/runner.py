@@ -16,8 +16,9 @@ METRICS = ("fits", "output_throughput", "baseline_output_throughput", "overhead_
            "tok_s_per_user", "kv_tokens_per_rank",
            "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms", "duration_s", "stall_s",
            "bound_by", "problems")
-# The per-GPU HBM plan of each row (GiB), for the memory plot.
-MEMORY = ("weights", "table", "cache", "activations", "kv")
+# The per-rank HBM plan of each row (GiB; engramsim.capacity.plan_memory's parts), for the memory plot.
+MEMORY = ("weights", "engram_table", "hot_cache", "activations", "cuda_graphs", "non_torch", "indexer",
+          "engram_staging", "kv")
 
 
 def make_tasks(configs: list[dict], min_tasks: int = 1) -> list[list[int]]:
@@ -73,7 +74,7 @@ def result_row(config: dict, run) -> dict:
                tok_s_per_gpu=None if run.throughput_tok_s is None else run.throughput_tok_s / config["gpus"],
                # What one user sees while decoding: 1 / mean TPOT.
                tok_s_per_user=1.0 / run.tpot_mean_s if run.tpot_mean_s else None,
-               kv_tokens_per_rank=run.kv_tokens_per_replica,
+               kv_tokens_per_rank=run.kv_tokens_per_rank,
                mean_ttft_ms=ms(run.ttft_mean_s), p99_ttft_ms=ms(run.ttft_p99_s),
                mean_tpot_ms=ms(run.tpot_mean_s), p99_tpot_ms=ms(run.tpot_p99_s), duration_s=run.makespan_s,
                stall_s=run.stall_s, bound_by=run.bound, problems="; ".join(run.problems))
