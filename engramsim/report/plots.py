@@ -36,7 +36,7 @@ def plot_plan(result, path: str):
               for c in result.choices]
     front = [dict(c, label=f"{c['hw']} x{c['gpus']} TP{c['tp']} {c['tier']}") for c in result.pareto]
     title = f"engramsim plan: {result.model}, {result.workload}, {len(result.choices)} feasible of {result.candidates}"
-    _draw(points, front, ["hw", "gpus", "tp"], configs_by_key={c["key"]: c for c in result.choices}, path=path,
+    _draw(points, front, ["hw", "engine", "gpus", "tp", "ep"], configs_by_key={c["key"]: c for c in result.choices}, path=path,
           title=title)
 
 
