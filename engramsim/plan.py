@@ -99,7 +99,8 @@ def plan(grid: Grid, slos: SLOs, prices: Prices, workers: int = 1, executor: str
 def choice_row(config: dict, row: dict, prices: Prices) -> dict:
     """A sweep row with the layout spelled out and its price per hour and per million tokens."""
     out = {"hw": config["hw"], "engine": config["engine"], "gpus": config["gpus"], "tp": config["tp"],
-           "dp": config["gpus"] // config["tp"], "ep": config["ep"], "tier": config["tier"], "cache_GiB": config["hbm_cache_gib"] if config["tier"] != "hbm" else 0.0}
+           "dp": config["gpus"] // config["tp"], "ep": config["ep"], "tier": config["tier"],
+           "cache_GiB": config["hbm_cache_gib"] if config["tier"] != "hbm" else 0.0}
     out.update({k: row[k] for k in ("fits", "output_throughput", "overhead_pct", "p99_ttft_ms", "p99_tpot_ms",
                                     "mean_tpot_ms", "tok_s_per_gpu", "tok_s_per_user", "kv_tokens_per_rank",
                                     "problems", "key")})
