@@ -173,3 +173,24 @@ def test_bad_sweep_input_is_one_line(tmp_path, grid_text, extra, message):
     r = cli("sweep", str(grid_file), *extra)
     assert r.returncode == 2 and message in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+
+
+def test_an_interrupted_sweep_keeps_the_rows_it_finished(tmp_path, monkeypatch):
+    g = grid(tier=["dram-copy", "ssd"], seed=[0, 1, 2])
+    out = tmp_path / "r.jsonl"
+    done = []
+
+    def interrupt_after_one(task_index, rows, real):
+        real(task_index, rows)
+        done.append(task_index)
+        raise KeyboardInterrupt
+
+    real_run_tasks = __import__("engramsim.sweep.executors", fromlist=["run_tasks"]).run_tasks
+    monkeypatch.setattr("engramsim.sweep.run.run_tasks",
+                        lambda tasks, on_result, *a: real_run_tasks(tasks, lambda i, r: interrupt_after_one(i, r, on_result), *a))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(g, out=out)
+    assert len(read_rows(out)) == 2          # one task: one seed's two tiers
+    monkeypatch.undo()
+    resumed = run_sweep(g, out=out, resume=True)
+    assert resumed.ran == 4 and resumed.resumed == 2 and len(read_rows(out)) == 6

@@ -57,11 +57,14 @@ def run_sweep(grid: Grid, out: Path | None = None, resume: bool = False, executo
             write_rows(out, _merged(keys, new, old))
             last_flush = time.monotonic()
 
-    if tasks:
-        run_tasks([[grid.configs[todo[j]] for j in task] for task in tasks], on_result, executor, workers, address)
+    try:
+        if tasks:
+            run_tasks([[grid.configs[todo[j]] for j in task] for task in tasks], on_result, executor, workers, address)
+    finally:
+        # Interrupted or not, the rows done so far reach the file, so --resume can carry on.
+        if out and (new or not resume):
+            write_rows(out, _merged(keys, new, old))
     rows = [new[i] if i in new else old[k] for i, k in enumerate(keys)]
-    if out:
-        write_rows(out, _merged(keys, new, old))
     return SweepResult(source=grid.source, axes=grid.axes, rows=rows, ran=len(new), resumed=len(keys) - len(new))
 
 
