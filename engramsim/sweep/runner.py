@@ -68,16 +68,17 @@ def run_task(configs: list[dict]) -> list[dict]:
 
 
 def result_row(config: dict, run) -> dict:
-    ms = lambda s: None if s is None else 1e3 * s
-    row = dict(fits=run.fits, output_throughput=run.throughput_tok_s, baseline_output_throughput=run.baseline_tok_s,
-               overhead_pct=run.overhead_pct,
-               tok_s_per_gpu=None if run.throughput_tok_s is None else run.throughput_tok_s / config["gpus"],
+    """One config's figures; latency and throughput come from the run's `vllm bench serve`
+    figures (RunResult.bench), under the same names."""
+    bench = run.bench
+    tok_s, mean_tpot_ms = bench["output_throughput"], bench["mean_tpot_ms"]
+    row = dict(fits=run.fits, output_throughput=tok_s, baseline_output_throughput=run.baseline_tok_s,
+               overhead_pct=run.overhead_pct, tok_s_per_gpu=None if tok_s is None else tok_s / config["gpus"],
                # What one user sees while decoding: 1 / mean TPOT.
-               tok_s_per_user=1.0 / run.tpot_mean_s if run.tpot_mean_s else None,
+               tok_s_per_user=1e3 / mean_tpot_ms if mean_tpot_ms else None,
                kv_tokens_per_rank=run.kv_tokens_per_rank,
-               mean_ttft_ms=ms(run.ttft_mean_s), p99_ttft_ms=ms(run.ttft_p99_s),
-               mean_tpot_ms=ms(run.tpot_mean_s), p99_tpot_ms=ms(run.tpot_p99_s), duration_s=run.makespan_s,
-               stall_s=run.stall_s, bound_by=run.bound, problems="; ".join(run.problems))
+               **{k: bench[k] for k in ("mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms")},
+               duration_s=bench["duration"], stall_s=run.stall_s, bound_by=run.bound, problems="; ".join(run.problems))
     row.update({f"mem_{part}_GiB": run.hbm_GiB_per_gpu.get(part) for part in MEMORY})
     return row
 
