@@ -1,5 +1,5 @@
-"""Does it fit? The per-rank HBM plan an engine computes at startup: weights, the Engram table
-shard or hot-row cache, the reserves beside them (activation peak of the profiling run,
+"""Does it fit? The per-rank HBM plan an engine computes at startup: weights and the buffers
+the model allocates with them, the Engram table shard or hot-row cache, the reserves beside them (activation peak of the profiling run,
 CUDA-graph pool, non-torch allocations, sparse-attention indexer buffer, Engram staging) and
 the KV cache from what is left. Moving the table off the GPU frees HBM for the KV cache, which
 is how offloading can *raise* throughput. Host copies of an off-GPU table decide host DRAM."""
@@ -74,12 +74,27 @@ def indexer_bytes(model: ModelSpec, engine: EngineSpec, max_model_len: int) -> f
     return engine.max_num_batched_tokens * max_model_len * model.kv.index_logit_bytes
 
 
-def staging_bytes(spec: EngramSpec | None, engine: EngineSpec) -> float:
-    """Device buffers that receive one step's Engram rows for every Engram layer."""
+def model_buffer_bytes(model: ModelSpec, engine: EngineSpec) -> float:
+    """Persistent buffers the model allocates when it is built, which the engine's load step
+    counts with the weights: the hidden-state stream handed to the MTP/draft layers,
+    [max_num_batched_tokens, hc_mult x hidden] bf16, when the model carries draft layers (vLLM
+    DeepSeek-V4.1 `DeepseekV4Model._mtp_hidden_buffer`)."""
+    bb = model.backbone
+    if not bb.n_mtp_layers:
+        return 0.0
+    return engine.max_num_batched_tokens * bb.hc_mult * bb.hidden_size * ACT_BYTES
+
+
+def staging_bytes(spec: EngramSpec | None, engine: EngineSpec, tp: int) -> float:
+    """Device buffers that receive one step's Engram rows for every Engram layer: this rank's
+    hash heads (divided across TP), dequantized to bf16 (vLLM DeepSeek-V4.1 `Engram._init_staging`:
+    [max_num_batched_tokens, heads / TP, head dim] bf16 per Engram layer)."""
     if spec is None:
         return 0.0
-    rows = engine.max_num_batched_tokens * spec.heads_per_layer * len(spec.layer_ids)
-    return engine.engram_staging_buffers * rows * spec.row_bytes
+    heads = math.ceil(spec.heads_per_layer / tp)
+    head_dim = spec.n_embed_per_ngram // spec.n_head_per_ngram
+    values = engine.max_num_batched_tokens * heads * head_dim * len(spec.layer_ids)
+    return engine.engram_staging_buffers * values * ACT_BYTES
 
 
 def table_shard(spec: EngramSpec, tp: int) -> tuple[float, str]:
@@ -140,14 +155,15 @@ def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Paralle
     spec = model.engram if tier_memory else None
     table, split = table_shard(spec, par.tp) if spec and tier_memory == "hbm" else (0.0, "")
     reserves = {
-        "weights": model.weight_bytes_per_rank(par.tp, par.ep),
+        "weights": model.weight_bytes_per_rank(par.tp, par.ep, engine.moe_intermediate_align),
+        "model_buffers": model_buffer_bytes(model, engine),
         "engram_table": table,
         "hot_cache": hbm_cache_bytes if spec and tier_memory != "hbm" else 0.0,
         "activations": activation_bytes(model, engine, par.tp),
         "cuda_graphs": engine.max_capture_size * engine.cuda_graph_MiB_per_token * MiB,
         "non_torch": engine.non_torch_GiB * GiB,
         "indexer": indexer_bytes(model, engine, max_model_len),
-        "engram_staging": staging_bytes(spec, engine),
+        "engram_staging": staging_bytes(spec, engine, par.tp),
     }
     usable = hw.gpu.hbm_bytes * engine.memory_fraction(hw.gpu.hbm_bytes, par.tp)
     kv = usable - sum(reserves.values())

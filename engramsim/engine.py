@@ -40,6 +40,9 @@ class EngineSpec:
     # memory_utilization and are not subtracted from the KV budget).
     max_capture_size: int = spec("max_capture_size", lo=0, lo_open=False, kind=int, hi=1e5, default=0)
     cuda_graph_MiB_per_token: float = spec("cuda_graph_MiB_per_token", lo=0, lo_open=False, hi=1e4, default=0.0)
+    # The MoE kernel pads each rank's slice of the expert intermediate width up to a multiple of
+    # this (vLLM's MXFP4 Marlin and FlashInfer-CUTLASS paths: 128; 1 = no padding).
+    moe_intermediate_align: int = spec("moe_intermediate_align", lo=1, lo_open=False, kind=int, hi=4096, default=1)
     # Allocations outside the torch allocator: CUDA context, NCCL and cuBLAS workspaces.
     non_torch_GiB: float = spec("non_torch_GiB", lo=0, lo_open=False, hi=100, default=0.0)
     # Share of device memory the engine may use (vLLM gpu_memory_utilization, SGLang

@@ -123,6 +123,8 @@ def _dsv4_backbone(f: _Fields, quant: dict, notes: list[str]) -> dict:
         "hidden_size": h, "vocab_size": f.need("vocab_size"), "n_heads": heads, "head_dim": hd,
         "n_kv_heads": f.need("num_key_value_heads"), "qk_rope_head_dim": f.get("qk_rope_head_dim", 0),
         "attn_params_per_layer": _dsv4_attn_params(f, h, heads, hd),
+        # wq_a and wkv: one replicated linear on every TP rank (vLLM fused_wqa_wkv, disable_tp)
+        "attn_replicated_params_per_layer": h * (f.need("q_lora_rank") + hd),
         "extra_params_per_layer": _dsv4_extra_params(f, h, hd),
         "n_routed_experts": f.need("n_routed_experts"), "n_active_experts": f.need("num_experts_per_tok"),
         "n_shared_experts": f.get("n_shared_experts", 0), "moe_intermediate_size": f.need("moe_intermediate_size"),
@@ -136,12 +138,13 @@ def _dsv4_backbone(f: _Fields, quant: dict, notes: list[str]) -> dict:
         bb["intermediate_size"] = f.need("intermediate_size")
     bb.update(_dsv4_dtypes(quant, f.get("expert_dtype")))
     # KV storage is the engine's choice (--kv-cache-dtype); the family stores fp8 (DeepSeek-V4
-    # inference code), and vLLM keeps non-expert weights whole on every TP rank.
+    # inference code). vLLM divides the non-expert weights across TP except wq_a|wkv and the extras.
     bb["kv_dtype"] = "fp8"
-    bb["tp_shards_dense"] = False
+    bb["tp_shards_dense"] = True
     notes.append("kv_dtype: not in config.json; fp8, as DeepSeek-V4's own inference code stores KV")
-    notes.append("tp_shards_dense: not in config.json; false, as vLLM serves DeepSeek-V4 "
-                 "(non-expert weights whole on every TP rank; InferenceX PRs #3320/#3321)")
+    notes.append("tp_shards_dense: not in config.json; true, as vLLM serves DeepSeek-V4 (wq_b/wo_a/wo_b, "
+                 "shared experts and embeddings divided across TP; wq_a|wkv, router, mixers, compressors "
+                 "and indexers whole on every rank)")
     return bb
 
 

@@ -7,6 +7,7 @@ size of the compressed vocabulary and the compressed pad id.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,6 +158,11 @@ class Backbone:
     qk_rope_head_dim: int = spec("qk_rope_head_dim", lo=0, lo_open=False, kind=int, default=0)
     # Attention weights per layer; 0 derives the GQA count from the shapes above.
     attn_params_per_layer: int = spec("attn_params_per_layer", lo=0, lo_open=False, kind=int, default=0)
+    # The part of attn_params_per_layer every TP rank holds whole; the rest is divided across TP
+    # (vLLM DeepSeek-V4/V4.1: the fused wq_a|wkv projection is replicated, wq_b/wo_a column-
+    # and wo_b row-parallel).
+    attn_replicated_params_per_layer: int = spec("attn_replicated_params_per_layer", lo=0, lo_open=False,
+                                                 kind=int, default=0, hi=1e12)
     intermediate_size: int = spec("intermediate_size", lo=0, lo_open=False, kind=int, default=0)
     # Mixture of experts: the first `first_dense_layers` use the dense MLP.
     n_routed_experts: int = spec("n_routed_experts", lo=0, lo_open=False, kind=int, default=0)
@@ -176,10 +182,13 @@ class Backbone:
     n_mtp_layers: int = spec("n_mtp_layers", lo=0, lo_open=False, kind=int, default=0, hi=64)
     mtp_routed_experts: int = spec("mtp_routed_experts", lo=0, lo_open=False, kind=int, default=0, hi=2**20)
     # Small weights of every layer not counted above (router gate, hyper-connection mixers,
-    # KV compressors, sparse-attention indexers), averaged over layers, stored as `dtype`.
+    # KV compressors, sparse-attention indexers), averaged over layers, stored as `dtype`, and
+    # held whole by every TP rank (vLLM builds them as replicated linears or plain parameters:
+    # the compressed KV and indexer keys of a single shared KV head are computed on every rank).
     extra_params_per_layer: int = spec("extra_params_per_layer", lo=0, lo_open=False, kind=int, default=0, hi=1e12)
-    # Does the engine shard non-expert weights (attention, shared experts, embeddings) across
-    # tensor-parallel ranks? False: every rank holds a full copy and only experts are divided.
+    # Does the engine shard non-expert weights (attention less its replicated part, shared
+    # experts, embeddings) across tensor-parallel ranks? False: every rank holds a full copy and
+    # only experts are divided.
     tp_shards_dense: bool = spec("tp_shards_dense", kind=bool, default=True)
     # Longest context the model supports (config max_position_embeddings; 0 = no limit known).
     max_model_len: int = spec("max_position_embeddings", lo=0, lo_open=False, kind=int, default=0, hi=2**31)
@@ -194,6 +203,8 @@ class Backbone:
             raise UserError(f"{where}: MLA backbones must give attn_params_per_layer")
         if self.is_moe and not (self.n_active_experts and self.moe_intermediate_size):
             raise UserError(f"{where}: MoE needs n_active_experts and moe_intermediate_size")
+        if self.attn_replicated_params_per_layer > self.attn_params:
+            raise UserError(f"{where}: attn_replicated_params_per_layer exceeds the attention weights")
         if self.n_active_experts > self.n_routed_experts:
             raise UserError(f"{where}: n_active_experts must not exceed n_routed_experts")
         if not self.intermediate_size and self.first_dense_layers + (0 if self.is_moe else self.n_layers):
@@ -258,15 +269,37 @@ class Backbone:
                 + mlp_layers * self.dense_mlp_params + shared)
 
     @property
+    def replicated_params(self) -> int:
+        """The part of dense_params every TP rank holds whole even when dense weights are sharded."""
+        layers = self.n_layers + self.n_mtp_layers
+        return layers * (self.attn_replicated_params_per_layer + self.extra_params_per_layer)
+
+    @property
     def total_params(self) -> int:
         return self.routed_expert_params + self.dense_params + self.embedding_params
 
-    def weight_bytes_per_rank(self, tp: int = 1, ep: int = 1) -> float:
-        """Weights one rank holds: routed experts divided across max(tp, ep) ranks; the rest
-        divided across the TP ranks when the engine shards it, else replicated."""
+    def routed_expert_bytes_per_rank(self, tp: int = 1, ep: int = 1, align: int = 1) -> float:
+        """Routed experts one rank holds, as vLLM's FusedMoE lays them out: without EP every rank
+        holds every expert with its intermediate width sliced across TP; with EP whole experts
+        are divided across the EP ranks (a TP wider than EP slices them further). The MoE kernel
+        pads each rank's slice of the width up to a multiple of `align` (the engine's)."""
+        if not self.is_moe:
+            return 0.0
+        slices = max(1, tp // ep)
+        width = -(-math.ceil(self.moe_intermediate_size / slices) // align) * align
+        per_mtp = self.mtp_routed_experts or self.n_routed_experts
+        moe_layers = self.n_layers - self.n_dense_layers
+        experts = moe_layers * math.ceil(self.n_routed_experts / ep) + self.n_mtp_layers * math.ceil(per_mtp / ep)
+        return experts * 3 * self.hidden_size * width * self.expert_bytes_per_param
+
+    def weight_bytes_per_rank(self, tp: int = 1, ep: int = 1, align: int = 1) -> float:
+        """Weights one rank holds: routed experts as `routed_expert_bytes_per_rank`; the rest
+        divided across the TP ranks when the engine shards it (less its replicated part), else
+        replicated."""
         dense_shards = tp if self.tp_shards_dense else 1
-        return (self.routed_expert_params * self.expert_bytes_per_param / max(tp, ep)
-                + self.dense_params * self.weight_bytes_per_param / dense_shards
+        replicated = self.replicated_params if self.tp_shards_dense else 0
+        return (self.routed_expert_bytes_per_rank(tp, ep, align)
+                + ((self.dense_params - replicated) / dense_shards + replicated) * self.weight_bytes_per_param
                 + self.embedding_params * self.embed_bytes_per_param / dense_shards)
 
     @property
@@ -366,14 +399,16 @@ class ModelSpec:
     def kv_bytes_per_seq_per_rank(self) -> float:
         return self.kv.bytes_per_seq() if self.kv else 0.0
 
-    def weight_bytes_per_rank(self, tp: int = 1, ep: int = 1) -> float:
-        """Backbone weights plus the Engram fusion modules (replicated when dense is)."""
+    def weight_bytes_per_rank(self, tp: int = 1, ep: int = 1, align: int = 1) -> float:
+        """Backbone weights plus the Engram fusion modules, whole on every rank (vLLM's
+        DeepSeek-V4.1 `Engram.wkv` is a replicated linear; the reference is not TP-sharded).
+        `align`: the MoE kernel's padding of each rank's expert width (engine preset)."""
         bb = self.backbone
         engram = 0.0
         if self.engram:
             params = self.engram.module_params(bb.hidden_size, bb.hc_mult) * len(self.engram.layer_ids)
-            engram = params * bb.weight_bytes_per_param / (tp if bb.tp_shards_dense else 1)
-        return bb.weight_bytes_per_rank(tp, ep) + engram
+            engram = params * bb.weight_bytes_per_param
+        return bb.weight_bytes_per_rank(tp, ep, align) + engram
 
 
 def load_model(name_or_path: str | Path) -> ModelSpec:

@@ -44,7 +44,8 @@ def command(model_name, hw_name, engine_name, gpus, tp, dp, ep, tiers, context_t
             hbm_cache_gib, as_json):
     """Plan HBM per rank as the engine allocates it at startup, for each table placement.
 
-    Rows: weights, Engram table shard (hbm tier), hot-row cache, activation peak of the
+    Rows: weights, model buffers built with them (the MTP hidden-state buffer), Engram table
+    shard (hbm tier), hot-row cache, activation peak of the
     profiling run, CUDA-graph pool, non-torch allocations, sparse-attention indexer buffer,
     Engram staging buffers, and the KV cache from what is left (GiB and tokens); then the
     maximum concurrency at --context tokens and the host DRAM per node the table copies take.

@@ -14,7 +14,7 @@ from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
 from engramsim.report.width import compact, key_values
 
-ROWS = [("weights", "weights"), ("engram_table", "Engram table shard"), ("hot_cache", "hot-row cache"),
+ROWS = [("weights", "weights"), ("model_buffers", "model buffers"), ("engram_table", "Engram table shard"), ("hot_cache", "hot-row cache"),
         ("activations", "activation peak"), ("cuda_graphs", "CUDA graphs"), ("non_torch", "non-torch"),
         ("indexer", "indexer logits"), ("engram_staging", "Engram staging"), ("kv", "KV cache")]
 TIER_MEMORY = {"none": None, "hbm": "hbm", "dram": "dram", "cxl": "cxl", "ssd": "ssd"}
