@@ -158,22 +158,22 @@ def _dsv4_attn_params(f: _Fields, h: int, heads: int, hd: int) -> int:
 
 
 def _dsv4_extra_params(f: _Fields, h: int, hd: int) -> int:
-    """Per-layer average of the small weights: router (experts x h), hyper-connection mixers
-    (2 x (hc x h) x hc(hc + 2)), the KV compressor (wkv + wgate, h -> hd) on layers with a compress
-    ratio, the lightning indexer (wq_b q_lora x idx_heads*idx_hd, weights h x idx_heads, key
-    compressor 2 x h x idx_hd) on the index-source layers. ASSUMPTION, as the deepseek-v4.1-flash
-    preset: one compressor branch per layer."""
+    """Per-layer average of the small weights: router (experts x h), the KV compressor (wkv +
+    wgate, h -> hd) on the KV-source layers (vLLM: "Compressors live only on kv-source layers";
+    a DeepSeek-V4 config without them: every layer with a compress ratio), the lightning indexer
+    (wq_b q_lora x idx_heads*idx_hd, weights h x idx_heads, key compressor 2 x h x idx_hd) on the
+    index-source layers. The hyper-connection mixers are derived from hc_mult (fp32). ASSUMPTION,
+    as the deepseek-v4.1-flash preset: one compressor branch per layer."""
     n = f.need("num_hidden_layers")
-    hc = f.get("hc_mult", 1)
     ratios = list(f.get("compress_ratios") or [])[:n]
-    compressed = sum(1 for r in ratios if r)
+    sources = [i for i in (f.get("kv_source_layer_ids") or []) if i < n]
+    compressed = len(sources) if sources else sum(1 for r in ratios if r)
     idx_heads, idx_hd = f.get("index_n_heads", 0), f.get("index_head_dim", 0)
     index_layers = len(_index_layers(f))
     router = f.need("n_routed_experts") * h
-    mixers = 2 * (hc * h) * hc * (hc + 2) if hc > 1 else 0
     compressor = 2 * h * hd * compressed
     indexer = (f.get("q_lora_rank", 0) * idx_heads * idx_hd + h * idx_heads + 2 * h * idx_hd) * index_layers
-    return router + mixers + round((compressor + indexer) / n)
+    return router + round((compressor + indexer) / n)
 
 
 def _index_layers(f: _Fields) -> list[int]:

@@ -43,6 +43,7 @@ DTYPES = {
     "fp4": DType(4, 32, 1), "mxfp4": DType(4, 32, 1), "nvfp4": DType(4, 16, 1),
     "int4": DType(4, 128, 2), "int2": DType(2, 128, 2),
 }
+FP32_BYTES = 4
 # Kept for callers that need whole bytes of an unscaled format.
 DTYPE_BYTES = {name: d.bits // 8 for name, d in DTYPES.items() if d.bits >= 8}
 
@@ -181,8 +182,8 @@ class Backbone:
     # `mtp_routed_experts` experts (0 = n_routed_experts), or a dense MLP for dense models.
     n_mtp_layers: int = spec("n_mtp_layers", lo=0, lo_open=False, kind=int, default=0, hi=64)
     mtp_routed_experts: int = spec("mtp_routed_experts", lo=0, lo_open=False, kind=int, default=0, hi=2**20)
-    # Small weights of every layer not counted above (router gate, hyper-connection mixers,
-    # KV compressors, sparse-attention indexers), averaged over layers, stored as `dtype`, and
+    # Small weights of every layer not counted above (router gate, KV compressors,
+    # sparse-attention indexers), averaged over layers, stored as `dtype`, and
     # held whole by every TP rank (vLLM builds them as replicated linears or plain parameters:
     # the compressed KV and indexer keys of a single shared KV head are computed on every rank).
     extra_params_per_layer: int = spec("extra_params_per_layer", lo=0, lo_open=False, kind=int, default=0, hi=1e12)
@@ -269,6 +270,14 @@ class Backbone:
                 + mlp_layers * self.dense_mlp_params + shared)
 
     @property
+    def hc_mixer_params_per_layer(self) -> int:
+        """Hyper-connection mixers of one layer: attention and FFN each mix (2 + hc) x hc
+        coefficients from the hc x hidden stream (vLLM DeepSeek-V4/V4.1 `hc_attn_fn`,
+        `hc_ffn_fn`: [(2 + hc) x hc, hc x hidden], float32, on every rank)."""
+        hc = self.hc_mult
+        return 2 * (2 + hc) * hc * hc * self.hidden_size if hc > 1 else 0
+
+    @property
     def replicated_params(self) -> int:
         """The part of dense_params every TP rank holds whole even when dense weights are sharded."""
         layers = self.n_layers + self.n_mtp_layers
@@ -298,9 +307,10 @@ class Backbone:
         replicated."""
         dense_shards = tp if self.tp_shards_dense else 1
         replicated = self.replicated_params if self.tp_shards_dense else 0
+        mixers = (self.n_layers + self.n_mtp_layers) * self.hc_mixer_params_per_layer * FP32_BYTES
         return (self.routed_expert_bytes_per_rank(tp, ep, align)
                 + ((self.dense_params - replicated) / dense_shards + replicated) * self.weight_bytes_per_param
-                + self.embedding_params * self.embed_bytes_per_param / dense_shards)
+                + self.embedding_params * self.embed_bytes_per_param / dense_shards + mixers)
 
     @property
     def weight_bytes(self) -> float:

@@ -27,7 +27,7 @@ def test_deepseek_v41_flash_config_is_its_preset():
     assert from_config.engram == preset.engram
     assert from_config.engram.tokenizer == "deepseek-v4" and from_config.engram.compressed_vocab_size == 99_092
     assert from_config.backbone.attn_params_per_layer == 126_615_552
-    assert from_config.backbone.extra_params_per_layer == 9_273_344
+    assert from_config.backbone.extra_params_per_layer == 3_833_856
 
 
 def test_every_unmapped_field_is_named_once():
