@@ -1,6 +1,6 @@
 """Does it fit? The per-rank HBM plan an engine computes at startup: weights and the buffers
 the model allocates with them, the Engram table shard or hot-row cache, the reserves beside them (activation peak of the profiling run,
-CUDA-graph pool, non-torch allocations, sparse-attention indexer buffer, Engram staging) and
+CUDA-graph pool, non-torch allocations, sparse-attention indexer buffer, Engram staging and module) and
 the KV cache from what is left. Moving the table off the GPU frees HBM for the KV cache, which
 is how offloading can *raise* throughput. Host copies of an off-GPU table decide host DRAM."""
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from engramsim import costs
 from engramsim.engine import EngineSpec
 from engramsim.errors import UserError
 from engramsim.hardware import Hardware
@@ -97,6 +98,20 @@ def staging_bytes(spec: EngramSpec | None, engine: EngineSpec, tp: int) -> float
     return engine.engram_staging_buffers * values * ACT_BYTES
 
 
+def engram_module_bytes(model: ModelSpec, engine: EngineSpec, tp: int) -> float:
+    """What the Engram modules add to the peak that sizes the KV cache (nano-vLLM
+    `allocate_kv_cache`: usable - peak allocated): their weights, and their activations at
+    max_num_batched_tokens where they rise above the backbone's peak. Live at the module's
+    peak: the residual stream and hidden state (hc x hidden each), the memory vector, and ~4
+    hc x hidden temporaries (key, normed key and query, value)."""
+    bb, spec = model.backbone, model.engram
+    if spec is None:
+        return 0.0
+    weights = len(spec.layer_ids) * costs.engram_module_params(bb, spec) * bb.weight_bytes_per_param / tp
+    module_peak = engine.max_num_batched_tokens * (spec.memory_dim + 6 * bb.hc_mult * bb.hidden_size) * ACT_BYTES / tp
+    return weights + max(0.0, module_peak - activation_bytes(model, engine, tp))
+
+
 def table_shard(spec: EngramSpec, tp: int) -> tuple[float, str]:
     """Bytes of the Engram tables one TP rank holds, and how they are split.
 
@@ -164,6 +179,7 @@ def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Paralle
         "non_torch": engine.non_torch_GiB * GiB,
         "indexer": indexer_bytes(model, engine, max_model_len),
         "engram_staging": staging_bytes(spec, engine, par.tp),
+        "engram_module": engram_module_bytes(model, engine, par.tp) if spec else 0.0,
     }
     usable = hw.gpu.hbm_bytes * engine.memory_fraction(hw.gpu.hbm_bytes, par.tp)
     kv = usable - sum(reserves.values())

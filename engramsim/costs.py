@@ -33,18 +33,33 @@ class BatchShape:
     attn_pairs: float
     kv_read_tokens: float
     prefill: bool
+    logits: int = 0       # positions whose logits are computed (0: the last of each sequence)
 
 
-def batch_shape(seqs: Sequence[Sized], prefill: bool) -> BatchShape:
+def batch_shape(seqs: Sequence[Sized], prefill: bool, positions: int = 1) -> BatchShape:
     """The shape of one step over `seqs` (each one's len() is its tokens so far): a prefill
-    step computes every prompt token with causal attention; a decode step one token per
-    sequence, attending over and reading its whole context."""
+    step computes every prompt token with causal attention; a decode step `positions` per
+    sequence (its last token plus any speculative drafts to verify), each attending over and
+    reading its whole context, with logits at every one of them."""
     lens = [len(q) for q in seqs]
     if prefill:
         return BatchShape(tokens=sum(lens), seqs=len(lens), attn_pairs=sum(n * (n + 1) / 2 for n in lens),
                           kv_read_tokens=0.0, prefill=True)
     context = sum(lens)
-    return BatchShape(tokens=len(lens), seqs=len(lens), attn_pairs=context, kv_read_tokens=context, prefill=False)
+    return BatchShape(tokens=len(lens) * positions, seqs=len(lens), attn_pairs=context * positions,
+                      kv_read_tokens=context, prefill=False, logits=len(lens) * positions)
+
+
+def mixed_shape(decode_lens: Sequence[int], chunks: Sequence[tuple[int, int]], positions: int = 1) -> BatchShape:
+    """A chunked-prefill step: decodes of sequences of `decode_lens` tokens, plus prompt chunks
+    given as (tokens already cached, tokens computed now); a chunk attends causally over its
+    own tokens and reads the cached ones, and samples at its last position."""
+    context = sum(decode_lens)
+    return BatchShape(
+        tokens=len(decode_lens) * positions + sum(n for _, n in chunks), seqs=len(decode_lens) + len(chunks),
+        attn_pairs=context * positions + sum(n * (done + (n + 1) / 2) for done, n in chunks),
+        kv_read_tokens=context + sum(done for done, _ in chunks), prefill=False,
+        logits=len(decode_lens) * positions + len(chunks))
 
 
 def experts_touched(n_experts: int, n_active: int, tokens: int) -> float:
@@ -94,9 +109,20 @@ def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int,
         touched = experts_touched(bb.n_routed_experts, bb.n_active_experts, shape.tokens) * bb.expert_params
         moe = layer_s(active, shared * wb + touched * bb.expert_bytes_per_param)
     # The LM head runs only on the last position of each sequence.
-    head = roofline_s(gpu, 2.0 * shape.seqs * bb.hidden_size * bb.vocab_size / tp,
+    head = roofline_s(gpu, 2.0 * (shape.logits or shape.seqs) * bb.hidden_size * bb.vocab_size / tp,
                       bb.hidden_size * bb.vocab_size * wb / tp)
     return StepCompute(dense, moe, head)
+
+
+def draft_s(gpu: GPU, bb: Backbone, seqs: int, spec_tokens: int, tp: int) -> float:
+    """Drafting `spec_tokens` tokens per sequence with the model's MTP layers: one pass of one
+    draft layer (and the LM head) per drafted token, sequentially, over one position per
+    sequence. A model without draft layers drafts for free (n-gram lookup)."""
+    if not spec_tokens or not bb.n_mtp_layers:
+        return 0.0
+    comp = step_compute(gpu, bb, BatchShape(seqs, seqs, 0.0, 0.0, False), tp)
+    layer = comp.moe_layer_s if bb.is_moe else comp.dense_layer_s
+    return spec_tokens * (layer + comp.head_s)
 
 
 def allreduce_s(gpu: GPU, nbytes: float, tp: int) -> float:
@@ -108,23 +134,70 @@ def allreduce_s(gpu: GPU, nbytes: float, tp: int) -> float:
     return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * nbytes / gpu.nvlink_Bps
 
 
-def engram_module_s(gpu: GPU, bb: Backbone, spec: EngramSpec, tokens: int, tp: int) -> float:
-    """The Engram fusion at one layer (deepseek-ai/Engram `Engram.forward`): one value and
-    `hc_mult` key projections of the memory vector to the hidden size, the RMSNorm'd scalar
-    gates, and the depthwise causal convolution over hc_mult x hidden channels."""
+def engram_module_params(bb: Backbone, spec: EngramSpec) -> int:
+    """Weights of one Engram module: one value and `hc_mult` key projections of the memory
+    vector to the hidden size, and the depthwise convolution over hc_mult x hidden channels."""
     hc = bb.hc_mult
-    params = (1 + hc) * spec.memory_dim * bb.hidden_size + spec.kernel_size * hc * bb.hidden_size
+    return (1 + hc) * spec.memory_dim * bb.hidden_size + spec.kernel_size * hc * bb.hidden_size
+
+
+def engram_module_s(gpu: GPU, bb: Backbone, spec: EngramSpec, tokens: int, tp: int) -> float:
+    """GPU time of the Engram fusion at one layer (deepseek-ai/Engram `Engram.forward`) as a
+    roofline: the projections' FLOPs against their weights and ~6 passes over tokens x hc x
+    hidden activations (norms, gate, conv). Its launches are counted by `engram_kernels`."""
+    hc = bb.hc_mult
+    params = engram_module_params(bb, spec)
     flops = 2.0 * tokens * params
-    # Activations: the memory vector in, and ~6 passes over tokens x hc x hidden (norms, gate, conv).
     hbm = params * bb.weight_bytes_per_param + tokens * (spec.memory_dim + 6 * hc * bb.hidden_size) * 2
     fixed = gpu.engram_module_overhead_s + tokens * gpu.engram_module_s_per_token
-    return fixed + gpu.kernel_launch_s + roofline_s(gpu, flops / tp, hbm / tp)
+    return fixed + roofline_s(gpu, flops / tp, hbm / tp)
+
+
+# Kernels eager PyTorch launches for one Engram module (engram_demo_v1.py `Engram.forward` and
+# `ShortConv.forward`), a linear or an RMSNorm counted as one kernel each.
+ENGRAM_KERNELS_PER_BRANCH = {   # once per hyper-connection branch
+    "key projection": 1, "key norm": 1, "query norm": 1,
+    "gate: product, sum, scale": 3, "gate: abs, clamp, sqrt, sign, multiply": 5, "gate: sigmoid": 1,
+    "conv input norm": 1,
+}
+ENGRAM_KERNELS_SHARED = {       # once per module
+    "row gather (hash offsets, embedding lookup)": 2, "stack gates": 1, "value projection": 1,
+    "gate x value": 1, "depthwise conv": 1, "SiLU": 1, "residual add": 1,
+}
+
+
+def engram_kernels(hc_mult: int) -> int:
+    """Kernels one Engram module launches when run eagerly."""
+    return hc_mult * sum(ENGRAM_KERNELS_PER_BRANCH.values()) + sum(ENGRAM_KERNELS_SHARED.values())
+
+
+def launches_s(gpu: GPU, dispatch_s: float, kernels: int) -> float:
+    """Host time to launch `kernels` kernels eagerly: the framework's dispatch plus the driver's
+    launch each. The GPU runs them as they come, so a forward pass takes the longer of this and
+    its GPU time."""
+    return kernels * (dispatch_s + gpu.kernel_launch_s)
+
+
+def host_work_s(step_s: float, seq_s: float, token_s: float, seqs: int, tokens: int) -> float:
+    """An engine's host work for one step: fixed, per sequence and per token."""
+    return step_s + seqs * seq_s + tokens * token_s
+
+
+def index_copy_s(link: Link, tokens: int, heads: int) -> float:
+    """Copy one step's int64 row indices to the GPU, for gathers that run there."""
+    return link.latency_s + tokens * heads * 8 / link.h2d_Bps
+
+
+def sm_contention_s(overlap_s: float, sm_share: float) -> float:
+    """Compute time lost while a zero-copy gather kernel holds `sm_share` of the SMs for
+    `overlap_s` of the compute it runs beside."""
+    return overlap_s * sm_share
 
 
 def hbm_gather_s(gpu: GPU, rows: float, row_bytes: int) -> float:
     """Gather `rows` random rows from an HBM-resident table: whole 32-byte sectors move."""
     moved = rows * math.ceil(row_bytes / GPU_SECTOR_BYTES) * GPU_SECTOR_BYTES
-    return gpu.kernel_launch_s + moved / (gpu.hbm_bw_Bps * gpu.gather_efficiency)
+    return moved / (gpu.hbm_bw_Bps * gpu.gather_efficiency)
 
 
 def lines_per_row_bytes(row_bytes: int) -> float:

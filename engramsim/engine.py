@@ -7,7 +7,7 @@ limits the simulator runs with (a workload may override them in its [engine] tab
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from engramsim.errors import UserError
@@ -75,6 +75,9 @@ class EngineSpec:
     prefill_lookahead: bool = spec("prefill_lookahead", kind=bool, default=True)
     description: str = spec("description", kind=str, default="")
     source: Path | None = None
+    # How steps run and what they cost on the host (CUDA graphs, async scheduling, host work per
+    # step, sequence and token, launches): the preset's keys that `workload.Engine` defines.
+    steps: Engine = field(default_factory=Engine)
 
     def __post_init__(self):
         if not (self.memory_utilization or self.reserve_base_MiB):
@@ -104,9 +107,10 @@ class EngineSpec:
 
     def limits(self, overrides: dict | None = None) -> Engine:
         """The scheduler limits, with a workload's [engine] overrides applied."""
-        base = Engine(max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_num_batched_tokens,
-                      kv_block_tokens=self.block_size_tokens, prefetch=self.prefetch,
-                      max_prefill_seqs=self.max_prefill_seqs, prefill_lookahead=self.prefill_lookahead)
+        base = replace(self.steps, max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_num_batched_tokens,
+                       kv_block_tokens=self.block_size_tokens, prefetch=self.prefetch,
+                       max_prefill_seqs=self.max_prefill_seqs, prefill_lookahead=self.prefill_lookahead,
+                       chunked_prefill=self.scheduling == "chunked")
         return replace(base, **(overrides or {}))
 
     def with_overrides(self, **changes) -> "EngineSpec":
@@ -123,8 +127,26 @@ def load_engine(name_or_path: str | Path) -> EngineSpec:
 
 
 def engine_from_dict(data: dict, where: str, path: Path | None = None) -> EngineSpec:
+    """An engine preset from its TOML table: the keys of `workload.Engine` (how steps run and
+    their host costs) and the [fitted_step_host_us] table go to `steps`, the rest to EngineSpec."""
+    data = dict(data)
+    fitted = fitted_step_host(data.pop("fitted_step_host_us", {}), f"{where} [fitted_step_host_us]")
+    own = {f.metadata["key"] for f in fields(EngineSpec) if "key" in f.metadata}
+    step_keys = {f.metadata["key"] for f in fields(Engine) if "key" in f.metadata} - own
+    steps = {k: data.pop(k) for k in list(data) if k in step_keys}
     try:
-        return replace(build(EngineSpec, data, where), source=path)
+        steps = replace(build(Engine, steps, where), fitted_step_host_s=fitted)
+        return replace(build(EngineSpec, data, where), source=path, steps=steps)
     except UserError as e:
         msg = str(e)
         raise UserError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+
+
+def fitted_step_host(table, where: str) -> tuple:
+    """(model, seconds) pairs from a table of model name = microseconds."""
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: expected a table of model name = microseconds")
+    for model, us in table.items():
+        if isinstance(us, bool) or not isinstance(us, (int, float)) or not 0 <= us < 1e6:
+            raise UserError(f"{where}: '{model}' must be a number of microseconds in [0, 1e6), got {us!r}")
+    return tuple(sorted((model, us * 1e-6) for model, us in table.items()))

@@ -30,7 +30,8 @@ class GPU:
     hbm_efficiency: float = spec("hbm_efficiency", hi=1.0)
     # Random-row gathers move whole 32-byte sectors and reach a lower fraction of HBM bandwidth.
     gather_efficiency: float = spec("gather_efficiency", hi=1.0)
-    # Fixed cost of one engine step: scheduling, sampling, launches (CUDA-graph replay).
+    # Fixed host cost of one step of a CPU standing in for the accelerator (`engramsim validate`
+    # fits it on its measured baseline). A server's engine costs live in engine presets.
     step_overhead_s: float = spec("step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, lo=0, lo_open=False, default=5.0)
     # GPU-to-GPU bandwidth per direction (NVLink) and the fixed cost of one all-reduce, for
@@ -40,9 +41,6 @@ class GPU:
     # Fixed host cost of each layer's forward (operator dispatch when kernels are not captured
     # in a graph); 0 for engines that replay CUDA graphs.
     layer_overhead_s: float = spec("layer_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
-    # Host-side work an engine thread does per step for the Engram lookup (building index
-    # tensors, launching the gather and copy) before it can launch the forward pass.
-    engram_step_overhead_s: float = spec("engram_step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
     # Fixed cost of the Engram fusion at each Engram layer per step (operator dispatch when it
     # is not captured in a graph; measured by `engramsim validate` on a CPU).
     engram_module_overhead_s: float = spec("engram_module_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)

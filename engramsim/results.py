@@ -42,6 +42,8 @@ class RunResult:
     resources: dict = field(default_factory=dict)
     bound: str = ""
     bench: dict = field(default_factory=lambda: dict.fromkeys(BENCH_KEYS))  # vllm_bench_names(), flattened by to_dict()
+    # Seconds each Engram mechanism added to the replicas' timelines, summed over replicas.
+    engram_time_s: dict = field(default_factory=dict)
 
     @classmethod
     def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario) -> "RunResult":
@@ -61,12 +63,18 @@ class RunResult:
                    preemptions=raw.preemptions,
                    hbm_hit_rate=st.hit_rows / looked_up if looked_up and placement.tier != "hbm" else None,
                    fetched_rows=st.fetched_rows, resources=resource_usage(raw),
+                   engram_time_s=engram_times(st),
                    bound=describe_bound(placement.tier, st.stall_s, raw.makespan_s * replicas, raw.limited_s,
                                         scenario.prefetch))
 
     def to_dict(self) -> dict:
         d = asdict(self)
         return {**d, **d.pop("bench")}
+
+
+def engram_times(st) -> dict:
+    return {"hashing": st.hash_s, "index copy": st.index_s, "launches": st.launch_s,
+            "fusion compute": st.fusion_s, "stall": st.stall_s, "SM contention": st.sm_s}
 
 
 def summarize_run(raw) -> dict:

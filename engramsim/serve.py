@@ -39,6 +39,7 @@ class ServeSettings:
     ep: int | None = None
     kv_dtype: str | None = None
     max_model_len: int | None = None
+    spec_tokens: int | None = None                           # --speculative-config num_speculative_tokens
     engine_overrides: dict = field(default_factory=dict)   # EngineSpec field -> value
     lines: list[str] = field(default_factory=list)          # what each flag became, in order
 
@@ -143,9 +144,16 @@ def _json_object(flag: str, text: str, example: str = "") -> dict:
 
 
 def _speculative(s: ServeSettings, value: str) -> None:
+    """vLLM's speculative config: its `num_speculative_tokens` drafts per decode step are
+    modeled (the acceptance rate is not part of it: `--accept-rate`); the method is read."""
     cfg = _json_object("--speculative-config", value)
     what = ", ".join(f"{k}={v}" for k, v in cfg.items())
-    s.lines.append(f"--speculative-config {{{what}}}: read, not modeled (one token per sequence per step)")
+    if "num_speculative_tokens" not in cfg:
+        s.lines.append(f"--speculative-config {{{what}}}: no num_speculative_tokens, not modeled")
+        return
+    s.spec_tokens = _positive("--speculative-config num_speculative_tokens", cfg["num_speculative_tokens"])
+    s.lines.append(f"--speculative-config {{{what}}} -> {s.spec_tokens} drafted tokens verified per sequence "
+                   "per decode step (acceptance: --accept-rate)")
 
 
 def _number(flag, value, kind):

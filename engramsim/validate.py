@@ -89,7 +89,7 @@ def gpu_hardware(profile, threads: int, table_bytes: float) -> Hardware:
         raise UserError("the profile has no GPU measurements: run `engramsim profile` on this GPU machine first")
     cal = calibrate(profile, base=GPU_BASE_PRESET, table_GiB=table_bytes / GiB)
     hw = cal.hardware(f"calibration of the profile over {GPU_BASE_PRESET}")
-    gpu = replace(hw.gpu, step_overhead_s=0.0, engram_step_overhead_s=0.0, layer_overhead_s=0.0)
+    gpu = replace(hw.gpu, step_overhead_s=0.0, layer_overhead_s=0.0)
     host = replace(hw.host, gather_threads_per_gpu=max(1, threads))
     return replace(hw, name="this-gpu-machine", gpus_per_host=1, gpu=gpu, host=host)
 

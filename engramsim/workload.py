@@ -3,6 +3,7 @@ live in workloads/*.toml. The engine limits that serve them come from an engine 
 (engines/*.toml); a workload's optional [engine] table overrides some of them."""
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from engramsim.errors import UserError
 from engramsim.presets import build, load_toml, resolve, spec
 
 KINDS = ("offline", "poisson")
+LENGTHS_FROM = ("numpy", "bench.py")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,66 @@ class Engine:
     # With prefetch, a prefill step also starts the fetch for the prompts the next prefill step
     # will take (their tokens are all known), so that fetch overlaps this step's compute.
     prefill_lookahead: bool = spec("prefill_lookahead", kind=bool, default=True)
+    # --- How steps run (nano-vLLM unless set otherwise) ---
+    # Decode steps replay CUDA graphs (one launch for the whole forward); prefill runs eagerly
+    # and launches every kernel. nano-vLLM's bench.py runs with enforce_eager=False.
+    decode_cuda_graphs: bool = spec("decode_cuda_graphs", kind=bool, default=False)
+    # Piecewise graphs (vLLM): the graph is split around layers the host must feed, so rows a
+    # CPU stages need only be in place at the Engram layer. A whole-model graph (nano-vLLM)
+    # needs them before the replay starts.
+    piecewise_graphs: bool = spec("piecewise_graphs", kind=bool, default=False)
+    # vLLM-style: prompts are split into chunks that share a step with the running decodes,
+    # within max_num_batched_tokens (vLLM V1 scheduler); nano-vLLM prefills whole prompts alone.
+    chunked_prefill: bool = spec("chunked_prefill", kind=bool, default=False)
+    # vLLM-style async scheduling: the host prepares step n+1 while the GPU runs step n, so
+    # host work costs only what exceeds the GPU's time.
+    async_scheduling: bool = spec("async_scheduling", kind=bool, default=False)
+    # Share of the SMs a zero-copy gather kernel holds while it runs beside the compute (vLLM
+    # launches it on a side stream with half the grid).
+    zero_copy_sm_share: float = spec("zero_copy_sm_share", lo=0, lo_open=False, hi=1.0, default=0.0)
+    # Speculative decoding: each decode step verifies `spec_tokens` drafted tokens per sequence
+    # (spec_tokens + 1 positions), and each drafted token is accepted with probability
+    # `accept_rate` given that the ones before it were: a step yields (1 - a^(K+1)) / (1 - a)
+    # tokens per sequence on average.
+    spec_tokens: int = spec("spec_tokens", lo=0, lo_open=False, kind=int, default=0)
+    accept_rate: float = spec("accept_rate", lo=0, lo_open=False, hi=1.0, default=0.0)
+    # --- Host work of one step, on the CPU where it was measured (see engine_host.py) ---
+    # Per step (scheduler entry, sampling set-up, the final sync), for any model...
+    step_host_s: float = spec("step_host_us", scale=1e-6, lo=0, lo_open=False, default=0.0)
+    # ...or, per model, fitted on that model's no-Engram baseline (an engine preset's
+    # [fitted_step_host_us] table: model name = us; `engramsim paper --fit`), as (model, s) pairs.
+    fitted_step_host_s: tuple = ()
+    # Per sequence in the step (KV block bookkeeping, input lists, post-processing).
+    seq_host_s: float = spec("seq_host_us", scale=1e-6, lo=0, lo_open=False, default=0.0)
+    # Per token in the step (prefill input lists and their conversion to tensors).
+    token_host_s: float = spec("token_host_ns", scale=1e-9, lo=0, lo_open=False, default=0.0)
+    # Engram host work per sequence in a step: collecting its last max_ngram_size tokens into
+    # the array the hash reads (serial with the hash on the engine thread).
+    engram_seq_host_s: float = spec("engram_seq_host_ns", scale=1e-9, lo=0, lo_open=False, default=0.0)
+    # Host cost of dispatching one eager operator (PyTorch dispatcher and binding); the CUDA
+    # driver's launch (`kernel_launch_us` of the GPU) comes on top.
+    op_dispatch_s: float = spec("op_dispatch_us", scale=1e-6, lo=0, lo_open=False, default=0.0)
+    # Kernels one backbone layer launches when run eagerly.
+    kernels_per_layer: int = spec("kernels_per_layer", lo=0, lo_open=False, kind=int, default=0)
+    # The hash call cost (`hash_call_us`) of the CPU these host costs were measured on: a host
+    # whose profiled hash call is k times slower runs them k times slower (0: no scaling).
+    ref_hash_call_s: float = spec("ref_hash_call_us", scale=1e-6, lo=0, lo_open=False, default=0.0)
+
+
+    def step_host_for(self, model: str) -> float:
+        """The per-step host cost: fitted on this model's baseline if it was, else the default."""
+        return dict(self.fitted_step_host_s).get(model, self.step_host_s)
+
+    @property
+    def positions_per_decode(self) -> int:
+        """Positions each sequence computes in a decode step: its last token plus the drafts."""
+        return 1 + self.spec_tokens
+
+    @property
+    def tokens_per_decode(self) -> float:
+        """Expected tokens a sequence gains per decode step under speculative decoding."""
+        a, k = self.accept_rate, self.spec_tokens
+        return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
 @dataclass(frozen=True)
@@ -54,6 +116,10 @@ class Workload:
     output_len_max: int = spec("output_len_max", kind=int)
     rate_per_s: float = spec("rate_per_s", lo=0, lo_open=False, default=0.0)
     description: str = spec("description", kind=str, default="")
+    # numpy: lengths from numpy's generator. bench.py: the exact draws of nano-vLLM's bench.py
+    # (Python `random.seed(seed)`, then per request randint(min, max) prompt tokens of
+    # randint(0, 10000) each, then every output length), so seed 0 gives bench.py's requests.
+    lengths_from: str = spec("lengths_from", kind=str, default="numpy")
     engine: Engine = field(default_factory=Engine)
     # Keys of the workload's own [engine] table: they override the engine preset's limits.
     engine_overrides: dict = field(default_factory=dict, compare=False)
@@ -63,6 +129,9 @@ class Workload:
             raise UserError(f"workload {self.name}: kind must be one of {', '.join(KINDS)}, got '{self.kind}'")
         if self.input_len_min > self.input_len_max or self.output_len_min > self.output_len_max:
             raise UserError(f"workload {self.name}: a length range has min > max")
+        if self.lengths_from not in LENGTHS_FROM:
+            raise UserError(f"workload {self.name}: lengths_from must be one of {', '.join(LENGTHS_FROM)}, "
+                            f"got '{self.lengths_from}'")
         if self.kind == "poisson" and self.rate_per_s <= 0:
             raise UserError(f"workload {self.name}: a poisson workload needs rate_per_s > 0")
 
@@ -74,13 +143,28 @@ class Workload:
         """Lengths are Uniform over [min, max] inclusive, like nano-vLLM's bench.py randint."""
         rng = np.random.default_rng(seed)
         n = self.num_seqs
-        inputs = rng.integers(self.input_len_min, self.input_len_max + 1, size=n)
-        outputs = rng.integers(self.output_len_min, self.output_len_max + 1, size=n)
+        if self.lengths_from == "bench.py":
+            inputs, outputs = self._bench_py_lengths(seed)
+        else:
+            inputs = rng.integers(self.input_len_min, self.input_len_max + 1, size=n)
+            outputs = rng.integers(self.output_len_min, self.output_len_max + 1, size=n)
         if self.kind == "offline":
             arrivals = np.zeros(n)
         else:
             arrivals = np.cumsum(rng.exponential(1.0 / self.rate_per_s, size=n))
         return Requests(arrivals, inputs, outputs)
+
+    def _bench_py_lengths(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """nano-vLLM bench.py's draws: the prompt token ids consume the same generator, so they
+        are drawn (and dropped) to keep the output lengths exact."""
+        r = random.Random(seed)
+        inputs = []
+        for _ in range(self.num_seqs):
+            inputs.append(r.randint(self.input_len_min, self.input_len_max))
+            for _ in range(inputs[-1]):
+                r.randint(0, 10000)
+        outputs = [r.randint(self.output_len_min, self.output_len_max) for _ in range(self.num_seqs)]
+        return np.array(inputs), np.array(outputs)
 
 
 def load_workload(name_or_path: str | Path) -> Workload:
@@ -94,7 +178,7 @@ def workload_from_dict(data: dict, where: str) -> Workload:
     data = dict(data)
     table = data.pop("engine", {})
     engine = build(Engine, table, f"{where} [engine]")
-    keys = {f.metadata["key"]: f.name for f in fields(Engine)}
+    keys = {f.metadata["key"]: f.name for f in fields(Engine) if "key" in f.metadata}
     overrides = {keys[k]: getattr(engine, keys[k]) for k in table}
     try:
         return replace(build(Workload, data, where), engine=engine, engine_overrides=overrides)

@@ -24,6 +24,7 @@ def test_vllm_command_maps_every_flag():
                  "dp_shared_memory", "use_thp", "--speculative-config", "--port", "--trust-remote-code"):
         assert flag in text, flag
     assert "use_thp: read, not modeled" in text and "--speculative-config {method=mtp" in text
+    assert s.spec_tokens == 2 and "2 drafted tokens verified per sequence" in text
 
 
 def test_sglang_spellings_and_keys():

@@ -162,8 +162,9 @@ def test_prefetch_is_never_worse_than_synchronous(gbps, seed, tier):
 
 @settings(max_examples=12, deadline=None)
 @given(link_GBps, hw_seeds, st.sampled_from(TIERS[1:]), st.floats(0, 2e4))
-def test_overhead_against_baseline_is_never_negative(gbps, seed, tier, engram_us):
-    hw = with_gpu(with_link(load_hardware("h800"), h2d_Bps=gbps * 1e9), engram_step_overhead_s=engram_us * 1e-6)
+def test_overhead_against_baseline_is_never_negative(gbps, seed, tier, hash_us):
+    from tests.simkit import with_host
+    hw = with_host(with_link(load_hardware("h800"), h2d_Bps=gbps * 1e9), hash_call_s=hash_us * 1e-6)
     run = simulate(scenario(hw=hw, seed=seed), [Placement(tier)]).runs[0]
     assert run.overhead_pct >= -1e-9
 

@@ -122,7 +122,7 @@ def test_gpu_hardware_is_one_gpu_over_the_h200_preset():
     hw = gpu_hardware(profile, threads=16, table_bytes=2**32)
     h200 = load_hardware("h200")
     assert hw.gpus_per_host == 1 and hw.gpu.name == "NVIDIA H200" and not hw.gpu.compute_on_host
-    assert hw.gpu.step_overhead_s == hw.gpu.engram_step_overhead_s == hw.gpu.layer_overhead_s == 0.0
+    assert hw.gpu.step_overhead_s == hw.gpu.layer_overhead_s == 0.0
     assert hw.host.gather_threads_per_gpu == 16
     assert hw.host.cpu_cores == profile.host["cpu_cores"]
     assert hw.link.h2d_Bps == h200.link.h2d_Bps  # no h2d in this profile: the preset's figure

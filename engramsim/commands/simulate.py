@@ -44,7 +44,8 @@ GiB = 2.0**30
 @click.option("--max-num-seqs", type=int, help="vLLM's flag: sequences running at once.")
 @click.option("--max-model-len", type=int, help="vLLM's flag: the server's longest context (sizes the indexer buffer).")
 @click.option("--kv-cache-dtype", help="vLLM's flag: auto, fp8, bf16, fp16.")
-@click.option("--speculative-config", help="vLLM's flag (JSON): read and reported, not modeled.")
+@click.option("--speculative-config", help="vLLM's flag (JSON): its num_speculative_tokens is modeled as "
+                                                 "--spec-tokens (give --accept-rate too).")
 @click.option("--from-cmd", "from_cmd", help="A whole launch command (`vllm serve MODEL ...` or `python -m "
               "sglang.launch_server ...`): engine, model and every flag above from it; prints what each flag became.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the request lengths.")
@@ -67,11 +68,15 @@ GiB = 2.0**30
 @click.option("--timeline", "timeline_path", type=click.Path(dir_okay=False),
               help="Write a Chrome/Perfetto trace of every run (steps, stalls, fetches, counters) to this JSON "
                    "file; open it at ui.perfetto.dev.")
+@click.option("--spec-tokens", type=int, help="Speculative decoding: drafted tokens each decode step verifies "
+                                             "per sequence (the model's MTP layers draft them).")
+@click.option("--accept-rate", type=float, help="Speculative decoding: probability that a drafted token is "
+                                              "accepted, given the ones before it were.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp, ep, enable_expert_parallel,
             engram_config, gpu_memory_utilization, max_num_batched_tokens, max_num_seqs, max_model_len, kv_cache_dtype,
             speculative_config, from_cmd, seed, no_prefetch, cache_gib, trace_path, profile_path, cxl_part, ssd_dram_hit,
-            dram_cache_gib, max_seqs, timeline_path, as_json):
+            dram_cache_gib, max_seqs, timeline_path, spec_tokens, accept_rate, as_json):
     """Simulate an inference server with the model's Engram tables in each placement.
 
     Each placement runs beside a no-Engram baseline (same backbone and workload), and the
@@ -102,6 +107,7 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
         raise UserError(f"DP x TP = {dp} x {tp} = {dp * tp} ranks exceed the {gpus} GPUs")
     if max_seqs:
         workload = replace(workload, engine=replace(workload.engine, max_num_seqs=max_seqs))
+    workload = _with_speculation(workload, settings.spec_tokens if spec_tokens is None else spec_tokens, accept_rate)
     scenario = Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=seed, engine=engine, ep=ep,
                         prefetch=engine.prefetch and not no_prefetch, row_model=_row_model(trace_path, model),
                         max_model_len=settings.max_model_len or 0)
@@ -134,6 +140,20 @@ def _timeline(path: str | None):
 def _write_timeline(timeline, path: str | None):
     if timeline:
         timeline.write(path)
+
+
+def _with_speculation(workload, spec_tokens: int | None, accept_rate: float | None):
+    if spec_tokens is None and accept_rate is None:
+        return workload
+    if spec_tokens is not None and spec_tokens < 0:
+        raise UserError("--spec-tokens must be >= 0")
+    if accept_rate is not None and not 0 <= accept_rate <= 1:
+        raise UserError(f"--accept-rate must be within [0, 1], got {accept_rate}")
+    if spec_tokens and accept_rate is None:
+        raise UserError("speculative decoding needs --accept-rate (the share of drafted tokens accepted)")
+    eng = workload.engine
+    return replace(workload, engine=replace(eng, spec_tokens=eng.spec_tokens if spec_tokens is None else spec_tokens,
+                                            accept_rate=eng.accept_rate if accept_rate is None else accept_rate))
 
 
 def _placements(tiers, hbm_caches_gib, dram_caches_gib, ssd_dram_hit) -> list[Placement]:

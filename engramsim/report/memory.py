@@ -16,7 +16,8 @@ from engramsim.report.width import compact, key_values
 
 ROWS = [("weights", "weights"), ("model_buffers", "model buffers"), ("engram_table", "Engram table shard"), ("hot_cache", "hot-row cache"),
         ("activations", "activation peak"), ("cuda_graphs", "CUDA graphs"), ("non_torch", "non-torch"),
-        ("indexer", "indexer logits"), ("engram_staging", "Engram staging"), ("kv", "KV cache")]
+        ("indexer", "indexer logits"), ("engram_staging", "Engram staging"),
+        ("engram_module", "Engram module"), ("kv", "KV cache")]
 TIER_MEMORY = {"none": None, "hbm": "hbm", "dram": "dram", "cxl": "cxl", "ssd": "ssd"}
 
 

@@ -19,7 +19,7 @@ from engramsim.rows import RowModel
 from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
 from engramsim.sim.flows import FlowNetwork, Resource
-from engramsim.sim.scheduler import Scheduler, Seq
+from engramsim.sim.scheduler import ChunkedScheduler, Scheduler, Seq
 from engramsim.sim.tiers import Fetcher, HostResources, Placement, pool_resources
 from engramsim.workload import Requests, Workload
 
@@ -32,6 +32,13 @@ class StepStats:
     prefill_stall_s: float = 0.0
     fetched_rows: float = 0.0
     hit_rows: float = 0.0
+    # Time each Engram mechanism added to the replicas' timelines (summed over replicas).
+    hash_s: float = 0.0          # host hashing of the step's tokens (and building its indices)
+    index_s: float = 0.0         # copying the indices to the GPU, for gathers that run there
+    launch_s: float = 0.0        # eager launches of the module beyond what the GPU hides
+    fusion_s: float = 0.0        # the module's GPU compute (and HBM gathers of cached rows)
+    sm_s: float = 0.0            # compute slowed by zero-copy gathers holding SMs
+    host_s: float = 0.0          # the engine's own host work that the GPU did not hide
 
 
 class LayerRows(NamedTuple):
@@ -80,9 +87,16 @@ class Replica:
         self.net, self.host = net, host
         # A timeline recorder (engramsim.report.timeline.RunRecorder) or None: nothing recorded.
         self.index, self.recorder = index, recorder
-        self.scheduler = Scheduler(setup.workload.engine, setup.kv_blocks)
+        kind = ChunkedScheduler if setup.workload.engine.chunked_prefill else Scheduler
+        self.scheduler = kind(setup.workload.engine, setup.kv_blocks)
         self.wakeup = env.event()
         self.lookahead: Lookahead | None = None
+        self.last_gpu_s = 0.0       # GPU time of the previous step, which async host work hides
+        self.fetch_started: dict = {}   # when each Engram layer's fetch started and ended
+        self.fetch_done: dict = {}
+        # Host work was measured on a reference CPU; this host runs it as much slower as its hash.
+        ref = setup.workload.engine.ref_hash_call_s
+        self.cpu_scale = setup.hw.host.hash_call_s / ref if ref and setup.hw.host.hash_call_s else 1.0
         self.cache_rows = self.dram_cache_rows = 0
         spec, placement = setup.model.engram, setup.placement
         if spec and placement:
@@ -105,39 +119,127 @@ class Replica:
                 yield self.wakeup
                 continue
             yield from self.step(batch, prefill)
-            done.extend(self.scheduler.finish_step(batch, self.env.now))
+            done.extend(self.scheduler.finish_step(batch, self.env.now, prefill))
 
     def step(self, batch: list[Seq], prefill: bool):
+        """One engine step: host work, then the forward pass with the Engram fetch beside it.
+
+        A synchronous engine (nano-vLLM) pays its host work and the Engram hash in series with
+        the GPU; an async one (vLLM) prepares the step while the previous one computes, so only
+        host work beyond the previous step's GPU time shows. An eager forward pass takes the
+        longer of its GPU time and the host's launches; a CUDA-graph replay costs one launch.
+        With decode graphs, rows a CPU gathers must be staged before the replay starts.
+        """
         s = self.setup
-        bb, spec, gpu = s.model.backbone, s.model.engram, s.hw.gpu
-        started = self.env.now
-        shape = costs.batch_shape(batch, prefill)
+        eng, bb, gpu = s.workload.engine, s.model.backbone, s.hw.gpu
+        step_started = self.env.now
+        shape = self._shape(batch, prefill)
         comp = costs.step_compute(gpu, bb, shape, s.tp, s.model.kv_bytes_per_token_per_rank(s.tp) / bb.n_layers)
+        draft = 0.0 if prefill else costs.draft_s(gpu, bb, len(batch), eng.spec_tokens, s.tp)
         self.stats.steps += 1
         self.stats.prefill_steps += prefill
-        pos = 0
-        if spec and s.placement:
-            ahead, self.lookahead = self.lookahead, None
-            if prefill and ahead and ahead.seq_ids == tuple(q.id for q in batch):
-                rows, pending = ahead.rows, ahead.pending  # fetched while the previous prefill computed
-            else:
-                rows, pending = yield from self._hash_and_fetch(shape.tokens)
-            if prefill and s.prefetch and s.workload.engine.prefill_lookahead:
-                yield from self._look_ahead()
-            for layer in sorted(spec.layer_ids):
-                yield self._compute(comp.layers_s(bb, pos, layer))
-                waited_from = self.env.now
-                yield pending[layer] if s.prefetch else self._fetch(rows[layer], layer)
-                self._stall(self.env.now - waited_from, prefill, layer)
-                hits = rows[layer].hbm_rows
-                gather = costs.hbm_gather_s(gpu, hits, spec.row_bytes) if hits else 0.0
-                yield self._compute(costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp) + gather)
-                pos = layer
-        yield self._compute(comp.layers_s(bb, pos, bb.n_layers) + comp.head_s)
-        yield self.env.timeout(gpu.step_overhead_s)
+        engram = bool(s.model.engram and s.placement)
+        graphs = eng.decode_cuda_graphs and not prefill
+        host = self.cpu_scale * costs.host_work_s(eng.step_host_for(s.model.name), eng.seq_host_s, eng.token_host_s,
+                                                  shape.seqs, shape.tokens) + gpu.step_overhead_s
+        host_hidden = self.last_gpu_s if eng.async_scheduling else 0.0
+        yield from self._host(host, host_hidden)
+        host_hidden = max(0.0, host_hidden - host)
+        rows = pending = None
+        if engram:
+            rows, pending = yield from self._engram_inputs(batch, prefill, shape, host_hidden)
+            if graphs and not eng.piecewise_graphs and s.placement.path != "uva" and s.prefetch:
+                waited_from = self.env.now   # staged rows must be in place before the replay
+                yield simpy.AllOf(self.env, list(pending.values()))
+                self._stall(self.env.now - waited_from, prefill, min(pending))
+        started = self.env.now
+        gpu_s = yield from self._forward(comp, shape, rows, pending, prefill, draft)
+        yield from self._launches(graphs, engram, gpu_s, self.env.now - started)
+        self.last_gpu_s = gpu_s
         if self.recorder:
-            self.recorder.step(self.index, started, self.env.now, prefill, len(batch), shape.tokens,
+            self.recorder.step(self.index, step_started, self.env.now, prefill, len(batch), shape.tokens,
                                s.kv_blocks - self.scheduler.free_blocks)
+
+    def _forward(self, comp: costs.StepCompute, shape: costs.BatchShape, rows, pending, prefill: bool,
+                 draft_s: float):
+        """The layers, with each Engram layer waiting for its rows; returns the GPU time."""
+        s = self.setup
+        bb, spec, gpu = s.model.backbone, s.model.engram, s.hw.gpu
+        pos, gpu_s = 0, 0.0
+        for layer in sorted(spec.layer_ids) if rows is not None else ():
+            window = comp.layers_s(bb, pos, layer)
+            window_start = self.env.now
+            yield self._compute(window)
+            waited_from = self.env.now
+            yield pending[layer] if s.prefetch else self._fetch(rows[layer], layer)
+            self._stall(self.env.now - waited_from, prefill, layer)
+            yield from self._sm_contention(layer, window_start, waited_from)
+            hits = rows[layer].hbm_rows
+            fusion = costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp)
+            fusion += costs.hbm_gather_s(gpu, hits, spec.row_bytes) if hits else 0.0
+            self.stats.fusion_s += fusion
+            gpu_s += window + fusion
+            yield self._compute(fusion)
+            pos = layer
+        rest = comp.layers_s(bb, pos, bb.n_layers) + comp.head_s + draft_s
+        yield self._compute(rest)
+        return gpu_s + rest
+
+    def _host(self, seconds: float, hidden: float):
+        """Host work of which `hidden` seconds ran while the GPU was busy (async scheduling)."""
+        shown = max(0.0, seconds - hidden)
+        self.stats.host_s += shown
+        if shown > 0:
+            yield self.env.timeout(shown)
+
+    def _launches(self, graphs: bool, engram: bool, gpu_s: float, elapsed_s: float):
+        """The forward pass lasts at least as long as the host takes to launch it."""
+        s = self.setup
+        eng, gpu = s.workload.engine, s.hw.gpu
+        dispatch = eng.op_dispatch_s * self.cpu_scale
+        if graphs:
+            backbone, module = 1, 0
+        else:
+            backbone = eng.kernels_per_layer * s.model.backbone.n_layers
+            module = costs.engram_kernels(s.model.backbone.hc_mult) * len(s.model.engram.layer_ids) if engram else 0
+        without = max(0.0, costs.launches_s(gpu, dispatch, backbone) - gpu_s)
+        extra = max(0.0, costs.launches_s(gpu, dispatch, backbone + module) - elapsed_s)
+        self.stats.launch_s += max(0.0, extra - without)
+        if extra > 0:
+            yield self.env.timeout(extra)
+
+    def _sm_contention(self, layer: int, window_start: float, window_end: float):
+        """A zero-copy gather kernel beside the compute holds part of the SMs while it runs:
+        the compute of [window_start, window_end) loses that share for their overlap."""
+        share = self.setup.workload.engine.zero_copy_sm_share
+        started, done = self.fetch_started.get(layer), self.fetch_done.get(layer)
+        if self.setup.placement.path != "uva" or not share or started is None or done is None:
+            return
+        overlap = max(0.0, min(done, window_end) - max(started, window_start))
+        lost = costs.sm_contention_s(overlap, share)
+        self.stats.sm_s += lost
+        yield self.env.timeout(lost)
+
+    def _engram_inputs(self, batch: list[Seq], prefill: bool, shape: costs.BatchShape, host_hidden: float):
+        """Hash the step's tokens and start their fetches (or take those started ahead)."""
+        s = self.setup
+        ahead, self.lookahead = self.lookahead, None
+        if prefill and ahead and ahead.seq_ids == tuple(q.id for q in batch):
+            rows, pending = ahead.rows, ahead.pending  # fetched while the previous prefill computed
+        else:
+            rows, pending = yield from self._hash_and_fetch(shape.tokens, shape.seqs, host_hidden)
+        if prefill and s.prefetch and s.workload.engine.prefill_lookahead:
+            yield from self._look_ahead()
+        return rows, pending
+
+    def _shape(self, batch: list[Seq], prefill: bool) -> costs.BatchShape:
+        """This step's shape; a chunked scheduler's steps mix prompt chunks with decodes."""
+        positions = self.setup.workload.engine.positions_per_decode
+        chunks = getattr(self.scheduler, "chunks", None)
+        if not chunks:
+            return costs.batch_shape(batch, prefill, positions)
+        return costs.mixed_shape([len(q) for q in batch if q.id not in chunks],
+                                 [(q.computed, chunks[q.id]) for q in batch if q.id in chunks], positions)
 
     def _compute(self, seconds: float):
         """GPU compute is a plain delay. A CPU standing in for the GPU runs it as a flow of
@@ -154,17 +256,29 @@ class Replica:
         following = self.scheduler.peek_prefill()
         if following:
             tokens = sum(len(q) for q in following)
-            rows, pending = yield from self._hash_and_fetch(tokens)
+            rows, pending = yield from self._hash_and_fetch(tokens, len(following))
             self.lookahead = Lookahead(tuple(q.id for q in following), rows, pending)
 
-    def _hash_and_fetch(self, tokens: int):
-        """Hash `tokens` on the host thread that launches steps (so it delays the forward pass),
-        then start their fetches when prefetching; returns (rows per layer, pending fetches)."""
+    def _hash_and_fetch(self, tokens: int, seqs: int, host_hidden: float = 0.0):
+        """Hash `tokens` on the host thread that launches steps (so it delays the forward pass,
+        unless an async engine hid it behind the previous step), copy the indices to the GPU
+        for gathers that run there, then start the fetches when prefetching; returns (rows per
+        layer, pending fetches)."""
         s = self.setup
         spec = s.model.engram
-        yield self.env.timeout(costs.hash_s(s.hw.host, tokens, len(spec.layer_ids)) + s.hw.gpu.engram_step_overhead_s)
+        hashing = costs.hash_s(s.hw.host, tokens, len(spec.layer_ids))
+        hashing += self.cpu_scale * seqs * s.workload.engine.engram_seq_host_s
+        shown = max(0.0, hashing - host_hidden)
+        self.stats.hash_s += shown
+        index = costs.index_copy_s(s.hw.link, tokens, spec.heads_per_layer) if s.placement.path != "copy" else 0.0
+        self.stats.index_s += index
+        yield self.env.timeout(shown + index)
         rows = {l: self._rows(tokens, l) for l in spec.layer_ids}
+        self.fetch_started = {l: self.env.now for l in spec.layer_ids}
+        self.fetch_done = {}
         pending = {l: self._fetch(rows[l], l) for l in spec.layer_ids} if s.prefetch else {}
+        for layer, event in pending.items():
+            event.callbacks.append(lambda _, layer=layer: self.fetch_done.__setitem__(layer, self.env.now))
         return rows, pending
 
     def _rows(self, tokens: int, layer: int) -> LayerRows:

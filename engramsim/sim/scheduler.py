@@ -15,7 +15,7 @@ from engramsim.workload import Engine
 
 class Seq:
     __slots__ = ("id", "arrival_s", "prompt_len", "max_out", "out", "blocks",
-                 "first_token_s", "finish_s", "last_token_s", "itl_s")
+                 "first_token_s", "finish_s", "last_token_s", "itl_s", "credit", "computed")
 
     def __init__(self, sid: int, arrival_s: float, prompt_len: int, max_out: int):
         self.id = sid
@@ -28,6 +28,8 @@ class Seq:
         self.finish_s = -1.0
         self.last_token_s = -1.0
         self.itl_s: list[float] = []  # gaps between consecutive tokens (vLLM's inter-token latency)
+        self.credit = 0.0     # speculative decoding: expected tokens not yet emitted
+        self.computed = 0     # chunked prefill: tokens of the prompt (+ recompute) in the KV cache
 
     def __len__(self):
         return self.prompt_len + self.out
@@ -108,28 +110,34 @@ class Scheduler:
                     self._preempt(seq)
                     break
             else:
-                if len(seq) % self.block == 1 or self.block == 1:
-                    self.free_blocks -= 1
-                    seq.blocks += 1
+                need = self._decode_need(seq)
+                self.free_blocks -= need
+                seq.blocks += need
                 batch.append(seq)
         self.running.extendleft(reversed(batch))
         return batch
 
+    def _decode_need(self, seq: Seq) -> int:
+        """New KV blocks a decode step needs: its blocks cover the len - 1 cached tokens, and
+        the step caches its last token plus the drafted ones."""
+        return max(0, -(-(len(seq) + self.engine.spec_tokens) // self.block) - seq.blocks)
+
     def _can_append(self, seq: Seq) -> bool:
-        # A new KV block is needed when the token about to be cached starts one.
-        return self.free_blocks >= (1 if (len(seq) % self.block == 1 or self.block == 1) else 0)
+        return self.free_blocks >= self._decode_need(seq)
 
     def _preempt(self, seq: Seq):
         self.preemptions += 1
         self.free_blocks += seq.blocks
         seq.blocks = 0
+        seq.computed = 0
         self.waiting.appendleft(seq)
 
-    def finish_step(self, batch: list[Seq], now_s: float) -> list[Seq]:
-        """Every sequence in the batch samples one token; return those that completed."""
+    def finish_step(self, batch: list[Seq], now_s: float, prefill: bool = True) -> list[Seq]:
+        """Every sequence in the batch gains its tokens (one after a prefill; after a decode,
+        as many as speculative decoding accepts); return those that completed."""
         done = []
         for seq in batch:
-            seq.out += 1
+            seq.out = min(seq.max_out, seq.out + (1 if prefill else self._accepted(seq)))
             if seq.first_token_s < 0:
                 seq.first_token_s = now_s
             else:
@@ -141,4 +149,76 @@ class Scheduler:
                 seq.blocks = 0
                 self.running.remove(seq)
                 done.append(seq)
+        return done
+
+    def _accepted(self, seq: Seq) -> int:
+        """Tokens a decode step emits for `seq`: the expected count per step, accumulated so
+        that every step emits a whole number and the long-run rate is exact."""
+        seq.credit += self.engine.tokens_per_decode
+        emitted = int(seq.credit + 1e-9)
+        seq.credit -= emitted
+        return emitted
+
+
+class ChunkedScheduler(Scheduler):
+    """vLLM-style scheduling (vLLM V1 `Scheduler.schedule`): one token budget per step, spent
+    first on every running decode, then on prompt chunks, oldest first, so a step mixes decodes
+    with pieces of prompts. A prompt whose last chunk ran samples its first token."""
+
+    def __init__(self, engine: Engine, kv_blocks: int):
+        super().__init__(engine, kv_blocks)
+        self.chunks: dict[int, int] = {}   # sequence id -> prompt tokens it computes this step
+
+    def schedule(self) -> tuple[list[Seq], bool]:
+        self.chunks = {}
+        decoding = [q for q in self.running if q.computed >= self._prompt(q)]
+        prefilling = [q for q in self.running if q.computed < self._prompt(q)]
+        self.running = deque(decoding)
+        batch = self._decode() if decoding else []
+        budget = self.engine.max_num_batched_tokens - len(batch) * self.engine.positions_per_decode
+        for seq in prefilling:
+            budget = self._chunk(seq, budget, batch)
+            self.running.append(seq)
+        while self.waiting and budget > 0 and len(self.running) < self.engine.max_num_seqs:
+            seq = self.waiting[0]
+            before = budget
+            budget = self._chunk(seq, budget, batch)
+            if budget == before:
+                break
+            self.running.append(self.waiting.popleft())
+        return batch, False
+
+    def _prompt(self, seq: Seq) -> int:
+        """Tokens to compute before sampling: the prompt, or after a preemption the prompt and
+        the tokens generated so far but the last."""
+        return len(seq) - 1 if seq.out else len(seq)
+
+    def _chunk(self, seq: Seq, budget: int, batch: list[Seq]) -> int:
+        """Give `seq` the next chunk of its prompt that the budget and free KV blocks allow."""
+        n = min(self._prompt(seq) - seq.computed, budget)
+        n = min(n, self.free_blocks * self.block + seq.blocks * self.block - seq.computed)
+        if n <= 0:
+            return budget
+        need = -(-(seq.computed + n) // self.block) - seq.blocks
+        self.free_blocks -= need
+        seq.blocks += need
+        self.chunks[seq.id] = n
+        batch.append(seq)
+        return budget - n
+
+    def finish_step(self, batch: list[Seq], now_s: float, prefill: bool = False) -> list[Seq]:
+        sampling = []
+        for seq in batch:
+            n = self.chunks.get(seq.id)
+            if n is None:
+                sampling.append(seq)
+                continue
+            seq.computed += n
+            if seq.computed >= self._prompt(seq):
+                sampling.append(seq)
+        done = []
+        for seq in sampling:
+            chunked = seq.id in self.chunks
+            done += super().finish_step([seq], now_s, prefill=chunked)
+            seq.computed = len(seq) - 1 if seq not in done else seq.computed
         return done
