@@ -9,7 +9,8 @@ Fits (each from the profile's long-format rows):
   host         gather_mlp = measured rows/s per thread x dram latency (so the simulator's
                rows/s = mlp / latency reproduces the measurement); dram_bw = memcpy traffic
   ssd          cold pread 4 KiB: IOPS (best queue depth) and queue-depth-1 latency
-  hash         ns per token at the largest batch measured
+  hash         t = call + tokens x per-token over the measured batch sizes (one size: ns per
+               token at it); the call cost also scales an engine's host costs (ref_hash_call_us)
   uva          t = t0 + rows / rate over rows per call -> max outstanding reads at the base's
                round trip
 
@@ -124,6 +125,7 @@ def cpu_device_from_profile(profile: Profile | str | Path) -> dict:
       gather_call_overhead_s  fixed cost of one gather call (fit over rows per call)
       ssd                     {"<method>_<cache>": {"iops": best, "latency_s": qd1 4 KiB}}
       hash_s_per_token        Engram hash at the largest batch
+      hash_fit                (call s, per-token s) over the batch sizes, or None with one size
       overlap                 {"matmul_slowdown", "gather_slowdown"} with one gather thread
     """
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -142,6 +144,7 @@ def cpu_device_from_profile(profile: Profile | str | Path) -> dict:
     out["ssd"] = _ssd_figures(profile)
     hashes = profile.find("hash")
     out["hash_s_per_token"] = max(hashes, key=lambda r: r["tokens"])["ns_per_token"] * 1e-9 if hashes else None
+    out["hash_fit"] = _hash_fit(hashes)
     out["overlap"] = {f"{stage}_slowdown": (r[0]["slowdown"] if r else None) for stage, r in
                       (("matmul", profile.find("overlap", path="cpu", stage="matmul", **{"with": "gather"})),
                        ("gather", profile.find("overlap", path="cpu", stage="gather", **{"with": "matmul"})))}
@@ -263,8 +266,22 @@ def _calibrate_host(cal: Calibration, profile: Profile, base_hw: Hardware, table
         mlp = base_hw.host.dram_latency_s / s_per_row
         cal.set("host.gather_mlp", round(mlp, 4), _curve_why("dram_gather", curve, at, extrapolated)
                 + f"; rows/s per thread x inherited dram_latency_ns {base_hw.host.dram_latency_s * 1e9:g}")
-    if cpu["hash_s_per_token"]:
+    if cpu["hash_fit"]:
+        call_s, per_token_s = cpu["hash_fit"]
+        why = f"measured: hash, a + b x tokens through {len({r['tokens'] for r in profile.find('hash')})} batch sizes"
+        cal.set("host.hash_call_us", round(call_s * 1e6, 3), why)
+        cal.set("host.hash_ns_per_token", round(per_token_s * 1e9, 3), why)
+    elif cpu["hash_s_per_token"]:
         cal.set("host.hash_ns_per_token", round(cpu["hash_s_per_token"] * 1e9, 3), "measured: hash (largest batch)")
+
+
+def _hash_fit(hashes: list[dict]) -> tuple[float, float] | None:
+    """(seconds per call, seconds per token) by least squares over the measured batch sizes: the
+    call cost is what engines pay per step and layer, and what scales an engine's host costs."""
+    if len({r["tokens"] for r in hashes}) < 2:
+        return None
+    per_token, call = np.polyfit([r["tokens"] for r in hashes], [r["median_s"] for r in hashes], 1)
+    return max(call, 0.0), max(per_token, 0.0)
 
 
 def _calibrate_ssd(cal: Calibration, profile: Profile):

@@ -113,7 +113,9 @@ def test_calibration_recovers_the_known_figures():
     assert hw.host.gather_mlp / hw.host.dram_latency_s == pytest.approx(1 / per_row(GiB), rel=1e-3)
     assert hw.host.dram_latency_s == base.host.dram_latency_s
     assert hw.host.dram_bw_Bps == pytest.approx(20e9, rel=1e-3) and hw.host.dram_efficiency == 1.0
-    assert hw.host.hash_s_per_token == pytest.approx(50e-9) and hw.host.cpu_cores == 16
+    # 51.2 us at 128 tokens, 204.8 us at 4,096: 153.6 us / 3,968 tokens per token, the rest per call.
+    assert hw.host.hash_s_per_token == pytest.approx(153.6e-6 / 3968, rel=1e-3) and hw.host.cpu_cores == 16
+    assert hw.host.hash_call_s == pytest.approx(51.2e-6 - 128 * 153.6e-6 / 3968, rel=1e-3)
     assert hw.ssd.read_iops == pytest.approx(60_000, rel=1e-3) and hw.ssd.devices == 1
     assert hw.ssd.latency_s == pytest.approx(100e-6, rel=1e-3)
     assert hw.gpu.name == "H200" and hw.gpu.hbm_bytes == pytest.approx(141 * GiB, rel=1e-3)

@@ -243,3 +243,13 @@ def test_chunked_prefill_timeline_by_hand():
                 + _step_s(sc, costs.mixed_shape([42], [])))
     assert report.baseline["steps"] == 4
     assert report.baseline["makespan_s"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_engine_host_costs_are_stated_for_the_cpu_the_committed_hash_profile_measured():
+    # A check, not a fit: calibrating the committed hash profile gives the hash call that the
+    # nano-vllm preset names as its reference CPU, so the h800 host runs its costs at scale 1.
+    from engramsim.calibrate import hardware_from_profile
+    from engramsim.presets import ROOT
+    host = hardware_from_profile(ROOT / "profiles" / "vm-cpu-hash-2026-11-29.json", base="h800").host
+    assert host.hash_call_s == pytest.approx(load_engine("nano-vllm").steps.ref_hash_call_s, rel=0.01)
+    assert load_hardware("h800").host.hash_call_s == pytest.approx(host.hash_call_s, rel=0.01)
