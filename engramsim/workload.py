@@ -157,14 +157,13 @@ class Workload:
     def _bench_py_lengths(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """nano-vLLM bench.py's draws: the prompt token ids consume the same generator, so they
         are drawn (and dropped) to keep the output lengths exact."""
-        r = random.Random(seed)
+        words = _PythonRandomWords(seed)
         inputs = []
         for _ in range(self.num_seqs):
-            inputs.append(r.randint(self.input_len_min, self.input_len_max))
-            for _ in range(inputs[-1]):
-                r.randint(0, 10000)
-        outputs = [r.randint(self.output_len_min, self.output_len_max) for _ in range(self.num_seqs)]
-        return np.array(inputs), np.array(outputs)
+            inputs.append(self.input_len_min + int(words.below(self.input_len_max - self.input_len_min + 1, 1)[0]))
+            words.below(10001, inputs[-1])   # the prompt's token ids: randint(0, 10000) each
+        outputs = self.output_len_min + words.below(self.output_len_max - self.output_len_min + 1, self.num_seqs)
+        return np.array(inputs), outputs.astype(np.int64)
 
 
 def load_workload(name_or_path: str | Path) -> Workload:
@@ -189,3 +188,33 @@ def workload_from_dict(data: dict, where: str) -> Workload:
 def with_engine(workload: Workload, engine) -> Workload:
     """The workload served by `engine` (an EngineSpec): its limits, then the workload's overrides."""
     return replace(workload, engine=engine.limits(workload.engine_overrides))
+
+
+class _PythonRandomWords:
+    """Python's `random.Random(seed)` draws, fast: the same Mersenne Twister state runs in
+    numpy, and `randint(a, a + n - 1)` is CPython's rejection sampling: take the top
+    n.bit_length() bits of one 32-bit word, retry while >= n."""
+
+    def __init__(self, seed: int):
+        state = random.Random(seed).getstate()[1]
+        self.rs = np.random.RandomState()
+        self.rs.set_state(("MT19937", np.array(state[:624], dtype=np.uint32), state[624]))
+        self.buf = self.rs.randint(0, 2**32, size=1 << 20, dtype=np.uint64)
+        self.pos = 0
+
+    def below(self, n: int, count: int) -> np.ndarray:
+        """`count` draws of randrange(n), consuming words as CPython does."""
+        shift = np.uint64(32 - n.bit_length())
+        window = 2 * count + 64
+        while True:
+            if self.pos + window > len(self.buf):
+                more = self.rs.randint(0, 2**32, size=max(window, 1 << 20), dtype=np.uint64)
+                self.buf = np.concatenate([self.buf[self.pos:], more])
+                self.pos = 0
+            values = self.buf[self.pos:self.pos + window] >> shift
+            taken = np.flatnonzero(values < n)
+            if len(taken) >= count:
+                break
+            window *= 2
+        self.pos += int(taken[count - 1]) + 1 if count else 0
+        return values[taken[:count]]

@@ -253,3 +253,20 @@ def test_the_engine_host_costs_are_stated_for_the_cpu_the_committed_hash_profile
     host = hardware_from_profile(ROOT / "profiles" / "vm-cpu-hash-2026-11-29.json", base="h800").host
     assert host.hash_call_s == pytest.approx(load_engine("nano-vllm").steps.ref_hash_call_s, rel=0.01)
     assert load_hardware("h800").host.hash_call_s == pytest.approx(host.hash_call_s, rel=0.01)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_bench_py_lengths_are_pythons_random_draws(seed):
+    # nano-vLLM bench.py: seed(s); per request randint(100, max_in) prompt ids of randint(0, 10000)
+    # each; then every output length. The fast path must consume the generator identically.
+    import random
+    w = replace(tiny_workload(num_seqs=40, inp=(100, 1024), out=(100, 1024)), lengths_from="bench.py")
+    r = random.Random(seed)
+    inputs = []
+    for _ in range(40):
+        inputs.append(r.randint(100, 1024))
+        for _ in range(inputs[-1]):
+            r.randint(0, 10000)
+    outputs = [r.randint(100, 1024) for _ in range(40)]
+    got = w.requests(seed)
+    assert list(got.input_len) == inputs and list(got.output_len) == outputs

@@ -50,11 +50,12 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 @settings(max_examples=200, deadline=None)
 @given(lens=st.lists(st.integers(1, 40), min_size=0, max_size=12), block=st.sampled_from([1, 2, 4, 16]),
-       free=st.integers(0, 6), max_seqs=st.integers(1, 12))
-def test_the_no_preemption_shortcut_decodes_as_the_stepwise_loop(lens, block, free, max_seqs):
-    """_decode takes a shortcut when no one needs preempting; it must agree with the loop."""
+       free=st.integers(0, 6), max_seqs=st.integers(1, 12), drafts=st.sampled_from([0, 0, 1, 3]))
+def test_the_no_preemption_shortcut_decodes_as_the_stepwise_loop(lens, block, free, max_seqs, drafts):
+    """_decode takes a shortcut when no one needs preempting; it must agree with the loop, with
+    or without speculative drafts."""
     def state():
-        s = Scheduler(Engine(max_num_seqs=max_seqs, kv_block_tokens=block), kv_blocks=free)
+        s = Scheduler(Engine(max_num_seqs=max_seqs, kv_block_tokens=block, spec_tokens=drafts), kv_blocks=free)
         for i, n in enumerate(lens):
             q = Seq(i, 0.0, n, 99)
             q.out, q.blocks = 1, -(-n // block)

@@ -40,6 +40,7 @@ class Scheduler:
         self.engine = engine
         self.block = engine.kv_block_tokens
         self.free_blocks = kv_blocks
+        self.per_decode = engine.tokens_per_decode   # expected tokens a decode step emits per sequence
         self.waiting: deque[Seq] = deque()
         self.running: deque[Seq] = deque()
         self.preemptions = 0
@@ -89,6 +90,14 @@ class Scheduler:
         outcome (tests/test_scheduler.py compares the two)."""
         n = min(len(self.running), self.engine.max_num_seqs)
         head = list(itertools.islice(self.running, n))
+        if self.engine.spec_tokens:   # drafts: a step may need several new blocks per sequence
+            needs = [(q, self._decode_need(q)) for q in head]
+            if sum(need for _, need in needs) > self.free_blocks:
+                return self._decode_stepwise()
+            for seq, need in needs:
+                seq.blocks += need
+                self.free_blocks -= need
+            return head
         block = self.block
         growing = head if block == 1 else [q for q in head if (q.prompt_len + q.out) % block == 1]
         if len(growing) > self.free_blocks:
@@ -136,8 +145,9 @@ class Scheduler:
         """Every sequence in the batch gains its tokens (one after a prefill; after a decode,
         as many as speculative decoding accepts); return those that completed."""
         done = []
+        drafts = not prefill and self.per_decode != 1.0
         for seq in batch:
-            seq.out = min(seq.max_out, seq.out + (1 if prefill else self._accepted(seq)))
+            seq.out = min(seq.max_out, seq.out + self._accepted(seq)) if drafts else seq.out + 1
             if seq.first_token_s < 0:
                 seq.first_token_s = now_s
             else:
@@ -154,7 +164,7 @@ class Scheduler:
     def _accepted(self, seq: Seq) -> int:
         """Tokens a decode step emits for `seq`: the expected count per step, accumulated so
         that every step emits a whole number and the long-run rate is exact."""
-        seq.credit += self.engine.tokens_per_decode
+        seq.credit += self.per_decode
         emitted = int(seq.credit + 1e-9)
         seq.credit -= emitted
         return emitted
