@@ -40,7 +40,7 @@ def test_engram_hbm_is_weights_plus_one_step_of_rows():
     weights = (2 * 1280 * 4096 + 4 * 4096) * 2                   # value + key projection, conv
     # Qwen3-8B's MLP peak is above the module's, so its activations take nothing extra.
     assert engram_module_bytes(model, engine, tp=1) == pytest.approx(weights)
-    assert staging_bytes(spec, engine) == 16384 * spec.heads_per_layer * spec.row_bytes   # a full step's rows
+    assert staging_bytes(spec, engine, 1) == 16384 * spec.heads_per_layer * 80 * 2    # a full step's bf16 rows
     assert bb.hc_mult == 1 and spec.memory_dim == 1280
 
 
