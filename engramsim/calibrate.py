@@ -271,6 +271,9 @@ def _calibrate_host(cal: Calibration, profile: Profile, base_hw: Hardware, table
         why = f"measured: hash, a + b x tokens through {len({r['tokens'] for r in profile.find('hash')})} batch sizes"
         cal.set("host.hash_call_us", round(call_s * 1e6, 3), why)
         cal.set("host.hash_ns_per_token", round(per_token_s * 1e9, 3), why)
+        heads = {r["params"].get("heads") for r in profile.find("hash")} - {None}
+        if len(heads) == 1:
+            cal.set("host.hash_heads", heads.pop(), "measured: hash heads of the profiled layer")
     elif cpu["hash_s_per_token"]:
         cal.set("host.hash_ns_per_token", round(cpu["hash_s_per_token"] * 1e9, 3), "measured: hash (largest batch)")
 

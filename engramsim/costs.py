@@ -229,9 +229,11 @@ def cpu_gather_rows_per_s(host: Host, latency_s: float) -> float:
     return host.gather_mlp / latency_s
 
 
-def hash_s(host: Host, tokens: int, engram_layers: int) -> float:
-    """One hash call per Engram layer: a fixed cost plus a cost per token."""
-    return engram_layers * (host.hash_call_s + tokens * host.hash_s_per_token)
+def hash_s(host: Host, tokens: int, engram_layers: int, heads: int = 0) -> float:
+    """One hash call per Engram layer: a fixed cost plus a cost per token, the latter per hash
+    head (one modulo each) relative to the heads the host's figure was measured with."""
+    per_token = host.hash_s_per_token * (heads / host.hash_heads if heads and host.hash_heads else 1.0)
+    return engram_layers * (host.hash_call_s + tokens * per_token)
 
 
 # --- the ssd tier and its DRAM cache ---------------------------------------------------------

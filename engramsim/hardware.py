@@ -86,6 +86,9 @@ class Host:
     hash_s_per_token: float = spec("hash_ns_per_token", scale=NS)
     # Fixed cost of one hash call (one Engram layer): array setup and per-head loop overhead.
     hash_call_s: float = spec("hash_call_us", scale=US, lo=0, lo_open=False, default=0.0)
+    # Hash heads per layer of the measured hash (orders x heads per order): a layer with more
+    # heads costs proportionally more per token (0: no scaling).
+    hash_heads: int = spec("hash_heads", lo=0, lo_open=False, kind=int, default=0)
     # NUMA nodes of one host (sockets, or Grace CPUs): a per-NUMA table copy is this many copies.
     numa_nodes: int = spec("numa_nodes", kind=int, default=1, hi=64)
 

@@ -270,3 +270,10 @@ def test_bench_py_lengths_are_pythons_random_draws(seed):
     outputs = [r.randint(100, 1024) for _ in range(40)]
     got = w.requests(seed)
     assert list(got.input_len) == inputs and list(got.output_len) == outputs
+
+
+def test_hashing_costs_a_call_plus_tokens_per_head():
+    from tests.simkit import with_host
+    host = with_host(load_hardware("h800"), hash_call_s=30e-6, hash_s_per_token=60e-9, hash_heads=16).host
+    assert costs.hash_s(host, 1000, 2, heads=16) == pytest.approx(2 * (30e-6 + 1000 * 60e-9))
+    assert costs.hash_s(host, 1000, 2, heads=24) == pytest.approx(2 * (30e-6 + 1000 * 90e-9))

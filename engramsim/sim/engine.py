@@ -266,7 +266,7 @@ class Replica:
         layer, pending fetches)."""
         s = self.setup
         spec = s.model.engram
-        hashing = costs.hash_s(s.hw.host, tokens, len(spec.layer_ids))
+        hashing = costs.hash_s(s.hw.host, tokens, len(spec.layer_ids), spec.heads_per_layer)
         hashing += self.cpu_scale * seqs * s.workload.engine.engram_seq_host_s
         shown = max(0.0, hashing - host_hidden)
         self.stats.hash_s += shown
