@@ -25,19 +25,23 @@ class Requests:
         return len(self.arrival_s)
 
 
+# Upper bounds (`hi`): 10M-token prompts and outputs (today's longest contexts are ~1-2M),
+# 1e6 requests per second and 1e9 requests in a workload (whether a run that large is worth
+# simulating is checked separately, by the work estimate in `engramsim.sim.work`); engines
+# batch at most 1e6 sequences and 1e8 tokens per step.
 @dataclass(frozen=True)
 class Engine:
     """Continuous-batching limits the scheduler runs with (defaults: nano-vLLM's Config,
     nanovllm/config.py). Engine presets build it (`EngineSpec.limits`)."""
-    max_num_seqs: int = spec("max_num_seqs", kind=int, default=512)
-    max_num_batched_tokens: int = spec("max_num_batched_tokens", kind=int, default=16384)
-    kv_block_tokens: int = spec("kv_block_tokens", kind=int, default=256)
+    max_num_seqs: int = spec("max_num_seqs", kind=int, default=512, hi=1e6)
+    max_num_batched_tokens: int = spec("max_num_batched_tokens", kind=int, default=16384, hi=1e8)
+    kv_block_tokens: int = spec("kv_block_tokens", kind=int, default=256, hi=65536)
     # Prefetch: the Engram fetch starts when the step's tokens are hashed, overlapping the
     # layers before the Engram layer. Off: the fetch runs synchronously at the Engram layer.
     prefetch: bool = spec("prefetch", kind=bool, default=True)
     # At most this many prompts per prefill step (0: no limit beyond the token budget). A simple
     # harness that prefills one prompt at a time sets 1.
-    max_prefill_seqs: int = spec("max_prefill_seqs", lo=0, lo_open=False, kind=int, default=0)
+    max_prefill_seqs: int = spec("max_prefill_seqs", lo=0, lo_open=False, kind=int, default=0, hi=1e6)
     # With prefetch, a prefill step also starts the fetch for the prompts the next prefill step
     # will take (their tokens are all known), so that fetch overlaps this step's compute.
     prefill_lookahead: bool = spec("prefill_lookahead", kind=bool, default=True)
@@ -47,12 +51,12 @@ class Engine:
 class Workload:
     name: str = spec("name", kind=str)
     kind: str = spec("kind", kind=str)
-    num_seqs: int = spec("num_seqs", kind=int)
-    input_len_min: int = spec("input_len_min", kind=int)
-    input_len_max: int = spec("input_len_max", kind=int)
-    output_len_min: int = spec("output_len_min", kind=int)
-    output_len_max: int = spec("output_len_max", kind=int)
-    rate_per_s: float = spec("rate_per_s", lo=0, lo_open=False, default=0.0)
+    num_seqs: int = spec("num_seqs", kind=int, hi=1e9)
+    input_len_min: int = spec("input_len_min", kind=int, hi=1e7)
+    input_len_max: int = spec("input_len_max", kind=int, hi=1e7)
+    output_len_min: int = spec("output_len_min", kind=int, hi=1e7)
+    output_len_max: int = spec("output_len_max", kind=int, hi=1e7)
+    rate_per_s: float = spec("rate_per_s", lo=0, lo_open=False, default=0.0, hi=1e6)
     description: str = spec("description", kind=str, default="")
     engine: Engine = field(default_factory=Engine)
     # Keys of the workload's own [engine] table: they override the engine preset's limits.
@@ -65,6 +69,9 @@ class Workload:
             raise UserError(f"workload {self.name}: a length range has min > max")
         if self.kind == "poisson" and self.rate_per_s <= 0:
             raise UserError(f"workload {self.name}: a poisson workload needs rate_per_s > 0")
+        if self.kind == "offline" and self.rate_per_s:
+            raise UserError(f"workload {self.name}: rate_per_s does nothing in an offline workload (every "
+                            f"request arrives at once); remove it or set kind = \"poisson\"")
 
     @property
     def max_seq_len(self) -> int:

@@ -1,7 +1,6 @@
 """`engramsim paper`: the simulator against the Engram paper's Table 4."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 import click
@@ -9,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engramsim.papercheck import FIT_MODEL, fit_h800, paper_rows
+from engramsim.fileio import dumps_json
 
 
 @click.command(name="paper")
@@ -26,14 +26,14 @@ def command(fit, as_json):
         with console.status("fitting on Dense-4B...") as status:
             fitted = fit_h800(progress=lambda label: status.update(f"fitting: {label}"))
         if as_json:
-            click.echo(json.dumps(fitted))
+            click.echo(dumps_json(fitted, indent=None))
         else:
             console.print(f"fitted on {FIT_MODEL}: {fitted}  (put these in hwmodels/h800.toml [gpu])")
         return
     with console.status("simulating Table 4..."):
         rows = paper_rows()
     if as_json:
-        click.echo(json.dumps([asdict(r) | {"overhead_error_pp": r.overhead_error_pp,
+        click.echo(dumps_json([asdict(r) | {"overhead_error_pp": r.overhead_error_pp,
                                             "baseline_error_pct": r.baseline_error_pct} for r in rows], indent=2))
         return
     t = Table(title="Engram paper Table 4 (H800): predicted vs reported", title_justify="left", header_style="bold")
