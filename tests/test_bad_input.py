@@ -61,7 +61,7 @@ def _numeric(v) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) or (isinstance(v, list) and v != [])
 
 
-PRESETS = [(kind, name) for kind in ("hardware", "model", "workload") for name in preset_names(kind)]
+PRESETS = [(kind, name) for kind in ("hardware", "model", "workload", "engine") for name in preset_names(kind)]
 bad_numbers = st.sampled_from([float("nan"), float("inf"), float("-inf"), -1, -1e-9, 1e30, 10**30, -(10**30)])
 bad_values = st.one_of(bad_numbers, st.sampled_from(["", "fast", True, [], [1.5], {"a": 1}]))
 
@@ -84,7 +84,7 @@ def test_a_bad_value_anywhere_in_a_preset_is_one_line(tmp_path, preset, data):
     path.write_text(text)
     workload = tmp_path / "tiny.toml"
     workload.write_text(to_toml(TINY_WORKLOAD))
-    flag = {"hardware": "--hw", "model": "--model", "workload": "--workload"}[kind]
+    flag = {"hardware": "--hw", "model": "--model", "workload": "--workload", "engine": "--engine"}[kind]
     argv = ["simulate", "--tier", "dram-copy", "--workload", workload, flag, path]
     code, err = run_cli(argv)
     assert_one_line_error(code, err)
@@ -94,8 +94,12 @@ def test_a_bad_value_anywhere_in_a_preset_is_one_line(tmp_path, preset, data):
 NUMERIC_FLAGS = [
     ("simulate", "--gpus"), ("simulate", "--tp"), ("simulate", "--seed"), ("simulate", "--hbm-cache-gib"),
     ("simulate", "--ssd-dram-hit"), ("simulate", "--ssd-dram-cache-gib"), ("simulate", "--max-seqs"),
-    ("simulate", "--max-steps"), ("calibrate PROFILE", "--table-GiB"), ("profile", "--seed"),
-    ("cache", "--lfu-accesses"), ("cache", "--layer"),
+    ("simulate", "--max-steps"), ("simulate", "--dp"), ("simulate", "--ep"), ("simulate", "--gpu-memory-utilization"),
+    ("simulate", "--max-num-batched-tokens"), ("simulate", "--max-num-seqs"), ("simulate", "--max-model-len"),
+    ("calibrate PROFILE", "--table-GiB"), ("profile", "--seed"), ("cache", "--lfu-accesses"), ("cache", "--layer"),
+    ("memory", "--gpus"), ("memory", "--tp"), ("memory", "--dp"), ("memory", "--ep"), ("memory", "--context"),
+    ("memory", "--max-model-len"), ("memory", "--max-num-batched-tokens"), ("memory", "--max-num-seqs"),
+    ("memory", "--max-capture-size"), ("memory", "--memory-utilization"), ("memory", "--hbm-cache-gib"),
 ]
 bad_flag_values = st.one_of(st.sampled_from(["nan", "inf", "-inf", "-1", "1e30", "1e400", "", "abc", "0x10", "--"]),
                             st.floats(max_value=-1e-12), st.integers(max_value=-1).map(str),
@@ -127,6 +131,7 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("argv", [["simulate", "--hw"], ["simulate", "--model"], ["simulate", "--workload"],
+                                  ["simulate", "--engine"], ["calibrate", "--nvbandwidth"],
                                   ["simulate", "--profile"], ["simulate", "--trace"], ["calibrate"], ["profile", "show"],
                                   ["trace", "--text"], ["trace", "--ids"], ["trace", "--tokenizer"],
                                   ["cache", "--trace"]])
