@@ -18,6 +18,16 @@ from engramsim.errors import UserError
 from engramsim.fileio import input_file, read_input_text
 
 ROOT = Path(__file__).resolve().parent.parent
+# Physical bounds shared by presets, flags and engine command lines (serve.py). The largest
+# clusters today hold ~100,000-200,000 GPUs; a GPU has at most a few hundred GiB of HBM (16 TiB
+# bounds it), a host at most ~32 TiB of DRAM, and contexts reach ~1-2M tokens (2**31 bounds them).
+MAX_GPUS = 1_000_000
+MAX_TP = 1024
+HBM_GIB_MAX = 16384
+DRAM_GIB_MAX = 2**20
+MAX_CONTEXT = 2**31
+MAX_SEQS = 1_000_000
+MAX_BATCHED_TOKENS = 10**8
 PRESET_DIRS = {
     "hardware": ROOT / "hwmodels",
     "model": ROOT / "models",

@@ -10,7 +10,8 @@ import math
 
 import click
 
-from engramsim.presets import allowed_range
+from engramsim.presets import (  # noqa: F401  (the shared bounds, re-exported for the commands)
+    DRAM_GIB_MAX, HBM_GIB_MAX, MAX_BATCHED_TOKENS, MAX_CONTEXT, MAX_GPUS, MAX_SEQS, MAX_TP, allowed_range)
 
 SEED_MAX = 2**32 - 1  # a 32-bit seed, as most tools take
 
@@ -47,15 +48,4 @@ def whole(lo: int, hi: int) -> Number:
 
 
 SEED = whole(0, SEED_MAX)
-
-# Bounds shared by several commands. The largest clusters today hold ~100,000-200,000 GPUs; a
-# GPU has at most a few hundred GiB of HBM (16 TiB bounds it), a host at most ~32 TiB of DRAM,
-# and contexts reach ~1-2M tokens (2**31 bounds them).
-MAX_GPUS = 1_000_000
-MAX_TP = 1024
-HBM_GIB_MAX = 16384
-DRAM_GIB_MAX = 2**20
-MAX_CONTEXT = 2**31
-MAX_SEQS = 1_000_000
-MAX_BATCHED_TOKENS = 10**8
 MAX_WORKERS = 65536  # worker processes of a sweep: a large Ray cluster's CPUs
