@@ -100,6 +100,9 @@ NUMERIC_FLAGS = [
     ("memory", "--gpus"), ("memory", "--tp"), ("memory", "--dp"), ("memory", "--ep"), ("memory", "--context"),
     ("memory", "--max-model-len"), ("memory", "--max-num-batched-tokens"), ("memory", "--max-num-seqs"),
     ("memory", "--max-capture-size"), ("memory", "--memory-utilization"), ("memory", "--hbm-cache-gib"),
+    ("plan", "--gpus"), ("plan", "--tp"), ("plan", "--ep"), ("plan", "--hbm-cache-gib"), ("plan", "--concurrency"),
+    ("plan", "--max-p99-ttft-ms"), ("plan", "--max-p99-tpot-ms"), ("plan", "--min-tok-s"),
+    ("plan", "--max-overhead-pct"), ("plan", "--seed"), ("plan", "--workers"), ("sweep grid.toml", "--workers"),
 ]
 bad_flag_values = st.one_of(st.sampled_from(["nan", "inf", "-inf", "-1", "1e30", "1e400", "", "abc", "0x10", "--"]),
                             st.floats(max_value=-1e-12), st.integers(max_value=-1).map(str),
@@ -114,6 +117,25 @@ def test_a_bad_numeric_flag_is_one_line(tmp_path, command_flag, value):
     code, err = run_cli(argv)
     assert_one_line_error(code, err)
     assert flag in err, err
+
+
+PRICE_KEYS = ["amortize_years", "dram_usd_per_GB", "cxl_usd_per_GB", "ssd_usd_per_GB", "usd_per_gpu_hour"]
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.sampled_from(PRICE_KEYS), st.sampled_from(["nan", "inf", "-inf", "-1", "1e30", "1" + "0" * 30, '"cheap"',
+                                                     "true", "[]", "{ a = 1 }"]))
+def test_a_bad_price_is_one_line(tmp_path, key, value):
+    """Prices have nested tables ([gpu.h100]), so the bad value goes into the file's own text."""
+    import re
+    text = (PRESET_DIRS["prices"] / "cloud-2026.toml").read_text()
+    text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+    assert n == 1
+    path = tmp_path / "prices.toml"
+    path.write_text(text)
+    code, err = run_cli(["plan", "--prices", path])
+    assert_one_line_error(code, err)
+    assert str(path) in err and key in err, err
 
 
 def bad_files(tmp_path: Path) -> dict[str, Path]:
@@ -134,7 +156,7 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
                                   ["simulate", "--engine"], ["calibrate", "--nvbandwidth"],
                                   ["simulate", "--profile"], ["simulate", "--trace"], ["calibrate"], ["profile", "show"],
                                   ["trace", "--text"], ["trace", "--ids"], ["trace", "--tokenizer"],
-                                  ["cache", "--trace"]])
+                                  ["cache", "--trace"], ["plan", "--prices"], ["sweep"]])
 def test_any_file_given_as_an_input_is_one_line(tmp_path, argv):
     for kind, path in bad_files(tmp_path).items():
         code, err = run_cli([*argv, path])  # a FIFO would block here if it were opened
@@ -150,6 +172,9 @@ def test_any_file_given_as_an_input_is_one_line(tmp_path, argv):
     (["profile", "--out", "{tmp}/adir.npz"], "--out"),
     (["profile", "--scratch", "{tmp}/missing"], "--scratch"),
     (["validate", "--scratch", "{tmp}/missing"], "--scratch"),
+    (["simulate", "--timeline", "{tmp}/adir.npz"], "--timeline"),
+    (["sweep", "{tmp}/grid.toml", "--out", "{tmp}/missing/rows.csv"], "--out"),
+    (["plan", "--plot", "{tmp}/missing/p.png"], "--plot"),
 ])
 def test_output_paths_are_checked_before_any_work(tmp_path, argv, where):
     pytest.importorskip("torch") if argv[0] in ("profile", "validate") else None
