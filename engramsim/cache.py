@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engramsim.errors import UserError
+from engramsim.fileio import atomic_output
 
 POLICIES = ("static-topk", "lru", "lfu")
 UNSEEN = np.iinfo(np.int64).max  # rank of a row the training part never read: no cache holds it
@@ -296,7 +297,8 @@ class CacheCurves:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout(rect=(0, 0.03, 1, 1))
-        fig.savefig(path, dpi=120)
+        with atomic_output(path) as f:
+            fig.savefig(f, dpi=120, format="png")
         plt.close(fig)
 
 

@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from engramsim.errors import UserError
+from engramsim.fileio import write_atomic
 from engramsim.hardware import SECTIONS, Hardware, hardware_from_dict, hardware_to_dict, load_hardware
 from engramsim.presets import load_toml
-from engramsim.profile_io import Profile, load_profile, write_atomic
+from engramsim.profile_io import Profile, load_profile
+from engramsim.units import GiB, MiB
 
-GiB = 2.0**30
 
 
 # --- fits -------------------------------------------------------------------------------------
@@ -68,7 +71,7 @@ class GatherCurve:
         return max(s, 1e-12), table_bytes > self.max_table_bytes
 
 
-def fit_gather_curve(rows: list[dict], min_fit_bytes: float = 32 * 2**20, points: int = 4) -> GatherCurve:
+def fit_gather_curve(rows: list[dict], min_fit_bytes: float = 32 * MiB, points: int = 4) -> GatherCurve:
     """Fit seconds per row (median_s / rows) over the tables of at least `min_fit_bytes` (the
     largest two if fewer), at most the `points` largest: tables that fit in the caches say
     nothing about large ones."""
@@ -222,8 +225,6 @@ def calibrate(profile: Profile | None, base: str = "h800", table_GiB: float | No
         for key in data.get(section, {}):
             cal.provenance[f"{section}.{key}"] = f"inherited: {base}"
     if profile:
-        if profile.partial:
-            cal.notes.append("the profile is partial (interrupted): fewer figures were measured")
         _calibrate_host(cal, profile, base_hw, table_GiB)
         _calibrate_ssd(cal, profile)
         _calibrate_gpu(cal, profile, base_hw, table_GiB)
@@ -232,6 +233,8 @@ def calibrate(profile: Profile | None, base: str = "h800", table_GiB: float | No
         from engramsim.nvbandwidth import apply_nvbandwidth
         apply_nvbandwidth(cal, nvbandwidth, base_hw)
     cal.data["provenance"] = cal.provenance
+    if profile:
+        cal.notes.insert(0, profile_usage(profile, cal))
     return cal
 
 
@@ -239,11 +242,12 @@ def _table_bytes(curve: GatherCurve, table_GiB: float | None) -> float:
     return table_GiB * GiB if table_GiB else curve.max_table_bytes
 
 
-def _curve_why(name: str, curve: GatherCurve, at: float, extrapolated: bool) -> str:
+def _curve_why(name: str, curve: GatherCurve, at: float, extrapolated: bool, table_GiB: float | None) -> str:
     span = f"fit over {curve.min_table_bytes / GiB:.3g}-{curve.max_table_bytes / GiB:.3g} GiB"
+    where = f"--table-GiB {table_GiB:g}" if table_GiB else f"{at / GiB:.3g} GiB"
     if extrapolated:
-        return f"extrapolated: {name} {span}, evaluated at {at / GiB:.3g} GiB"
-    return f"measured: {name} ({span}, at {at / GiB:.3g} GiB)"
+        return f"extrapolated: {name} {span}, evaluated at {where}"
+    return f"measured: {name} ({span}, at {where})"
 
 
 def _calibrate_host(cal: Calibration, profile: Profile, base_hw: Hardware, table_GiB):
@@ -264,7 +268,7 @@ def _calibrate_host(cal: Calibration, profile: Profile, base_hw: Hardware, table
         at = _table_bytes(curve, table_GiB)
         s_per_row, extrapolated = curve.at(at)
         mlp = base_hw.host.dram_latency_s / s_per_row
-        cal.set("host.gather_mlp", round(mlp, 4), _curve_why("dram_gather", curve, at, extrapolated)
+        cal.set("host.gather_mlp", round(mlp, 4), _curve_why("dram_gather", curve, at, extrapolated, table_GiB)
                 + f"; rows/s per thread x inherited dram_latency_ns {base_hw.host.dram_latency_s * 1e9:g}")
     if cpu["hash_fit"]:
         call_s, per_token_s = cpu["hash_fit"]
@@ -309,7 +313,7 @@ def _calibrate_gpu(cal: Calibration, profile: Profile, base_hw: Hardware, table_
         cal.notes.append("no GPU in the profile: [gpu] and [link] are the base preset's")
         return
     cal.set("gpu.name", profile.gpu["name"], "measured: torch/NVML")
-    cal.set("gpu.hbm_MiB", round(profile.gpu["memory_bytes"] / 2**20), "measured: torch/NVML total memory")
+    cal.set("gpu.hbm_MiB", round(profile.gpu["memory_bytes"] / MiB), "measured: torch/NVML total memory")
     one = _main_gather_rows(profile, "hbm_gather")
     if one:
         curve = fit_gather_curve(one)
@@ -317,7 +321,7 @@ def _calibrate_gpu(cal: Calibration, profile: Profile, base_hw: Hardware, table_
         s_per_row, extrapolated = curve.at(at)
         bps = one[0]["params"]["row_bytes"] / s_per_row
         eff = min(1.0, bps / base_hw.gpu.hbm_bw_Bps)
-        cal.set("gpu.gather_efficiency", round(eff, 4), _curve_why("hbm_gather", curve, at, extrapolated)
+        cal.set("gpu.gather_efficiency", round(eff, 4), _curve_why("hbm_gather", curve, at, extrapolated, table_GiB)
                 + f"; over inherited hbm_bw_GBps {base_hw.gpu.hbm_bw_Bps / 1e9:g}")
     mm = profile.find("overlap", path="gpu", stage="matmul", **{"with": "none"})
     if mm:
@@ -352,7 +356,7 @@ def _calibrate_link(cal: Calibration, profile: Profile, base_hw: Hardware):
 def hardware_from_profile(profile_path: str | Path, base: str = "h800", table_GiB: float | None = None) -> Hardware:
     """The hardware model of the profiled machine: measured figures over the base preset."""
     profile = load_profile(profile_path)
-    return calibrate(profile, base, table_GiB).hardware(f"calibration of {profile_path}")
+    return check_calibration(calibrate(profile, base, table_GiB))
 
 
 # --- TOML output ------------------------------------------------------------------------------
@@ -383,8 +387,31 @@ def to_toml(data: dict, header: str = "") -> str:
 
 
 def write_calibration(cal: Calibration, path: str | Path, source: str = "") -> Path:
+    """Check the model loads, then replace `path` atomically: a bad fit never clobbers a file."""
     path = Path(path)
+    check_calibration(cal)
     header = f"engramsim calibrate {source}\n" + "\n".join(f"note: {n}" for n in cal.notes)
     write_atomic(path, to_toml(cal.data, header))
     hardware_from_dict(load_toml(path), str(path), path)  # what we wrote must load
     return path
+
+
+def check_calibration(cal: Calibration) -> Hardware:
+    """The calibrated model, or one line naming the bad figure and where it came from."""
+    try:
+        return cal.hardware("calibrated model")
+    except UserError as e:
+        found = re.search(r"\[(\w+)\]: '(\w+)'", str(e))
+        why = cal.provenance.get(f"{found[1]}.{found[2]}") if found else None
+        raise UserError(f"{e}" + (f" (this figure is {why})" if why else "")) from None
+
+
+def profile_usage(profile: Profile, cal: Calibration) -> str:
+    """How much of the profile the calibration used, in one line (partial profiles say so)."""
+    benchmarks = sorted({m["name"] for m in profile.measurements})
+    measured = sum(1 for why in cal.provenance.values() if not why.startswith("inherited"))
+    used = (f"{len(profile.measurements)} measured points from {len(benchmarks)} benchmarks "
+            f"({', '.join(benchmarks)}) gave {measured} of {len(cal.provenance)} figures; the rest are inherited")
+    if profile.partial:
+        return f"partial profile (interrupted): only {used}"
+    return used

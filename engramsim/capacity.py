@@ -13,9 +13,8 @@ from engramsim.engine import EngineSpec
 from engramsim.errors import UserError
 from engramsim.hardware import Hardware
 from engramsim.model import EngramSpec, ModelSpec
+from engramsim.units import GiB, MiB
 
-GiB = 2.0**30
-MiB = 2.0**20
 ACT_BYTES = 2      # bf16 activations
 LOGIT_BYTES = 4    # fp32 logits of the sampler
 

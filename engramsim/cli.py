@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from engramsim.errors import UserError
+from engramsim.errors import Interrupted, UserError
 
 COMMANDS = {
     "simulate": "Simulate an inference server with Engram tables in each placement.",
@@ -36,6 +36,13 @@ class LazyGroup(click.Group):
         if name not in COMMANDS or not importlib.util.find_spec(f"engramsim.commands.{name}"):
             return None
         return importlib.import_module(f"engramsim.commands.{name}").command
+
+    def invoke(self, ctx):
+        # click would turn Ctrl-C into Abort after printing a blank line; keep it one line.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
 
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name]) for name in self.list_commands(ctx)]
@@ -64,6 +71,9 @@ def main(argv=None):
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except Interrupted as e:
+        click.echo(str(e), err=True)
+        sys.exit(130)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from engramsim.errors import UserError
+from engramsim.fileio import input_file, read_input_text
 
 DEFAULT_MAX_BYTES = 1_500_000              # the `en` part
 PART_BYTES = {"en": DEFAULT_MAX_BYTES, "code": 1_000_000, "zh": 1_000_000}
@@ -216,10 +217,7 @@ def text_corpus(paths: list[str | Path]) -> Corpus:
     """Each text file is one document."""
     docs = []
     for p in paths:
-        try:
-            text = Path(p).read_text(encoding="utf-8", errors="replace")
-        except OSError as e:
-            raise UserError(f"cannot read {p}: {e.strerror}") from None
+        text = read_input_text(p, "text")
         if not text.strip():
             raise UserError(f"{p}: empty text")
         docs.append(text)
@@ -232,20 +230,18 @@ def text_corpus(paths: list[str | Path]) -> Corpus:
 def read_token_ids(path: str | Path) -> list[np.ndarray]:
     """Token-id sequences from a .npy file (1-D: one sequence; 2-D: one per row) or a text file
     (whitespace-separated integers, one sequence per non-empty line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"token-id file not found: {path}")
+    path = input_file(path, "token-id")
     if path.suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
+        except (ValueError, OSError, EOFError) as e:
             raise UserError(f"{path}: not a numpy array file ({e})") from None
         if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.integer):
             raise UserError(f"{path}: expected a 1-D or 2-D integer array, got {arr.ndim}-D {arr.dtype}")
         seqs = [arr] if arr.ndim == 1 else list(arr)
     else:
         seqs = []
-        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        for n, line in enumerate(read_input_text(path, "token-id").splitlines(), 1):
             if line.strip():
                 try:
                     seqs.append(np.array([int(v) for v in line.split()], dtype=np.int64))

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from engramsim.errors import UserError
 from engramsim.presets import build, load_toml, resolve, spec
+from engramsim.units import GiB, MiB
 from engramsim.workload import Engine
 
 SCHEDULING = ("whole-prompt", "chunked")
 FETCH_STARTS = ("forward-entry", "engram-layer")
 HOST_COPIES = ("per-node", "per-numa", "per-replica")
-MiB = 2.0**20
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,8 @@ class EngineSpec:
                    + max(self.max_num_batched_tokens, self.reserve_min_chunk_tokens) * self.reserve_MiB_per_chunk_token
                    + self.max_capture_size * self.reserve_MiB_per_graph_seq
                    + tp / 8 * self.reserve_MiB_per_8_ranks) * MiB
-        if hbm_bytes > self.reserve_floor_above_GiB * 2.0**30:
-            reserve = max(reserve, self.reserve_floor_GiB * 2.0**30)
+        if hbm_bytes > self.reserve_floor_above_GiB * GiB:
+            reserve = max(reserve, self.reserve_floor_GiB * GiB)
         return max(0.0, 1.0 - reserve / hbm_bytes)
 
     @property

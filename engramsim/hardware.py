@@ -12,19 +12,27 @@ from pathlib import Path
 
 from engramsim.errors import UserError
 from engramsim.presets import PRESET_DIRS, build, load_toml, resolve, spec
+from engramsim.units import GB, NS, US, GiB, MiB
 
-GB, GiB, MiB, US, NS = 1e9, 2.0**30, 2.0**20, 1e-6, 1e-9
 PARTS_DIR = PRESET_DIRS["hardware"] / "parts"
+MAX_GPUS_PER_HOST = 1024  # one NVLink domain: 72 GPUs in an NVL72 rack today
 
 
+# Upper bounds (`hi`) reject typos and absurd magnitudes, with room far beyond today's parts:
+# a B200 has ~2,250 dense BF16 TFLOPS, 180 GiB of HBM at 8 TB/s, 900 GB/s of NVLink, so a GPU is
+# bounded at 1e5 TFLOPS, 16 TiB, 1 PB/s and 100 TB/s. Host links (PCIe Gen5 x16 ~64 GB/s,
+# NVLink-C2C 450 GB/s), DRAM (a few hundred GB/s, 100 ns, up to 32 TiB per host), CXL and SSDs
+# (~3M IOPS, 14 GB/s, NVMe queue depth 65,536) are bounded at 100-10,000x today's figures.
+# Latencies and per-step costs are bounded at 1 s (10 s per step), core and thread counts at
+# 100,000, and device counts at 4,096 per host or pool.
 @dataclass(frozen=True)
 class GPU:
     name: str = spec("name", kind=str)
-    bf16_flops: float = spec("bf16_dense_tflops", scale=1e12)
+    bf16_flops: float = spec("bf16_dense_tflops", scale=1e12, hi=1e5)
     # Device memory as the device reports it (nvidia-smi / NVML memory.total, rocm-smi VRAM
     # total), in MiB: marketed "GB" figures are neither MiB nor GiB.
     hbm_bytes: float = spec("hbm_MiB", scale=MiB, hi=2**24)
-    hbm_bw_Bps: float = spec("hbm_bw_GBps", scale=GB)
+    hbm_bw_Bps: float = spec("hbm_bw_GBps", scale=GB, hi=1e6)
     # Fractions of peak that real kernels reach (documented per preset).
     matmul_efficiency: float = spec("matmul_efficiency", hi=1.0)
     hbm_efficiency: float = spec("hbm_efficiency", hi=1.0)
@@ -32,63 +40,63 @@ class GPU:
     gather_efficiency: float = spec("gather_efficiency", hi=1.0)
     # Fixed host cost of one step of a CPU standing in for the accelerator (`engramsim validate`
     # fits it on its measured baseline). A server's engine costs live in engine presets.
-    step_overhead_s: float = spec("step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
-    kernel_launch_s: float = spec("kernel_launch_us", scale=US, lo=0, lo_open=False, default=5.0)
+    step_overhead_s: float = spec("step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e7)
+    kernel_launch_s: float = spec("kernel_launch_us", scale=US, lo=0, lo_open=False, default=5.0, hi=1e6)
     # GPU-to-GPU bandwidth per direction (NVLink) and the fixed cost of one all-reduce, for
     # tensor-parallel replicas: each layer all-reduces its attention and MLP outputs.
-    nvlink_Bps: float = spec("nvlink_GBps", scale=GB, default=0.0, lo=0, lo_open=False)
-    allreduce_latency_s: float = spec("allreduce_latency_us", scale=US, lo=0, lo_open=False, default=0.0)
+    nvlink_Bps: float = spec("nvlink_GBps", scale=GB, default=0.0, lo=0, lo_open=False, hi=1e5)
+    allreduce_latency_s: float = spec("allreduce_latency_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
     # Fixed host cost of each layer's forward (operator dispatch when kernels are not captured
     # in a graph); 0 for engines that replay CUDA graphs.
-    layer_overhead_s: float = spec("layer_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
+    layer_overhead_s: float = spec("layer_overhead_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
     # Fixed cost of the Engram fusion at each Engram layer per step (operator dispatch when it
     # is not captured in a graph; measured by `engramsim validate` on a CPU).
-    engram_module_overhead_s: float = spec("engram_module_overhead_us", scale=US, lo=0, lo_open=False, default=0.0)
+    engram_module_overhead_s: float = spec("engram_module_overhead_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
     # ...and its cost per token beyond the roofline (small-tensor elementwise work on a CPU).
-    engram_module_s_per_token: float = spec("engram_module_ns_per_token", scale=NS, lo=0, lo_open=False, default=0.0)
+    engram_module_s_per_token: float = spec("engram_module_ns_per_token", scale=NS, lo=0, lo_open=False, default=0.0, hi=1e9)
     # A CPU standing in for the accelerator (`engramsim validate` on a CPU-only machine): its
     # compute runs on `compute_threads` host cores and competes with CPU gather threads.
     compute_on_host: bool = spec("compute_on_host", kind=bool, default=False)
-    compute_threads: int = spec("compute_threads", lo=0, lo_open=False, kind=int, default=0)
+    compute_threads: int = spec("compute_threads", lo=0, lo_open=False, kind=int, default=0, hi=1e5)
 
 
 @dataclass(frozen=True)
 class Link:
     """One GPU's host link (PCIe or NVLink-C2C), per direction."""
     kind: str = spec("kind", kind=str)
-    h2d_Bps: float = spec("h2d_GBps", scale=GB)
-    d2h_Bps: float = spec("d2h_GBps", scale=GB)
+    h2d_Bps: float = spec("h2d_GBps", scale=GB, hi=1e5)
+    d2h_Bps: float = spec("d2h_GBps", scale=GB, hi=1e5)
     # Fixed cost of one DMA copy: launch, descriptor setup and completion.
-    latency_s: float = spec("latency_us", scale=US)
+    latency_s: float = spec("latency_us", scale=US, hi=1e6)
     # Round trip of one zero-copy read request from the GPU to host memory and back.
-    read_round_trip_s: float = spec("read_round_trip_us", scale=US, default=1.5)
+    read_round_trip_s: float = spec("read_round_trip_us", scale=US, default=1.5, hi=1e6)
     # Zero-copy reads: each request carries `read_request_bytes` of payload plus per-packet
     # overhead, and at most `max_outstanding_reads` can be in flight over one round trip.
-    read_request_bytes: int = spec("read_request_bytes", kind=int, default=128)
-    packet_overhead_bytes: int = spec("packet_overhead_bytes", lo=0, lo_open=False, kind=int, default=24)
-    max_outstanding_reads: int = spec("max_outstanding_reads", kind=int, default=512)
+    read_request_bytes: int = spec("read_request_bytes", kind=int, default=128, hi=65536)
+    packet_overhead_bytes: int = spec("packet_overhead_bytes", lo=0, lo_open=False, kind=int, default=24, hi=65536)
+    max_outstanding_reads: int = spec("max_outstanding_reads", kind=int, default=512, hi=1e7)
 
 
 @dataclass(frozen=True)
 class Host:
     name: str = spec("name", kind=str)
-    dram_bw_Bps: float = spec("dram_bw_GBps", scale=GB)
-    dram_latency_s: float = spec("dram_latency_ns", scale=NS)
-    dram_bytes: float = spec("dram_GiB", scale=GiB)
+    dram_bw_Bps: float = spec("dram_bw_GBps", scale=GB, hi=1e5)
+    dram_latency_s: float = spec("dram_latency_ns", scale=NS, hi=1e6)
+    dram_bytes: float = spec("dram_GiB", scale=GiB, hi=1048576)
     # Fraction of peak DRAM bandwidth that loads and stores sustain (STREAM-like).
     dram_efficiency: float = spec("dram_efficiency", hi=1.0)
-    cpu_cores: int = spec("cpu_cores", kind=int)
+    cpu_cores: int = spec("cpu_cores", kind=int, hi=1e5)
     # CPU threads one GPU's engine uses to gather rows into pinned staging (dram-copy path).
-    gather_threads_per_gpu: int = spec("gather_threads_per_gpu", kind=int)
+    gather_threads_per_gpu: int = spec("gather_threads_per_gpu", kind=int, hi=1e5)
     # Cache misses one gather thread keeps in flight: rows/s per thread = mlp / latency.
-    gather_mlp: float = spec("gather_mlp")
+    gather_mlp: float = spec("gather_mlp", hi=1e4)
     # Engram n-gram hash, CPU, per token (all heads of one layer).
-    hash_s_per_token: float = spec("hash_ns_per_token", scale=NS)
+    hash_s_per_token: float = spec("hash_ns_per_token", scale=NS, hi=1e9)
     # Fixed cost of one hash call (one Engram layer): array setup and per-head loop overhead.
-    hash_call_s: float = spec("hash_call_us", scale=US, lo=0, lo_open=False, default=0.0)
+    hash_call_s: float = spec("hash_call_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e7)
     # Hash heads per layer of the measured hash (orders x heads per order): a layer with more
     # heads costs proportionally more per token (0: no scaling).
-    hash_heads: int = spec("hash_heads", lo=0, lo_open=False, kind=int, default=0)
+    hash_heads: int = spec("hash_heads", lo=0, lo_open=False, kind=int, default=0, hi=4096)
     # NUMA nodes of one host (sockets, or Grace CPUs): a per-NUMA table copy is this many copies.
     numa_nodes: int = spec("numa_nodes", kind=int, default=1, hi=64)
 
@@ -96,13 +104,13 @@ class Host:
 @dataclass(frozen=True)
 class CXL:
     name: str = spec("name", kind=str)
-    devices: int = spec("devices", kind=int)
-    device_bw_Bps: float = spec("device_bw_GBps", scale=GB)
-    device_bytes: float = spec("device_GiB", scale=GiB)
-    latency_s: float = spec("latency_ns", scale=NS)
+    devices: int = spec("devices", kind=int, hi=4096)
+    device_bw_Bps: float = spec("device_bw_GBps", scale=GB, hi=1e5)
+    device_bytes: float = spec("device_GiB", scale=GiB, hi=1048576)
+    latency_s: float = spec("latency_ns", scale=NS, hi=1e6)
     # A pool behind a switch: every host's traffic crosses it (0 = direct-attached expander).
-    switch_bw_Bps: float = spec("switch_bw_GBps", scale=GB, lo=0, lo_open=False, default=0.0)
-    switch_latency_s: float = spec("switch_latency_ns", scale=NS, lo=0, lo_open=False, default=0.0)
+    switch_bw_Bps: float = spec("switch_bw_GBps", scale=GB, lo=0, lo_open=False, default=0.0, hi=1e6)
+    switch_latency_s: float = spec("switch_latency_ns", scale=NS, lo=0, lo_open=False, default=0.0, hi=1e6)
 
     @property
     def pooled(self) -> bool:
@@ -116,13 +124,13 @@ class CXL:
 @dataclass(frozen=True)
 class SSD:
     name: str = spec("name", kind=str)
-    devices: int = spec("devices", kind=int)
-    read_iops: float = spec("read_iops_per_device")
-    read_bw_Bps: float = spec("read_bw_GBps_per_device", scale=GB)
-    latency_s: float = spec("read_latency_us", scale=US)
-    device_bytes: float = spec("device_GiB", scale=GiB)
-    page_bytes: int = spec("page_bytes", kind=int, default=4096)
-    queue_depth: int = spec("queue_depth_per_device", kind=int, default=128)
+    devices: int = spec("devices", kind=int, hi=4096)
+    read_iops: float = spec("read_iops_per_device", hi=1e9)
+    read_bw_Bps: float = spec("read_bw_GBps_per_device", scale=GB, hi=1e4)
+    latency_s: float = spec("read_latency_us", scale=US, hi=1e6)
+    device_bytes: float = spec("device_GiB", scale=GiB, hi=1048576)
+    page_bytes: int = spec("page_bytes", kind=int, default=4096, hi=1048576)
+    queue_depth: int = spec("queue_depth_per_device", kind=int, default=128, hi=65536)
 
 
 @dataclass(frozen=True)
@@ -157,8 +165,10 @@ def hardware_from_dict(data: dict, where: str, path: Path | None = None) -> Hard
         if required not in data:
             raise UserError(f"{where}: missing table [{required}]")
     gpus = data.get("gpus_per_host", 8)
-    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
-        raise UserError(f"{where}: 'gpus_per_host' must be a whole number >= 1, got {gpus!r}")
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS_PER_HOST:
+        raise UserError(f"{where}: 'gpus_per_host' must be a whole number in [1, {MAX_GPUS_PER_HOST}], got {gpus!r}")
+    if not isinstance(data.get("provenance", {}), dict):
+        raise UserError(f"{where}: 'provenance' must be a table")
     sections = {name: build(cls, _with_part(data[name], f"{where} [{name}]"), f"{where} [{name}]")
                 for name, cls in SECTIONS.items() if name in data}
     return Hardware(name=str(data.get("name", path.stem if path else "custom")),

@@ -54,23 +54,27 @@ def _dtype_bytes(dtype: str, where: str) -> float:
     return DTYPES[dtype].bytes_per_value
 
 
+# Upper bounds (`hi`): the largest models today have ~128 layers, hidden 16,384, vocabularies of
+# ~256k ids (2**24 leaves 64x room), a few hundred routed experts and 1-2M rows per head table
+# (V4.1-Flash: ~384M rows per layer). Layers are bounded at 1,024, widths and expert counts at
+# 2**20-2**24, table rows at 1e12 per head and a row at 1 MiB.
 @dataclass(frozen=True)
 class EngramSpec:
-    layer_ids: tuple[int, ...] = spec("layer_ids", kind=list)
+    layer_ids: tuple[int, ...] = spec("layer_ids", kind=list, hi=1023)
     max_ngram_size: int = spec("max_ngram_size", lo=2, lo_open=False, hi=16, kind=int)
-    n_head_per_ngram: int = spec("n_head_per_ngram", kind=int)
+    n_head_per_ngram: int = spec("n_head_per_ngram", kind=int, hi=1024)
     # Rows per head table, one entry per n-gram order 2..max_ngram_size (as in EngramConfig).
-    engram_vocab_size: tuple[int, ...] = spec("engram_vocab_size", kind=list)
-    seed: int = spec("seed", lo=0, lo_open=False, kind=int, default=0)
+    engram_vocab_size: tuple[int, ...] = spec("engram_vocab_size", kind=list, hi=1e12)
+    seed: int = spec("seed", lo=0, lo_open=False, kind=int, default=0, hi=2**32 - 1)
     # DeepSeek-V3 tokenizer vocabulary is 129,280; compression shrinks it (paper: by 23%).
-    compressed_vocab_size: int = spec("compressed_vocab_size", kind=int, default=129280)
-    compressed_pad_id: int = spec("compressed_pad_id", lo=0, lo_open=False, kind=int, default=2)
-    n_embed_per_ngram: int = spec("n_embed_per_ngram", kind=int, default=512)
-    kernel_size: int = spec("kernel_size", kind=int, default=4)
+    compressed_vocab_size: int = spec("compressed_vocab_size", kind=int, default=129280, hi=2**24)
+    compressed_pad_id: int = spec("compressed_pad_id", lo=0, lo_open=False, kind=int, default=2, hi=2**24)
+    n_embed_per_ngram: int = spec("n_embed_per_ngram", kind=int, default=512, hi=2**20)
+    kernel_size: int = spec("kernel_size", kind=int, default=4, hi=1024)
     dtype: str = spec("dtype", kind=str, default="bf16")
     # Bytes of one fetched row. 0 derives it: n_embed_per_ngram / n_head_per_ngram values of
     # `dtype`. fp8 tables carry block scales, so their presets give it explicitly.
-    row_bytes: int = spec("row_bytes", lo=0, lo_open=False, kind=int, default=0)
+    row_bytes: int = spec("row_bytes", lo=0, lo_open=False, kind=int, default=0, hi=2**20)
     # Rows of each Engram layer's tables as the checkpoint declares them (config.json
     # `engram_num_embeddings`: the sum of the heads' prime sizes). Empty: vocab sizes x heads.
     num_embeddings: tuple[int, ...] = spec("num_embeddings", kind=list, default=(), hi=1e13)
@@ -146,35 +150,35 @@ class EngramSpec:
 @dataclass(frozen=True)
 class Backbone:
     """Transformer shapes from which weights, FLOPs and KV-cache bytes are derived."""
-    n_layers: int = spec("n_layers", kind=int)
-    hidden_size: int = spec("hidden_size", kind=int)
-    vocab_size: int = spec("vocab_size", kind=int)
-    n_heads: int = spec("n_heads", kind=int)
-    head_dim: int = spec("head_dim", kind=int)
+    n_layers: int = spec("n_layers", kind=int, hi=1024)
+    hidden_size: int = spec("hidden_size", kind=int, hi=2**20)
+    vocab_size: int = spec("vocab_size", kind=int, hi=2**24)
+    n_heads: int = spec("n_heads", kind=int, hi=4096)
+    head_dim: int = spec("head_dim", kind=int, hi=4096)
     dtype: str = spec("dtype", kind=str, default="bf16")
     kv_dtype: str = spec("kv_dtype", kind=str, default="bf16")
     # GQA attention: KV cache holds K and V per KV head. MLA: a latent of kv_lora_rank + rope dims.
-    n_kv_heads: int = spec("n_kv_heads", lo=0, lo_open=False, kind=int, default=0)
-    kv_lora_rank: int = spec("kv_lora_rank", lo=0, lo_open=False, kind=int, default=0)
-    qk_rope_head_dim: int = spec("qk_rope_head_dim", lo=0, lo_open=False, kind=int, default=0)
+    n_kv_heads: int = spec("n_kv_heads", lo=0, lo_open=False, kind=int, default=0, hi=4096)
+    kv_lora_rank: int = spec("kv_lora_rank", lo=0, lo_open=False, kind=int, default=0, hi=65536)
+    qk_rope_head_dim: int = spec("qk_rope_head_dim", lo=0, lo_open=False, kind=int, default=0, hi=4096)
     # Attention weights per layer; 0 derives the GQA count from the shapes above.
-    attn_params_per_layer: int = spec("attn_params_per_layer", lo=0, lo_open=False, kind=int, default=0)
+    attn_params_per_layer: int = spec("attn_params_per_layer", lo=0, lo_open=False, kind=int, default=0, hi=1e12)
     # The part of attn_params_per_layer every TP rank holds whole; the rest is divided across TP
     # (vLLM DeepSeek-V4/V4.1: the fused wq_a|wkv projection is replicated, wq_b/wo_a column-
     # and wo_b row-parallel).
     attn_replicated_params_per_layer: int = spec("attn_replicated_params_per_layer", lo=0, lo_open=False,
                                                  kind=int, default=0, hi=1e12)
-    intermediate_size: int = spec("intermediate_size", lo=0, lo_open=False, kind=int, default=0)
+    intermediate_size: int = spec("intermediate_size", lo=0, lo_open=False, kind=int, default=0, hi=2**24)
     # Mixture of experts: the first `first_dense_layers` use the dense MLP.
-    n_routed_experts: int = spec("n_routed_experts", lo=0, lo_open=False, kind=int, default=0)
-    n_active_experts: int = spec("n_active_experts", lo=0, lo_open=False, kind=int, default=0)
-    n_shared_experts: int = spec("n_shared_experts", lo=0, lo_open=False, kind=int, default=0)
-    moe_intermediate_size: int = spec("moe_intermediate_size", lo=0, lo_open=False, kind=int, default=0)
-    first_dense_layers: int = spec("first_dense_layers", lo=0, lo_open=False, kind=int, default=0)
+    n_routed_experts: int = spec("n_routed_experts", lo=0, lo_open=False, kind=int, default=0, hi=2**20)
+    n_active_experts: int = spec("n_active_experts", lo=0, lo_open=False, kind=int, default=0, hi=2**20)
+    n_shared_experts: int = spec("n_shared_experts", lo=0, lo_open=False, kind=int, default=0, hi=1024)
+    moe_intermediate_size: int = spec("moe_intermediate_size", lo=0, lo_open=False, kind=int, default=0, hi=2**24)
+    first_dense_layers: int = spec("first_dense_layers", lo=0, lo_open=False, kind=int, default=0, hi=1024)
     tie_embeddings: bool = spec("tie_embeddings", kind=bool, default=False)
     # Hyper-connection branches (deepseek-ai/Engram BackBoneConfig.hc_mult; 1 = none). The
     # Engram fusion has one key projection, norm pair and conv group per branch.
-    hc_mult: int = spec("hc_mult", kind=int, default=1)
+    hc_mult: int = spec("hc_mult", kind=int, default=1, hi=64)
     # Storage of the routed experts and of the embeddings / LM head ("" = `dtype`).
     expert_dtype: str = spec("expert_dtype", kind=str, default="")
     embed_dtype: str = spec("embed_dtype", kind=str, default="")

@@ -16,8 +16,8 @@ from engramsim.prices import Prices
 from engramsim.sweep import build
 from engramsim.sweep.grid import Grid, config_key, parse_grid
 from engramsim.sweep.run import run_sweep
+from engramsim.units import GiB
 
-GiB = 2.0**30
 TABLE_KEY = "model.engram.engram_vocab_size"
 BISECT_STEPS = 7          # after bracketing: the table size is known to within 2^(1/2^7) ~ 0.5%
 MAX_DOUBLINGS = 12

@@ -15,8 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from engramsim.errors import UserError
+from engramsim.fileio import input_file, read_input_text
 
 ROOT = Path(__file__).resolve().parent.parent
+# Physical bounds shared by presets, flags and engine command lines (serve.py). The largest
+# clusters today hold ~100,000-200,000 GPUs; a GPU has at most a few hundred GiB of HBM (16 TiB
+# bounds it), a host at most ~32 TiB of DRAM, and contexts reach ~1-2M tokens (2**31 bounds them).
+MAX_GPUS = 1_000_000
+MAX_TP = 1024
+HBM_GIB_MAX = 16384
+DRAM_GIB_MAX = 2**20
+MAX_CONTEXT = 2**31
+MAX_SEQS = 1_000_000
+MAX_BATCHED_TOKENS = 10**8
 PRESET_DIRS = {
     "hardware": ROOT / "hwmodels",
     "model": ROOT / "models",
@@ -31,8 +42,11 @@ def spec(key: str, scale: float = 1.0, lo: float | None = 0.0, lo_open: bool = T
     """A dataclass field read from TOML key `key`, multiplied by `scale` into SI units.
 
     `lo`/`hi` bound the TOML value; `lo_open` makes the lower bound exclusive (the default:
-    most quantities must be strictly positive).
+    most quantities must be strictly positive). Every number needs a physical upper bound `hi`,
+    so an absurd magnitude (1e30 TFLOPS) is an error, not a result.
     """
+    if kind in (int, float, list) and hi is None:
+        raise TypeError(f"spec('{key}'): numeric fields need an upper bound `hi`")
     meta = {"key": key, "scale": scale, "lo": lo, "lo_open": lo_open, "hi": hi, "kind": kind}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
@@ -48,9 +62,7 @@ def resolve(kind: str, name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     path = Path(text)
     if path.suffix == ".toml" or path.exists() or "/" in text:
-        if not path.is_file():
-            raise UserError(f"{kind} file not found: {text}")
-        return path
+        return input_file(path, kind)
     candidate = PRESET_DIRS[kind] / f"{text}.toml"
     if not candidate.is_file():
         known = ", ".join(preset_names(kind)) or "none"
@@ -59,24 +71,18 @@ def resolve(kind: str, name_or_path: str | Path) -> Path:
 
 
 def load_toml(path: Path) -> dict:
+    text = read_input_text(path, "TOML")
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: malformed TOML: {e}") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror}") from None
 
 
 def load_json(path: str | Path, what: str, hint: str = ""):
     """A JSON file (a config.json, an nvbandwidth result, ...) with one-line errors naming it."""
-    path = Path(path)
+    text = read_input_text(path, what)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{what} file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not JSON ({e.msg} at line {e.lineno}){hint}") from None
 
@@ -123,12 +129,20 @@ def _number(value: Any, meta: dict, where: str, kind: type):
         raise UserError(f"{where} must be a number, got {value!r}")
     if kind is int and (isinstance(value, float) and not value.is_integer()):
         raise UserError(f"{where} must be a whole number, got {value!r}")
-    if not math.isfinite(value):
-        raise UserError(f"{where} must be finite, got {value!r}")
     lo, hi = meta["lo"], meta["hi"]
-    if lo is not None and (value < lo or (meta["lo_open"] and value == lo)):
-        op = ">" if meta["lo_open"] else ">="
-        raise UserError(f"{where} must be {op} {lo}, got {value!r}")
-    if hi is not None and value > hi:
-        raise UserError(f"{where} must be <= {hi}, got {value!r}")
+    too_low = lo is not None and (value < lo or (meta["lo_open"] and value == lo))
+    if not math.isfinite(value) or too_low or (hi is not None and value > hi):
+        raise UserError(f"{where} must be {'a whole number' if kind is int else 'a number'} in "
+                        f"{allowed_range(lo, hi, meta['lo_open'])}, got {value!r}")
     return int(value) if kind is int else float(value)
+
+
+def allowed_range(lo: float | None, hi: float | None, lo_open: bool = False) -> str:
+    """`(0, 1e+05]`-style interval text for error messages."""
+    left = "(-inf" if lo is None else f"{'(' if lo_open else '['}{_bound(lo)}"
+    right = "inf)" if hi is None else f"{_bound(hi)}]"
+    return f"{left}, {right}"
+
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e10 else f"{value:g}"

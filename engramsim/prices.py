@@ -12,25 +12,28 @@ from pathlib import Path
 
 from engramsim.errors import UserError
 from engramsim.presets import build, load_toml, resolve, spec
+from engramsim.units import GB
 
 HOURS_PER_YEAR = 24 * 365
-GB = 1e9
 
 
+# Upper bounds (`hi`): a GPU rents for a few $ per hour and sells for tens of thousands of $,
+# memory costs a few $ per GB, hardware is written off over a few years; each bound leaves
+# 100-1,000x room.
 @dataclass(frozen=True)
 class GPUPrice:
-    usd_per_gpu_hour: float = spec("usd_per_gpu_hour", default=0.0)
-    usd_per_gpu: float = spec("usd_per_gpu", default=0.0)
+    usd_per_gpu_hour: float = spec("usd_per_gpu_hour", default=0.0, hi=1000)
+    usd_per_gpu: float = spec("usd_per_gpu", default=0.0, hi=1e7)
 
 
 @dataclass(frozen=True)
 class Prices:
     name: str = spec("name", kind=str)
     date: str = spec("date", kind=str)
-    amortize_years: float = spec("amortize_years")
-    dram_usd_per_GB: float = spec("dram_usd_per_GB")
-    cxl_usd_per_GB: float = spec("cxl_usd_per_GB")
-    ssd_usd_per_GB: float = spec("ssd_usd_per_GB")
+    amortize_years: float = spec("amortize_years", hi=50)
+    dram_usd_per_GB: float = spec("dram_usd_per_GB", hi=10000)
+    cxl_usd_per_GB: float = spec("cxl_usd_per_GB", hi=10000)
+    ssd_usd_per_GB: float = spec("ssd_usd_per_GB", hi=10000)
     description: str = spec("description", kind=str, default="")
     gpu_usd_per_hour: dict = field(default_factory=dict)   # hardware preset name -> $/GPU-hour
 

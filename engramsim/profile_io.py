@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from engramsim.errors import UserError
+from engramsim.fileio import dumps_json, read_input_text, write_atomic
 
 SCHEMA_VERSION = 1
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -73,60 +72,17 @@ def default_path(profile: Profile, directory: Path = PROFILE_DIR) -> Path:
     return Path(directory) / f"{_slug(profile.host.get('hostname', 'host'))}-{_slug(device)}-{date}.json"
 
 
-def check_writable(path: Path | str):
-    """Fail now, before minutes of measuring, if `path` cannot be written."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a file path")
-    parent = path.parent
-    if not parent.is_dir():
-        raise UserError(f"{path}: directory {parent} does not exist")
-    try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as e:
-        raise UserError(f"{path}: cannot write there ({e.strerror})") from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise UserError(f"{path}: file is not writable")
-
-
-def write_atomic(path: Path | str, data: str | bytes):
-    """Write text or bytes to a temporary file beside `path`, fsync, then rename over it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # as an ordinary new file would be, not mkstemp's owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_profile(profile: Profile, path: Path | str) -> Path:
     path = Path(path)
-    write_atomic(path, json.dumps(profile.to_dict(), indent=1, default=_jsonable) + "\n")
+    write_atomic(path, dumps_json(profile.to_dict(), indent=1) + "\n")
     return path
 
 
-def _jsonable(value):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return str(value)
-
-
 def load_profile(path: Path | str) -> Profile:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read profile ({e.strerror})") from None
+    text = read_input_text(path, "profile")
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON, truncated? ({e})") from None
     return profile_from_dict(data, str(path), path)
 
@@ -142,6 +98,8 @@ def profile_from_dict(data, where: str, path: Path | None = None) -> Profile:
             raise UserError(f"{where}: '{key}' must be a {kind.__name__}")
     if data.get("gpu") is not None and not isinstance(data["gpu"], dict):
         raise UserError(f"{where}: 'gpu' must be an object or null")
+    if not data["measurements"]:
+        raise UserError(f"{where}: the profile has no measurements")
     for i, m in enumerate(data["measurements"]):
         _check_row(m, f"{where}: measurements[{i}]", ("median_s", "p10_s", "p90_s"))
     for i, s in enumerate(data.get("skipped", [])):
@@ -158,7 +116,19 @@ def _check_row(row, where: str, times: tuple[str, ...]):
         raise UserError(f"{where} needs a 'name' string and a 'params' object")
     for key in times:
         value = row.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
-            raise UserError(f"{where} ({row['name']}): '{key}' must be a non-negative number, got {value!r}")
-    if times and (not isinstance(row.get("n"), int) or row["n"] < 1):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise UserError(f"{where} ({row['name']}): '{key}' must be a finite number >= 0, got {value!r}")
+    if times and (isinstance(row.get("n"), bool) or not isinstance(row.get("n"), int) or row["n"] < 1):
         raise UserError(f"{where} ({row['name']}): 'n' must be a whole number >= 1")
+    if times:
+        _check_spread(row, where)
+
+
+def _check_spread(row: dict, where: str):
+    """A measured time is positive and its median lies within its own [p10, p90]."""
+    median, p10, p90 = row["median_s"], row["p10_s"], row["p90_s"]
+    if median == 0:
+        raise UserError(f"{where} ({row['name']}): 'median_s' is 0, a measurement that took no time")
+    if not p10 <= median <= p90:
+        raise UserError(f"{where} ({row['name']}): 'median_s' {median!r} lies outside [p10_s, p90_s] = "
+                        f"[{p10!r}, {p90!r}]")

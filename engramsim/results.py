@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from engramsim.units import GiB
+
 # Version of `simulate --json`'s shape; bump it when a key changes meaning or disappears.
 # 2: adds `schema_version` and, per run and for the baseline, `vllm bench serve`'s names.
 SCHEMA_VERSION = 2
@@ -49,8 +51,8 @@ class RunResult:
     def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario) -> "RunResult":
         common = dict(tier=placement.tier, fits=plan.fits, problems=list(plan.problems),
                       kv_tokens_per_rank=plan.kv_tokens_per_rank, hbm_GiB_per_gpu=plan.per_rank_GiB,
-                      hbm_cache_GiB=placement.hbm_cache_bytes / 2**30,
-                      dram_cache_GiB=placement.dram_cache_bytes / 2**30, baseline_tok_s=baseline_tok_s)
+                      hbm_cache_GiB=placement.hbm_cache_bytes / GiB,
+                      dram_cache_GiB=placement.dram_cache_bytes / GiB, baseline_tok_s=baseline_tok_s)
         if raw is None:
             return cls(**common, bound="does not fit: " + "; ".join(plan.problems))
         s = summarize_run(raw)

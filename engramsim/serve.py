@@ -21,6 +21,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from engramsim.errors import UserError
+from engramsim.presets import MAX_BATCHED_TOKENS, MAX_CONTEXT, MAX_GPUS, MAX_SEQS, MAX_TP
 
 ENGINES = ("vllm", "sglang")
 ENGRAM_KEYS = {"vllm": ("cpu_offload", "dp_shared_memory", "use_thp"),
@@ -110,10 +111,10 @@ def apply_serve_flag(s: ServeSettings, flag: str, value) -> None:
         s.lines.append(f"{flag} {value} -> engine memory_utilization {util:g}")
     elif flag in ("--max-num-batched-tokens", "--max-num-seqs"):
         key = flag[2:].replace("-", "_")
-        s.engine_overrides[key] = _positive(flag, value)
+        s.engine_overrides[key] = _positive(flag, value, MAX_SEQS if key == "max_num_seqs" else MAX_BATCHED_TOKENS)
         s.lines.append(f"{flag} {value} -> engine {key} {s.engine_overrides[key]}")
     elif flag == "--max-model-len":
-        s.max_model_len = _positive(flag, value)
+        s.max_model_len = _positive(flag, value, MAX_CONTEXT)
         s.lines.append(f"{flag} {value} -> max model length {s.max_model_len:,} tokens")
     elif flag == "--kv-cache-dtype":
         if value not in KV_DTYPES:
@@ -121,7 +122,7 @@ def apply_serve_flag(s: ServeSettings, flag: str, value) -> None:
         s.kv_dtype = KV_DTYPES[value]
         s.lines.append(f"{flag} {value} -> " + (f"KV cache {s.kv_dtype}" if s.kv_dtype else "the model's KV dtype"))
     elif flag in ("--tensor-parallel-size", "--data-parallel-size"):
-        n = _positive(flag, value)
+        n = _positive(flag, value, MAX_TP if flag.startswith("--tensor") else MAX_GPUS)
         setattr(s, "tp" if flag.startswith("--tensor") else "dp", n)
         s.lines.append(f"{flag} {value} -> {'TP' if flag.startswith('--tensor') else 'DP'} {n}")
     elif flag == "--enable-expert-parallel":
@@ -151,7 +152,7 @@ def _speculative(s: ServeSettings, value: str) -> None:
     if "num_speculative_tokens" not in cfg:
         s.lines.append(f"--speculative-config {{{what}}}: no num_speculative_tokens, not modeled")
         return
-    s.spec_tokens = _positive("--speculative-config num_speculative_tokens", cfg["num_speculative_tokens"])
+    s.spec_tokens = _positive("--speculative-config num_speculative_tokens", cfg["num_speculative_tokens"], 64)
     s.lines.append(f"--speculative-config {{{what}}} -> {s.spec_tokens} drafted tokens verified per sequence "
                    "per decode step (acceptance: --accept-rate)")
 
@@ -163,10 +164,11 @@ def _number(flag, value, kind):
         raise UserError(f"{flag} needs a number, got {value!r}") from None
 
 
-def _positive(flag, value) -> int:
+def _positive(flag, value, hi: int) -> int:
+    """A whole number in [1, hi] (the bounds of the same flags given directly)."""
     n = _number(flag, value, int)
-    if n < 1:
-        raise UserError(f"{flag} must be at least 1, got {value}")
+    if not 1 <= n <= hi:
+        raise UserError(f"{flag} must be a whole number in [1, {hi}], got {value}")
     return n
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from engramsim.errors import UserError
+from engramsim.fileio import read_input_text
 
 SENTINEL = "\uE000"
 REPLACEMENT_CHAR = "\ufffd"
@@ -93,10 +94,9 @@ class HFTokenizer:
 
     def __init__(self, path: str | Path):
         tk = _tokenizers_module()
+        text = read_input_text(path, "tokenizer")
         try:
-            self.tok = tk.Tokenizer.from_file(str(path))
-        except FileNotFoundError:
-            raise UserError(f"tokenizer file not found: {path}") from None
+            self.tok = tk.Tokenizer.from_str(text)
         except Exception as e:  # tokenizers raises a bare Exception for malformed files
             raise UserError(f"{path}: not a Hugging Face tokenizer.json ({str(e).splitlines()[0][:120]})") from None
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)

@@ -27,8 +27,7 @@ from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.scheduler import Seq
 from engramsim.sim.tiers import Placement
 from engramsim.workload import Engine, Requests, Workload
-
-GiB = 2.0**30
+from engramsim.units import GiB
 # Real placement -> (simulator tier, prefetch).
 CPU_TIER_OF = {"device": ("hbm", True), "host-prefetch": ("dram-copy", True), "host-sync": ("dram-copy", False),
                "mmap-prefetch-cold": ("ssd", True), "mmap-prefetch-warm": ("ssd", True),

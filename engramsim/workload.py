@@ -11,6 +11,7 @@ import numpy as np
 
 from engramsim.errors import UserError
 from engramsim.presets import build, load_toml, resolve, spec
+from engramsim.units import NS, US
 
 KINDS = ("offline", "poisson")
 LENGTHS_FROM = ("numpy", "bench.py")
@@ -27,19 +28,23 @@ class Requests:
         return len(self.arrival_s)
 
 
+# Upper bounds (`hi`): 10M-token prompts and outputs (today's longest contexts are ~1-2M),
+# 1e6 requests per second and 1e9 requests in a workload (whether a run that large is worth
+# simulating is checked separately, by the work estimate in `engramsim.sim.work`); engines
+# batch at most 1e6 sequences and 1e8 tokens per step.
 @dataclass(frozen=True)
 class Engine:
     """Continuous-batching limits the scheduler runs with (defaults: nano-vLLM's Config,
     nanovllm/config.py). Engine presets build it (`EngineSpec.limits`)."""
-    max_num_seqs: int = spec("max_num_seqs", kind=int, default=512)
-    max_num_batched_tokens: int = spec("max_num_batched_tokens", kind=int, default=16384)
-    kv_block_tokens: int = spec("kv_block_tokens", kind=int, default=256)
+    max_num_seqs: int = spec("max_num_seqs", kind=int, default=512, hi=1e6)
+    max_num_batched_tokens: int = spec("max_num_batched_tokens", kind=int, default=16384, hi=1e8)
+    kv_block_tokens: int = spec("kv_block_tokens", kind=int, default=256, hi=65536)
     # Prefetch: the Engram fetch starts when the step's tokens are hashed, overlapping the
     # layers before the Engram layer. Off: the fetch runs synchronously at the Engram layer.
     prefetch: bool = spec("prefetch", kind=bool, default=True)
     # At most this many prompts per prefill step (0: no limit beyond the token budget). A simple
     # harness that prefills one prompt at a time sets 1.
-    max_prefill_seqs: int = spec("max_prefill_seqs", lo=0, lo_open=False, kind=int, default=0)
+    max_prefill_seqs: int = spec("max_prefill_seqs", lo=0, lo_open=False, kind=int, default=0, hi=1e6)
     # With prefetch, a prefill step also starts the fetch for the prompts the next prefill step
     # will take (their tokens are all known), so that fetch overlaps this step's compute.
     prefill_lookahead: bool = spec("prefill_lookahead", kind=bool, default=True)
@@ -64,29 +69,29 @@ class Engine:
     # (spec_tokens + 1 positions), and each drafted token is accepted with probability
     # `accept_rate` given that the ones before it were: a step yields (1 - a^(K+1)) / (1 - a)
     # tokens per sequence on average.
-    spec_tokens: int = spec("spec_tokens", lo=0, lo_open=False, kind=int, default=0)
+    spec_tokens: int = spec("spec_tokens", lo=0, lo_open=False, kind=int, default=0, hi=64)
     accept_rate: float = spec("accept_rate", lo=0, lo_open=False, hi=1.0, default=0.0)
     # --- Host work of one step, on the CPU where it was measured (see engine_host.py) ---
     # Per step (scheduler entry, sampling set-up, the final sync), for any model...
-    step_host_s: float = spec("step_host_us", scale=1e-6, lo=0, lo_open=False, default=0.0)
+    step_host_s: float = spec("step_host_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e7)
     # ...or, per model, fitted on that model's no-Engram baseline (an engine preset's
     # [fitted_step_host_us] table: model name = us; `engramsim paper --fit`), as (model, s) pairs.
     fitted_step_host_s: tuple = ()
     # Per sequence in the step (KV block bookkeeping, input lists, post-processing).
-    seq_host_s: float = spec("seq_host_us", scale=1e-6, lo=0, lo_open=False, default=0.0)
+    seq_host_s: float = spec("seq_host_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
     # Per token in the step (prefill input lists and their conversion to tensors).
-    token_host_s: float = spec("token_host_ns", scale=1e-9, lo=0, lo_open=False, default=0.0)
+    token_host_s: float = spec("token_host_ns", scale=NS, lo=0, lo_open=False, default=0.0, hi=1e9)
     # Engram host work per sequence in a step: collecting its last max_ngram_size tokens into
     # the array the hash reads (serial with the hash on the engine thread).
-    engram_seq_host_s: float = spec("engram_seq_host_ns", scale=1e-9, lo=0, lo_open=False, default=0.0)
+    engram_seq_host_s: float = spec("engram_seq_host_ns", scale=NS, lo=0, lo_open=False, default=0.0, hi=1e9)
     # Host cost of dispatching one eager operator (PyTorch dispatcher and binding); the CUDA
     # driver's launch (`kernel_launch_us` of the GPU) comes on top.
-    op_dispatch_s: float = spec("op_dispatch_us", scale=1e-6, lo=0, lo_open=False, default=0.0)
+    op_dispatch_s: float = spec("op_dispatch_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
     # Kernels one backbone layer launches when run eagerly.
-    kernels_per_layer: int = spec("kernels_per_layer", lo=0, lo_open=False, kind=int, default=0)
+    kernels_per_layer: int = spec("kernels_per_layer", lo=0, lo_open=False, kind=int, default=0, hi=1e5)
     # The hash call cost (`hash_call_us`) of the CPU these host costs were measured on: a host
     # whose profiled hash call is k times slower runs them k times slower (0: no scaling).
-    ref_hash_call_s: float = spec("ref_hash_call_us", scale=1e-6, lo=0, lo_open=False, default=0.0)
+    ref_hash_call_s: float = spec("ref_hash_call_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e7)
 
 
     def step_host_for(self, model: str) -> float:
@@ -109,12 +114,12 @@ class Engine:
 class Workload:
     name: str = spec("name", kind=str)
     kind: str = spec("kind", kind=str)
-    num_seqs: int = spec("num_seqs", kind=int)
-    input_len_min: int = spec("input_len_min", kind=int)
-    input_len_max: int = spec("input_len_max", kind=int)
-    output_len_min: int = spec("output_len_min", kind=int)
-    output_len_max: int = spec("output_len_max", kind=int)
-    rate_per_s: float = spec("rate_per_s", lo=0, lo_open=False, default=0.0)
+    num_seqs: int = spec("num_seqs", kind=int, hi=1e9)
+    input_len_min: int = spec("input_len_min", kind=int, hi=1e7)
+    input_len_max: int = spec("input_len_max", kind=int, hi=1e7)
+    output_len_min: int = spec("output_len_min", kind=int, hi=1e7)
+    output_len_max: int = spec("output_len_max", kind=int, hi=1e7)
+    rate_per_s: float = spec("rate_per_s", lo=0, lo_open=False, default=0.0, hi=1e6)
     description: str = spec("description", kind=str, default="")
     # numpy: lengths from numpy's generator. bench.py: the exact draws of nano-vLLM's bench.py
     # (Python `random.seed(seed)`, then per request randint(min, max) prompt tokens of
@@ -134,6 +139,9 @@ class Workload:
                             f"got '{self.lengths_from}'")
         if self.kind == "poisson" and self.rate_per_s <= 0:
             raise UserError(f"workload {self.name}: a poisson workload needs rate_per_s > 0")
+        if self.kind == "offline" and self.rate_per_s:
+            raise UserError(f"workload {self.name}: rate_per_s does nothing in an offline workload (every "
+                            f"request arrives at once); remove it or set kind = \"poisson\"")
 
     @property
     def max_seq_len(self) -> int:

@@ -1,5 +1,6 @@
 """Small scenarios for simulator tests: tiny workloads that run in milliseconds."""
 from dataclasses import replace
+from functools import lru_cache
 
 from engramsim.hardware import load_hardware
 from engramsim.model import load_model
@@ -13,8 +14,13 @@ def tiny_workload(num_seqs=8, inp=(16, 64), out=(4, 12), kind="offline", rate=0.
                     engine=Engine(max_num_seqs=max_seqs, max_num_batched_tokens=4096, kv_block_tokens=16))
 
 
+# Presets are frozen dataclasses: parse each once, so property tests spend their time simulating.
+preset_hardware = lru_cache(load_hardware)
+preset_model = lru_cache(load_model)
+
+
 def scenario(workload=None, hw="h800", model="dense-4b-engram100b", **kw) -> Scenario:
-    return Scenario(hw=load_hardware(hw) if isinstance(hw, str) else hw, model=load_model(model),
+    return Scenario(hw=preset_hardware(hw) if isinstance(hw, str) else hw, model=preset_model(model),
                     workload=workload or tiny_workload(), **kw)
 
 

@@ -178,7 +178,9 @@ def test_cli_calibrate_writes_a_loadable_model(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv_tail, message", [([], "not valid JSON"), (["--base", "nope"], "unknown hardware preset"),
-                                                (["--table-GiB", "-1"], "--table-GiB must be > 0")])
+                                                (["--table-GiB", "-1"], "'--table-GiB': must be a number in (0, 1048576]"),
+                                                (["--table-GiB", "inf"], "'--table-GiB': must be a number in (0, 1048576]"),
+                                                (["--table-GiB", "nan"], "'--table-GiB': must be a number in (0, 1048576]")])
 def test_cli_calibrate_bad_input(tmp_path, capsys, argv_tail, message):
     path = tmp_path / "p.json"
     path.write_text('{"schema_version": 1, "meas' if not argv_tail else save_profile(synthetic(), path).read_text())
@@ -186,3 +188,43 @@ def test_cli_calibrate_bad_input(tmp_path, capsys, argv_tail, message):
         main(["calibrate", str(path), *argv_tail])
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_a_bad_fit_never_replaces_a_good_model_and_names_its_flag(tmp_path, capsys):
+    profile_path = save_profile(synthetic(), tmp_path / "lab.json")
+    with pytest.raises(SystemExit):
+        main(["calibrate", str(profile_path)])
+    good = (tmp_path / "lab.toml").read_text()
+    capsys.readouterr()
+    # A 1-byte table puts the gather curve below its floor: a thread would gather 1e12 rows/s.
+    with pytest.raises(SystemExit) as e:
+        main(["calibrate", str(profile_path), "--table-GiB", "1e-9"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "'gather_mlp'" in err and "--table-GiB 1e-09" in err
+    assert (tmp_path / "lab.toml").read_text() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["lab.json", "lab.toml"]  # no temporary left
+
+
+def test_partial_profiles_say_how_much_was_used(tmp_path, capsys):
+    profile = synthetic()
+    profile.partial = True
+    path = save_profile(profile, tmp_path / "part.json")
+    with pytest.raises(SystemExit) as e:
+        main(["calibrate", str(path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 0
+    measured = len(profile.measurements)
+    assert err.startswith(f"warning: partial profile (interrupted): only {measured} measured points from ")
+
+
+def test_simulate_says_how_much_of_a_partial_profile_it_used(tmp_path, capsys):
+    profile = synthetic()
+    profile.partial = True
+    path = save_profile(profile, tmp_path / "part.json")
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--profile", str(path), "--tier", "dram-copy", "--workload", "fixed", "--max-seqs", "16"])
+    err = capsys.readouterr().err
+    assert e.value.code == 0 and err.count("\n") == 1
+    assert err.startswith(f"warning: --profile {path}: partial profile (interrupted): only "
+                          f"{len(profile.measurements)} measured points from ")

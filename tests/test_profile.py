@@ -9,7 +9,8 @@ from engramsim.cli import main
 from engramsim.errors import UserError
 from engramsim.measure.plan import record
 from engramsim.measure.timing import Stats
-from engramsim.profile_io import Profile, check_writable, default_path, load_profile, save_profile
+from engramsim.fileio import check_output
+from engramsim.profile_io import Profile, default_path, load_profile, save_profile
 from engramsim.report.profile import ProfileComparison, ProfileReport
 
 
@@ -68,7 +69,7 @@ def test_default_path_names_host_device_and_date():
     ('{"name": "h800"}', "not an engramsim profile"),
     ('{"schema_version": 7, "measurements": []}', "schema_version 7 is not supported"),
     ('{"schema_version": 1, "created": "x", "host": {}, "measurements": [{"name": "m", "params": {}, '
-     '"median_s": -1, "p10_s": 0, "p90_s": 0, "n": 1}]}', "'median_s' must be a non-negative number"),
+     '"median_s": -1, "p10_s": 0, "p90_s": 0, "n": 1}]}', "'median_s' must be a finite number >= 0"),
     ('{"schema_version": 1, "created": "x", "host": {}, "measurements": [{"name": "m"}]}', "needs a 'name'"),
 ])
 def test_bad_profiles_are_one_line_user_errors(tmp_path, text, message):
@@ -81,10 +82,10 @@ def test_bad_profiles_are_one_line_user_errors(tmp_path, text, message):
 
 def test_unwritable_destinations_are_caught(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        check_writable(tmp_path / "missing" / "p.json")
-    with pytest.raises(UserError, match="is a directory"):
-        check_writable(tmp_path)
-    check_writable(tmp_path / "ok.json")
+        check_output(tmp_path / "missing" / "p.json", "--out")
+    with pytest.raises(UserError, match="--out .*is a directory"):
+        check_output(tmp_path, "--out")
+    check_output(tmp_path / "ok.json", "--out")
     assert list(tmp_path.iterdir()) == []  # the probe leaves nothing
 
 
@@ -147,3 +148,55 @@ def test_cli_profile_measures_and_saves(tmp_path, capsys):
     p = load_profile(out)
     names = {r["name"] for r in p.measurements + p.skipped}
     assert names == {"hash", "cxl"} and p.quick and not p.partial
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([], "has no measurements"),
+    ([{"median_s": 0.0, "p10_s": 0.0, "p90_s": 0.0}], "'median_s' is 0"),
+    ([{"median_s": 2.0, "p10_s": 0.5, "p90_s": 1.0}], r"lies outside \[p10_s, p90_s\]"),
+    ([{"median_s": float("nan"), "p10_s": 0.5, "p90_s": 1.0}], "'median_s' must be a finite number"),
+    ([{"median_s": 1.0, "p10_s": 0.5, "p90_s": float("inf")}], "'p90_s' must be a finite number"),
+])
+def test_implausible_measurements_are_rejected_at_load(tmp_path, rows, message):
+    data = make_profile().to_dict()
+    data["measurements"] = [{"name": "memcpy", "params": {}, "n": 3, **r} for r in rows]
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))  # Python writes NaN and Infinity, as a broken tool might
+    with pytest.raises(UserError, match=message) as err:
+        load_profile(path)
+    assert "\n" not in str(err.value)
+
+
+def _interrupted_profile(measured: bool) -> Profile:
+    p = make_profile() if measured else Profile(created="2026-01-02T03:04:05+00:00", host={"hostname": "box"}, gpu=None)
+    p.partial = True
+    return p
+
+
+@pytest.mark.parametrize("measured", [False, True])
+def test_ctrl_c_during_measuring_saves_only_what_was_measured(tmp_path, capsys, monkeypatch, measured):
+    import engramsim.measure.run as run
+    monkeypatch.setattr(run, "run_profile", lambda *a, **k: _interrupted_profile(measured))
+    out = tmp_path / "p.json"
+    code, _, err = run_cli(["profile", "--quick", "--out", str(out)], capsys)
+    assert code == 130 and err.count("\n") == 1
+    if measured:
+        assert err.startswith(f"interrupted: saved 3 measured points to {out}") and load_profile(out).partial
+    else:
+        assert err.startswith("interrupted before any point was measured") and not out.exists()
+    assert list(tmp_path.iterdir()) == ([out] if measured else [])
+
+
+@pytest.mark.parametrize("where", ["engramsim.measure.import_torch", "engramsim.measure.run.select",
+                                   "engramsim.measure.run.run_profile", "engramsim.commands.profile.save_profile",
+                                   "engramsim.report.profile.ProfileReport"])
+def test_ctrl_c_at_any_moment_of_profile_is_one_line_and_130(tmp_path, capsys, monkeypatch, where):
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(where, interrupt)
+    if where.endswith("save_profile") or where.endswith("ProfileReport"):
+        import engramsim.measure.run as run
+        monkeypatch.setattr(run, "run_profile", lambda *a, **k: make_profile())
+    code, _, err = run_cli(["profile", "--quick", "--out", str(tmp_path / "p.json")], capsys)
+    assert code == 130 and err.count("\n") == 1, err
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["p.json"])  # never a temporary file

@@ -64,7 +64,7 @@ def test_bad_engram_config_is_one_line(engine, text, message):
 
 @pytest.mark.parametrize("cmd, message", [
     ("vllm serve m --tensor-parallel-size 4 --foo 3 --bar --baz=2", "cannot map --foo 3, --bar, --baz=2"),
-    ("vllm serve m --max-num-seqs 0", "--max-num-seqs must be at least 1"),
+    ("vllm serve m --max-num-seqs 0", r"--max-num-seqs must be a whole number in \[1, 1000000\]"),
     ("vllm serve m --gpu-memory-utilization 1.5", r"must be in \(0, 1\]"),
     ("vllm serve m --kv-cache-dtype int3", "--kv-cache-dtype must be one of"),
     ("vllm serve m --max-model-len", "--max-model-len needs a value"),

@@ -20,6 +20,7 @@ from engramsim import engram
 from engramsim.addresses.trace import AddressTrace
 from engramsim.cache import eval_ranks, frequency_ranks, previous_access, unique_counts, weighted_hits_below
 from engramsim.model import EngramSpec
+from engramsim.fileio import jsonable
 
 BATCH_REF = 256          # decode batch at which the hit-rate curve counts distinct rows per step
 MAX_BATCH = 1 << 16      # largest measured step
@@ -71,7 +72,7 @@ class TraceStats:
 
     def header(self) -> dict:
         """The scalars, as plain JSON types (a trace file's header)."""
-        layers = {str(layer): {k: _jsonable(v) for k, v in dataclasses.asdict(ls).items() if k not in ARRAY_FIELDS}
+        layers = {str(layer): {k: jsonable(v) for k, v in dataclasses.asdict(ls).items() if k not in ARRAY_FIELDS}
                   for layer, ls in self.layers.items()}
         return {"geometry": self.geometry, "compressed_vocab_size": self.compressed_vocab_size,
                 "corpus": self.corpus, "tokenizer": self.tokenizer, "n_tokens": self.n_tokens,
@@ -81,7 +82,7 @@ class TraceStats:
         """Everything, as plain JSON types (for --json)."""
         out = self.header()
         for layer, ls in self.layers.items():
-            out["layers"][str(layer)].update({name: _jsonable(np.asarray(getattr(ls, name)).tolist())
+            out["layers"][str(layer)].update({name: jsonable(np.asarray(getattr(ls, name)).tolist())
                                               for name in ARRAY_FIELDS})
         out["source"] = self.source
         return out
@@ -215,14 +216,4 @@ def working_set(prev: np.ndarray, H: int, points: int = 24) -> tuple[np.ndarray,
 
 def geometry(spec: EngramSpec) -> dict:
     """The spec's GEOMETRY fields as JSON types: what a trace must match to be reused."""
-    return {k: _jsonable(getattr(spec, k)) for k in GEOMETRY}
-
-
-def _jsonable(v):
-    if isinstance(v, (tuple, list, np.ndarray)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    return v
+    return {k: jsonable(getattr(spec, k)) for k in GEOMETRY}

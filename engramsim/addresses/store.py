@@ -14,6 +14,7 @@ from engramsim.addresses.stats import ARRAY_FIELDS, BATCH_REF, GEOMETRY, LayerSt
 from engramsim.addresses.trace import AddressTrace
 from engramsim.corpus import PART_BYTES, default_corpus_key
 from engramsim.errors import UserError
+from engramsim.fileio import atomic_output, check_output_dir, input_file
 from engramsim.model import EngramSpec
 
 TRACE_FORMAT = 1
@@ -22,25 +23,25 @@ TRACE_FORMAT = 1
 def save_trace(path: str | Path, trace: AddressTrace, stats: TraceStats) -> Path:
     """One .npz: the compressed id stream and document starts, plus the statistics and a JSON
     header (format, geometry, sources). Written atomically."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(".npz")
+    path = trace_file_path(path)
     meta = {"format": TRACE_FORMAT, **stats.header()}
     arrays = {"ids": trace.ids, "seq_starts": trace.seq_starts, "meta": np.array(json.dumps(meta))}
     for layer, ls in stats.layers.items():
         for name in ARRAY_FIELDS:
             arrays[f"L{layer}_{name}"] = np.asarray(getattr(ls, name))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_output(path) as f:
+        np.savez(f, **arrays)
     return path
 
 
-def load_stats(path: str | Path) -> TraceStats:
+def trace_file_path(path: str | Path) -> Path:
+    """Where `save_trace` writes for `path`: trace files end in .npz."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"trace file not found: {path}")
+    return path if path.suffix == ".npz" else path.with_suffix(".npz")
+
+
+def load_stats(path: str | Path) -> TraceStats:
+    path = input_file(path, "trace")
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
@@ -78,7 +79,18 @@ def check_geometry(stats: TraceStats, spec: EngramSpec, where) -> None:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ENGRAMSIM_CACHE_DIR") or Path.home() / ".cache" / "engramsim")
+    """$ENGRAMSIM_CACHE_DIR, else $XDG_CACHE_HOME/engramsim, else ~/.cache/engramsim."""
+    if os.environ.get("ENGRAMSIM_CACHE_DIR"):
+        return Path(os.environ["ENGRAMSIM_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "engramsim"
+
+
+def usable_cache_dir() -> Path:
+    """The trace cache directory, created if need be, or one line naming the variable that
+    chose it; checked before a trace is built, so minutes of work are never lost to it."""
+    flag = next((f"${v}" for v in ("ENGRAMSIM_CACHE_DIR", "XDG_CACHE_HOME") if os.environ.get(v)),
+                "the cache directory (set $ENGRAMSIM_CACHE_DIR)")
+    return check_output_dir(default_cache_dir() / "traces", flag, create=True)
 
 
 def default_trace_path(spec: EngramSpec) -> Path:
@@ -87,5 +99,5 @@ def default_trace_path(spec: EngramSpec) -> Path:
     key = json.dumps({"geometry": geometry(spec),
                       "pad": spec.compressed_pad_id, "tokenizer": spec.tokenizer, "corpus": default_corpus_key(), "parts": PART_BYTES,
                       "format": TRACE_FORMAT, "batch_ref": BATCH_REF}, sort_keys=True)
-    return default_cache_dir() / "traces" / f"stdlib-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    return usable_cache_dir() / f"stdlib-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 

@@ -1,14 +1,17 @@
 """`engramsim cache`: hot-row cache hit rates against capacity for a real address stream."""
 from __future__ import annotations
 
-import json
-
 import click
 
 from engramsim.cache import POLICIES
 from engramsim.commands.common import Progress, print_notes
+from engramsim.commands.numbers import whole
 from engramsim.corpus import PARTS
+from engramsim.errors import UserError
+from engramsim.fileio import check_output, dumps_json
 from engramsim.model import load_model
+
+LFU_ACCESSES = 500_000
 
 
 @click.command("cache")
@@ -20,10 +23,10 @@ from engramsim.model import load_model
 @click.option("--corpus", "parts", multiple=True, type=click.Choice(PARTS),
               help="Only this part of the offline corpus (repeatable; default: all): en, code, zh.")
 @click.option("--tokenizer", type=click.Path(dir_okay=False), help="Hugging Face tokenizer.json for --text.")
-@click.option("--layer", type=int, help="Engram layer to evaluate (default: the first).")
+@click.option("--layer", type=whole(0, 1023), help="Engram layer to evaluate (default: the first).")
 @click.option("--policy", "policies", multiple=True, type=click.Choice(POLICIES),
               help="Policy to evaluate (repeatable; default: all).")
-@click.option("--lfu-accesses", default=500_000, show_default=True,
+@click.option("--lfu-accesses", default=LFU_ACCESSES, show_default=True, type=whole(1, 10**9),
               help="LFU is simulated per capacity in Python: evaluate it on this many first accesses.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write the curves as a PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the curves as JSON instead of a table.")
@@ -39,8 +42,13 @@ def command(model_name, trace_file, texts, parts, tokenizer, layer, policies, lf
     from rich.console import Console
     from engramsim import cache, engram
     from engramsim.addresses.build import trace_for
-    from engramsim.errors import UserError
 
+    if len(set(policies)) < len(policies):
+        raise UserError("--policy: a policy is given twice")
+    if policies and "lfu" not in policies and lfu_accesses != LFU_ACCESSES:
+        click.echo("warning: --lfu-accesses does nothing without --policy lfu; ignored", err=True)
+    if plot:
+        check_output(plot, "--plot")
     model = load_model(model_name)
     print_notes(model.notes, "note", "yellow")
     err = Console(stderr=True)
@@ -60,6 +68,6 @@ def command(model_name, trace_file, texts, parts, tokenizer, layer, policies, lf
         curves.plot(plot)
         err.print(f"wrote {plot}")
     if as_json:
-        click.echo(json.dumps(curves.as_dict(), indent=1))
+        click.echo(dumps_json(curves.as_dict(), indent=1))
     else:
         Console().print(curves)

@@ -6,7 +6,12 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from engramsim.commands.numbers import number
 from engramsim.errors import UserError
+from engramsim.fileio import check_output
+
+# A 1 PiB table: 5,000x DeepSeek-V4.1-Flash's ~200 GB, the largest Engram table deployed.
+TABLE_GIB_MAX = 2**20
 
 
 @click.command()
@@ -17,7 +22,7 @@ from engramsim.errors import UserError
 @click.option("--base", default="h800", show_default=True, help="Preset whose figures fill what was not measured.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML to write [default: the profile's (else the nvbandwidth file's) path with .toml].")
-@click.option("--table-GiB", "table_GiB", type=float,
+@click.option("--table-GiB", "table_GiB", type=number(0, TABLE_GIB_MAX, lo_open=True),
               help="Evaluate the gather curves at this table size (flagged if beyond what was measured).")
 def command(profile, nvbandwidth_file, base, out, table_GiB):
     """Turn a measured profile and/or an nvbandwidth JSON into a hardware model for `simulate --hw`.
@@ -26,17 +31,16 @@ def command(profile, nvbandwidth_file, base, out, table_GiB):
     """
     from engramsim.calibrate import calibrate, write_calibration
     from engramsim.nvbandwidth import load_nvbandwidth
-    from engramsim.profile_io import check_writable, load_profile
+    from engramsim.profile_io import load_profile
     from engramsim.report.profile import CalibrationReport
     if profile is None and nvbandwidth_file is None:
         raise UserError("give a PROFILE (from `engramsim profile`), --nvbandwidth FILE.json, or both")
-    if table_GiB is not None and not table_GiB > 0:
-        raise UserError(f"--table-GiB must be > 0, got {table_GiB}")
     measured = load_profile(profile) if profile else None
     nvb = load_nvbandwidth(nvbandwidth_file) if nvbandwidth_file else None
-    out = out or (profile or nvbandwidth_file).with_suffix(".toml")
-    check_writable(out)
+    out = check_output(out or (profile or nvbandwidth_file).with_suffix(".toml"), "--out")
     cal = calibrate(measured, base, table_GiB, nvbandwidth=nvb)
+    if measured and measured.partial:
+        click.echo(f"warning: {cal.notes[0]}", err=True)
     source = " ".join(filter(None, [str(profile) if profile else "", f"--nvbandwidth {nvbandwidth_file}" if nvb else "",
                                     f"--base {base}", f"--table-GiB {table_GiB:g}" if table_GiB else ""]))
     write_calibration(cal, out, source=source)

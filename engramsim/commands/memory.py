@@ -1,42 +1,42 @@
 """`engramsim memory`: the per-rank HBM plan of each Engram placement."""
 from __future__ import annotations
 
-import json
-
 import click
 from rich.console import Console
 
 from engramsim.capacity import Parallel
 from engramsim.commands.common import print_notes
+from engramsim.commands.numbers import (HBM_GIB_MAX, MAX_BATCHED_TOKENS, MAX_CONTEXT, MAX_GPUS, MAX_SEQS, MAX_TP,
+                                        number, whole)
 from engramsim.engine import load_engine
 from engramsim.errors import UserError
+from engramsim.fileio import dumps_json
 from engramsim.hardware import load_hardware
 from engramsim.model import load_model
 from engramsim.report.memory import TIER_MEMORY, memory_report
-
-GiB = 2.0**30
+from engramsim.units import GiB
 
 
 @click.command(name="memory")
 @click.option("--model", "model_name", default="deepseek-v4.1-flash", show_default=True, help="Model preset or TOML path.")
 @click.option("--hw", "hw_name", default="h200", show_default=True, help="Hardware preset or TOML path.")
 @click.option("--engine", "engine_name", default="vllm", show_default=True, help="Engine preset (engines/).")
-@click.option("--gpus", type=int, help="GPUs in use. Default: DP x TP.")
-@click.option("--tp", default=1, show_default=True, type=int, help="Tensor-parallel degree of one replica.")
-@click.option("--dp", default=1, show_default=True, type=int, help="Data-parallel replicas.")
-@click.option("--ep", default=1, show_default=True, type=int, help="Expert-parallel ranks the routed experts are divided across.")
+@click.option("--gpus", type=whole(1, MAX_GPUS), help="GPUs in use. Default: DP x TP.")
+@click.option("--tp", default=1, show_default=True, type=whole(1, MAX_TP), help="Tensor-parallel degree of one replica.")
+@click.option("--dp", default=1, show_default=True, type=whole(1, MAX_GPUS), help="Data-parallel replicas.")
+@click.option("--ep", default=1, show_default=True, type=whole(1, 2**20), help="Expert-parallel ranks the routed experts are divided across.")
 @click.option("--tier", "tiers", multiple=True, type=click.Choice(list(TIER_MEMORY)),
               help="Where the Engram table lives; repeat. Default: none, hbm, dram.")
-@click.option("--context", "context_tokens", default=131072, show_default=True, type=int,
+@click.option("--context", "context_tokens", default=131072, show_default=True, type=whole(1, MAX_CONTEXT),
               help="Sequence length (tokens) the maximum concurrency is counted at.")
-@click.option("--max-model-len", type=int, help="The server's maximum context (default: the model's).")
-@click.option("--max-num-batched-tokens", type=int, help="Override the engine's batched-token budget.")
-@click.option("--max-num-seqs", type=int, help="Override the engine's running-sequence limit.")
-@click.option("--max-capture-size", type=int, help="Override the largest CUDA-graph capture size.")
-@click.option("--memory-utilization", type=float, help="Override the engine's memory-utilization fraction.")
+@click.option("--max-model-len", type=whole(1, MAX_CONTEXT), help="The server's maximum context (default: the model's).")
+@click.option("--max-num-batched-tokens", type=whole(1, MAX_BATCHED_TOKENS), help="Override the engine's batched-token budget.")
+@click.option("--max-num-seqs", type=whole(1, MAX_SEQS), help="Override the engine's running-sequence limit.")
+@click.option("--max-capture-size", type=whole(0, MAX_SEQS), help="Override the largest CUDA-graph capture size.")
+@click.option("--memory-utilization", type=number(0, 1, lo_open=True), help="Override the engine's memory-utilization fraction.")
 @click.option("--host-copies", type=click.Choice(["per-node", "per-numa", "per-replica"]),
               help="Host copies of an off-GPU table (the engine's shared-memory option).")
-@click.option("--hbm-cache-gib", default=0.0, show_default=True, type=float,
+@click.option("--hbm-cache-gib", default=0.0, show_default=True, type=number(0, HBM_GIB_MAX),
               help="Hot-row cache per rank in HBM for the off-GPU tiers.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def command(model_name, hw_name, engine_name, gpus, tp, dp, ep, tiers, context_tokens, max_model_len,
@@ -50,14 +50,6 @@ def command(model_name, hw_name, engine_name, gpus, tp, dp, ep, tiers, context_t
     Engram staging buffers, and the KV cache from what is left (GiB and tokens); then the
     maximum concurrency at --context tokens and the host DRAM per node the table copies take.
     """
-    for name, value in (("--context", context_tokens), ("--max-model-len", max_model_len),
-                        ("--max-num-batched-tokens", max_num_batched_tokens), ("--max-num-seqs", max_num_seqs)):
-        if value is not None and value < 1:
-            raise UserError(f"{name} must be at least 1")
-    if (max_capture_size is not None and max_capture_size < 0) or hbm_cache_gib < 0:
-        raise UserError("--max-capture-size and --hbm-cache-gib must be >= 0")
-    if memory_utilization is not None and not 0 < memory_utilization <= 1:
-        raise UserError("--memory-utilization must be in (0, 1]")
     gpus = dp * tp if gpus is None else gpus
     engine = load_engine(engine_name).with_overrides(
         max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs, max_capture_size=max_capture_size,
@@ -68,6 +60,6 @@ def command(model_name, hw_name, engine_name, gpus, tp, dp, ep, tiers, context_t
                            list(tiers or ("none", "hbm", "dram")), context_tokens, max_model_len or 0,
                            hbm_cache_gib * GiB)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(dumps_json(report.to_dict()))
         return
     Console().print(report)

@@ -1,13 +1,13 @@
 """`engramsim paper`: the simulator against the Engram paper's Table 4."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 import click
 from rich.console import Console
 
 from engramsim.papercheck import PaperReport, fit_step_host, paper_rows
+from engramsim.fileio import dumps_json
 
 
 @click.command(name="paper")
@@ -27,7 +27,7 @@ def command(fit, seed, as_json):
         with console.status("fitting on Dense-4B...") as status:
             fitted = fit_step_host(progress=lambda label: status.update(f"fitting: {label}"))
         if as_json:
-            click.echo(json.dumps(fitted))
+            click.echo(dumps_json(fitted, indent=None))
         else:
             console.print(f"fitted on each baseline: {fitted}  (put it in workloads/paper-table4.toml "
                           "[engine.fitted_step_host_us])")
@@ -35,7 +35,7 @@ def command(fit, seed, as_json):
     with console.status("simulating Table 4..."):
         rows = paper_rows(seed=seed)
     if as_json:
-        click.echo(json.dumps([asdict(r) | {"overhead_error_pp": r.overhead_error_pp,
+        click.echo(dumps_json([asdict(r) | {"overhead_error_pp": r.overhead_error_pp,
                                             "baseline_error_pct": r.baseline_error_pct} for r in rows], indent=2))
         return
     console.print(PaperReport(rows, seed))

@@ -1,12 +1,11 @@
 """`engramsim plan`: the cheapest server, layout and placement that meets latency SLOs."""
 from __future__ import annotations
 
-import json
-
 import click
 from rich.console import Console
 
-from engramsim.errors import UserError
+from engramsim.commands.numbers import HBM_GIB_MAX, MAX_GPUS, MAX_SEQS, MAX_TP, MAX_WORKERS, SEED, number, whole
+from engramsim.fileio import dumps_json
 from engramsim.plan import SLOs, candidate_grid, plan
 from engramsim.prices import load_prices
 from engramsim.report.progress import ProgressBar
@@ -19,22 +18,22 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
 @click.option("--workload", "workload_name", default="paper-table4", show_default=True, help="Workload preset or TOML file.")
 @click.option("--engine", "engines", multiple=True, help="Candidate engine preset (engines/); repeat. Default: nano-vllm.")
 @click.option("--hw", "hws", multiple=True, help="Candidate server preset; repeat. Default: h100, h200, b200.")
-@click.option("--gpus", "gpus", multiple=True, type=int, help="Candidate GPU count; repeat. Default: 1 and 8.")
-@click.option("--tp", "tps", multiple=True, type=int, help="Candidate tensor-parallel degree; repeat. Default: 1.")
-@click.option("--ep", "eps", multiple=True, type=int, help="Candidate expert-parallel degree; repeat. Default: 1.")
+@click.option("--gpus", "gpus", multiple=True, type=whole(1, MAX_GPUS), help="Candidate GPU count; repeat. Default: 1 and 8.")
+@click.option("--tp", "tps", multiple=True, type=whole(1, MAX_TP), help="Candidate tensor-parallel degree; repeat. Default: 1.")
+@click.option("--ep", "eps", multiple=True, type=whole(1, 2**20), help="Candidate expert-parallel degree; repeat. Default: 1.")
 @click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS), help="Candidate placement; repeat. Default: all.")
-@click.option("--hbm-cache-gib", "caches", multiple=True, type=float, help="Candidate HBM hot-row cache (GiB); repeat. Default: 0.")
-@click.option("--concurrency", type=int, help="The engine's max_num_seqs: most sequences one step may batch (nano-vLLM semantics).")
-@click.option("--max-p99-ttft-ms", type=float, help="SLO: p99 time to first token.")
-@click.option("--max-p99-tpot-ms", type=float, help="SLO: p99 time per output token.")
-@click.option("--min-tok-s", type=float, help="SLO: least output tokens/s of the whole deployment.")
-@click.option("--max-overhead-pct", type=float, default=3.0, show_default=True,
+@click.option("--hbm-cache-gib", "caches", multiple=True, type=number(0, HBM_GIB_MAX), help="Candidate HBM hot-row cache (GiB); repeat. Default: 0.")
+@click.option("--concurrency", type=whole(1, MAX_SEQS), help="The engine's max_num_seqs: most sequences one step may batch (nano-vLLM semantics).")
+@click.option("--max-p99-ttft-ms", type=number(0, 1e9, lo_open=True), help="SLO: p99 time to first token.")
+@click.option("--max-p99-tpot-ms", type=number(0, 1e9, lo_open=True), help="SLO: p99 time per output token.")
+@click.option("--min-tok-s", type=number(0, 1e12), help="SLO: least output tokens/s of the whole deployment.")
+@click.option("--max-overhead-pct", type=number(0, 100, lo_open=True), default=3.0, show_default=True,
               help="SLO: most Engram throughput overhead; also the bound of the largest-table search.")
 @click.option("--prices", "prices_name", default="cloud-2026", show_default=True,
               help="Prices preset (prices/) or your own TOML file in the same shape.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the request lengths.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the request lengths.")
 @click.option("--no-table-search", is_flag=True, help="Skip the largest-table bisection (faster).")
-@click.option("--workers", type=int, help="Worker processes. Default: this machine's cores.")
+@click.option("--workers", type=whole(1, MAX_WORKERS), help="Worker processes. Default: this machine's cores.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
 @click.option("--ray-address", help="Ray cluster to join (host:port or auto). Default: a local one.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
@@ -52,8 +51,6 @@ def command(model_name, workload_name, engines, hws, gpus, tps, eps, tiers, cach
     user) and, per tier, the largest Engram table that keeps overhead within --max-overhead-pct.
     When nothing is feasible it says so and lists the closest misses (exit status 0).
     """
-    if concurrency is not None and concurrency < 1:
-        raise UserError("--concurrency must be at least 1")
     prices = load_prices(prices_name)
     if plot_path:
         from engramsim.report.plots import check_plot_path
@@ -69,6 +66,6 @@ def command(model_name, workload_name, engines, hws, gpus, tps, eps, tiers, cach
         from engramsim.report.plots import plot_plan
         plot_plan(result, plot_path)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=1))
+        click.echo(dumps_json(result.to_dict(), indent=1))
     else:
         Console().print(result)

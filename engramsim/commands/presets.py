@@ -1,7 +1,6 @@
 """`engramsim presets`: what can be simulated, with the numbers that matter."""
 from __future__ import annotations
 
-import json
 
 import click
 from rich.console import Console
@@ -12,8 +11,8 @@ from engramsim.hardware import load_hardware
 from engramsim.model import load_model
 from engramsim.presets import preset_names
 from engramsim.workload import load_workload
-
-GB, GiB = 1e9, 2.0**30
+from engramsim.units import GB, GiB
+from engramsim.fileio import dumps_json
 
 
 def hardware_rows() -> list[dict]:
@@ -84,7 +83,7 @@ def command(as_json):
     data = {"hardware": hardware_rows(), "models": model_rows(), "engines": engine_rows(),
             "workloads": workload_rows()}
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(dumps_json(data))
         return
     console = Console()
     console.print(_table("Hardware (hwmodels/)", data["hardware"], [

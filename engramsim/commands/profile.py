@@ -1,7 +1,6 @@
 """`engramsim profile`: measure this machine; `profile show FILE`; `profile compare A B`."""
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -9,8 +8,10 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engramsim.errors import UserError
-from engramsim.profile_io import PROFILE_DIR, check_writable, default_path, load_profile, save_profile
+from engramsim.commands.numbers import SEED
+from engramsim.errors import Interrupted
+from engramsim.fileio import check_output, check_output_dir
+from engramsim.profile_io import PROFILE_DIR, default_path, load_profile, save_profile
 
 
 def _names(only: tuple[str, ...]) -> list[str]:
@@ -26,7 +27,7 @@ def _names(only: tuple[str, ...]) -> list[str]:
               help="Profile JSON to write [default: profiles/<host>-<gpu or cpu>-<date>.json].")
 @click.option("--scratch", type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the ssd_read scratch file (on the disk to measure) [default: system temp].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random row indices.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random row indices.")
 @click.pass_context
 def command(ctx, quick, only, out, scratch, seed):
     """Measure this machine's Engram memory paths with real kernels and save a profile."""
@@ -38,14 +39,13 @@ def command(ctx, quick, only, out, scratch, seed):
     import_torch()  # fail with one line before any progress bar is drawn
     names = _names(only)
     benchmarks = select(names)
-    scratch = scratch or Path(tempfile.gettempdir())
-    if not scratch.is_dir() or not os.access(scratch, os.W_OK):
-        raise UserError(f"--scratch {scratch}: not a writable directory")
+    if scratch is not None and "ssd_read" not in {b.name for b in benchmarks}:
+        click.echo("warning: --scratch does nothing without the ssd_read benchmark; ignored", err=True)
+    scratch = check_output_dir(scratch or Path(tempfile.gettempdir()), "--scratch")
     if out is None:
-        PROFILE_DIR.mkdir(exist_ok=True)
-        check_writable(PROFILE_DIR / "probe.json")
+        check_output_dir(PROFILE_DIR, "profile directory", create=True)
     else:
-        check_writable(out)
+        check_output(out, "--out")
     console = Console()
     with Progress(TextColumn("{task.description:<14}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("[dim]{task.fields[point]}"), TimeElapsedColumn(), console=console) as bar:
@@ -63,12 +63,19 @@ def command(ctx, quick, only, out, scratch, seed):
 
         profile = run_profile(names, quick=quick, scratch=scratch, seed=seed, progress=progress)
         bar.update(task, completed=len(benchmarks) if not profile.partial else bar.tasks[0].completed)
+    if profile.partial:
+        _save_partial(profile, out)
     path = save_profile(profile, out or default_path(profile))
     console.print(ProfileReport(profile))
     console.print(f"profile: {path}  ({profile.host.get('profile_wall_s', 0):.1f} s)")
-    if profile.partial:
-        console.print("[yellow]interrupted: saved what was measured, marked partial[/]")
-        ctx.exit(130)
+
+
+def _save_partial(profile, out):
+    """Ctrl-C: save what was measured, if anything, and leave with one line and status 130."""
+    if not profile.measurements:
+        raise Interrupted("interrupted before any point was measured: no profile written")
+    path = save_profile(profile, out or default_path(profile))
+    raise Interrupted(f"interrupted: saved {len(profile.measurements)} measured points to {path} (marked partial)")
 
 
 def _point_text(rec: dict) -> str:

@@ -1,8 +1,6 @@
 """`engramsim simulate`: compare Engram table placements on a simulated server."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from dataclasses import replace
 
 import click
@@ -11,14 +9,18 @@ from rich.console import Console
 from engramsim.engine import load_engine
 from engramsim import serve
 from engramsim.commands.common import print_notes
+from engramsim.commands.numbers import (DRAM_GIB_MAX, HBM_GIB_MAX, MAX_BATCHED_TOKENS, MAX_CONTEXT, MAX_GPUS,
+                                        MAX_SEQS, MAX_TP, SEED, number, whole)
+from engramsim.fileio import check_output, dumps_json
+from engramsim.report.progress import ProgressBar
 from engramsim.errors import UserError
 from engramsim.hardware import load_hardware, with_cxl_part
 from engramsim.model import load_model
 from engramsim.sim.run import Scenario, simulate
+from engramsim.sim.work import DEFAULT_MAX_STEPS
 from engramsim.sim.tiers import TIERS, Placement
+from engramsim.units import GiB
 from engramsim.workload import load_workload, with_engine
-
-GiB = 2.0**30
 
 
 @click.command(name="simulate")
@@ -32,25 +34,25 @@ GiB = 2.0**30
 @click.option("--engine", "engine_name", default="nano-vllm", show_default=True,
               help="Engine preset (engines/): scheduling limits, memory reserves, where the Engram fetch starts. "
                    "The workload's [engine] table overrides its limits.")
-@click.option("--gpus", type=int, help="GPUs in use; hosts hold gpus_per_host each. Default: DP x TP.")
-@click.option("--tp", "--tensor-parallel-size", "tp", type=int, help="Tensor-parallel degree of one replica [default: 1].")
-@click.option("--dp", "--data-parallel-size", "dp", type=int, help="Data-parallel replicas (with --gpus: GPUs / TP) [default: 1].")
-@click.option("--ep", type=int, help="Expert-parallel ranks the routed experts are divided across [default: 1].")
+@click.option("--gpus", type=whole(1, MAX_GPUS), help="GPUs in use; hosts hold gpus_per_host each. Default: DP x TP.")
+@click.option("--tp", "--tensor-parallel-size", "tp", type=whole(1, MAX_TP), help="Tensor-parallel degree of one replica [default: 1].")
+@click.option("--dp", "--data-parallel-size", "dp", type=whole(1, MAX_GPUS), help="Data-parallel replicas (with --gpus: GPUs / TP) [default: 1].")
+@click.option("--ep", type=whole(1, 2**20), help="Expert-parallel ranks the routed experts are divided across [default: 1].")
 @click.option("--enable-expert-parallel", is_flag=True, help="vLLM's switch: EP = TP x DP.")
 @click.option("--engram-config", help="The engine's Engram settings as JSON, e.g. vLLM '{\"cpu_offload\": true}' "
               "(cpu_offload, dp_shared_memory, use_thp) or SGLang's (placement, replication, lookup).")
-@click.option("--gpu-memory-utilization", type=float, help="vLLM's flag: share of device memory the engine uses.")
-@click.option("--max-num-batched-tokens", type=int, help="vLLM's flag: tokens one step may batch.")
-@click.option("--max-num-seqs", type=int, help="vLLM's flag: sequences running at once.")
-@click.option("--max-model-len", type=int, help="vLLM's flag: the server's longest context (sizes the indexer buffer).")
+@click.option("--gpu-memory-utilization", type=number(0, 1, lo_open=True), help="vLLM's flag: share of device memory the engine uses.")
+@click.option("--max-num-batched-tokens", type=whole(1, MAX_BATCHED_TOKENS), help="vLLM's flag: tokens one step may batch.")
+@click.option("--max-num-seqs", type=whole(1, MAX_SEQS), help="vLLM's flag: sequences running at once.")
+@click.option("--max-model-len", type=whole(1, MAX_CONTEXT), help="vLLM's flag: the server's longest context (sizes the indexer buffer).")
 @click.option("--kv-cache-dtype", help="vLLM's flag: auto, fp8, bf16, fp16.")
 @click.option("--speculative-config", help="vLLM's flag (JSON): its num_speculative_tokens is modeled as "
                                                  "--spec-tokens (give --accept-rate too).")
 @click.option("--from-cmd", "from_cmd", help="A whole launch command (`vllm serve MODEL ...` or `python -m "
               "sglang.launch_server ...`): engine, model and every flag above from it; prints what each flag became.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the request lengths.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the request lengths.")
 @click.option("--no-prefetch", is_flag=True, help="Fetch synchronously at the Engram layer.")
-@click.option("--hbm-cache-gib", "cache_gib", multiple=True, type=float,
+@click.option("--hbm-cache-gib", "cache_gib", multiple=True, type=number(0, HBM_GIB_MAX),
               help="Hot-row cache in HBM per GPU (GiB) for the off-GPU tiers; repeat to sweep sizes "
                    "(a bigger cache hits more but leaves less KV cache). Default: none.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
@@ -59,24 +61,27 @@ GiB = 2.0**30
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               help="A measured profile: calibrate --hw from it on the fly (see `engramsim calibrate`).")
 @click.option("--cxl", "cxl_part", help="Swap the CXL part, e.g. `cxl-pool` (hwmodels/parts/).")
-@click.option("--ssd-dram-hit", default=0.0, show_default=True, type=float,
-              help="ssd tier: share of page reads served by the host's DRAM page cache.")
-@click.option("--ssd-dram-cache-gib", "dram_cache_gib", multiple=True, type=float,
+@click.option("--ssd-dram-hit", type=number(0, 1),
+              help="ssd tier: share of page reads served by the host's DRAM page cache [default: 0].")
+@click.option("--ssd-dram-cache-gib", "dram_cache_gib", multiple=True, type=number(0, DRAM_GIB_MAX),
               help="ssd tier: a DRAM hot-row cache of this size per host, its hit rate from the row "
                    "model (--trace); repeat to sweep sizes.")
-@click.option("--max-seqs", type=int, help="Override the workload's max_num_seqs.")
+@click.option("--max-seqs", type=whole(1, MAX_SEQS), help="Override the workload's max_num_seqs.")
+@click.option("--max-steps", type=number(1, 1e15), default=DEFAULT_MAX_STEPS, show_default=True,
+              help="Refuse a simulation estimated to need more engine steps than this (all runs and "
+                   "replicas together; ~2 million take about a minute).")
 @click.option("--timeline", "timeline_path", type=click.Path(dir_okay=False),
               help="Write a Chrome/Perfetto trace of every run (steps, stalls, fetches, counters) to this JSON "
                    "file; open it at ui.perfetto.dev.")
-@click.option("--spec-tokens", type=int, help="Speculative decoding: drafted tokens each decode step verifies "
+@click.option("--spec-tokens", type=whole(0, 64), help="Speculative decoding: drafted tokens each decode step verifies "
                                              "per sequence (the model's MTP layers draft them).")
-@click.option("--accept-rate", type=float, help="Speculative decoding: probability that a drafted token is "
+@click.option("--accept-rate", type=number(0, 1), help="Speculative decoding: probability that a drafted token is "
                                               "accepted, given the ones before it were.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp, ep, enable_expert_parallel,
             engram_config, gpu_memory_utilization, max_num_batched_tokens, max_num_seqs, max_model_len, kv_cache_dtype,
             speculative_config, from_cmd, seed, no_prefetch, cache_gib, trace_path, profile_path, cxl_part, ssd_dram_hit,
-            dram_cache_gib, max_seqs, timeline_path, spec_tokens, accept_rate, as_json):
+            dram_cache_gib, max_seqs, max_steps, timeline_path, spec_tokens, accept_rate, as_json):
     """Simulate an inference server with the model's Engram tables in each placement.
 
     Each placement runs beside a no-Engram baseline (same backbone and workload), and the
@@ -84,17 +89,14 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
     shared resource carried, and what bounds each placement. A placement whose table, cache
     or weights do not fit is reported as such and not simulated.
     """
-    if max_seqs is not None and max_seqs < 1:
-        raise UserError("--max-seqs must be at least 1")
-    if any(c < 0 for c in cache_gib + dram_cache_gib):
-        raise UserError("--hbm-cache-gib and --ssd-dram-cache-gib must be >= 0")
     serve_flags = {"--gpu-memory-utilization": gpu_memory_utilization, "--max-num-batched-tokens": max_num_batched_tokens,
                    "--max-num-seqs": max_num_seqs, "--max-model-len": max_model_len, "--kv-cache-dtype": kv_cache_dtype,
                    "--speculative-config": speculative_config, "--tensor-parallel-size": tp, "--data-parallel-size": dp,
                    "--enable-expert-parallel": enable_expert_parallel or None}
     settings = serve.settings_from_cli(from_cmd, engine_name, engram_config, serve_flags, tiers)
-    tiers, tp, dp = tiers or settings.tiers, settings.tp or 1, settings.dp or 1
+    tiers, tp, dp = tiers or settings.tiers or TIERS, settings.tp or 1, settings.dp or 1
     ep = ep or settings.ep or 1
+    _check_flags(tiers, cache_gib, dram_cache_gib, ssd_dram_hit, cxl_part)
     hw = _hardware(hw_name, profile_path, cxl_part)
     model = serve.apply_to_model(settings, load_model(settings.model or model_name))
     engine = load_engine(settings.engine or engine_name).with_overrides(**settings.engine_overrides)
@@ -111,28 +113,52 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
     scenario = Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=seed, engine=engine, ep=ep,
                         prefetch=engine.prefetch and not no_prefetch, row_model=_row_model(trace_path, model),
                         max_model_len=settings.max_model_len or 0)
-    placements = _placements(tiers or TIERS, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit)
+    placements = _placements(tiers, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit or 0.0)
     timeline = _timeline(timeline_path)
-    console = Console(stderr=as_json)
     print_notes(model.notes, "note", "yellow")
     print_notes(settings.lines, "understood")
-    if as_json:
-        report = simulate(scenario, placements, timeline=timeline)
-        _write_timeline(timeline, timeline_path)
-        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=False))
-        return
-    with console.status("simulating...") as status:
-        report = simulate(scenario, placements, progress=lambda label: status.update(f"simulating {label}..."),
-                          timeline=timeline)
+    total, done = (1 + len(placements)) * workload.num_seqs, [0]
+    with ProgressBar("simulating", transient=True) as bar:
+        def finished(n):  # sequences finished over all runs, on stderr (with --json too)
+            done[0] += n
+            bar.update(done[0], total)
+        report = simulate(scenario, placements, finished=finished, max_steps=max_steps, timeline=timeline)
     _write_timeline(timeline, timeline_path)
-    console.print(report)
+    if as_json:
+        click.echo(dumps_json(report.to_dict()))
+    else:
+        Console().print(report)
+
+
+def _check_flags(tiers, cache_gib, dram_cache_gib, ssd_dram_hit, cxl_part):
+    """Repeated values are errors; flags that cannot act on the chosen tiers get a warning."""
+    for flag, values in (("--tier", tiers), ("--hbm-cache-gib", cache_gib), ("--ssd-dram-cache-gib", dram_cache_gib)):
+        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if repeated is not None:
+            raise UserError(f"{flag} {repeated:g} is given twice" if isinstance(repeated, float)
+                            else f"{flag} {repeated} is given twice")
+    if ssd_dram_hit is not None and dram_cache_gib:
+        raise UserError("give --ssd-dram-hit (a fixed hit rate) or --ssd-dram-cache-gib (a cache size), not both")
+    ignored = [(flag, needs) for flag, given, needs in (
+        ("--ssd-dram-hit", ssd_dram_hit is not None, "ssd"), ("--ssd-dram-cache-gib", bool(dram_cache_gib), "ssd"),
+        ("--hbm-cache-gib", bool(cache_gib), "an off-GPU tier"), ("--cxl", bool(cxl_part), "cxl-uva or cxl-copy"))
+        if given and not _tiers_use(tiers, needs)]
+    for flag, needs in ignored:
+        click.echo(f"warning: {flag} does nothing without --tier {needs}; ignored", err=True)
+
+
+def _tiers_use(tiers, needs: str) -> bool:
+    if needs == "ssd":
+        return "ssd" in tiers
+    if needs == "an off-GPU tier":
+        return any(t != "hbm" for t in tiers)
+    return any(t.startswith("cxl") for t in tiers)
 
 
 def _timeline(path: str | None):
     if not path:
         return None
-    if not Path(path).parent.is_dir():
-        raise UserError(f"--timeline {path}: folder {Path(path).parent} does not exist")
+    check_output(path, "--timeline")
     from engramsim.report.timeline import Timeline
     return Timeline()
 
@@ -145,10 +171,6 @@ def _write_timeline(timeline, path: str | None):
 def _with_speculation(workload, spec_tokens: int | None, accept_rate: float | None):
     if spec_tokens is None and accept_rate is None:
         return workload
-    if spec_tokens is not None and spec_tokens < 0:
-        raise UserError("--spec-tokens must be >= 0")
-    if accept_rate is not None and not 0 <= accept_rate <= 1:
-        raise UserError(f"--accept-rate must be within [0, 1], got {accept_rate}")
     if spec_tokens and accept_rate is None:
         raise UserError("speculative decoding needs --accept-rate (the share of drafted tokens accepted)")
     eng = workload.engine
@@ -169,8 +191,13 @@ def _placements(tiers, hbm_caches_gib, dram_caches_gib, ssd_dram_hit) -> list[Pl
 
 def _hardware(hw_name: str, profile_path: str | None, cxl_part: str | None):
     if profile_path:
-        from engramsim.calibrate import hardware_from_profile
-        hw = hardware_from_profile(profile_path, base=hw_name)
+        from engramsim.calibrate import calibrate, check_calibration
+        from engramsim.profile_io import load_profile
+        profile = load_profile(profile_path)
+        cal = calibrate(profile, base=hw_name)
+        hw = check_calibration(cal)
+        if profile.partial:
+            click.echo(f"warning: --profile {profile_path}: {cal.notes[0]}", err=True)
     else:
         hw = load_hardware(hw_name)
     return with_cxl_part(hw, cxl_part) if cxl_part else hw

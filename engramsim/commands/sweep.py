@@ -1,12 +1,12 @@
 """`engramsim sweep GRID.toml`: run every config of a grid of `simulate` options."""
 from __future__ import annotations
 
-import json
-
 import click
 from rich.console import Console
 
+from engramsim.commands.numbers import MAX_WORKERS, whole
 from engramsim.errors import UserError
+from engramsim.fileio import dumps_json
 from engramsim.report.progress import ProgressBar
 from engramsim.sweep import load_grid, run_sweep
 from engramsim.sweep.executors import EXECUTORS, default_workers
@@ -17,7 +17,7 @@ from engramsim.sweep.output import check_path
 @click.argument("grid_path", metavar="GRID.toml", type=click.Path(dir_okay=False))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write one row per config to this .csv, .jsonl or .parquet file (atomically).")
-@click.option("--workers", type=int, help="Worker processes (Ray: CPUs of a local cluster). Default: this machine's cores.")
+@click.option("--workers", type=whole(1, MAX_WORKERS), help="Worker processes (Ray: CPUs of a local cluster). Default: this machine's cores.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="Run tasks in local processes or as Ray tasks.")
 @click.option("--ray-address", help="Ray cluster to join (host:port, ray://host:port or auto). Default: start a local one.")
@@ -50,6 +50,6 @@ def command(grid_path, out_path, workers, executor, ray_address, resume, plot_pa
         from engramsim.report.plots import plot_rows
         plot_rows(result.rows, grid.configs, grid.axes, plot_path, title=f"engramsim sweep {grid_path}")
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=1))
+        click.echo(dumps_json(result.to_dict(), indent=1))
     else:
         Console().print(result)

@@ -1,13 +1,13 @@
 """`engramsim trace`: hash real text into an Engram address stream and report its statistics."""
 from __future__ import annotations
 
-import json
 
 import click
 
 from engramsim.commands.common import Progress, print_notes
 from engramsim.corpus import PARTS
 from engramsim.model import load_model
+from engramsim.fileio import check_output, dumps_json
 
 
 @click.command("trace")
@@ -40,8 +40,10 @@ def command(model_name, texts, parts, id_files, tokenizer, save, as_json):
     from rich.console import Console
     from engramsim.addresses.build import trace_for
     from engramsim.addresses.stats import analyze
-    from engramsim.addresses.store import save_trace
+    from engramsim.addresses.store import save_trace, trace_file_path
 
+    if save:
+        check_output(trace_file_path(save), "--save")
     model = load_model(model_name)
     print_notes(model.notes, "note", "yellow")
     err = Console(stderr=True)
@@ -54,6 +56,6 @@ def command(model_name, texts, parts, id_files, tokenizer, save, as_json):
         path = save_trace(save, trace, stats)
         err.print(f"saved trace to {path}")
     if as_json:
-        click.echo(json.dumps(stats.to_dict(), indent=1))
+        click.echo(dumps_json(stats.to_dict(), indent=1))
     else:
         Console().print(stats)

@@ -1,11 +1,12 @@
 """`engramsim validate`: a real Engram model here, measured beside the simulator's prediction."""
 from __future__ import annotations
 
-import json
 import tempfile
 
 import click
 from rich.console import Console
+
+from engramsim.fileio import check_output_dir, dumps_json
 
 
 @click.command(name="validate")
@@ -38,6 +39,7 @@ def command(quick, tiny, profile_path, scratch, as_json, device):
     from engramsim.realmodel import RunConfig, gpu_quick_config, quick_config, this_device, tiny_config
     from engramsim.validate import run_validation
 
+    scratch = str(check_output_dir(scratch, "--scratch"))
     device = this_device(RunConfig(device=device))
     if tiny:
         config = tiny_config(scratch)
@@ -50,6 +52,6 @@ def command(quick, tiny, profile_path, scratch, as_json, device):
     with console.status("validating...") as status:
         report = run_validation(config, profile_path, scratch, progress=status.update)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        click.echo(dumps_json(report.to_dict()))
     else:
         console.print(report)

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engramsim.measure.timing import Stats
-
-KiB, MiB, GiB = 2**10, 2**20, 2**30
+from engramsim.units import GiB, KiB, MiB
 
 
 @dataclass(frozen=True)

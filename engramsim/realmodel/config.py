@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from engramsim.errors import UserError
 from engramsim.model import Backbone, EngramSpec, ModelSpec
+from engramsim.units import MiB
 
 # Placements a CPU-only machine measures. "-cold"/"-warm" say whether the table file's pages are
 # in the page cache when the timed run starts.
@@ -128,7 +129,7 @@ class RealModelConfig:
     def engram_vocab_size(self) -> tuple[int, ...]:
         """Rows per head table so that all Engram layers together hold about `table_MiB`."""
         heads = (self.max_ngram_size - 1) * self.n_head_per_ngram * len(self.engram_layer_ids)
-        rows_per_head = self.table_MiB * 2**20 // (heads * self.row_dim * self.value_bytes)
+        rows_per_head = self.table_MiB * MiB // (heads * self.row_dim * self.value_bytes)
         if rows_per_head < 2:
             raise UserError(f"real model: table_MiB={self.table_MiB} is too small for {heads} head tables")
         return (rows_per_head,) * (self.max_ngram_size - 1)

@@ -24,6 +24,7 @@ from engramsim.realmodel._torch import TORCH_DTYPES, torch
 from engramsim.realmodel.config import Placement
 from engramsim.realmodel.model import BUCKETS
 from engramsim.realmodel.placements import PrefetchRows
+from engramsim.units import GiB
 
 F = torch.nn.functional
 
@@ -238,10 +239,10 @@ def make_gpu_source(p: Placement, table, layers, capacity_rows: int):
 
 def check_device_room(table_bytes: int, margin_GiB: float) -> None:
     free, _ = torch.cuda.mem_get_info()
-    need = table_bytes + int(margin_GiB * 2**30)
+    need = table_bytes + int(margin_GiB * GiB)
     if need > free:
-        raise UserError(f"real model: the HBM table needs {need / 2**30:.1f} GiB with its margin, "
-                        f"the GPU has {free / 2**30:.1f} GiB free; lower table_MiB")
+        raise UserError(f"real model: the HBM table needs {need / GiB:.1f} GiB with its margin, "
+                        f"the GPU has {free / GiB:.1f} GiB free; lower table_MiB")
 
 
 class GpuTables:

@@ -28,6 +28,7 @@ import numpy as np
 from engramsim.errors import UserError
 from engramsim.realmodel._torch import torch
 from engramsim.realmodel.config import Placement
+from engramsim.units import GiB, MiB
 
 F = torch.nn.functional
 
@@ -158,16 +159,16 @@ def _mem_available_bytes() -> int:
 
 def check_room(table_bytes: int, copies: int, needs_file: bool, table_dir: Path, margin_GiB: float) -> None:
     """Fail before allocating: `copies` tables in RAM and, for mmap, one on disk, plus a margin."""
-    margin = int(margin_GiB * 2**30)
+    margin = int(margin_GiB * GiB)
     need, free = copies * table_bytes + margin, _mem_available_bytes()
     if need > free:
-        raise UserError(f"real model: {copies} x {table_bytes / 2**30:.2f} GiB table + {margin_GiB} GiB margin "
-                        f"needs {need / 2**30:.1f} GiB of RAM, {free / 2**30:.1f} GiB available; lower table_MiB")
+        raise UserError(f"real model: {copies} x {table_bytes / GiB:.2f} GiB table + {margin_GiB} GiB margin "
+                        f"needs {need / GiB:.1f} GiB of RAM, {free / GiB:.1f} GiB available; lower table_MiB")
     if needs_file:
         disk = shutil.disk_usage(table_dir).free
         if table_bytes + margin > disk:
-            raise UserError(f"real model: the table file needs {(table_bytes + margin) / 2**30:.1f} GiB in "
-                            f"{table_dir}, {disk / 2**30:.1f} GiB free; lower table_MiB or set table_dir")
+            raise UserError(f"real model: the table file needs {(table_bytes + margin) / GiB:.1f} GiB in "
+                            f"{table_dir}, {disk / GiB:.1f} GiB free; lower table_MiB or set table_dir")
 
 
 class TableStore:
@@ -227,7 +228,7 @@ class TableStore:
             self.path = None
 
 
-def _read_through(path: Path, chunk_bytes: int = 64 * 2**20) -> None:
+def _read_through(path: Path, chunk_bytes: int = 64 * MiB) -> None:
     with open(path, "rb", buffering=0) as f:
         while f.read(chunk_bytes):
             pass

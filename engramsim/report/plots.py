@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engramsim.errors import UserError
 from engramsim.plan import pareto_front
+from engramsim.fileio import check_output
 
 MEMORY_PARTS = (("weights", "#4c72b0"), ("engram_table", "#c44e52"), ("hot_cache", "#dd8452"),
                 ("activations", "#8172b3"), ("cuda_graphs", "#937860"), ("non_torch", "#8c8c8c"),
@@ -144,8 +145,7 @@ def _cache(config: dict) -> float:
 def check_plot_path(path: str):
     """Fail before a long run, not after it: matplotlib is there and the folder exists."""
     _pyplot()
-    if not Path(path).parent.is_dir():
-        raise UserError(f"--plot {path}: folder {Path(path).parent} does not exist")
+    check_output(path, "--plot")
 
 
 def _pyplot():
@@ -159,7 +159,7 @@ def _pyplot():
 
 
 def _save(fig, path: str):
-    from engramsim.profile_io import write_atomic
+    from engramsim.fileio import write_atomic
     check_plot_path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

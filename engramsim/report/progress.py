@@ -10,7 +10,10 @@ class ProgressBar:
     def __init__(self, label: str, transient: bool = False):
         columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("ETA"), TimeRemainingColumn())
-        self.progress = Progress(*columns, console=Console(stderr=True), transient=transient)
+        console = Console(stderr=True)
+        # A transient bar on a pipe or a log would leave only a stray blank line: show none.
+        self.progress = Progress(*columns, console=console, transient=transient,
+                                 disable=transient and not console.is_terminal)
         self.task = None
 
     def update(self, done: int, total: int):

@@ -41,7 +41,7 @@ class Timeline:
                 "otherData": {"generator": "engramsim simulate --timeline", "time_unit": "us"}}
 
     def write(self, path: str | Path):
-        from engramsim.profile_io import write_atomic
+        from engramsim.fileio import write_atomic
         write_atomic(path, json.dumps(self.to_dict(), separators=(",", ":")))
 
 

@@ -312,9 +312,10 @@ class Replica:
             self.recorder.stall(self.index, layer, self.env.now - seconds, self.env.now)
 
 
-def run_server(setup: ServerSetup, requests: Requests, recorder=None) -> RawRun:
+def run_server(setup: ServerSetup, requests: Requests, recorder=None, finished=None) -> RawRun:
     """Simulate `setup.gpus / setup.tp` replicas serving `requests`; returns the raw outcome.
-    A `recorder` (engramsim.report.timeline.RunRecorder) is told every step, stall and fetch."""
+    A `recorder` (engramsim.report.timeline.RunRecorder) is told every step, stall and fetch;
+    `finished(n)` hears of finished sequences, about a hundred times per run."""
     env = simpy.Environment()
     net = FlowNetwork(env)
     net.recorder = recorder
@@ -333,7 +334,7 @@ def run_server(setup: ServerSetup, requests: Requests, recorder=None) -> RawRun:
         replicas.append(Replica(env, setup, fetchers, stats, net, hosts[gpus[0] // hw.gpus_per_host], r, recorder))
     seqs = [Seq(i, float(requests.arrival_s[i]), int(requests.input_len[i]), int(requests.output_len[i]))
             for i in range(len(requests))]
-    done: list[Seq] = []
+    done = _Done(finished, len(seqs))
     resources = links + [r for h in hosts for r in h.resources()] + list(pool.values())
     if recorder:
         recorder.resources(resources, hw)
@@ -341,10 +342,29 @@ def run_server(setup: ServerSetup, requests: Requests, recorder=None) -> RawRun:
     for rep in replicas:
         env.process(rep.run(len(seqs), done))
     env.run()
+    done.report()
     if len(done) != len(seqs):
         raise RuntimeError(f"simulation ended with {len(seqs) - len(done)} unfinished sequences")
     return RawRun(seqs, env.now, stats, resources, sum(r.scheduler.preemptions for r in replicas),
                   dict(net.limited_s))
+
+
+class _Done(list):
+    """The finished sequences; tells `finished(n)` of every ~1% of them."""
+
+    def __init__(self, finished, total: int):
+        super().__init__()
+        self.finished, self.every, self.told = finished, max(1, total // 100), 0
+
+    def extend(self, seqs):
+        super().extend(seqs)
+        if self.finished and len(self) - self.told >= self.every:
+            self.report()
+
+    def report(self):
+        if self.finished and len(self) > self.told:
+            self.finished(len(self) - self.told)
+            self.told = len(self)
 
 
 def _arrivals(env, seqs: list[Seq], replicas: list[Replica]):

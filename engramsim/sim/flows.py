@@ -9,6 +9,12 @@ also carry a private rate cap (the in-flight limit of one GPU's zero-copy reads)
 Whenever a flow starts or ends, rates are recomputed by progressive filling (weighted max-min
 fairness): all unfrozen flows grow at the same rate until a resource saturates or a flow hits
 its cap, then those flows freeze. This is what lets eight GPUs contend for one host's DRAM.
+
+Time is a float, so its resolution shrinks as the clock grows (at 1e4 s one tick is ~2e-12 s).
+Every tolerance is therefore relative: a flow is done when what is left of it would take less
+than a few ticks of the clock at its rate, or is below rounding of the amount it started with.
+A wake-up is never planned closer than those few ticks, so each one finishes at least one flow
+and the network cannot reschedule itself at the same instant.
 """
 from __future__ import annotations
 
@@ -16,7 +22,15 @@ import math
 
 import simpy
 
-EPS_S = 1e-12
+# Rounding left over from subtracting moved amounts: this share of a flow's amount counts as done.
+AMOUNT_REL_TOL = 1e-12
+# A flow whose remaining time is within this many ticks of the clock (ulp of `now`) is done.
+CLOCK_TICKS = 4
+
+
+def clock_tolerance_s(now: float) -> float:
+    """The shortest interval the simulated clock can still resolve at `now`, with a margin."""
+    return CLOCK_TICKS * math.ulp(max(now, 1.0))
 
 
 class Resource:
@@ -35,9 +49,10 @@ class Resource:
 
 
 class Flow:
-    __slots__ = ("remaining", "loads", "cap", "cap_name", "rate", "done", "limit")
+    __slots__ = ("amount", "remaining", "loads", "cap", "cap_name", "rate", "done", "limit")
 
     def __init__(self, amount: float, loads: list[tuple[Resource, float]], cap: float, cap_name: str, done):
+        self.amount = amount
         self.remaining = amount
         self.loads = loads
         self.cap = cap
@@ -101,13 +116,17 @@ class FlowNetwork:
         if math.isinf(dt):
             raise RuntimeError("flows are stuck: a resource on their path has no capacity")
         generation = self._generation
-        self.env.timeout(max(dt, 0.0)).callbacks.append(lambda _: self._wake(generation))
+        # Never closer than the clock can resolve: the wake-up then finishes the nearest flow.
+        delay = max(dt, clock_tolerance_s(self.env.now))
+        self.env.timeout(delay).callbacks.append(lambda _: self._wake(generation))
 
     def _wake(self, generation: int):
         if generation != self._generation:
             return  # rates changed since this wake-up was planned
         self._advance()
-        finished = [f for f in self.flows if f.rate > 0 and f.remaining <= f.rate * EPS_S]
+        tolerance_s = clock_tolerance_s(self.env.now)
+        finished = [f for f in self.flows
+                    if f.remaining <= max(f.rate * tolerance_s, f.amount * AMOUNT_REL_TOL)]
         for f in finished:
             for r, c in f.loads:
                 r.units += f.remaining * c
@@ -118,7 +137,12 @@ class FlowNetwork:
 
 
 def _fill_rates(flows: list[Flow]):
-    """Weighted max-min fair rates by progressive filling."""
+    """Weighted max-min fair rates by progressive filling.
+
+    Each round raises every unfrozen flow by the largest common step that no resource or cap
+    allows to be exceeded, then freezes the flows held by whatever bound that step (and any
+    within rounding of their bound), so each round freezes at least one flow.
+    """
     for f in flows:
         f.rate = 0.0
     residual: dict[Resource, float] = {}
@@ -131,19 +155,21 @@ def _fill_rates(flows: list[Flow]):
         for f in unfrozen:
             for r, c in f.loads:
                 load[r] = load.get(r, 0.0) + c
-        step = min([f.cap - f.rate for f in unfrozen] + [residual[r] / l for r, l in load.items()])
-        step = max(step, 0.0)
+        by_resource = {r: residual[r] / l for r, l in load.items()}
+        by_cap = min(f.cap - f.rate for f in unfrozen)
+        step = max(min([by_cap, *by_resource.values()]), 0.0)
         for f in unfrozen:
             f.rate += step
         for r, l in load.items():
             residual[r] -= step * l
-        saturated = {r for r, l in load.items() if residual[r] <= 1e-9 * r.capacity}
+        saturated = {r for r, l in load.items()
+                     if residual[r] <= 1e-9 * r.capacity or by_resource[r] <= step}
         still = []
         for f in unfrozen:
             hit = next((r for r, _ in f.loads if r in saturated), None)
             if hit is not None:
                 f.limit = hit.kind
-            elif f.rate >= f.cap * (1 - 1e-12):
+            elif f.rate >= f.cap * (1 - 1e-12) or f.cap - (f.rate - step) <= step:
                 f.limit = f.cap_name
             else:
                 still.append(f)

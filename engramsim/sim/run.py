@@ -1,6 +1,7 @@
 """Run the server model for each placement beside a no-Engram baseline and summarise it."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from engramsim.capacity import Parallel, check_parallel, plan_memory
@@ -13,6 +14,8 @@ from engramsim.model import ModelSpec
 from engramsim.results import RunResult, SimReport, summarize_run
 from engramsim.sim.engine import RawRun, ServerSetup, run_server
 from engramsim.sim.tiers import Placement
+from engramsim.sim.work import DEFAULT_MAX_STEPS, estimate_work
+from engramsim.units import GiB
 from engramsim.workload import Requests, Workload
 
 
@@ -88,25 +91,43 @@ class Baseline:
     summary: dict
 
 
-def run_baseline(scenario: Scenario, requests: Requests | None = None, timeline=None) -> Baseline:
+def run_baseline(scenario: Scenario, requests: Requests | None = None, timeline=None, finished=None) -> Baseline:
     requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
-    plan = scenario.plan(None)
-    if not plan.fits:
-        raise UserError(f"the backbone alone does not fit: {plan.problems[0]}")
-    raw = _run(scenario, None, plan, requests, timeline.run("no-Engram baseline") if timeline else None)
+    plan = _baseline_plan(scenario)
+    raw = _run(scenario, None, plan, requests, timeline.run("no-Engram baseline") if timeline else None, finished)
     return Baseline(raw, summarize_run(raw))
 
 
+def _baseline_plan(scenario: Scenario):
+    plan = scenario.plan(None)
+    if not plan.fits:
+        raise UserError(f"the backbone alone does not fit: {plan.problems[0]}")
+    return plan
+
+
+def check_work(scenario: Scenario, runs: int, max_steps: float | None) -> None:
+    """Refuse, before any work, a simulation estimated above `max_steps` (None: no limit)."""
+    kv_tokens = _baseline_plan(scenario).kv_blocks_per_rank * scenario.workload.engine.kv_block_tokens
+    work = estimate_work(scenario.workload, scenario.gpus // scenario.tp, runs, kv_tokens)
+    if max_steps is not None and work.steps > max_steps:
+        raise UserError(f"this simulation needs {work.describe()}, over the limit of {max_steps:.3g}; "
+                        f"lift it with --max-steps {_round_up(work.steps)}")
+
+
 def simulate(scenario: Scenario, placements: list[Placement], progress=None,
-             requests: Requests | None = None, baseline: Baseline | None = None, timeline=None) -> SimReport:
+             requests: Requests | None = None, baseline: Baseline | None = None, timeline=None,
+             max_steps: float | None = DEFAULT_MAX_STEPS, finished=None) -> SimReport:
     """The baseline once (unless given), then every placement; `progress(label)` is called
-    before each run. `requests` replaces the workload's generated requests (to replay a
-    measured run). A `timeline` (engramsim.report.timeline.Timeline) records every run."""
+    before each run and `finished(n)` as sequences finish (n more each time). `requests`
+    replaces the workload's generated requests (to replay a measured run). A `timeline`
+    (engramsim.report.timeline.Timeline) records every run. Refuses, before any work, a
+    simulation estimated above `max_steps` engine steps (None: no limit)."""
+    check_work(scenario, (baseline is None) + len(placements), max_steps)
     requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
     if baseline is None:
         if progress:
             progress("baseline")
-        baseline = run_baseline(scenario, requests, timeline)
+        baseline = run_baseline(scenario, requests, timeline, finished)
     baseline_tok_s = baseline.summary["throughput_tok_s"]
     runs = []
     for placement in placements:
@@ -114,22 +135,30 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
             progress(placement.tier)
         plan = scenario.plan(placement)
         recorder = timeline.run(placement_label(placement)) if timeline and plan.fits else None
-        raw = _run(scenario, placement, plan, requests, recorder) if plan.fits else None
+        raw = _run(scenario, placement, plan, requests, recorder, finished) if plan.fits else None
+        if raw is None and finished:
+            finished(len(requests))
         runs.append(RunResult.from_raw(placement, plan, raw, baseline_tok_s, scenario))
     return SimReport.build(scenario, baseline.summary, baseline.raw, runs)
 
 
-def _run(scenario: Scenario, placement: Placement | None, plan, requests, recorder=None) -> RawRun:
+def _round_up(steps: float) -> int:
+    """`steps` rounded up to two significant digits, for a flag value a person can type."""
+    scale = 10 ** max(int(math.floor(math.log10(steps))) - 1, 0)
+    return int(math.ceil(steps / scale) * scale)
+
+
+def _run(scenario: Scenario, placement: Placement | None, plan, requests, recorder=None, finished=None) -> RawRun:
     setup = ServerSetup(hw=scenario.hw, model=scenario.model, workload=scenario.workload,
                         placement=placement, gpus=scenario.gpus, tp=scenario.tp,
                         kv_blocks=plan.kv_blocks_per_rank, row_model=scenario.rows,
                         prefetch=scenario.prefetch)
-    return run_server(setup, requests, recorder)
+    return run_server(setup, requests, recorder, finished)
 
 
 def placement_label(p: Placement) -> str:
     """The name the report tables give this placement."""
     from types import SimpleNamespace
     from engramsim.report.console import label
-    return label(SimpleNamespace(tier=p.tier, hbm_cache_GiB=p.hbm_cache_bytes / 2**30,
-                                 dram_cache_GiB=p.dram_cache_bytes / 2**30))
+    return label(SimpleNamespace(tier=p.tier, hbm_cache_GiB=p.hbm_cache_bytes / GiB,
+                                 dram_cache_GiB=p.dram_cache_bytes / GiB))

@@ -15,9 +15,9 @@ from engramsim.model import model_from_dict
 from engramsim.presets import load_toml, resolve
 from engramsim.sim.run import Scenario
 from engramsim.sim.tiers import Placement
+from engramsim.units import GiB
 from engramsim.workload import with_engine, workload_from_dict
 
-GiB = 2.0**30
 # Options that only choose the placement: configs differing in these share one Scenario.
 PLACEMENT_KEYS = ("tier", "hbm_cache_gib", "ssd_dram_cache_gib", "ssd_dram_hit")
 # ...and these, with the Engram table's fields, do not touch the no-Engram baseline either.

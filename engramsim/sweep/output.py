@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from engramsim.errors import UserError
-from engramsim.profile_io import write_atomic
+from engramsim.fileio import check_output, dumps_json, input_file, write_atomic
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 
@@ -19,15 +19,14 @@ def check_path(path: str | Path) -> Path:
         raise UserError(f"--out {path}: give a file ending in {', '.join(FORMATS)}")
     if path.suffix == ".parquet":
         _parquet_lib()
-    if not path.parent.is_dir():
-        raise UserError(f"--out {path}: folder {path.parent} does not exist")
-    return path
+    return check_output(path, "--out")
 
 
 def read_rows(path: Path) -> list[dict]:
     """The rows a results file holds ([] when there is none yet)."""
-    if not path.is_file():
+    if not path.exists():
         return []
+    input_file(path, "--resume results")
     try:
         if path.suffix == ".csv":
             with open(path, newline="") as f:
@@ -45,7 +44,7 @@ def write_rows(path: Path, rows: list[dict]):
     if path.suffix == ".parquet":
         data = _parquet_bytes(rows)
     elif path.suffix == ".jsonl":
-        data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        data = "".join(dumps_json(r, indent=None) + "\n" for r in rows).encode()
     else:
         data = _csv_text(rows).encode()
     write_atomic(path, data)
