@@ -141,14 +141,35 @@ def engram_module_params(bb: Backbone, spec: EngramSpec) -> int:
     return (1 + hc) * spec.memory_dim * bb.hidden_size + spec.kernel_size * hc * bb.hidden_size
 
 
+# Hidden-wide bf16 vectors each op of one Engram module reads and writes per token, counted from
+# engram_demo_v1.py (`Engram.forward`, `ShortConv.forward`, `TransformerBlock.forward`) run
+# eagerly: every op materialises its output in HBM.
+ENGRAM_PASSES_PER_BRANCH = {    # once per hyper-connection branch
+    "key projection (write)": 1, "key norm": 2, "query norm": 2, "gate: product (2 in, 1 out), sum": 4,
+    "gate x value (write)": 1, "conv input norm": 2,
+}
+ENGRAM_PASSES_STREAM = {        # over the whole hc x hidden stream, counted per branch
+    "concatenate normed branches": 2, "depthwise conv": 2, "SiLU": 2, "transpose back, contiguous": 2,
+    "value + conv": 3, "residual add into the hidden state": 3,
+}
+ENGRAM_PASSES_SHARED = {"value projection (write)": 1, "gate x value (read value)": 1}
+
+
+def engram_hidden_passes(hc_mult: int) -> int:
+    """Hidden-wide vectors one Engram module moves through HBM per token, eagerly."""
+    per_branch = sum(ENGRAM_PASSES_PER_BRANCH.values()) + sum(ENGRAM_PASSES_STREAM.values())
+    return hc_mult * per_branch + sum(ENGRAM_PASSES_SHARED.values())
+
+
 def engram_module_s(gpu: GPU, bb: Backbone, spec: EngramSpec, tokens: int, tp: int) -> float:
     """GPU time of the Engram fusion at one layer (deepseek-ai/Engram `Engram.forward`) as a
-    roofline: the projections' FLOPs against their weights and ~6 passes over tokens x hc x
-    hidden activations (norms, gate, conv). Its launches are counted by `engram_kernels`."""
-    hc = bb.hc_mult
+    roofline: the projections' FLOPs against their weights, the memory vector and the
+    activations every eager op reads and writes (`engram_hidden_passes`). Its launches are
+    counted by `engram_kernels`."""
     params = engram_module_params(bb, spec)
     flops = 2.0 * tokens * params
-    hbm = params * bb.weight_bytes_per_param + tokens * (spec.memory_dim + 6 * hc * bb.hidden_size) * 2
+    passes = engram_hidden_passes(bb.hc_mult)
+    hbm = params * bb.weight_bytes_per_param + tokens * (spec.memory_dim + passes * bb.hidden_size) * 2
     fixed = gpu.engram_module_overhead_s + tokens * gpu.engram_module_s_per_token
     return fixed + roofline_s(gpu, flops / tp, hbm / tp)
 

@@ -37,11 +37,31 @@ def test_launches_cost_dispatch_plus_driver_launch_per_kernel():
 def test_engram_hbm_is_weights_plus_one_step_of_rows():
     model, engine = load_model("dense-8b-engram100b"), load_engine("nano-vllm")
     bb, spec = model.backbone, model.engram
-    weights = (2 * 1280 * 4096 + 4 * 4096) * 2                   # value + key projection, conv
-    # Qwen3-8B's MLP peak is above the module's, so its activations take nothing extra.
+    assert bb.hc_mult == 4 and spec.memory_dim == 1280 and spec.layer_ids == (1,)   # paper §2.4, §6.4
+    weights = (5 * 1280 * 4096 + 4 * 4 * 4096) * 2               # value + 4 key projections, conv
+    # Qwen3-8B's peak (4 x 4 hc-wide copies and the MLP) is above the module's: nothing extra.
     assert engram_module_bytes(model, engine, tp=1) == pytest.approx(weights)
     assert staging_bytes(spec, engine, 1) == 16384 * spec.heads_per_layer * 80 * 2    # a full step's bf16 rows
-    assert bb.hc_mult == 1 and spec.memory_dim == 1280
+
+
+def test_engram_activation_passes_counted_from_the_demo():
+    # Per branch: 12 (key projection, 2 norms, gate product and sum, gate x value, conv norm)
+    # + 14 over the stream (concat, conv, SiLU, transpose, two adds); 2 shared (value).
+    assert costs.engram_hidden_passes(1) == 28
+    assert costs.engram_hidden_passes(4) == 106
+
+
+def test_engram_module_time_grows_with_branches_hidden_and_tokens():
+    gpu, model = load_hardware("h800").gpu, load_model("dense-4b-engram100b")
+    bb, spec = model.backbone, model.engram
+    base = costs.engram_module_s(gpu, bb, spec, 4096, 1)
+    assert costs.engram_module_s(gpu, replace(bb, hc_mult=1), spec, 4096, 1) < base
+    assert costs.engram_module_s(gpu, replace(bb, hidden_size=4096), spec, 4096, 1) > base
+    assert costs.engram_module_s(gpu, bb, spec, 8192, 1) > base
+    # At 4,096 tokens the module is HBM-bound: its bytes over the HBM bandwidth, plus fixed costs.
+    moved = costs.engram_module_params(bb, spec) * 2 + 4096 * (1280 + 106 * 2560) * 2
+    fixed = gpu.engram_module_overhead_s + 4096 * gpu.engram_module_s_per_token
+    assert base == pytest.approx(fixed + costs.roofline_s(gpu, 2.0 * 4096 * costs.engram_module_params(bb, spec), moved))
 
 
 def test_speculative_tokens_per_step_follow_acceptance():

@@ -12,10 +12,10 @@ from engramsim.papercheck import PAPER, paper_rows
 
 # (model, tier): (predicted baseline tok/s, predicted Engram tok/s, predicted overhead %).
 PINNED = {
-    ("dense-4b-engram100b", "dram-copy"): (9031.613173, 8977.181683, 0.602677),
-    ("dense-4b-engram100b", "dram-uva"): (9031.613173, 8987.254241, 0.491152),
-    ("dense-8b-engram100b", "dram-copy"): (6315.517615, 6259.427553, 0.888131),
-    ("dense-8b-engram100b", "dram-uva"): (6315.517615, 6263.823788, 0.818521),
+    ("dense-4b-engram100b", "dram-copy"): (9031.613173, 8944.598691, 0.963443),
+    ("dense-4b-engram100b", "dram-uva"): (9031.613173, 8954.598224, 0.852726),
+    ("dense-8b-engram100b", "dram-copy"): (6315.523275, 6260.736448, 0.867495),
+    ("dense-8b-engram100b", "dram-uva"): (6315.523275, 6264.873165, 0.801994),
 }
 
 

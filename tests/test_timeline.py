@@ -81,7 +81,7 @@ def test_every_fetch_ends_after_it_begins_and_once(traced):
     ends = [e for e in trace["traceEvents"] if e["ph"] == "e"]
     assert len(ends) == len(begins) > 0
     for e in ends:
-        assert e["ts"] >= begins[e["id"]]["ts"] and e["name"] == begins[e["id"]]["name"] == "fetch L2"
+        assert e["ts"] >= begins[e["id"]]["ts"] and e["name"] == begins[e["id"]]["name"] == "fetch L1"
     # Without prefetch, one fetch per Engram layer per step.
     for pid, run in zip((2, 3), report.runs):
         assert sum(1 for b in begins.values() if b["pid"] == pid) == run.steps
@@ -116,5 +116,5 @@ def test_simulate_timeline_writes_a_valid_trace(tmp_path):
     r = cli("simulate", "--workload", "fixed", "--max-seqs", "8", "--tier", "dram-uva", "--timeline", str(path), "--json")
     assert r.returncode == 0, r.stderr
     trace = json.loads(path.read_text())
-    assert {"prefill", "decode", "fetch L2"} <= {e["name"] for e in trace["traceEvents"]}
+    assert {"prefill", "decode", "fetch L1"} <= {e["name"] for e in trace["traceEvents"]}
     assert trace["displayTimeUnit"] == "ms"

@@ -11,16 +11,16 @@ from engramsim.fileio import dumps_json
 
 
 @click.command(name="paper")
-@click.option("--fit", is_flag=True, help="Refit the engine's per-step host cost on each model's baseline (prints it; edit workloads/paper-table4.toml).")
+@click.option("--fit", is_flag=True, help="Refit the engine's per-step host cost on each model's baseline (prints it; edit engines/nano-vllm.toml).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the request lengths.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(fit, seed, as_json):
     """Predicted vs reported throughput and overhead for the paper's §6.4 system test.
 
-    h800, paper-table4 (512 seqs, Uniform(100,1024) in/out), a 100B-parameter Engram layer at
-    block 2 in host DRAM. One engine cost, the per-step host work, was fitted on the Dense-4B
-    no-Engram baseline (`--fit` redoes it); every Engram cost comes from a mechanism, so both
-    overheads are predictions, shown per mechanism in percentage points.
+    h800, paper-table4 (512 seqs, Uniform(100,1024) in/out), a 100B-parameter Engram layer in
+    the second block (layer 1) in host DRAM. One engine cost, the per-step host work, was fitted
+    on each model's no-Engram baseline (`--fit` redoes it); every Engram cost comes from a
+    mechanism, so both overheads are predictions, shown per mechanism in percentage points.
     """
     console = Console(stderr=as_json)
     if fit:
@@ -29,8 +29,8 @@ def command(fit, seed, as_json):
         if as_json:
             click.echo(dumps_json(fitted, indent=None))
         else:
-            console.print(f"fitted on each baseline: {fitted}  (put it in workloads/paper-table4.toml "
-                          "[engine.fitted_step_host_us])")
+            console.print(f"fitted on each baseline: {fitted}  (put it in engines/nano-vllm.toml "
+                          "[fitted_step_host_us])")
         return
     with console.status("simulating Table 4..."):
         rows = paper_rows(seed=seed)
