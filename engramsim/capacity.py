@@ -6,13 +6,14 @@ is how offloading can *raise* throughput. Host copies of an off-GPU table decide
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engramsim import costs
 from engramsim.engine import EngineSpec
 from engramsim.errors import UserError
 from engramsim.hardware import Hardware
 from engramsim.model import EngramSpec, ModelSpec
+from engramsim.topology import socket_table_bytes
 from engramsim.units import GiB, MiB
 
 ACT_BYTES = 2      # bf16 activations
@@ -191,7 +192,9 @@ def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Paralle
     copies = host_copies_per_node(hw, engine, par)
     host = spec.table_bytes * copies if spec and tier_memory == "dram" else 0.0
     problems = _hbm_problems(usable, reserves, kv, kv_tokens, context_tokens)
-    problems += _table_capacity_problems(hw, spec.table_bytes * copies if spec else 0.0, tier_memory)
+    # A remote store (rdma) holds one copy that every replica addresses.
+    stored = spec.table_bytes * (1 if tier_memory == "rdma" else copies) if spec else 0.0
+    problems += _table_capacity_problems(hw, stored, tier_memory)
     if dram_cache_bytes + host > hw.host.dram_bytes:
         problems.append(f"DRAM: {(dram_cache_bytes + host) / GiB:.1f} GiB of tables and caches per node > "
                         f"{hw.host.dram_bytes / GiB:.1f} GiB of DRAM")
@@ -213,9 +216,28 @@ def _table_capacity_problems(hw: Hardware, table: float, tier_memory: str | None
         return []
     capacity = {"dram": hw.host.dram_bytes,
                 "cxl": hw.cxl.devices * hw.cxl.device_bytes if hw.cxl else 0.0,
-                "ssd": hw.ssd.devices * hw.ssd.device_bytes if hw.ssd else 0.0}[tier_memory]
+                "ssd": hw.ssd.devices * hw.ssd.device_bytes if hw.ssd else 0.0,
+                "rdma": hw.rdma.remote_hosts * hw.rdma.remote_host_bytes if hw.rdma else 0.0}[tier_memory]
     if capacity == 0:
         return [f"{tier_memory.upper()}: this hardware has no {tier_memory} tier"]
     if table > capacity:
         return [f"{tier_memory.upper()}: table copies {table / GiB:.1f} GiB > {capacity / GiB:.1f} GiB of {tier_memory}"]
     return []
+
+
+def with_socket_checks(plan: MemoryPlan, hw: Hardware, table: float, tier_memory: str | None, layout: str,
+                       copies: int = 1) -> MemoryPlan:
+    """A host-DRAM table must fit each socket's DRAM under its NUMA layout: one full copy per
+    socket (per-numa), a 1/sockets share of one copy (interleave), or all of it on socket 0,
+    for each of the `copies` that replicas keep of their own."""
+    if tier_memory not in ("dram", "ssd") or not table:
+        return plan
+    topo = hw.topo
+    if tier_memory == "ssd" or topo.sockets == 1:
+        return plan
+    problems = [f"DRAM: socket {s} holds {need / GiB:.1f} GiB of the table ({layout}) > its {have:.1f} GiB"
+                for s, (need, have) in enumerate(zip(socket_table_bytes(topo, layout, table, copies), topo.socket_dram_GiB))
+                if need > have * GiB]
+    if not problems:
+        return plan
+    return replace(plan, fits=False, problems=plan.problems + tuple(problems))

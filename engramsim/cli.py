@@ -25,6 +25,7 @@ COMMANDS = {
     "validate": "Run a real Engram model here and compare it with the simulator's prediction.",
     "sweep": "Run a grid of simulate configs (local processes or Ray) into CSV/JSONL/Parquet rows.",
     "plan": "Rank servers, layouts and tiers by $ per million output tokens under latency SLOs.",
+    "checks": "Published measurements (engine PRs, issues) against the simulator's predictions.",
 }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from engramsim.errors import UserError
 from engramsim.hardware import GPU, SSD, Host, Link
 from engramsim.model import Backbone, EngramSpec
+from engramsim.topology import RDMA, Topology, table_sockets
 
 CACHE_LINE_BYTES = 64
 GPU_SECTOR_BYTES = 32
@@ -288,3 +289,59 @@ def dram_cache_hit_rate(hbm_hit: float, both_hit: float) -> float:
     DRAM cache keeps the rows ranked just after the HBM cache's, so the two together hit as one
     cache of both sizes would (`both_hit`)."""
     return (both_hit - hbm_hit) / (1 - hbm_hit) if hbm_hit < 1 else 0.0
+
+
+# --- server topology: NUMA, address translation, RDMA ----------------------------------------
+
+def remote_socket_share(topo: Topology, layout: str, consumer: int) -> float:
+    """Share of a reader's rows that sit on another socket's DRAM under a table layout."""
+    return sum(share for s, share in table_sockets(topo, layout, consumer) if s != consumer)
+
+
+def host_read_latency_s(host: Host, topo: Topology, layout: str, consumer: int, table_bytes: float) -> float:
+    """Mean latency of one random row read from host DRAM by a reader on socket `consumer`:
+    local DRAM, plus the socket link for the remote share, plus page walks (translation_s)."""
+    return (host.dram_latency_s + remote_socket_share(topo, layout, consumer) * topo.upi_latency_s
+            + translation_s(topo, table_bytes))
+
+
+def translation_s(topo: Topology, table_bytes: float) -> float:
+    """Mean page-walk time per random read of a table of `table_bytes`: a read misses the TLB
+    with probability 1 - reach / table, reach = entries x page size (huge pages widen it)."""
+    if not topo.sysmem_tlb_entries or table_bytes <= 0:
+        return 0.0
+    reach = topo.sysmem_tlb_entries * topo.table_page_bytes
+    return max(0.0, 1.0 - reach / table_bytes) * topo.page_walk_s
+
+
+def rdma_wire_factor(rdma: RDMA, row_bytes: int) -> float:
+    """NIC bytes per useful byte: one read response per row, each with its headers."""
+    return (row_bytes + rdma.header_bytes) / row_bytes
+
+
+def rdma_cap(rdma: RDMA, row_bytes: int, gpus_per_nic: float) -> tuple[float, str]:
+    """One GPU's RDMA read rate limit and what sets it: the NIC's outstanding reads (shared by
+    the GPUs on that NIC) over one read round trip (Little's law), or the posting thread's
+    doorbells (`doorbell_batch` reads per doorbell)."""
+    in_flight = rdma.reads_in_flight / max(gpus_per_nic, 1.0) * row_bytes / rdma.read_latency_s
+    posting = rdma.doorbell_batch / rdma.doorbell_s * row_bytes if rdma.doorbell_s else math.inf
+    return (in_flight, "RDMA reads in flight") if in_flight <= posting else (posting, "RDMA doorbells")
+
+
+def collective_lookup_s(gpu: GPU, rows: float, row_bytes: int, tokens: int, memory_dim: int, tp: int) -> float:
+    """`collective`: a rank gathers the rows of its own shard for every token (`rows` / tp of
+    the step's rows), then the ranks all-reduce the assembled bf16 embeddings (tokens x
+    memory_dim) over NVLink, each rank contributing the heads it owns and zeros elsewhere."""
+    return hbm_gather_s(gpu, rows / tp, row_bytes) + allreduce_s(gpu, tokens * memory_dim * 2.0, tp)
+
+
+def peer_read_lookup_s(gpu: GPU, topo: Topology, rows: float, row_bytes: int, tp: int) -> float:
+    """`peer_read`: every rank reads all `rows` it needs, (tp-1)/tp of them from peers' HBM over
+    NVLink in whole sectors, at the NVLink bandwidth or what its loads in flight sustain over
+    one peer round trip (Little's law), whichever is lower; the local share is an HBM gather."""
+    if gpu.nvlink_Bps <= 0:
+        raise UserError(f"{gpu.name}: peer reads need nvlink_GBps in the hardware preset")
+    sector_bytes = math.ceil(row_bytes / GPU_SECTOR_BYTES) * GPU_SECTOR_BYTES
+    remote = rows * (tp - 1) / tp * sector_bytes
+    rate = min(gpu.nvlink_Bps, topo.peer_reads_in_flight * GPU_SECTOR_BYTES / topo.peer_read_latency_s)
+    return hbm_gather_s(gpu, rows / tp, row_bytes) + topo.peer_read_latency_s + remote / rate

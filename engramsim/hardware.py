@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engramsim.errors import UserError
 from engramsim.presets import PRESET_DIRS, build, load_toml, resolve, spec
+from engramsim.topology import RDMA, Topology, check_rdma, check_topology, single_socket
 from engramsim.units import GB, NS, US, GiB, MiB
 
 PARTS_DIR = PRESET_DIRS["hardware"] / "parts"
@@ -143,12 +144,19 @@ class Hardware:
     host: Host
     cxl: CXL | None = None
     ssd: SSD | None = None
+    topology: Topology | None = None
+    rdma: RDMA | None = None
     source: Path | None = field(default=None, compare=False)
     # Which figures came from a measured profile (calibrated models) and which were inherited.
     provenance: dict = field(default_factory=dict, compare=False)
 
+    @property
+    def topo(self) -> Topology:
+        """The host's topology; a preset without [topology] is one socket with every GPU on it."""
+        return self.topology or single_socket(self.gpus_per_host, self.host.dram_bytes)
 
-SECTIONS = {"gpu": GPU, "link": Link, "host": Host, "cxl": CXL, "ssd": SSD}
+
+SECTIONS = {"gpu": GPU, "link": Link, "host": Host, "cxl": CXL, "ssd": SSD, "topology": Topology, "rdma": RDMA}
 TOP_KEYS = {"name", "description", "gpus_per_host", "provenance", *SECTIONS}
 
 
@@ -171,6 +179,14 @@ def hardware_from_dict(data: dict, where: str, path: Path | None = None) -> Hard
         raise UserError(f"{where}: 'provenance' must be a table")
     sections = {name: build(cls, _with_part(data[name], f"{where} [{name}]"), f"{where} [{name}]")
                 for name, cls in SECTIONS.items() if name in data}
+    topo = sections.get("topology")
+    if topo:
+        check_topology(topo, gpus, f"{where} [topology]")
+        if sections["host"].numa_nodes != topo.sockets:
+            raise UserError(f"{where} [topology]: 'sockets' is {topo.sockets} but [host] 'numa_nodes' is "
+                            f"{sections['host'].numa_nodes}")
+    if "rdma" in sections:
+        check_rdma(sections["rdma"], topo or single_socket(gpus, 0.0), gpus, f"{where} [rdma]")
     return Hardware(name=str(data.get("name", path.stem if path else "custom")),
                     description=str(data.get("description", "")), gpus_per_host=gpus,
                     source=path, provenance=dict(data.get("provenance", {})), **sections)
@@ -193,6 +209,8 @@ def hardware_to_dict(hw: Hardware) -> dict:
                 value = value / meta["scale"] if meta["scale"] != 1 else value
                 value = int(round(value)) if meta["kind"] is int else float(value)
             elif meta["kind"] is list:
+                if not value:
+                    continue  # an empty list is the default (e.g. NICs not placed behind switches)
                 value = list(value)
             table[meta["key"]] = value
         data[section] = table
@@ -220,3 +238,14 @@ def with_cxl_part(hw: Hardware, part: str) -> Hardware:
     """`hw` with its CXL memory swapped for a part under hwmodels/parts/ (`simulate --cxl`)."""
     path = _part_path(part, "--cxl")
     return replace(hw, cxl=build(CXL, load_toml(path), str(path)))
+
+
+def with_nic_part(hw: Hardware, part: str) -> Hardware:
+    """`hw` with its RDMA NICs swapped for a NIC part (`simulate --nic`); the host's NIC count,
+    placement and remote store stay."""
+    if hw.rdma is None:
+        raise UserError(f"--nic: {hw.name} has no [rdma] table to swap the NIC of")
+    path = _part_path(part, "--nic")
+    nic_keys = ("name", "nic_Gbps", "read_latency_us", "reads_in_flight", "header_bytes", "doorbell_us", "doorbell_batch")
+    table = {k: v for k, v in hardware_to_dict(hw)["rdma"].items() if k not in nic_keys} | load_toml(path)
+    return replace(hw, rdma=build(RDMA, table, str(path)))

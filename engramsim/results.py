@@ -46,6 +46,10 @@ class RunResult:
     bench: dict = field(default_factory=lambda: dict.fromkeys(BENCH_KEYS))  # vllm_bench_names(), flattened by to_dict()
     # Seconds each Engram mechanism added to the replicas' timelines, summed over replicas.
     engram_time_s: dict = field(default_factory=dict)
+    # Seconds the GPUs waited for rows at each Engram layer, and per fetch transfer what held it
+    # back most (a resource kind, a rate cap, or "latency").
+    stall_by_layer_s: dict = field(default_factory=dict)
+    fetch_bounds: dict = field(default_factory=dict)
 
     @classmethod
     def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario) -> "RunResult":
@@ -66,6 +70,8 @@ class RunResult:
                    hbm_hit_rate=st.hit_rows / looked_up if looked_up and placement.tier != "hbm" else None,
                    fetched_rows=st.fetched_rows, resources=resource_usage(raw),
                    engram_time_s=engram_times(st),
+                   stall_by_layer_s={str(k): v for k, v in sorted(st.stall_by_layer_s.items())},
+                   fetch_bounds=dict(sorted(raw.bounds.get("fetch", {}).items())),
                    bound=describe_bound(placement.tier, st.stall_s, raw.makespan_s * replicas, raw.limited_s,
                                         scenario.prefetch))
 

@@ -97,7 +97,7 @@ def test_tensor_parallel_splits_the_fetch_across_links():
 
 def test_every_tier_runs_and_reports_bytes_where_they_flow():
     sc = scenario()
-    runs = {r.tier: r for r in simulate(sc, [Placement(t) for t in TIERS]).runs}
+    runs = {r.tier: r for r in simulate(sc, [Placement(t) for t in TIERS if t != "rdma"]).runs}  # h800: no [rdma]
     assert "link" in runs["dram-copy"].resources and "cpu" in runs["dram-copy"].resources
     assert "cxl" in runs["cxl-uva"].resources and "dram" not in runs["cxl-uva"].resources
     # What each resource carried follows from the rows fetched (one GPU, no cache):
@@ -163,7 +163,8 @@ def test_prefetch_is_never_worse_than_synchronous(gbps, seed, tier):
 
 
 @settings(deadline=None)
-@given(link_GBps, hw_seeds, st.sampled_from(TIERS[1:]), st.floats(0, 2e4))
+# The rdma tier needs an [rdma] table, which h800 lacks (tests/test_topology.py covers it).
+@given(link_GBps, hw_seeds, st.sampled_from([t for t in TIERS[1:] if t != "rdma"]), st.floats(0, 2e4))
 def test_overhead_against_baseline_is_never_negative(gbps, seed, tier, hash_us):
     hw = with_host(with_link(H800, h2d_Bps=gbps * 1e9), hash_call_s=hash_us * 1e-6)
     run = simulate(scenario(TINY, hw=hw, seed=seed), [Placement(tier)]).runs[0]

@@ -9,7 +9,7 @@ from engramsim.fileio import dumps_json
 from engramsim.plan import SLOs, candidate_grid, plan
 from engramsim.prices import load_prices
 from engramsim.report.progress import ProgressBar
-from engramsim.sim.tiers import TIERS
+from engramsim.sim.tiers import DEFAULT_TIERS, TIERS
 from engramsim.sweep.executors import EXECUTORS, default_workers
 
 
@@ -21,7 +21,7 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
 @click.option("--gpus", "gpus", multiple=True, type=whole(1, MAX_GPUS), help="Candidate GPU count; repeat. Default: 1 and 8.")
 @click.option("--tp", "tps", multiple=True, type=whole(1, MAX_TP), help="Candidate tensor-parallel degree; repeat. Default: 1.")
 @click.option("--ep", "eps", multiple=True, type=whole(1, 2**20), help="Candidate expert-parallel degree; repeat. Default: 1.")
-@click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS), help="Candidate placement; repeat. Default: all.")
+@click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS), help="Candidate placement; repeat. Default: all but rdma.")
 @click.option("--hbm-cache-gib", "caches", multiple=True, type=number(0, HBM_GIB_MAX), help="Candidate HBM hot-row cache (GiB); repeat. Default: 0.")
 @click.option("--concurrency", type=whole(1, MAX_SEQS), help="The engine's max_num_seqs: most sequences one step may batch (nano-vLLM semantics).")
 @click.option("--max-p99-ttft-ms", type=number(0, 1e9, lo_open=True), help="SLO: p99 time to first token.")
@@ -56,7 +56,7 @@ def command(model_name, workload_name, engines, hws, gpus, tps, eps, tiers, cach
         from engramsim.report.plots import check_plot_path
         check_plot_path(plot_path)
     grid = candidate_grid(model_name, workload_name, hws or ("h100", "h200", "b200"), gpus or (1, 8), tps or (1,),
-                          tiers or TIERS, caches or (0.0,), seed=seed, max_seqs=concurrency or 0,
+                          tiers or DEFAULT_TIERS, caches or (0.0,), seed=seed, max_seqs=concurrency or 0,
                           engines=engines or ("nano-vllm",), eps=eps or (1,))
     slos = SLOs(max_p99_ttft_ms, max_p99_tpot_ms, min_tok_s, max_overhead_pct)
     with ProgressBar("plan", transient=as_json) as bar:

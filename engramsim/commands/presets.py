@@ -23,7 +23,9 @@ def hardware_rows() -> list[dict]:
                      "bf16_tflops": hw.gpu.bf16_flops / 1e12, "hbm_GiB": hw.gpu.hbm_bytes / GiB,
                      "hbm_GBps": hw.gpu.hbm_bw_Bps / GB, "link": hw.link.kind, "h2d_GBps": hw.link.h2d_Bps / GB,
                      "dram_GiB": hw.host.dram_bytes / GiB, "dram_GBps": hw.host.dram_bw_Bps / GB,
-                     "cxl": hw.cxl.name if hw.cxl else None, "ssd": hw.ssd.name if hw.ssd else None})
+                     "cxl": hw.cxl.name if hw.cxl else None, "ssd": hw.ssd.name if hw.ssd else None,
+                     "sockets": hw.topo.sockets, "gpus_per_switch": hw.topo.gpus_per_switch,
+                     "nic": f"{hw.rdma.nics_per_host}x {hw.rdma.name}" if hw.rdma else None})
     return rows
 
 

@@ -14,12 +14,13 @@ from engramsim.commands.numbers import (DRAM_GIB_MAX, HBM_GIB_MAX, MAX_BATCHED_T
 from engramsim.fileio import check_output, dumps_json
 from engramsim.report.progress import ProgressBar
 from engramsim.errors import UserError
-from engramsim.hardware import load_hardware, with_cxl_part
+from engramsim.hardware import load_hardware, with_cxl_part, with_nic_part
 from engramsim.model import load_model
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.work import DEFAULT_MAX_STEPS
-from engramsim.sim.tiers import TIERS, Placement
+from engramsim.sim.tiers import DEFAULT_TIERS, TIERS, Placement
 from engramsim.units import GiB
+from engramsim.topology import GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS
 from engramsim.workload import load_workload, with_engine
 
 
@@ -28,7 +29,7 @@ from engramsim.workload import load_workload, with_engine
               help="Model preset name or path to a TOML file.")
 @click.option("--hw", "hw_name", default="h800", show_default=True, help="Hardware preset name or path to a TOML file.")
 @click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS),
-              help="Placement(s) to simulate; repeat the option. Default: all.")
+              help="Placement(s) to simulate; repeat the option. Default: all but rdma (a remote store: name it).")
 @click.option("--workload", "workload_name", default="paper-table4", show_default=True,
               help="Workload preset name or path to a TOML file.")
 @click.option("--engine", "engine_name", default="nano-vllm", show_default=True,
@@ -61,11 +62,27 @@ from engramsim.workload import load_workload, with_engine
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               help="A measured profile: calibrate --hw from it on the fly (see `engramsim calibrate`).")
 @click.option("--cxl", "cxl_part", help="Swap the CXL part, e.g. `cxl-pool` (hwmodels/parts/).")
+@click.option("--nic", "nic_part", help="Swap the RDMA NIC part, e.g. `connectx7-200g`, `bluefield3-400g` (hwmodels/parts/).")
 @click.option("--ssd-dram-hit", type=number(0, 1),
               help="ssd tier: share of page reads served by the host's DRAM page cache [default: 0].")
 @click.option("--ssd-dram-cache-gib", "dram_cache_gib", multiple=True, type=number(0, DRAM_GIB_MAX),
               help="ssd tier: a DRAM hot-row cache of this size per host, its hit rate from the row "
                    "model (--trace); repeat to sweep sizes.")
+@click.option("--numa", "numa", default="per-numa", show_default=True, type=click.Choice(NUMA_LAYOUTS),
+              help="Host tables on a multi-socket host: a full copy per socket (per-numa), one copy "
+                   "interleaved over the sockets (interleave), or one copy on socket 0 (node0).")
+@click.option("--gather-socket", default="local", show_default=True, type=click.Choice(GATHER_SOCKETS),
+              help="Copy paths: CPU gather threads on the GPU's socket or on the other one.")
+@click.option("--rdma-path", default="gpudirect", show_default=True, type=click.Choice(RDMA_PATHS),
+              help="rdma tier: NIC writes rows into GPU memory (gpudirect) or into pinned host memory "
+                   "followed by a copy (host).")
+@click.option("--rank-rows", default="shard", show_default=True, type=click.Choice(RANK_ROWS),
+              help="Off-GPU tiers with TP: each rank fetches the rows of its own heads (shard, vLLM "
+                   "cpu_offload) or of every head (all, SGLang's shared host table).")
+@click.option("--hbm-lookup", default="local", show_default=True, type=click.Choice(HBM_LOOKUPS),
+              help="hbm tier with TP: each rank gathers its own shard only (local), gathers its shard "
+                   "and all-reduces the embeddings over NVLink (collective), or reads peers' rows over "
+                   "NVLink (peer_read), as SGLang does at TP >= 8.")
 @click.option("--max-seqs", type=whole(1, MAX_SEQS), help="Override the workload's max_num_seqs.")
 @click.option("--max-steps", type=number(1, 1e15), default=DEFAULT_MAX_STEPS, show_default=True,
               help="Refuse a simulation estimated to need more engine steps than this (all runs and "
@@ -80,8 +97,9 @@ from engramsim.workload import load_workload, with_engine
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp, ep, enable_expert_parallel,
             engram_config, gpu_memory_utilization, max_num_batched_tokens, max_num_seqs, max_model_len, kv_cache_dtype,
-            speculative_config, from_cmd, seed, no_prefetch, cache_gib, trace_path, profile_path, cxl_part, ssd_dram_hit,
-            dram_cache_gib, max_seqs, max_steps, timeline_path, spec_tokens, accept_rate, as_json):
+            speculative_config, from_cmd, seed, no_prefetch, cache_gib, trace_path, profile_path, cxl_part, nic_part, ssd_dram_hit,
+            dram_cache_gib, numa, gather_socket, rdma_path, rank_rows, hbm_lookup, max_seqs, max_steps,
+            timeline_path, spec_tokens, accept_rate, as_json):
     """Simulate an inference server with the model's Engram tables in each placement.
 
     Each placement runs beside a no-Engram baseline (same backbone and workload), and the
@@ -94,10 +112,11 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
                    "--speculative-config": speculative_config, "--tensor-parallel-size": tp, "--data-parallel-size": dp,
                    "--enable-expert-parallel": enable_expert_parallel or None}
     settings = serve.settings_from_cli(from_cmd, engine_name, engram_config, serve_flags, tiers)
-    tiers, tp, dp = tiers or settings.tiers or TIERS, settings.tp or 1, settings.dp or 1
+    tiers, tp, dp = tiers or settings.tiers or DEFAULT_TIERS, settings.tp or 1, settings.dp or 1
     ep = ep or settings.ep or 1
     _check_flags(tiers, cache_gib, dram_cache_gib, ssd_dram_hit, cxl_part)
     hw = _hardware(hw_name, profile_path, cxl_part)
+    hw = with_nic_part(hw, nic_part) if nic_part else hw
     model = serve.apply_to_model(settings, load_model(settings.model or model_name))
     engine = load_engine(settings.engine or engine_name).with_overrides(**settings.engine_overrides)
     workload = serve.apply_to_workload(settings, with_engine(load_workload(workload_name), engine))
@@ -113,7 +132,10 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
     scenario = Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=seed, engine=engine, ep=ep,
                         prefetch=engine.prefetch and not no_prefetch, row_model=_row_model(trace_path, model),
                         max_model_len=settings.max_model_len or 0)
-    placements = _placements(tiers, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit or 0.0)
+    topology = dict(numa=numa, gather_socket=gather_socket, rdma_path=rdma_path)
+    placements = _placements(tiers, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit or 0.0, topology)
+    placements = [replace(p, hbm_lookup=hbm_lookup) if p.tier == "hbm" else replace(p, rank_rows=rank_rows)
+                  for p in placements]
     timeline = _timeline(timeline_path)
     print_notes(model.notes, "note", "yellow")
     print_notes(settings.lines, "understood")
@@ -178,14 +200,14 @@ def _with_speculation(workload, spec_tokens: int | None, accept_rate: float | No
                                             accept_rate=eng.accept_rate if accept_rate is None else accept_rate))
 
 
-def _placements(tiers, hbm_caches_gib, dram_caches_gib, ssd_dram_hit) -> list[Placement]:
+def _placements(tiers, hbm_caches_gib, dram_caches_gib, ssd_dram_hit, topology: dict) -> list[Placement]:
     """Every tier with every HBM cache size (off-GPU tiers) and DRAM cache size (ssd only)."""
     out = []
     for tier in tiers:
         for hbm in (hbm_caches_gib if tier != "hbm" else (0.0,)):
             for dram in (dram_caches_gib if tier == "ssd" else (0.0,)):
                 out.append(Placement(tier, hbm_cache_bytes=hbm * GiB, dram_cache_bytes=dram * GiB,
-                                     ssd_dram_hit_rate=ssd_dram_hit if tier == "ssd" else 0.0))
+                                     ssd_dram_hit_rate=ssd_dram_hit if tier == "ssd" else 0.0, **topology))
     return out
 
 

@@ -29,10 +29,19 @@ def render_sim_report(report, options=None):
     yield placement_table(report)
     for r in report.runs:
         yield Text.assemble(("  " + label(r), "bold"), ": ", (r.bound, "red" if not r.fits else ""))
+        if layer_stalls(r):
+            yield Text(f"    stall by Engram layer: {layer_stalls(r)}", style="dim")
     best = max((r for r in report.runs if r.fits), key=lambda r: r.throughput_tok_s, default=None)
     if best and len(report.runs) > 1:
         yield Text(f"best: {label(best)} at {best.throughput_tok_s:,.1f} tok/s ({best.overhead_pct:+.2f}%)", style="bold")
     yield resource_table(report)
+
+
+def layer_stalls(run) -> str:
+    """Which Engram layer waits, when there are several ("" otherwise)."""
+    if len(run.stall_by_layer_s) < 2:
+        return ""
+    return ", ".join(f"layer {layer} {1e3 * s:,.1f} ms" for layer, s in run.stall_by_layer_s.items())
 
 
 def label(run) -> str:
@@ -105,6 +114,10 @@ def render_compact(report):
     yield t
     yield Text("What bounds each placement", style="bold")
     yield key_values([(label(r), Text(r.bound, style="red" if not r.fits else "")) for r in report.runs])
+    stalls = [(label(r), layer_stalls(r)) for r in report.runs if layer_stalls(r)]
+    if stalls:
+        yield Text("Stall by Engram layer", style="bold")
+        yield key_values(stalls, key_style="")
     best = max((r for r in report.runs if r.fits), key=lambda r: r.throughput_tok_s, default=None)
     if best and len(report.runs) > 1:
         yield key_values([("best", f"{label(best)} at {best.throughput_tok_s:,.1f} tok/s ({best.overhead_pct:+.2f}%)")])

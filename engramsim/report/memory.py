@@ -18,7 +18,7 @@ ROWS = [("weights", "weights"), ("model_buffers", "model buffers"), ("engram_tab
         ("activations", "activation peak"), ("cuda_graphs", "CUDA graphs"), ("non_torch", "non-torch"),
         ("indexer", "indexer logits"), ("engram_staging", "Engram staging"),
         ("engram_module", "Engram module"), ("kv", "KV cache")]
-TIER_MEMORY = {"none": None, "hbm": "hbm", "dram": "dram", "cxl": "cxl", "ssd": "ssd"}
+TIER_MEMORY = {"none": None, "hbm": "hbm", "dram": "dram", "cxl": "cxl", "ssd": "ssd", "rdma": "rdma"}
 
 
 @dataclass(frozen=True)

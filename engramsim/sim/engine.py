@@ -9,7 +9,7 @@ Without prefetch, the fetch starts only when the Engram layer is reached.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import simpy
@@ -20,7 +20,7 @@ from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
 from engramsim.sim.flows import FlowNetwork, Resource
 from engramsim.sim.scheduler import ChunkedScheduler, Scheduler, Seq
-from engramsim.sim.tiers import Fetcher, HostResources, Placement, pool_resources
+from engramsim.sim.tiers import Fetcher, HostResources, Placement, pool_list, pool_resources
 from engramsim.workload import Requests, Workload
 
 
@@ -39,6 +39,7 @@ class StepStats:
     fusion_s: float = 0.0        # the module's GPU compute (and HBM gathers of cached rows)
     sm_s: float = 0.0            # compute slowed by zero-copy gathers holding SMs
     host_s: float = 0.0          # the engine's own host work that the GPU did not hide
+    stall_by_layer_s: dict = field(default_factory=dict)   # Engram layer -> seconds waited for rows
 
 
 class LayerRows(NamedTuple):
@@ -65,6 +66,7 @@ class RawRun:
     resources: list[Resource]
     preemptions: int
     limited_s: dict
+    bounds: dict = field(default_factory=dict)   # tag -> {what held a transfer back most: count}
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,10 @@ class Replica:
         self.cache_rows = self.dram_cache_rows = 0
         spec, placement = setup.model.engram, setup.placement
         if spec and placement:
-            # Caches are split across Engram layers; TP ranks cache disjoint shards in HBM.
-            self.cache_rows = int(placement.hbm_cache_bytes / spec.row_bytes / len(spec.layer_ids)) * setup.tp
+            # Caches are split across Engram layers; TP ranks cache disjoint shards in HBM (each
+            # rank caches the same hot rows when every rank fetches every head).
+            shards = setup.tp if placement.rank_rows == "shard" else 1
+            self.cache_rows = int(placement.hbm_cache_bytes / spec.row_bytes / len(spec.layer_ids)) * shards
             self.dram_cache_rows = int(placement.dram_cache_bytes / spec.row_bytes / len(spec.layer_ids))
 
     def submit(self, seq: Seq):
@@ -176,7 +180,7 @@ class Replica:
             yield from self._sm_contention(layer, window_start, waited_from)
             hits = rows[layer].hbm_rows
             fusion = costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp)
-            fusion += costs.hbm_gather_s(gpu, hits, spec.row_bytes) if hits else 0.0
+            fusion += self._hbm_lookup_s(hits, shape.tokens)
             self.stats.fusion_s += fusion
             gpu_s += window + fusion
             yield self._compute(fusion)
@@ -241,6 +245,19 @@ class Replica:
         return costs.mixed_shape([len(q) for q in batch if q.id not in chunks],
                                  [(q.computed, chunks[q.id]) for q in batch if q.id in chunks], positions)
 
+    def _hbm_lookup_s(self, hits: float, tokens: int) -> float:
+        """Rows gathered in HBM at the Engram layer: this rank's share, or with a sharded-table
+        lookup mode (hbm tier, TP > 1) the gather plus its exchange between ranks."""
+        s = self.setup
+        spec, gpu, mode = s.model.engram, s.hw.gpu, s.placement.hbm_lookup
+        if not hits:
+            return 0.0
+        if mode == "collective":
+            return costs.collective_lookup_s(gpu, hits * s.tp, spec.row_bytes, tokens, spec.memory_dim, s.tp)
+        if mode == "peer_read":
+            return costs.peer_read_lookup_s(gpu, s.hw.topo, hits * s.tp, spec.row_bytes, s.tp)
+        return costs.hbm_gather_s(gpu, hits, spec.row_bytes)
+
     def _compute(self, seconds: float):
         """GPU compute is a plain delay. A CPU standing in for the GPU runs it as a flow of
         thread-seconds on the host's cores, so a prefetch thread gathering rows slows it."""
@@ -270,7 +287,8 @@ class Replica:
         hashing += self.cpu_scale * seqs * s.workload.engine.engram_seq_host_s
         shown = max(0.0, hashing - host_hidden)
         self.stats.hash_s += shown
-        index = costs.index_copy_s(s.hw.link, tokens, spec.heads_per_layer) if s.placement.path != "copy" else 0.0
+        # Gathers that run on the GPU need the indices there; copy paths and RDMA post from the host.
+        index = costs.index_copy_s(s.hw.link, tokens, spec.heads_per_layer) if s.placement.path in ("uva", "hbm") else 0.0
         self.stats.index_s += index
         yield self.env.timeout(shown + index)
         rows = {l: self._rows(tokens, l) for l in spec.layer_ids}
@@ -282,7 +300,9 @@ class Replica:
         return rows, pending
 
     def _rows(self, tokens: int, layer: int) -> LayerRows:
-        unique = self.setup.row_model.unique_rows(tokens, layer) / self.setup.tp
+        unique = self.setup.row_model.unique_rows(tokens, layer)
+        if self.setup.placement.rank_rows == "shard":
+            unique /= self.setup.tp
         if self.setup.placement.tier == "hbm":
             return LayerRows(unique, 0.0, 0.0)
         hit = self.setup.row_model.hit_rate(self.cache_rows, layer) if self.cache_rows else 0.0
@@ -306,6 +326,7 @@ class Replica:
 
     def _stall(self, seconds: float, prefill: bool, layer: int):
         self.stats.stall_s += seconds
+        self.stats.stall_by_layer_s[layer] = self.stats.stall_by_layer_s.get(layer, 0.0) + seconds
         if prefill:
             self.stats.prefill_stall_s += seconds
         if self.recorder:
@@ -329,13 +350,14 @@ def run_server(setup: ServerSetup, requests: Requests, recorder=None, finished=N
     for r in range(setup.gpus // setup.tp):
         gpus = range(r * setup.tp, (r + 1) * setup.tp)
         fetchers = [Fetcher(env, net, hw, setup.placement, setup.model.engram.row_bytes, links[g],
-                            hosts[g // hw.gpus_per_host])
+                            hosts[g // hw.gpus_per_host], g % hw.gpus_per_host, setup.model.engram.table_bytes)
                     for g in gpus] if setup.placement and setup.model.engram else []
         replicas.append(Replica(env, setup, fetchers, stats, net, hosts[gpus[0] // hw.gpus_per_host], r, recorder))
     seqs = [Seq(i, float(requests.arrival_s[i]), int(requests.input_len[i]), int(requests.output_len[i]))
             for i in range(len(requests))]
     done = _Done(finished, len(seqs))
-    resources = links + [r for h in hosts for r in h.resources()] + list(pool.values())
+    shared = list(dict.fromkeys(r for h in hosts for r in h.resources()))  # a pool once, not per host
+    resources = links + shared + [r for r in pool_list(pool) if r not in shared]
     if recorder:
         recorder.resources(resources, hw)
     env.process(_arrivals(env, seqs, replicas))
@@ -346,7 +368,7 @@ def run_server(setup: ServerSetup, requests: Requests, recorder=None, finished=N
     if len(done) != len(seqs):
         raise RuntimeError(f"simulation ended with {len(seqs) - len(done)} unfinished sequences")
     return RawRun(seqs, env.now, stats, resources, sum(r.scheduler.preemptions for r in replicas),
-                  dict(net.limited_s))
+                  dict(net.limited_s), {k: dict(v) for k, v in net.bounds.items()})
 
 
 class _Done(list):

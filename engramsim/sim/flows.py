@@ -49,9 +49,11 @@ class Resource:
 
 
 class Flow:
-    __slots__ = ("amount", "remaining", "loads", "cap", "cap_name", "rate", "done", "limit")
+    __slots__ = ("amount", "remaining", "loads", "cap", "cap_name", "rate", "done", "limit", "tag", "latency_s",
+                 "started", "since", "spent")
 
-    def __init__(self, amount: float, loads: list[tuple[Resource, float]], cap: float, cap_name: str, done):
+    def __init__(self, amount: float, loads: list[tuple[Resource, float]], cap: float, cap_name: str, done,
+                 tag: str = "", latency_s: float = 0.0):
         self.amount = amount
         self.remaining = amount
         self.loads = loads
@@ -60,6 +62,9 @@ class Flow:
         self.rate = 0.0
         self.done = done
         self.limit = ""  # what holds this flow's rate back: a resource's kind or its cap's name
+        self.tag, self.latency_s = tag, latency_s
+        self.started = self.since = 0.0  # when it started moving; when its limit last changed
+        self.spent: dict[str, float] = {}  # seconds spent limited by each kind or cap
 
 
 class FlowNetwork:
@@ -71,15 +76,19 @@ class FlowNetwork:
         # Flow-seconds spent limited by each resource kind or cap: what bounds the fetches.
         self.limited_s: dict[str, float] = {}
         self.recorder = None  # a timeline recorder told every change of rates, or None
+        # Per tag (e.g. "fetch"): how many finished transfers each bound held back most,
+        # "latency" when the fixed latency outlasted the transfer itself.
+        self.bounds: dict[str, dict[str, int]] = {}
 
     def transfer(self, amount: float, loads: list[tuple[Resource, float]], cap: float = math.inf,
-                 latency_s: float = 0.0, cap_name: str = "cap") -> simpy.Event:
-        """An event that fires when `amount` units have moved, after a fixed `latency_s`."""
+                 latency_s: float = 0.0, cap_name: str = "cap", tag: str = "") -> simpy.Event:
+        """An event that fires when `amount` units have moved, after a fixed `latency_s`; a
+        `tag` counts the transfer in `bounds` by what held it back most."""
         done = self.env.event()
         if amount <= 0:
             self.env.timeout(latency_s).callbacks.append(lambda _: done.succeed())
             return done
-        flow = Flow(amount, [(r, c) for r, c in loads if c > 0], cap, cap_name, done)
+        flow = Flow(amount, [(r, c) for r, c in loads if c > 0], cap, cap_name, done, tag, latency_s)
         if not flow.loads and math.isinf(cap):
             raise ValueError("a flow needs a resource on its path or a rate cap")
         if latency_s > 0:
@@ -90,6 +99,7 @@ class FlowNetwork:
 
     def _start(self, flow: Flow):
         self._advance()
+        flow.started = flow.since = self.env.now
         self.flows.append(flow)
         self._reallocate()
 
@@ -106,7 +116,13 @@ class FlowNetwork:
                 r.units += moved * c
 
     def _reallocate(self):
+        before = [f.limit for f in self.flows]
         _fill_rates(self.flows)
+        now = self.env.now
+        for f, old in zip(self.flows, before):
+            if f.limit != old:  # charge the time under the old limit (the usual case: none)
+                f.spent[old] = f.spent.get(old, 0.0) + now - f.since
+                f.since = now
         if self.recorder:
             self.recorder.flows(self.env.now, self.flows)
         self._generation += 1
@@ -131,9 +147,19 @@ class FlowNetwork:
             for r, c in f.loads:
                 r.units += f.remaining * c
             f.remaining = 0.0
+            self._count_bound(f)
             f.done.succeed()
         self.flows = [f for f in self.flows if f.remaining > 0]
         self._reallocate()
+
+    def _count_bound(self, f: Flow):
+        if not f.tag:
+            return
+        now = self.env.now
+        f.spent[f.limit] = f.spent.get(f.limit, 0.0) + now - f.since
+        bound = "latency" if f.latency_s > now - f.started else max(f.spent, key=f.spent.get)
+        counts = self.bounds.setdefault(f.tag, {})
+        counts[bound] = counts.get(bound, 0) + 1
 
 
 def _fill_rates(flows: list[Flow]):

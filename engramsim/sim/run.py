@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engramsim.capacity import Parallel, check_parallel, plan_memory
+from engramsim.capacity import Parallel, check_parallel, host_copies_per_node, plan_memory, with_socket_checks
 from engramsim.engine import EngineSpec, load_engine
 from engramsim.errors import UserError
 from engramsim.rows import RowModel
@@ -16,6 +16,7 @@ from engramsim.sim.engine import RawRun, ServerSetup, run_server
 from engramsim.sim.tiers import Placement
 from engramsim.sim.work import DEFAULT_MAX_STEPS, estimate_work
 from engramsim.units import GiB
+from engramsim.topology import check_path
 from engramsim.workload import Requests, Workload
 
 
@@ -75,8 +76,20 @@ class Scenario:
         memory = placement.memory if placement else None
         hbm = placement.hbm_cache_bytes if placement else 0.0
         dram = placement.dram_cache_bytes if placement else 0.0
-        return plan_memory(self.hw, self.model, self.engine_spec, self.parallel, memory, hbm, dram,
+        plan = plan_memory(self.hw, self.model, self.engine_spec, self.parallel, memory, hbm, dram,
                            context_tokens=self.workload.max_seq_len, max_model_len=self.max_model_len)
+        if placement is None:
+            return plan
+        return with_socket_checks(plan, self.hw, self.model.engram.table_bytes, memory, placement.numa,
+                                  self.replica_copies_per_node)
+
+    @property
+    def replica_copies_per_node(self) -> int:
+        """Host copies of the table set that replicas keep (engine `per-replica`), else 1; the
+        NUMA layout then decides how each copy spreads over the sockets."""
+        if self.engine_spec.host_copies != "per-replica":
+            return 1
+        return host_copies_per_node(self.hw, self.engine_spec, self.parallel)
 
     @property
     def rows(self) -> RowModel:
@@ -123,6 +136,10 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
     (engramsim.report.timeline.Timeline) records every run. Refuses, before any work, a
     simulation estimated above `max_steps` engine steps (None: no limit)."""
     check_work(scenario, (baseline is None) + len(placements), max_steps)
+    for placement in placements:
+        check_path(scenario.hw, placement.tier, placement.numa)
+        if placement.hbm_lookup != "local" and scenario.tp < 2:
+            raise UserError(f"the {placement.hbm_lookup} lookup exchanges rows between TP ranks; it needs --tp >= 2")
     requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
     if baseline is None:
         if progress:
@@ -152,7 +169,8 @@ def _run(scenario: Scenario, placement: Placement | None, plan, requests, record
     setup = ServerSetup(hw=scenario.hw, model=scenario.model, workload=scenario.workload,
                         placement=placement, gpus=scenario.gpus, tp=scenario.tp,
                         kv_blocks=plan.kv_blocks_per_rank, row_model=scenario.rows,
-                        prefetch=scenario.prefetch)
+                        prefetch=scenario.prefetch if placement is None or placement.prefetch is None
+                        else placement.prefetch)
     return run_server(setup, requests, recorder, finished)
 
 

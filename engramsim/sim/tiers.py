@@ -9,6 +9,12 @@ Each tier turns "this step needs R rows at layer l" into transfers over shared r
   cxl-uva    zero-copy reads from CXL memory (and its switch, for a pool)
   cxl-copy   CPU gather from CXL memory into DRAM staging, then DMA
   ssd        page reads from NVMe (minus a DRAM page-cache hit rate), then the dram-copy path
+  rdma       RDMA reads of rows striped over remote hosts' DRAM: remote NICs and DRAM, this
+             host's NIC, then GPUDirect into the GPU or pinned host memory and a DMA copy
+
+Host memory follows the hardware's topology (engramsim.topology): each socket's DRAM, the
+socket link, PCIe switch uplinks and NICs are resources of their own, so a GPU reading a table
+on the other socket loads the socket link, and two GPUs behind one switch share its uplink.
 """
 from __future__ import annotations
 
@@ -18,8 +24,13 @@ from engramsim import costs
 from engramsim.errors import UserError
 from engramsim.hardware import Hardware
 from engramsim.sim.flows import FlowNetwork, Resource
+from engramsim.topology import (GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS, nic_of,
+                                nic_socket, table_sockets)
 
-TIERS = ("hbm", "dram-uva", "dram-copy", "cxl-uva", "cxl-copy", "ssd")
+TIERS = ("hbm", "dram-uva", "dram-copy", "cxl-uva", "cxl-copy", "ssd", "rdma")
+# What simulate, sweep and plan compare when no tier is named: rdma describes a remote store
+# (hosts, NICs) the user asks for by name.
+DEFAULT_TIERS = TIERS[:-1]
 
 
 @dataclass(frozen=True)
@@ -32,10 +43,30 @@ class Placement:
     # ...or a DRAM hot-row cache of this size (bytes per host) in front of the SSD, whose hit
     # rate comes from the row model: it holds the rows ranked just after the HBM cache's.
     dram_cache_bytes: float = 0.0
+    # Host tables across sockets (topology.NUMA_LAYOUTS), the socket of the CPU gather threads,
+    # and the rdma tier's path into the GPU.
+    numa: str = "per-numa"
+    gather_socket: str = "local"
+    rdma_path: str = "gpudirect"
+    # Prefetch for this placement only (None: the scenario's), for engines whose paths differ,
+    # e.g. a synchronous in-line gather beside an asynchronous store fetch.
+    prefetch: bool | None = None
+    # hbm tier: how TP ranks look up rows of the sharded tables (topology.HBM_LOOKUPS).
+    hbm_lookup: str = "local"
+    # Off-GPU tiers: a rank fetches its shard's heads, or all heads (topology.RANK_ROWS).
+    rank_rows: str = "shard"
 
     def __post_init__(self):
         if self.tier not in TIERS:
             raise UserError(f"unknown tier '{self.tier}' (known: {', '.join(TIERS)})")
+        if self.hbm_lookup != "local" and self.tier != "hbm":
+            raise UserError(f"an HBM lookup mode ({self.hbm_lookup}) only applies to the hbm tier")
+        if self.rank_rows != "shard" and self.tier == "hbm":
+            raise UserError("every rank fetching all rows applies to off-GPU tiers; the hbm tier has --hbm-lookup")
+        for key, allowed in (("numa", NUMA_LAYOUTS), ("gather_socket", GATHER_SOCKETS), ("rdma_path", RDMA_PATHS),
+                             ("hbm_lookup", HBM_LOOKUPS), ("rank_rows", RANK_ROWS)):
+            if getattr(self, key) not in allowed:
+                raise UserError(f"unknown {key.replace('_', ' ')} '{getattr(self, key)}' (known: {', '.join(allowed)})")
         if self.hbm_cache_bytes < 0:
             raise UserError("the HBM hot-row cache must be >= 0 bytes")
         if self.dram_cache_bytes < 0:
@@ -54,15 +85,26 @@ class Placement:
 
     @property
     def path(self) -> str:
-        return {"hbm": "hbm", "ssd": "copy"}.get(self.tier, self.tier.split("-")[-1])
+        return {"hbm": "hbm", "ssd": "copy", "rdma": "rdma"}.get(self.tier, self.tier.split("-")[-1])
 
 
 class HostResources:
-    """One host's shared resources. A CXL pool (switch) may be shared by every host."""
+    """One host's shared resources: each socket's DRAM, the links between sockets, PCIe switch
+    uplinks, NICs, CPU threads, CXL and SSDs. A CXL pool and the remote hosts of the rdma tier
+    are shared by every host (`pool`)."""
 
     def __init__(self, hw: Hardware, index: int, pool: dict):
-        h = hw.host
-        self.dram = Resource(f"host{index}.dram", h.dram_bw_Bps * h.dram_efficiency)
+        h, topo = hw.host, hw.topo
+        bw = h.dram_bw_Bps * h.dram_efficiency
+        socket_name = (lambda k: f"host{index}.dram") if topo.sockets == 1 else (lambda k: f"host{index}.s{k}.dram")
+        self.dram_by_socket = [Resource(socket_name(k), bw / topo.sockets) for k in range(topo.sockets)]
+        self.upi = {(a, b): Resource(f"host{index}.s{a}>s{b}.upi", topo.upi_Bps)
+                    for a in range(topo.sockets) for b in range(topo.sockets) if a != b}
+        switches = -(-hw.gpus_per_host // topo.gpus_per_switch) if topo.gpus_per_switch else 0
+        self.switches = [Resource(f"host{index}.sw{k}.pcie_switch", topo.switch_uplink_Bps) for k in range(switches)]
+        self.nics = [Resource(f"host{index}.nic{n}.nic", hw.rdma.nic_Bps)
+                     for n in range(hw.rdma.nics_per_host)] if hw.rdma else []
+        self.remote = pool.get("remote", [])
         self.cpu = Resource(f"host{index}.cpu", float(h.cpu_cores), unit="thread-s")
         self.cxl = self.switch = self.ssd_ops = self.ssd_bw = None
         if hw.cxl:
@@ -75,23 +117,41 @@ class HostResources:
             self.ssd_bw = Resource(f"host{index}.ssd_bw", costs.ssd_bw_Bps(hw.ssd))
 
     def resources(self) -> list[Resource]:
-        return [r for r in (self.dram, self.cpu, self.cxl, self.switch, self.ssd_ops, self.ssd_bw) if r]
+        own = [self.cpu, self.cxl, self.switch, self.ssd_ops, self.ssd_bw]
+        return [*self.dram_by_socket, *self.upi.values(), *self.switches, *self.nics, *[r for r in own if r]]
+
+    def cross(self, src: int, dst: int) -> list[tuple[Resource, float]]:
+        """The socket link a transfer from socket `src` to socket `dst` crosses (none if equal)."""
+        return [] if src == dst else [(self.upi[(src, dst)], 1.0)]
 
 
 def pool_resources(hw: Hardware) -> dict:
-    if not (hw.cxl and hw.cxl.pooled):
-        return {}
-    return {"cxl": Resource("pool.cxl", hw.cxl.devices * hw.cxl.device_bw_Bps),
-            "switch": Resource("pool.switch", hw.cxl.switch_bw_Bps)}
+    """Resources every host shares: a CXL pool behind its switch, the rdma tier's remote hosts."""
+    pool = {}
+    if hw.cxl and hw.cxl.pooled:
+        pool |= {"cxl": Resource("pool.cxl", hw.cxl.devices * hw.cxl.device_bw_Bps),
+                 "switch": Resource("pool.switch", hw.cxl.switch_bw_Bps)}
+    if hw.rdma:
+        pool["remote"] = [(Resource(f"remote{j}.remote_nic", hw.rdma.nic_Bps),
+                           Resource(f"remote{j}.remote_dram", hw.rdma.remote_dram_Bps))
+                          for j in range(hw.rdma.remote_hosts)]
+    return pool
+
+
+def pool_list(pool: dict) -> list[Resource]:
+    return [pool[k] for k in ("cxl", "switch") if k in pool] + [r for pair in pool.get("remote", []) for r in pair]
 
 
 class Fetcher:
-    """Starts the transfers that bring one step's missing rows to one GPU."""
+    """Starts the transfers that bring one step's missing rows to one GPU (`gpu`: its index
+    within its host, which fixes its socket, PCIe switch and NIC)."""
 
     def __init__(self, env, net: FlowNetwork, hw: Hardware, placement: Placement, row_bytes: int,
-                 link: Resource, host: HostResources):
+                 link: Resource, host: HostResources, gpu: int = 0, table_bytes: float = 0.0):
         self.env, self.net, self.hw, self.placement = env, net, hw, placement
         self.row_bytes, self.link, self.host = row_bytes, link, host
+        self.gpu, self.table_bytes = gpu, table_bytes
+        self.socket = hw.topo.gpu_socket[gpu]
 
     def start(self, rows: float, dram_hit_rate: float = 0.0):
         """An event that fires when `rows` rows are in HBM; for the ssd tier, `dram_hit_rate` of
@@ -101,15 +161,32 @@ class Fetcher:
             return self.env.timeout(0)
         if self.placement.path == "uva":
             return self._zero_copy(rows)
+        if self.placement.path == "rdma":
+            return self.env.process(self._rdma(rows))
         return self.env.process(self._staged(rows, dram_hit_rate))
 
-    def _memory(self, memory: str) -> tuple[list[tuple[Resource, float]], float]:
-        """Resources a read of random rows from `memory` loads, and its latency."""
+    def _to_gpu(self, src_socket: int, wire: float = 1.0) -> list[tuple[Resource, float]]:
+        """From host memory on `src_socket` into this GPU: the socket link if it is another
+        socket, the GPU's PCIe switch uplink, and its own link."""
+        switch = self.hw.topo.switch_of(self.gpu)
+        uplink = [(self.host.switches[switch], wire)] if switch is not None else []
+        return self.host.cross(src_socket, self.socket) + uplink + [(self.link, wire)]
+
+    def _memory(self, memory: str, consumer: int | None = None) -> tuple[list[tuple[Resource, float]], float]:
+        """Resources a read of random rows from `memory` by a reader on socket `consumer` loads,
+        and its mean latency: host tables follow the placement's NUMA layout."""
         lines = costs.lines_per_row_bytes(self.row_bytes)
         if memory == "cxl":
             loads = [(self.host.cxl, lines)] + ([(self.host.switch, lines)] if self.host.switch else [])
             return loads, self.hw.cxl.total_latency_s
-        return [(self.host.dram, lines)], self.hw.host.dram_latency_s
+        consumer = self.socket if consumer is None else consumer
+        topo, layout = self.hw.topo, self.placement.numa
+        loads = []
+        for s, share in table_sockets(topo, layout, consumer):
+            loads.append((self.host.dram_by_socket[s], lines * share))
+            loads += [(r, c * lines * share) for r, c in self.host.cross(s, consumer)]
+        latency = costs.host_read_latency_s(self.hw.host, topo, layout, consumer, self.table_bytes)
+        return loads, latency
 
     def _zero_copy(self, rows: float):
         link = self.hw.link
@@ -117,29 +194,70 @@ class Fetcher:
         extra = latency - self.hw.host.dram_latency_s  # the link round trip already includes DRAM
         wire = costs.zero_copy_wire_factor(link, self.row_bytes)
         cap = costs.zero_copy_cap_Bps(link, self.row_bytes, max(extra, 0.0))
-        return self.net.transfer(rows * self.row_bytes, [(self.link, wire)] + loads, cap=cap,
+        path = self._to_gpu(self.socket, wire)
+        return self.net.transfer(rows * self.row_bytes, path + loads, cap=cap, tag="fetch",
                                  cap_name="zero-copy reads in flight", latency_s=self.hw.gpu.kernel_launch_s + link.read_round_trip_s + max(extra, 0.0))
 
-    def _staged(self, rows: float, dram_hit_rate: float):
-        if self.placement.tier == "ssd":
-            yield self._ssd_reads(rows * (1.0 - dram_hit_rate))
-        memory = "cxl" if self.placement.tier == "cxl-copy" else "dram"
-        yield self._cpu_gather(rows, memory)
-        nbytes = rows * self.row_bytes
-        yield self.net.transfer(nbytes, [(self.link, 1.0), (self.host.dram, 1.0)], latency_s=self.hw.link.latency_s)
+    def _gather_socket(self) -> int:
+        if self.placement.gather_socket == "local":
+            return self.socket
+        return (self.socket + 1) % self.hw.topo.sockets
 
-    def _cpu_gather(self, rows: float, memory: str):
-        """CPU threads copy rows into pinned DRAM staging: each thread keeps `gather_mlp` misses
-        in flight, so its row rate is mlp / latency; the staging writes load DRAM too."""
-        loads, latency = self._memory(memory)
+    def _staged(self, rows: float, dram_hit_rate: float):
+        staging = self._gather_socket()
+        if self.placement.tier == "ssd":
+            yield self._ssd_reads(rows * (1.0 - dram_hit_rate), staging)
+        memory = "cxl" if self.placement.tier == "cxl-copy" else "dram"
+        yield self._cpu_gather(rows, memory, staging)
+        yield self._dma(rows * self.row_bytes, staging)
+
+    def _dma(self, nbytes: float, src_socket: int):
+        """One host-to-device copy from pinned memory on `src_socket`."""
+        loads = [(self.host.dram_by_socket[src_socket], 1.0)] + self._to_gpu(src_socket)
+        return self.net.transfer(nbytes, loads, latency_s=self.hw.link.latency_s, tag="fetch")
+
+    def _cpu_gather(self, rows: float, memory: str, socket: int):
+        """CPU threads on `socket` copy rows into pinned staging on that socket: each thread keeps
+        `gather_mlp` misses in flight, so its row rate is mlp / latency; the staging writes load
+        DRAM too."""
+        loads, latency = self._memory(memory, socket)
         per_thread_Bps = costs.cpu_gather_rows_per_s(self.hw.host, latency) * self.row_bytes
         threads = self.hw.host.gather_threads_per_gpu
-        loads = loads + [(self.host.dram, 1.0), (self.host.cpu, 1.0 / per_thread_Bps)]
-        return self.net.transfer(rows * self.row_bytes, loads, cap=threads * per_thread_Bps,
+        loads = loads + [(self.host.dram_by_socket[socket], 1.0), (self.host.cpu, 1.0 / per_thread_Bps)]
+        return self.net.transfer(rows * self.row_bytes, loads, cap=threads * per_thread_Bps, tag="fetch",
                                  cap_name="CPU gather threads", latency_s=latency)
 
-    def _ssd_reads(self, rows: float):
-        """Each missing row costs one page read (costs.ssd_row_read)."""
+    def _ssd_reads(self, rows: float, socket: int):
+        """Each missing row costs one page read (costs.ssd_row_read), landing on `socket`."""
         read = costs.ssd_row_read(self.hw.ssd)
-        loads = [(self.host.ssd_ops, read.ops), (self.host.ssd_bw, read.ssd_bytes), (self.host.dram, read.dram_bytes)]
-        return self.net.transfer(rows, loads, latency_s=self.hw.ssd.latency_s)
+        loads = [(self.host.ssd_ops, read.ops), (self.host.ssd_bw, read.ssd_bytes),
+                 (self.host.dram_by_socket[socket], read.dram_bytes)]
+        return self.net.transfer(rows, loads, latency_s=self.hw.ssd.latency_s, tag="fetch")
+
+    def _rdma(self, rows: float):
+        """Rows striped over the remote hosts: their DRAM and NICs, this GPU's NIC, then either
+        GPUDirect (NIC to GPU through the PCIe switch) or pinned host memory and a DMA copy."""
+        rdma, topo = self.hw.rdma, self.hw.topo
+        nic = nic_of(rdma, self.gpu, self.hw.gpus_per_host)
+        wire = costs.rdma_wire_factor(rdma, self.row_bytes)
+        lines = costs.lines_per_row_bytes(self.row_bytes)
+        share = 1.0 / len(self.host.remote)
+        loads = [(r, c * share) for nic_r, dram_r in self.host.remote for r, c in ((nic_r, wire), (dram_r, lines))]
+        loads.append((self.host.nics[nic], wire))
+        nic_sock = nic_socket(rdma, topo, nic)
+        nic_switch = rdma.nic_switch[nic] if rdma.nic_switch else None
+        gpus_per_nic = self.hw.gpus_per_host / rdma.nics_per_host
+        cap, cap_name = costs.rdma_cap(rdma, self.row_bytes, gpus_per_nic)
+        nbytes = rows * self.row_bytes
+        nic_uplink = [(self.host.switches[nic_switch], 1.0)] if nic_switch is not None else []
+        if self.placement.rdma_path == "gpudirect":
+            if nic_switch is not None and nic_switch == topo.switch_of(self.gpu):
+                into_gpu = [(self.link, 1.0)]          # peer-to-peer under one switch
+            else:
+                into_gpu = nic_uplink + self._to_gpu(nic_sock)
+            yield self.net.transfer(nbytes, loads + into_gpu, cap=cap, cap_name=cap_name, tag="fetch",
+                                    latency_s=rdma.read_latency_s)
+            return
+        landing = loads + nic_uplink + [(self.host.dram_by_socket[nic_sock], 1.0)]
+        yield self.net.transfer(nbytes, landing, cap=cap, cap_name=cap_name, tag="fetch", latency_s=rdma.read_latency_s)
+        yield self._dma(nbytes, nic_sock)

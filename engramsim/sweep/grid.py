@@ -22,7 +22,7 @@ from pathlib import Path
 
 from engramsim.errors import UserError
 from engramsim.presets import load_toml
-from engramsim.sim.tiers import TIERS
+from engramsim.sim.tiers import DEFAULT_TIERS, TIERS
 
 # Every option a grid may set: its type and its value when the grid leaves it out (as `simulate`).
 OPTIONS: dict[str, tuple[type, object]] = {
@@ -30,7 +30,7 @@ OPTIONS: dict[str, tuple[type, object]] = {
     "model": (str, "dense-4b-engram100b"),
     "workload": (str, "paper-table4"),
     "engine": (str, "nano-vllm"),
-    "tier": (str, list(TIERS)),
+    "tier": (str, list(DEFAULT_TIERS)),
     "gpus": (int, 0),            # 0: DP x TP
     "tp": (int, 1),
     "dp": (int, 1),

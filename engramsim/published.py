@@ -1,0 +1,112 @@
+"""Published measurements described to the simulator: each checks/*.toml names its source, the
+server (a hardware preset, optionally with table overrides), the model, a workload, and two
+placements whose measured relative change the simulator must predict.
+
+A check passes when the predicted change has the measured sign and lies within a factor of two
+of it. Nothing here is fitted: the presets' constants are used as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from engramsim.errors import UserError
+from engramsim.hardware import hardware_from_dict
+from engramsim.model import load_model
+from engramsim.presets import ROOT, load_toml, resolve
+from engramsim.sim.run import Scenario, simulate
+from engramsim.sim.tiers import Placement
+from engramsim.workload import load_workload
+
+CHECKS_DIR = ROOT / "checks"
+KEYS = {"name", "source", "what", "model", "hw", "hw_overrides", "workload", "gpus", "tp", "reference",
+        "variant", "measured_change_pct", "notes"}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    source: str
+    what: str
+    reference_tok_s: float
+    variant_tok_s: float
+    predicted_change_pct: float
+    measured_change_pct: float
+    bounds: dict
+
+    @property
+    def direction_right(self) -> bool:
+        return (self.predicted_change_pct > 0) == (self.measured_change_pct > 0) and self.predicted_change_pct != 0
+
+    @property
+    def ratio(self) -> float:
+        """Predicted over measured change (1 = exact)."""
+        return self.predicted_change_pct / self.measured_change_pct
+
+    @property
+    def passes(self) -> bool:
+        return self.direction_right and 0.5 <= self.ratio <= 2.0
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"direction_right": self.direction_right, "ratio": self.ratio, "passes": self.passes}
+
+
+def check_paths(paths=()) -> list[Path]:
+    found = [Path(p) for p in paths] or sorted(CHECKS_DIR.glob("*.toml"))
+    if not found:
+        raise UserError(f"no checks found under {CHECKS_DIR}")
+    return found
+
+
+def run_check(path: Path) -> CheckResult:
+    data = load_toml(path)
+    where = str(path)
+    unknown = sorted(set(data) - KEYS)
+    if unknown:
+        raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(KEYS))})")
+    for key in ("name", "source", "model", "hw", "workload", "reference", "variant", "measured_change_pct"):
+        if key not in data:
+            raise UserError(f"{where}: missing key '{key}'")
+    hw = _hardware(data["hw"], data.get("hw_overrides", {}), path)
+    workload = load_workload(_near(data["workload"], path))
+    scenario = Scenario(hw=hw, model=load_model(data["model"]), workload=workload,
+                        gpus=int(data.get("gpus", 1)), tp=int(data.get("tp", 1)))
+    placements = [_placement(data[k], f"{where} [{k}]") for k in ("reference", "variant")]
+    ref, var = simulate(scenario, placements).runs
+    for run in (ref, var):
+        if not run.fits:
+            raise UserError(f"{where}: {run.tier} does not fit: {'; '.join(run.problems)}")
+    change = 100.0 * (var.throughput_tok_s - ref.throughput_tok_s) / ref.throughput_tok_s
+    return CheckResult(data["name"], data["source"], data.get("what", ""), ref.throughput_tok_s,
+                       var.throughput_tok_s, change, float(data["measured_change_pct"]), var.fetch_bounds)
+
+
+def _near(name: str, path: Path) -> str:
+    """A file named relative to the check, else a preset name."""
+    local = path.parent / name
+    return str(local) if local.is_file() else name
+
+
+def _hardware(name: str, overrides: dict, path: Path):
+    """A hardware preset with some of its tables' keys replaced (`[hw_overrides.<table>]`)."""
+    src = resolve("hardware", _near(name, path))
+    data = load_toml(src)
+    for table, keys in overrides.items():
+        if not isinstance(keys, dict):
+            raise UserError(f"{path}: [hw_overrides.{table}] must be a table")
+        data[table] = {**data.get(table, {}), **keys}
+    return hardware_from_dict(data, f"{src} (with overrides from {path.name})", src)
+
+
+def _placement(table: dict, where: str) -> Placement:
+    if not isinstance(table, dict) or "tier" not in table:
+        raise UserError(f"{where}: needs a 'tier'")
+    allowed = {f.name for f in fields(Placement)}
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+    for key, value in table.items():
+        want = {"prefetch": bool}.get(key, (int, float) if key.endswith(("_bytes", "_rate")) else str)
+        if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+            raise UserError(f"{where}: '{key}' has the wrong type ({value!r})")
+    return Placement(**table)
