@@ -10,16 +10,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from engramsim.engine import load_engine
 from engramsim.errors import UserError
 from engramsim.hardware import hardware_from_dict
 from engramsim.model import load_model
 from engramsim.presets import ROOT, load_toml, resolve
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.tiers import Placement
-from engramsim.workload import load_workload
+from engramsim.workload import load_workload, with_engine
 
 CHECKS_DIR = ROOT / "checks"
-KEYS = {"name", "source", "what", "model", "hw", "hw_overrides", "workload", "gpus", "tp", "reference",
+KEYS = {"name", "source", "what", "model", "hw", "hw_overrides", "engine", "workload", "gpus", "tp", "reference",
         "variant", "measured_change_pct", "notes"}
 
 
@@ -68,9 +69,10 @@ def run_check(path: Path) -> CheckResult:
         if key not in data:
             raise UserError(f"{where}: missing key '{key}'")
     hw = _hardware(data["hw"], data.get("hw_overrides", {}), path)
-    workload = load_workload(_near(data["workload"], path))
-    scenario = Scenario(hw=hw, model=load_model(data["model"]), workload=workload,
-                        gpus=int(data.get("gpus", 1)), tp=int(data.get("tp", 1)))
+    engine = load_engine(_near(data.get("engine", "nano-vllm"), path))
+    workload = with_engine(load_workload(_near(data["workload"], path)), engine)
+    scenario = Scenario(hw=hw, model=load_model(data["model"]), workload=workload, engine=engine,
+                        gpus=int(data.get("gpus", 1)), tp=int(data.get("tp", 1)), prefetch=engine.prefetch)
     placements = [_placement(data[k], f"{where} [{k}]") for k in ("reference", "variant")]
     ref, var = simulate(scenario, placements).runs
     for run in (ref, var):
