@@ -9,6 +9,7 @@ from clikit import run_cli
 from engramsim import costs
 from engramsim.errors import UserError
 from engramsim.hardware import hardware_from_dict, load_hardware
+from engramsim.model import load_model
 from engramsim.presets import load_toml, resolve
 from engramsim.published import CHECKS_DIR, run_check
 from engramsim.sim.run import simulate
@@ -250,7 +251,7 @@ def test_json_carries_what_bounded_each_fetch():
     runs = json.loads(res.stdout)["runs"]
     for r in runs:
         assert r["fetch_bounds"] and all(isinstance(v, int) and v > 0 for v in r["fetch_bounds"].values())
-        assert set(r["stall_by_layer_s"]) == {"2"}
+        assert set(r["stall_by_layer_s"]) == {str(layer) for layer in load_model("dense-4b-engram100b").engram.layer_ids}
 
 
 # --- published measurements ------------------------------------------------------------------
