@@ -20,6 +20,8 @@ set -euo pipefail
 OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
 PROFILE_S=${PROFILE_S:-240}
 VALIDATE_S=${VALIDATE_S:-200}
+# Seconds of validation rounds (the rest of VALIDATE_S is model setup, timing and simulation).
+VALIDATE_BUDGET_S=${VALIDATE_BUDGET_S:-120}
 PYTEST_S=${PYTEST_S:-90}
 # The benchmarks GPU validation reads (engramsim.validate.GPU_PROFILE_BENCHMARKS); "all" for every one.
 PROFILE_ONLY=${PROFILE_ONLY:-dram_gather,memcpy,hash,hbm_gather,h2d,d2h,uva_gather,copy_pipeline,overlap_gpu}
@@ -56,14 +58,20 @@ fi
 
 stage "validate --quick (bounded at ${VALIDATE_S}s)"
 timeout -k 10 "$VALIDATE_S" python cli.py validate --quick --profile "$OUT/profile-h200.json" --json \
-  > "$OUT/validate-h200.json" 2> "$OUT/validate.log" || { rc=$?; tail -20 "$OUT/validate.log"; stage "validate failed (exit $rc)"; exit "$rc"; }
+  --budget-s "$VALIDATE_BUDGET_S" > "$OUT/validate-h200.json" 2> "$OUT/validate.log" || { rc=$?; tail -20 "$OUT/validate.log"; stage "validate failed (exit $rc)"; exit "$rc"; }
 python - "$OUT/validate-h200.json" <<'PY'
 import json, sys
 data = json.load(open(sys.argv[1]))
-print(f"{'placement':<22}{'measured':>12}{'predicted':>12}{'error':>9}{'overhead m/p':>16}")
+print(f"rounds {data['rounds']} (kept {data['rounds_kept']}), stopped by {data['stopped_by']}, "
+      f"worst CI half-width {data['worst_overhead_ci_half_width_pp']:.2f} pp")
+print(f"{'placement':<22}{'measured':>12}{'predicted':>12}{'error':>9}{'overhead meas [CI] / pred':>34}"
+      f"{'consistent':>12}{'worst step':>12}")
 for c in data["cases"]:
+    lo, hi = c["measured_overhead_ci_pp"]
+    worst = max((abs(s["error_pct"]) for s in c["per_step"]), default=0.0)
     print(f"{c['placement']:<22}{c['measured_tok_s']:>12,.0f}{c['predicted_tok_s']:>12,.0f}{c['error_pct']:>+8.1f}%"
-          f"{c['measured_overhead_pct']:>+8.1f}/{c['predicted_overhead_pct']:+.1f}%")
+          f"{c['measured_overhead_pct']:>+10.1f}% [{lo:+.1f}, {hi:+.1f}] / {c['predicted_overhead_pct']:+.1f}%"
+          f"{str(c['consistent']):>12}{worst:>11.1f}%")
 PY
 
 stage "pytest -m gpu (bounded at ${PYTEST_S}s)"

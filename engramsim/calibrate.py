@@ -22,14 +22,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from engramsim import costs
 from engramsim.errors import UserError
 from engramsim.fileio import write_atomic
-from engramsim.hardware import SECTIONS, Hardware, hardware_from_dict, hardware_to_dict, load_hardware
+from engramsim.hardware import (GPU, SECTIONS, SSD, Hardware, Host, Link, hardware_from_dict, hardware_to_dict,
+                                load_hardware)
 from engramsim.presets import load_toml
 from engramsim.profile_io import Profile, load_profile
 from engramsim.units import GiB, MiB
@@ -357,6 +359,98 @@ def hardware_from_profile(profile_path: str | Path, base: str = "h800", table_Gi
     """The hardware model of the profiled machine: measured figures over the base preset."""
     profile = load_profile(profile_path)
     return check_calibration(calibrate(profile, base, table_GiB))
+
+
+# --- the machine a validation runs on ----------------------------------------------------------
+# `engramsim validate` describes the machine its real model ran on to the simulator: the CPU
+# standing in for the accelerator on a CPU-only machine, or the GPU over a server preset.
+
+GPU_BASE_PRESET = "h200"
+
+
+def cpu_hardware(cpu: dict, threads: int, row_bytes: int, table_bytes: float) -> Hardware:
+    """This machine, with its CPU standing in for the GPU, from `cpu_device_from_profile`."""
+    _require(cpu, "matmul_flops", "memcpy_Bps", "gather_rows_per_s_per_thread", "hash_s_per_token")
+    read_Bps = 2 * cpu["memcpy_Bps"]  # memcpy moves each byte twice; a read-only stream, once
+    per_thread = _rows_per_s(cpu, 1, table_bytes)
+    inline = _rows_per_s(cpu, threads, table_bytes)
+    sector = -(-row_bytes // costs.GPU_SECTOR_BYTES) * costs.GPU_SECTOR_BYTES
+    latency_s = 100e-9  # nominal; the gather rate below is what was measured
+    gpu = GPU(name=f"{cpu.get('cpu_model') or 'CPU'} as device", bf16_flops=cpu["matmul_flops"]["fp32"],
+              hbm_bytes=float(cpu["dram_bytes"]), hbm_bw_Bps=read_Bps, matmul_efficiency=1.0, hbm_efficiency=1.0,
+              gather_efficiency=min(1.0, inline * sector / read_Bps),
+              kernel_launch_s=cpu.get("gather_call_overhead_s") or 0.0, compute_on_host=True, compute_threads=threads)
+    # The prefetch thread gathers straight into the buffer the Engram layer reads: no link copy.
+    link = Link(kind="none (CPU: staging is used in place)", h2d_Bps=1e15, d2h_Bps=1e15, latency_s=1e-9)
+    host = Host(name="this machine", dram_bw_Bps=read_Bps, dram_latency_s=latency_s,
+                dram_bytes=float(cpu["dram_bytes"]), dram_efficiency=1.0, cpu_cores=int(cpu["cores"]),
+                gather_threads_per_gpu=1, gather_mlp=per_thread * latency_s,
+                hash_s_per_token=cpu["hash_s_per_token"])
+    return Hardware(name="this-machine", description="this CPU as the accelerator, from a profile", gpus_per_host=1,
+                    gpu=gpu, link=link, host=host, ssd=_page_reads(cpu))
+
+
+def gpu_hardware(profile: Profile, threads: int, table_bytes: float) -> Hardware:
+    """This machine with its GPU, from a profile that measured it, over the h200 preset.
+
+    The real run is one GPU alone on its host, gathering with the harness's torch threads, and
+    its engine overheads are fitted from the validation's baseline: the preset's engine figures
+    (fitted to nano-vLLM on 8 GPUs) are zeroed rather than inherited.
+    """
+    if profile.gpu is None:
+        raise UserError("the profile has no GPU measurements: run `engramsim profile` on this GPU machine first")
+    cal = calibrate(profile, base=GPU_BASE_PRESET, table_GiB=table_bytes / GiB)
+    hw = cal.hardware(f"calibration of the profile over {GPU_BASE_PRESET}")
+    gpu = replace(hw.gpu, step_overhead_s=0.0, layer_overhead_s=0.0)
+    host = replace(hw.host, gather_threads_per_gpu=max(1, threads))
+    return replace(hw, name="this-gpu-machine", gpus_per_host=1, gpu=gpu, host=host)
+
+
+def machine_hardware(profile: Profile, device: str, threads: int, row_bytes: int, table_bytes: float) -> Hardware:
+    """The machine the real model ran on (`device` "cpu" or "cuda"), as the simulator's hardware."""
+    if device == "cuda":
+        return gpu_hardware(profile, threads, table_bytes)
+    return cpu_hardware(cpu_device_from_profile(profile), threads, row_bytes, table_bytes)
+
+
+def with_page_faults(hw: Hardware, fault_s: float | None) -> Hardware:
+    """Page faults timed on the model's own table file replace the profile's generic figure."""
+    if not fault_s:
+        return hw
+    return replace(hw, ssd=_page_fault_ssd(1.0 / fault_s, fault_s))
+
+
+def _rows_per_s(cpu: dict, threads: int, table_bytes: float) -> float:
+    """Measured gather rate, rescaled from the profiled table size to the model's table size."""
+    by_threads = cpu.get("gather_rows_per_s") or {}
+    rate = by_threads.get(threads) or by_threads.get(max(by_threads, default=1)) or cpu["gather_rows_per_s_per_thread"]
+    curve = cpu.get("gather_curve")
+    if curve:
+        at_table, _ = curve.at(table_bytes)
+        at_profiled, _ = curve.at(curve.max_table_bytes)
+        if at_table > 0 and at_profiled > 0:
+            rate *= at_profiled / at_table
+    return rate
+
+
+def _page_fault_ssd(iops: float, latency_s: float) -> SSD:
+    return SSD(name="scratch disk (mmap page faults)", devices=1, read_iops=iops, read_bw_Bps=1e12,
+               latency_s=latency_s, device_bytes=1e15, page_bytes=4096, queue_depth=1)
+
+
+def _page_reads(cpu: dict) -> SSD | None:
+    """A cold memory-mapped gather faults one page at a time in the gathering thread: queue
+    depth one, at the measured mmap page-read latency."""
+    cold = (cpu.get("ssd") or {}).get("mmap_cold")
+    if not cold:
+        return None
+    return _page_fault_ssd(cold["iops"], cold["latency_s"])
+
+
+def _require(cpu: dict, *keys):
+    missing = [k for k in keys if not cpu.get(k)]
+    if missing:
+        raise UserError(f"the profile lacks {', '.join(missing)}: run `engramsim profile --quick` first")
 
 
 # --- TOML output ------------------------------------------------------------------------------

@@ -2,32 +2,59 @@
 simulator predicts for the very same model, workload and placements.
 
 The simulator sees this CPU as the accelerator: a profile of the machine gives its matmul rate,
-copy bandwidth, per-thread gather rate, page-read latency and hash cost; its compute runs on the
-same cores as the prefetch thread, so the two contend (as they do here). Two figures come from
-the measured no-Engram baseline: the per-layer and per-step host overheads of an eager PyTorch
-forward pass (operator dispatch, sampling), which no microbenchmark captures. The cost of the
-engine's Engram hashing and fusion comes from timing those two calls alone, against batch size. Every Engram placement is then
-predicted with no further fitting: its error measures the memory-path model.
+copy bandwidth, per-thread gather rate, page-read latency and hash cost (engramsim.calibrate,
+`machine_hardware`); its compute runs on the same cores as the prefetch thread, so the two
+contend (as they do here). Two figures come from the measured no-Engram baseline: the per-layer
+and per-step host overheads of an eager PyTorch forward pass (operator dispatch, sampling),
+which no microbenchmark captures. The engine's Engram hashing and fusion are timed alone,
+against batch size. Every Engram placement is then predicted with no further fitting: its error
+measures the memory-path model. On a CUDA machine the model runs on the GPU (step times from
+CUDA events) and the hardware is the profile calibrated over the h200 preset.
 
-On a CUDA machine the model runs on the GPU and the simulator's hardware is the profile
-calibrated over the h200 preset (`gpu_hardware`): HBM, pinned copy and UVA figures measured
-there. The same two baseline overheads and the timed Engram calls complete the description.
+A noisy machine must not decide the verdict, so the measurement is statistical:
+- rounds: every placement runs once per round, interleaved, and each overhead is paired with
+  the baseline run of its own round; rounds go on until every overhead's 95% bootstrap CI is
+  within +-`CI_TARGET_PP`, or the time budget runs out (the report says which);
+- noise guards: a round in which any run saw CPU steal, other processes' load or run-queue
+  waits above `NoiseLimits` is dropped (and reported); so is, from the per-step comparison, a
+  step whose thread waited on a run queue;
+- per-step: step times by kind and batch bucket, measured against simulated (median, p90);
+- consistency: the predicted overhead lies within the measured CI, or within 2 pp of the
+  measured overhead where the CI is narrower than that (`stats.consistent`).
 """
 from __future__ import annotations
 
+import os
+import socket
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
 
 from engramsim import costs
 from engramsim.errors import UserError
-from engramsim.hardware import GPU, SSD, Hardware, Host, Link
+from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
-from engramsim.costs import batch_shape
-from engramsim.sim.run import Scenario, simulate
+from engramsim.realmodel.config import MeasuredCase, StepRecord, TimedRun
+from engramsim.realmodel.noise import NoiseLimits
+from engramsim.realmodel.stats import (
+    MIN_ROUNDS,
+    TOLERANCE_PP,
+    Estimate,
+    StepComparison,
+    StepSample,
+    compare_steps,
+    consistent,
+    half_width,
+    keep_rounds,
+    paired_overheads_pct,
+)
+from engramsim.results import summarize_run
+from engramsim.sim.engine import RawRun, ServerSetup, run_server
+from engramsim.sim.run import Scenario
 from engramsim.sim.scheduler import Seq
 from engramsim.sim.tiers import Placement
 from engramsim.workload import Engine, Requests, Workload
-from engramsim.units import GiB
 # Real placement -> (simulator tier, prefetch).
 CPU_TIER_OF = {"device": ("hbm", True), "host-prefetch": ("dram-copy", True), "host-sync": ("dram-copy", False),
                "mmap-prefetch-cold": ("ssd", True), "mmap-prefetch-warm": ("ssd", True),
@@ -36,126 +63,164 @@ GPU_TIER_OF = {"gpu-hbm": ("hbm", True),
                "pinned-copy-prefetch": ("dram-copy", True), "pinned-copy-sync": ("dram-copy", False),
                "pinned-uva-prefetch": ("dram-uva", True), "pinned-uva-sync": ("dram-uva", False)}
 TIER_OF = {**CPU_TIER_OF, **GPU_TIER_OF}
-GPU_BASE_PRESET = "h200"
+CI_TARGET_PP = 1.0      # rounds go on until every overhead CI is this narrow (half-width)
+MAX_ROUNDS = 60
 
 
 @dataclass(frozen=True)
 class ValidationCase:
     placement: str
     sim_tier: str
-    measured_tok_s: float
+    role: str                                   # "calibration" (the baseline) or "prediction"
+    measured_tok_s: float                       # mean over kept rounds
+    measured_tok_s_ci: tuple[float, float]
     predicted_tok_s: float
     error_pct: float
-    measured_overhead_pct: float
+    measured_overhead_pct: float                # mean over kept rounds, paired with their baselines
+    measured_overhead_ci_pp: tuple[float, float]
     predicted_overhead_pct: float
-    measured_stall_s: float
+    consistent: bool
+    measured_stall_s: float                     # mean over kept rounds
     predicted_stall_s: float
-    measured_runs_tok_s: tuple[float, ...] = ()
+    per_step: tuple[StepComparison, ...] = ()
+    noise: dict = field(default_factory=dict)
+    measured_runs_tok_s: tuple[float, ...] = ()  # every round, kept or not
+
+    def to_dict(self) -> dict:
+        return asdict(self)  # per_step rows: kind, batch_bucket, measured_median_ms, predicted_ms, error_pct, ...
 
 
-def cpu_hardware(cpu: dict, threads: int, row_bytes: int, table_bytes: float) -> Hardware:
-    """This machine, with its CPU standing in for the GPU, from `cpu_device_from_profile`."""
-    _require(cpu, "matmul_flops", "memcpy_Bps", "gather_rows_per_s_per_thread", "hash_s_per_token")
-    read_Bps = 2 * cpu["memcpy_Bps"]  # memcpy moves each byte twice; a read-only stream, once
-    per_thread = _rows_per_s(cpu, 1, table_bytes)
-    inline = _rows_per_s(cpu, threads, table_bytes)
-    sector = -(-row_bytes // costs.GPU_SECTOR_BYTES) * costs.GPU_SECTOR_BYTES
-    latency_s = 100e-9  # nominal; the gather rate below is what was measured
-    gpu = GPU(name=f"{cpu.get('cpu_model') or 'CPU'} as device", bf16_flops=cpu["matmul_flops"]["fp32"],
-              hbm_bytes=float(cpu["dram_bytes"]), hbm_bw_Bps=read_Bps, matmul_efficiency=1.0, hbm_efficiency=1.0,
-              gather_efficiency=min(1.0, inline * sector / read_Bps),
-              kernel_launch_s=cpu.get("gather_call_overhead_s") or 0.0, compute_on_host=True, compute_threads=threads)
-    # The prefetch thread gathers straight into the buffer the Engram layer reads: no link copy.
-    link = Link(kind="none (CPU: staging is used in place)", h2d_Bps=1e15, d2h_Bps=1e15, latency_s=1e-9)
-    host = Host(name="this machine", dram_bw_Bps=read_Bps, dram_latency_s=latency_s,
-                dram_bytes=float(cpu["dram_bytes"]), dram_efficiency=1.0, cpu_cores=int(cpu["cores"]),
-                gather_threads_per_gpu=1, gather_mlp=per_thread * latency_s,
-                hash_s_per_token=cpu["hash_s_per_token"])
-    ssd = _page_reads(cpu)
-    return Hardware(name="this-machine", description="this CPU as the accelerator, from a profile", gpus_per_host=1,
-                    gpu=gpu, link=link, host=host, ssd=ssd)
+# --- which rounds count ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RoundSelection:
+    kept: list[int]
+    quiet_only: bool                   # False: too few quiet rounds, the least noisy were kept
+    reasons: dict[int, list[str]]      # noisy round -> why
 
 
-def gpu_hardware(profile, threads: int, table_bytes: float) -> Hardware:
-    """This machine with its GPU, from a profile that measured it, over the h200 preset.
-
-    The real run is one GPU alone on its host, gathering with the harness's torch threads, and
-    its engine overheads are fitted from the baseline (`predict`): the preset's engine figures
-    (fitted to nano-vLLM on 8 GPUs) are zeroed rather than inherited.
-    """
-    from engramsim.calibrate import calibrate
-    if profile.gpu is None:
-        raise UserError("the profile has no GPU measurements: run `engramsim profile` on this GPU machine first")
-    cal = calibrate(profile, base=GPU_BASE_PRESET, table_GiB=table_bytes / GiB)
-    hw = cal.hardware(f"calibration of the profile over {GPU_BASE_PRESET}")
-    gpu = replace(hw.gpu, step_overhead_s=0.0, layer_overhead_s=0.0)
-    host = replace(hw.host, gather_threads_per_gpu=max(1, threads))
-    return replace(hw, name="this-gpu-machine", gpus_per_host=1, gpu=gpu, host=host)
+def select_rounds(runs: dict[str, list[TimedRun]], limits: NoiseLimits) -> RoundSelection:
+    """Rounds complete in every placement, minus those in which any run was noisy."""
+    n = min(map(len, runs.values()))
+    reasons = {r: [f"{name}: {why}" for name, rs in runs.items() for why in rs[r].noise.reasons(limits)]
+               for r in range(n)}
+    scores = [max((_severity(rs[r].noise, limits) for rs in runs.values()), default=0.0) for r in range(n)]
+    kept, quiet = keep_rounds([bool(reasons[r]) for r in range(n)], scores)
+    return RoundSelection(kept, quiet, {r: why for r, why in reasons.items() if why})
 
 
-def _rows_per_s(cpu: dict, threads: int, table_bytes: float) -> float:
-    """Measured gather rate, rescaled from the profiled table size to the model's table size."""
-    by_threads = cpu.get("gather_rows_per_s") or {}
-    rate = by_threads.get(threads) or by_threads.get(max(by_threads, default=1)) or cpu["gather_rows_per_s_per_thread"]
-    curve = cpu.get("gather_curve")
-    if curve:
-        at_table, _ = curve.at(table_bytes)
-        at_profiled, _ = curve.at(curve.max_table_bytes)
-        if at_table > 0 and at_profiled > 0:
-            rate *= at_profiled / at_table
-    return rate
+def _severity(noise, limits: NoiseLimits) -> float:
+    """How far past its limits a run's readings went (1.0 = at a limit)."""
+    ratios = [(noise.steal_pct, limits.max_steal_pct), (noise.outside_cores, limits.max_outside_cores),
+              (noise.run_delay_pct, limits.max_run_delay_pct)]
+    return max((value / limit for value, limit in ratios if value is not None and limit > 0), default=0.0)
 
 
-def _with_page_faults(hw: Hardware, fault_s: float | None) -> Hardware:
-    """Page faults timed on the model's own table file replace the profile's generic figure."""
-    if not fault_s:
-        return hw
-    return replace(hw, ssd=_page_fault_ssd(1.0 / fault_s, fault_s))
+def overhead_estimates(runs: dict[str, list[TimedRun]], kept: list[int]) -> dict[str, Estimate]:
+    """Each Engram placement's overhead against the baseline of the same round, over `kept`."""
+    base = [runs["baseline"][r].tok_s for r in kept]
+    return {name: Estimate.of(paired_overheads_pct([rs[r].tok_s for r in kept], base))
+            for name, rs in runs.items() if name != "baseline"}
 
 
-def _page_fault_ssd(iops: float, latency_s: float) -> SSD:
-    return SSD(name="scratch disk (mmap page faults)", devices=1, read_iops=iops, read_bw_Bps=1e12,
-               latency_s=latency_s, device_bytes=1e15, page_bytes=4096, queue_depth=1)
+class AdaptiveStop:
+    """Stopping rule of the rounds: stop once every overhead CI half-width is within `target_pp`
+    (over at least MIN_ROUNDS kept rounds), or when another round would overrun `budget_s`, or
+    at `max_rounds`. Never before `min_rounds`. `reason` says which, `half_width_pp` how far."""
+
+    def __init__(self, limits: NoiseLimits, budget_s: float, min_rounds: int, target_pp: float = CI_TARGET_PP,
+                 max_rounds: int = MAX_ROUNDS):
+        self.limits, self.budget_s, self.min_rounds = limits, budget_s, min_rounds
+        self.target_pp, self.max_rounds = target_pp, max_rounds
+        self.reason: str | None = None
+        self.half_width_pp: float | None = None
+
+    def __call__(self, runs: dict[str, list[TimedRun]], spent_s: float) -> str | None:
+        n = min(map(len, runs.values()))
+        selection = select_rounds(runs, self.limits)
+        estimates = overhead_estimates(runs, selection.kept) if "baseline" in runs else {}
+        self.half_width_pp = max((half_width(e.ci) for e in estimates.values()), default=0.0)
+        if n < self.min_rounds:
+            return None
+        if len(selection.kept) >= MIN_ROUNDS and selection.quiet_only and self.half_width_pp <= self.target_pp:
+            self.reason = "ci"
+        elif n >= self.max_rounds:
+            self.reason = "max_rounds"
+        elif spent_s * (n + 1) / n > self.budget_s:
+            self.reason = "budget"
+        return self.reason
 
 
-def _page_reads(cpu: dict) -> SSD | None:
-    """A cold memory-mapped gather faults one page at a time in the gathering thread: queue
-    depth one, at the measured mmap page-read latency."""
-    cold = (cpu.get("ssd") or {}).get("mmap_cold")
-    if not cold:
-        return None
-    return _page_fault_ssd(cold["iops"], cold["latency_s"])
+# --- the simulator's side ---------------------------------------------------------------------
 
-
-def _require(cpu: dict, *keys):
-    missing = [k for k in keys if not cpu.get(k)]
-    if missing:
-        raise UserError(f"the profile lacks {', '.join(missing)}: run `engramsim profile --quick` first")
-
-
-def _record_compute(hw: Hardware, model: ModelSpec, rec):
+def _record_compute(hw: Hardware, model: ModelSpec, rec: StepRecord):
     """The roofline compute of one measured step, as the simulator would cost it."""
-    bb = model.backbone
     per_seq = rec.tokens if rec.phase == "prefill" else rec.context_tokens // max(rec.seqs, 1)
     seqs = [Seq(0, 0.0, per_seq, 1)] * (1 if rec.phase == "prefill" else rec.seqs)
-    return costs.step_compute(hw.gpu, bb, batch_shape(seqs, rec.phase == "prefill"), 1)
+    return costs.step_compute(hw.gpu, model.backbone, costs.batch_shape(seqs, rec.phase == "prefill"), 1)
 
 
-def fit_backbone_overheads(hw: Hardware, model: ModelSpec, baseline) -> tuple[float, float]:
-    """(per-layer, per-step) host overheads of the eager forward, from the measured baseline.
+def fit_compute_rates(hw: Hardware, model: ModelSpec, steps: list[StepRecord], span: float = 16.0
+                      ) -> tuple[float, float]:
+    """(matmul FLOP/s, weight-streaming bytes/s) that best explain the baseline's layers before
+    the first Engram layer ("pre" time per layer) across its steps, through the simulator's own
+    roofline, a constant per-layer overhead taking the rest; times count only the share the
+    thread was running (`fit_backbone_overheads`). Only for a CPU standing in for the
+    accelerator; a GPU keeps its profile's figures, as do steps whose sizes hardly vary.
+
+    The profile's matmul and memcpy benchmarks run other shapes on every thread, whenever the
+    profile ran; the baseline's own prefill steps (compute-bound) and small decode steps
+    (bound by reading the weights) run this model on the validation's thread. One pair for
+    every placement: the Engram ones stay predictions.
+    """
+    rate, bw = hw.gpu.bf16_flops * hw.gpu.matmul_efficiency, hw.gpu.hbm_bw_Bps * hw.gpu.hbm_efficiency
+    tokens = [s.tokens for s in steps]
+    if not hw.gpu.compute_on_host or len(steps) < 3 or max(tokens) < 2 * min(tokens):
+        return rate, bw
+    first = min(model.engram.layer_ids)
+    y = np.array([s.pre_s * s.running_share / first for s in steps])
+    # The roofline's two terms per step, at unit rates: max(flops / rate, bytes / bandwidth).
+    unit = replace(hw.gpu, layer_overhead_s=0.0, matmul_efficiency=1.0, hbm_efficiency=1.0)
+    flops = np.array([_record_compute(replace(hw, gpu=replace(unit, bf16_flops=1.0, hbm_bw_Bps=1e30)), model, s)
+                      .dense_layer_s for s in steps])
+    nbytes = np.array([_record_compute(replace(hw, gpu=replace(unit, bf16_flops=1e30, hbm_bw_Bps=1.0)), model, s)
+                       .dense_layer_s for s in steps])
+
+    def misfit(log_rates) -> float:
+        resid = y - np.maximum(flops / np.exp(log_rates[0]), nbytes / np.exp(log_rates[1]))
+        return float(np.sum((resid - max(resid.mean(), 0.0)) ** 2))  # overheads are never negative
+
+    from scipy.optimize import minimize
+    axes = [np.linspace(np.log(x / span), np.log(x * span), 33) for x in (rate, bw)]
+    start = min(((a, b) for a in axes[0] for b in axes[1]), key=misfit)
+    best = minimize(misfit, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-12})
+    return float(np.exp(best.x[0])), float(np.exp(best.x[1]))
+
+
+def fit_backbone_overheads(hw: Hardware, model: ModelSpec, runs: list[TimedRun]) -> tuple[float, float, float]:
+    """(per-layer, per-step, per-sequence) host overheads of the eager forward, from baseline runs.
 
     The harness times the layers before the first Engram layer ("pre"); what they take beyond
-    the roofline is the per-layer dispatch overhead. What the whole step takes beyond its layers
-    and LM head, spread over its steps, is the per-step overhead (sampling, batch bookkeeping).
+    the roofline is the per-layer dispatch overhead. What a step takes beyond its layers and LM
+    head (sampling, batch bookkeeping) is fitted as a fixed cost plus a cost per sequence in the
+    step (least squares over the steps); the work between steps (a run's wall time less its
+    step timers) joins the fixed cost. A step's times count only the share its thread was
+    running (`StepRecord.running_share`): time spent waiting for a core is another process's.
     """
     bb, first = model.backbone, min(model.engram.layer_ids)
-    comps = [_record_compute(hw, model, rec) for rec in baseline.step_records]
-    layer = max(statistics.fmean(rec.pre_s / first - c.dense_layer_s
-                                 for rec, c in zip(baseline.step_records, comps)), 0.0)
-    # The run's wall time, not the sum of step timers: it also holds the work between steps.
-    layers_s = sum(bb.n_layers * (layer + c.dense_layer_s) + c.head_s for c in comps)
-    step = max((baseline.wall_s - layers_s) / len(comps), 0.0)
-    return layer, step
+    steps = [s for run in runs for s in run.steps]
+    comps = [_record_compute(hw, model, s) for s in steps]
+    layer = max(statistics.fmean(s.pre_s * s.running_share / first - c.dense_layer_s
+                                 for s, c in zip(steps, comps)), 0.0)
+    rest = np.array([s.total_s * s.running_share - bb.n_layers * (layer + c.dense_layer_s) - c.head_s
+                     for s, c in zip(steps, comps)])
+    seqs = np.array([s.seqs for s in steps], dtype=float)
+    per_seq = 0.0
+    if np.ptp(seqs) > 0:
+        per_seq = max(float(np.polyfit(seqs, rest, 1)[0]), 0.0)
+    fixed = float(np.mean(rest - per_seq * seqs))
+    between = statistics.fmean((run.wall_s - sum(s.total_s for s in run.steps)) / len(run.steps) for run in runs)
+    return layer, max(fixed + between, 0.0), per_seq
 
 
 def line_fit(points: list[tuple[int, float]]) -> tuple[float, float]:
@@ -165,82 +230,145 @@ def line_fit(points: list[tuple[int, float]]) -> tuple[float, float]:
     return max(fixed, 0.0), max(per_token, 0.0)
 
 
-def paired_overhead_pct(runs: tuple[float, ...], baseline_runs: tuple[float, ...]) -> float:
-    """Overhead against the baseline run of the same round, median over rounds. Repeats are
-    interleaved, so each pair ran seconds apart: a host whose speed drifts over minutes (a shared
-    VM) cancels out of the ratio."""
-    return 100 * statistics.median(1 - r / b for r, b in zip(runs, baseline_runs))
-
-
-def sim_workload(n_seqs: int, input_lens: list[int], output_lens: list[int]) -> Workload:
+def sim_workload(n_seqs: int, input_lens: list[int], output_lens: list[int], seq_host_s: float = 0.0) -> Workload:
     """The harness prefills one prompt per step, then decodes the whole batch; its prefetch
-    starts at each step's own start (no lookahead into the next prompt)."""
+    starts at each step's own start (no lookahead into the next prompt). Its only engine host
+    cost per sequence is `seq_host_s` (fitted on the baseline); the fixed one is the GPU's
+    step overhead."""
     engine = Engine(max_num_seqs=n_seqs, max_num_batched_tokens=max(input_lens) + max(output_lens),
-                    kv_block_tokens=16, max_prefill_seqs=1, prefill_lookahead=False)
+                    kv_block_tokens=16, max_prefill_seqs=1, prefill_lookahead=False, seq_host_s=seq_host_s)
     return Workload(name="realmodel", kind="offline", num_seqs=n_seqs, input_len_min=min(input_lens),
                     input_len_max=max(input_lens), output_len_min=min(output_lens), output_len_max=max(output_lens),
                     engine=engine)
 
 
-def machine_hardware(measured: list, model: ModelSpec, profile, device: str) -> Hardware:
-    """The simulator's description of the machine the placements ran on: the CPU standing in
-    for the accelerator, or the GPU calibrated from the profile."""
-    threads = measured[0].torch_threads
-    table_bytes = float(max(m.table_bytes for m in measured))
-    if device == "cuda":
-        return gpu_hardware(profile, threads, table_bytes)
-    from engramsim.calibrate import cpu_device_from_profile
-    return cpu_hardware(cpu_device_from_profile(profile), threads, model.engram.row_bytes, table_bytes)
-
-
-def _sim_placement(m) -> Placement:
+def _sim_placement(m: MeasuredCase) -> Placement:
     """A measured placement as the simulator's; a cold map starts with what mincore found resident."""
     tier, _ = TIER_OF[m.placement]
     hit = (m.resident_before or 0.0) if m.cache_state == "cold" else 1.0
     return Placement(tier, ssd_dram_hit_rate=hit if tier == "ssd" else 0.0)
 
 
-def predict(measured: list, model: ModelSpec, hw: Hardware, requests: Requests, engram_parts: dict
-            ) -> list[ValidationCase]:
-    """Simulate every measured placement on `hw` (`machine_hardware`); `measured` must include
-    the baseline."""
-    by_name = {m.placement: m for m in measured}
-    if "baseline" not in by_name:
-        raise UserError("validation needs the baseline placement measured")
-    base = by_name["baseline"]
-    layer_s, step_s = fit_backbone_overheads(hw, model, base)
+class StepLog:
+    """A recorder for `run_server` (the interface of report.timeline.RunRecorder) that keeps
+    each step's kind, size, time and prefetch wait, and nothing else."""
+
+    def __init__(self):
+        self.steps: list[StepSample] = []
+        self._stall_s = 0.0
+
+    def step(self, replica, start_s, end_s, prefill, batch, tokens, kv_blocks_used=None):
+        self.steps.append(StepSample("prefill" if prefill else "decode", tokens, end_s - start_s, self._stall_s))
+        self._stall_s = 0.0
+
+    def stall(self, replica, layer, start_s, end_s):
+        self._stall_s += end_s - start_s
+
+    def fetch(self, *args):
+        pass
+
+    def flows(self, *args):
+        pass
+
+    def resources(self, *args):
+        pass
+
+
+def simulate_steps(hw: Hardware, model: ModelSpec, workload: Workload, requests: Requests,
+                   placement: Placement | None, prefetch: bool = True) -> tuple[RawRun, list[StepSample]]:
+    """One replica on one device serving `requests`; the run and every step it took."""
+    scenario = Scenario(hw=hw, model=model, workload=workload, prefetch=prefetch)
+    plan = scenario.plan(placement)
+    if not plan.fits:
+        raise UserError(f"the validation model does not fit the simulated machine: {plan.problems[0]}")
+    setup = ServerSetup(hw=hw, model=model, workload=workload, placement=placement, gpus=1, tp=1,
+                        kv_blocks=plan.kv_blocks_per_rank, row_model=scenario.rows, prefetch=prefetch)
+    log = StepLog()
+    return run_server(setup, requests, recorder=log), log.steps
+
+
+def describe_machine(hw: Hardware, model: ModelSpec, baseline_runs: list[TimedRun], engram_parts: dict,
+                     page_fault_s: float | None) -> tuple[Hardware, float]:
+    """`hw` (calibrate.machine_hardware) completed with what only this run can say: the eager
+    forward's overheads (baseline), the engine's Engram calls and the table file's page faults;
+    and the engine's host cost per sequence in a step (for `sim_workload`)."""
+    from engramsim.calibrate import with_page_faults
+    rate, bw = fit_compute_rates(hw, model, [s for run in baseline_runs for s in run.steps])
+    gather_Bps = hw.gpu.hbm_bw_Bps * hw.gpu.gather_efficiency  # the profile's gather rate stays
+    hw = replace(hw, gpu=replace(hw.gpu, bf16_flops=rate, hbm_bw_Bps=bw, matmul_efficiency=1.0, hbm_efficiency=1.0,
+                                 gather_efficiency=min(1.0, gather_Bps / bw)))
+    layer_s, step_s, seq_s = fit_backbone_overheads(hw, model, baseline_runs)
     fusion_fixed, fusion_per_token = line_fit(engram_parts["fusion"])
     hash_fixed, hash_per_token = line_fit(engram_parts["hashing"])
     layers = len(model.engram.layer_ids)
     hw = replace(hw, gpu=replace(hw.gpu, layer_overhead_s=layer_s, step_overhead_s=step_s,
                                  engram_module_overhead_s=fusion_fixed, engram_module_s_per_token=fusion_per_token),
                  host=replace(hw.host, hash_call_s=hash_fixed / layers, hash_s_per_token=hash_per_token / layers))
-    hw = _with_page_faults(hw, next((m.page_fault_s for m in measured if m.page_fault_s), None))
-    workload = sim_workload(len(requests), list(map(int, requests.input_len)), list(map(int, requests.output_len)))
-    # One simulation per prefetch mode: each simulates the baseline once beside its placements.
-    engram_cases = [m for m in measured if m.placement != "baseline"]
-    runs = {}
-    for prefetch in (True, False):
-        group = [m for m in engram_cases if TIER_OF[m.placement][1] == prefetch]
-        report = simulate(Scenario(hw=hw, model=model, workload=workload, prefetch=prefetch),
-                          [_sim_placement(m) for m in group], requests=requests)
-        runs.update(zip((m.placement for m in group), report.runs))
-    baseline_pred = report.baseline_tok_s
-    cases = [ValidationCase("baseline", "no Engram", base.measured_tok_s, baseline_pred,
-                            100 * (baseline_pred / base.measured_tok_s - 1), 0.0, 0.0, 0.0, 0.0,
-                            tuple(base.tok_s_runs))]
-    for m in engram_cases:
-        run = runs[m.placement]
-        tier, prefetch = TIER_OF[m.placement]
-        cases.append(ValidationCase(
-            placement=m.placement, sim_tier=tier + ("" if prefetch else " (sync)"), measured_tok_s=m.measured_tok_s,
-            predicted_tok_s=run.throughput_tok_s,
-            error_pct=100 * (run.throughput_tok_s / m.measured_tok_s - 1),
-            measured_overhead_pct=paired_overhead_pct(m.tok_s_runs, base.tok_s_runs),
-            predicted_overhead_pct=run.overhead_pct, measured_stall_s=m.stall_s, predicted_stall_s=run.stall_s,
-            measured_runs_tok_s=tuple(m.tok_s_runs)))
+    return with_page_faults(hw, page_fault_s), seq_s
+
+
+# --- measured beside predicted ------------------------------------------------------------------
+
+def _measured_steps(runs: list[TimedRun], kept: list[int], limits: NoiseLimits) -> list[StepSample]:
+    return [StepSample(s.phase, s.tokens, s.total_s, s.stall_s, s.quiet(limits), s.total_s * s.running_share)
+            for r in kept for s in runs[r].steps]
+
+
+def _case_noise(runs: list[TimedRun], selection: RoundSelection, steps: tuple[StepComparison, ...]) -> dict:
+    kept = [runs[r].noise for r in selection.kept]
+    mean = lambda xs: float(np.mean(xs)) if xs else None
+    return {"steal_pct": max((n.steal_pct for n in kept if n.steal_pct is not None), default=None),
+            "outside_load_cores": mean([n.outside_cores for n in kept if n.outside_cores is not None]),
+            "run_delay_pct": mean([n.run_delay_pct for n in kept if n.run_delay_pct is not None]),
+            "rounds": len(runs), "rounds_kept": len(selection.kept),
+            "rounds_dropped": len(runs) - len(selection.kept), "quiet_only": selection.quiet_only,
+            "steps_dropped": sum(s.steps_dropped for s in steps)}
+
+
+def _case(m: MeasuredCase, sim: tuple[RawRun, list[StepSample]], base_raw: RawRun, selection: RoundSelection,
+          runs: dict[str, list[TimedRun]], limits: NoiseLimits) -> ValidationCase:
+    mine, kept = runs[m.placement], selection.kept
+    tok_s = Estimate.of([mine[r].tok_s for r in kept])
+    raw, sim_steps = sim
+    predicted, base_predicted = summarize_run(raw)["throughput_tok_s"], summarize_run(base_raw)["throughput_tok_s"]
+    steps = tuple(compare_steps(_measured_steps(mine, kept, limits), sim_steps))
+    common = dict(placement=m.placement, measured_tok_s=tok_s.value, measured_tok_s_ci=tok_s.ci,
+                  predicted_tok_s=predicted, error_pct=100 * (predicted / tok_s.value - 1),
+                  measured_stall_s=float(np.mean([mine[r].stall_s for r in kept])),
+                  predicted_stall_s=raw.stats.stall_s, per_step=steps, noise=_case_noise(mine, selection, steps),
+                  measured_runs_tok_s=tuple(r.tok_s for r in mine))
+    if m.placement == "baseline":
+        # Its overheads were fitted to these runs: consistent on throughput, within 2% of it.
+        ok = consistent(predicted, tok_s, TOLERANCE_PP / 100 * tok_s.value)
+        return ValidationCase(sim_tier="no Engram", role="calibration", measured_overhead_pct=0.0,
+                              measured_overhead_ci_pp=(0.0, 0.0), predicted_overhead_pct=0.0, consistent=ok,
+                              **common)
+    tier, prefetch = TIER_OF[m.placement]
+    overhead = overhead_estimates({"baseline": runs["baseline"], m.placement: mine}, kept)[m.placement]
+    predicted_overhead = 100 * (1 - predicted / base_predicted)
+    return ValidationCase(sim_tier=tier + ("" if prefetch else " (sync)"), role="prediction",
+                          measured_overhead_pct=overhead.value, measured_overhead_ci_pp=overhead.ci,
+                          predicted_overhead_pct=predicted_overhead, consistent=consistent(predicted_overhead, overhead),
+                          **common)
+
+
+def predict(measured: list[MeasuredCase], model: ModelSpec, hw: Hardware, requests: Requests,
+            selection: RoundSelection, limits: NoiseLimits, seq_host_s: float = 0.0) -> list[ValidationCase]:
+    """Simulate every measured placement on `hw` (`describe_machine`) and compare, over the
+    rounds `selection` kept. `measured` must include the baseline."""
+    runs = {m.placement: list(m.runs) for m in measured}
+    workload = sim_workload(len(requests), list(map(int, requests.input_len)), list(map(int, requests.output_len)),
+                            seq_host_s)
+    base = simulate_steps(hw, model, workload, requests, None)
+    cases = []
+    for m in measured:
+        sim = base if m.placement == "baseline" else \
+            simulate_steps(hw, model, workload, requests, _sim_placement(m), TIER_OF[m.placement][1])
+        cases.append(_case(m, sim, base[0], selection, runs, limits))
     return cases
 
+
+# --- the report --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ValidationReport:
@@ -249,41 +377,59 @@ class ValidationReport:
     config: dict
     torch_threads: int
     cases: list[ValidationCase]
+    rounds: int = 0
+    rounds_kept: int = 0
+    dropped_rounds: dict = field(default_factory=dict)   # round (1-based) -> why it was dropped
+    stopped_by: str = ""          # "ci", "budget", "max_rounds" or "repeats"
+    budget_s: float = 0.0
+    ci_target_pp: float = CI_TARGET_PP
+    worst_overhead_ci_half_width_pp: float = 0.0
+    pinned: str = ""
+    noise_limits: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    fitted: dict = field(default_factory=dict)   # fitted_figures: calibration, not prediction
+
+    @property
+    def all_consistent(self) -> bool:
+        return all(c.consistent for c in self.cases)
+
+    @property
+    def worst_step_error_pct(self) -> float:
+        return max((abs(s.error_pct) for c in self.cases for s in c.per_step), default=0.0)
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-        return {"machine": self.machine, "profile": self.profile, "config": self.config,
-                "torch_threads": self.torch_threads, "cases": [asdict(c) for c in self.cases]}
+        d = {k: v for k, v in asdict(self).items() if k != "cases"}
+        d["cases"] = [c.to_dict() for c in self.cases]
+        d["all_consistent"] = self.all_consistent
+        d["worst_step_error_pct"] = self.worst_step_error_pct
+        return d
 
     def __rich_console__(self, console, options):
-        from rich.table import Table
-        from rich.text import Text
-        yield Text.assemble(("engramsim validate", "bold"), f"  {self.machine} · profile {self.profile} · "
-                            f"{self.torch_threads} torch threads")
-        t = Table(title="Real Engram model vs simulator", title_justify="left", header_style="bold")
-        for col in ("placement", "sim tier", "measured tok/s", "predicted tok/s", "error", "measured overhead",
-                    "predicted overhead", "stall s meas/pred"):
-            t.add_column(col, justify="left" if col in ("placement", "sim tier") else "right",
-                         no_wrap=col == "placement")
-        for c in self.cases:
-            style = "green" if abs(c.error_pct) <= 10 else "red"
-            t.add_row(c.placement, c.sim_tier, f"{c.measured_tok_s:,.1f}", f"{c.predicted_tok_s:,.1f}",
-                      Text(f"{c.error_pct:+.1f}%", style=style), f"{c.measured_overhead_pct:+.1f}%",
-                      f"{c.predicted_overhead_pct:+.1f}%", f"{c.measured_stall_s:.3f} / {c.predicted_stall_s:.3f}")
-        yield t
-        yield Text("measured: median of interleaved repeats; overhead: median over rounds against the baseline "
-                   "run of the same round. Repeats (tok/s) show this machine's run-to-run spread:", style="dim")
-        for c in self.cases:
-            yield Text(f"  {c.placement}: " + ", ".join(f"{x:,.0f}" for x in c.measured_runs_tok_s), style="dim")
+        from engramsim.report.validation import render_validation
+        yield from render_validation(self)
 
 
 def sim_requests(config) -> Requests:
     """The measured run's request lengths, in the simulator's form (all submitted at t=0)."""
-    import numpy as np
     from engramsim.realmodel.harness import make_requests
     reqs = make_requests(config.workload, config.model.vocab_size)
     n = len(reqs.prompts)
     return Requests(np.zeros(n), np.array([len(p) for p in reqs.prompts]), np.array(reqs.output_lens))
+
+
+def profile_mismatch(profile_host: dict, profile_gpu: dict | None, device: str) -> str | None:
+    """A one-line warning when a profile was measured on another machine than this one."""
+    from engramsim.measure.system import cpu_model
+    here = {"host": socket.gethostname(), "CPU": cpu_model(), "cores": os.cpu_count()}
+    there = {"host": profile_host.get("hostname"), "CPU": profile_host.get("cpu_model"),
+             "cores": profile_host.get("cpu_cores")}
+    if device == "cuda":
+        import torch
+        here["GPU"], there["GPU"] = torch.cuda.get_device_name(0), (profile_gpu or {}).get("name")
+    diffs = [f"{k} {there[k]!r} here {here[k]!r}" for k in here if there[k] is not None and there[k] != here[k]]
+    if not diffs:
+        return None
+    return "the profile was measured on another machine (" + "; ".join(diffs) + "): predictions use its figures"
 
 
 PROFILE_BENCHMARKS = ("dram_gather", "memcpy", "cpu_matmul", "hash", "ssd_read")
@@ -293,19 +439,32 @@ GPU_PROFILE_BENCHMARKS = ("dram_gather", "memcpy", "hash", "hbm_gather", "h2d", 
                           "copy_pipeline", "overlap_gpu")
 
 
-def run_validation(config, profile_path: str | None, scratch: str, progress=None) -> ValidationReport:
-    """Profile (unless given), measure every placement, then predict each from the profile."""
-    from dataclasses import asdict
-
+def run_validation(config, profile_path: str | None, scratch: str, budget_s: float, progress=None,
+                   warn=None) -> ValidationReport:
+    """Profile (unless given), measure every placement in rounds until the overhead CIs are
+    narrow or `budget_s` (seconds of measured rounds) runs out, then predict each placement."""
+    from engramsim.calibrate import machine_hardware
     from engramsim.profile_io import load_profile
-    from engramsim.realmodel import measure_placements, placements_for, this_device, to_model_spec
+    from engramsim.realmodel import (
+        measure_placements,
+        placements_for,
+        this_device,
+        to_model_spec,
+    )
     from engramsim.realmodel.harness import time_engram_parts
 
+    if not 0 < budget_s < float("inf"):
+        raise UserError(f"--budget-s must be a positive, finite number of seconds, got {budget_s}")
     say = progress or (lambda msg: None)
     device = this_device(config)
+    warnings = []
     if profile_path:
         profile = load_profile(profile_path)
         label = str(profile_path)
+        mismatch = profile_mismatch(profile.host, profile.gpu, device)
+        if mismatch:
+            warnings.append(mismatch)
+            (warn or say)(mismatch)
     else:
         from engramsim.measure.run import run_profile
         say("profiling this machine (quick)")
@@ -315,11 +474,40 @@ def run_validation(config, profile_path: str | None, scratch: str, progress=None
         label = "measured now (quick)"
     say("timing the engine's Engram hashing and fusion alone")
     engram_parts = time_engram_parts(config)
-    measured = measure_placements(config, placements_for(device), progress=say)
+    stop = AdaptiveStop(config.noise, budget_s, min_rounds=config.repeats)
+    measured = measure_placements(config, placements_for(device), progress=say, until=stop)
     say("simulating")
     model = to_model_spec(config)
-    hw = machine_hardware(measured, model, profile, device)
-    cases = predict(measured, model, hw, sim_requests(config), engram_parts)
+    runs = {m.placement: list(m.runs) for m in measured}
+    if "baseline" not in runs:
+        raise UserError("validation needs the baseline placement measured")
+    selection = select_rounds(runs, config.noise)
+    hw = machine_hardware(profile, device, measured[0].torch_threads, model.engram.row_bytes,
+                          float(max(m.table_bytes for m in measured)))
+    profiled = hw
+    hw, seq_host_s = describe_machine(hw, model, [runs["baseline"][r] for r in selection.kept], engram_parts,
+                                      next((m.page_fault_s for m in measured if m.page_fault_s), None))
+    cases = predict(measured, model, hw, sim_requests(config), selection, config.noise, seq_host_s)
     machine = (profile.gpu or {}).get("name") if device == "cuda" else profile.host.get("cpu_model")
-    return ValidationReport(machine=str(machine), profile=label, config=asdict(config),
-                            torch_threads=measured[0].torch_threads, cases=cases)
+    return ValidationReport(
+        machine=str(machine), profile=label, config=asdict(config), torch_threads=measured[0].torch_threads,
+        cases=cases, rounds=len(measured[0].runs), rounds_kept=len(selection.kept),
+        dropped_rounds={r + 1: why for r, why in selection.reasons.items() if r not in selection.kept},
+        stopped_by=stop.reason or "repeats", budget_s=budget_s,
+        worst_overhead_ci_half_width_pp=max(half_width(c.measured_overhead_ci_pp) for c in cases),
+        pinned=measured[0].pinned, noise_limits=asdict(config.noise), warnings=tuple(warnings),
+        fitted=fitted_figures(hw, profiled, seq_host_s))
+
+
+def fitted_figures(hw: Hardware, profile: Hardware, seq_host_s: float) -> dict:
+    """What the validation fitted or timed itself, beside the profile's figures: the baseline
+    gives the compute rate and weight bandwidth (CPU only) and the eager forward's overheads;
+    the Engram calls were timed alone."""
+    return {"compute_GFLOPs": hw.gpu.bf16_flops / 1e9, "profile_matmul_GFLOPs": profile.gpu.bf16_flops / 1e9,
+            "weights_GBps": hw.gpu.hbm_bw_Bps / 1e9, "profile_read_GBps": profile.gpu.hbm_bw_Bps / 1e9,
+            "layer_overhead_us": hw.gpu.layer_overhead_s * 1e6, "step_overhead_us": hw.gpu.step_overhead_s * 1e6,
+            "seq_overhead_us": seq_host_s * 1e6,
+            "engram_fusion_us": hw.gpu.engram_module_overhead_s * 1e6,
+            "engram_fusion_ns_per_token": hw.gpu.engram_module_s_per_token * 1e9,
+            "hash_call_us": hw.host.hash_call_s * 1e6, "hash_ns_per_token": hw.host.hash_s_per_token * 1e9,
+            "page_fault_us": hw.ssd.latency_s * 1e6 if hw.ssd else None}

@@ -16,7 +16,7 @@ from engramsim import engram  # noqa: E402
 from engramsim.realmodel import PLACEMENTS, measure_placements, placement, tiny_config, to_model_spec  # noqa: E402
 from engramsim.realmodel.config import RealModelConfig, engram_spec  # noqa: E402
 from engramsim.realmodel.engram_module import Addressing  # noqa: E402
-from engramsim.realmodel.harness import Requests, build_models, make_requests, run_workload  # noqa: E402
+from engramsim.realmodel.harness import GenerationRequests, build_models, make_requests, run_workload  # noqa: E402
 from engramsim.realmodel.model import KVCache  # noqa: E402
 from engramsim.realmodel.placements import TableStore, check_room, make_source  # noqa: E402
 
@@ -82,7 +82,7 @@ def test_engram_output_matches_direct_computation(tmp_path):
     spec = engram_spec(cfg.model)
     prompt = np.random.default_rng(7).integers(0, cfg.model.vocab_size, size=12)
     calls = capture_engram(model)
-    run_workload(model, make_source(placement("device"), store.table), addressing, Requests([prompt], [1]))
+    run_workload(model, make_source(placement("device"), store.table), addressing, GenerationRequests([prompt], [1]))
     table = store.table.numpy()
     base = 0
     for layer, (hidden, memory, state), out in calls:
@@ -131,7 +131,7 @@ def test_kv_cache_decode_equals_a_full_forward(tmp_path):
     addressing, store, _, model = setup(cfg)
     source = make_source(placement("host-sync"), store.table)
     prompt = np.random.default_rng(3).integers(0, cfg.model.vocab_size, size=6)
-    result = run_workload(model, source, addressing, Requests([prompt], [5]), keep_logits=True)
+    result = run_workload(model, source, addressing, GenerationRequests([prompt], [5]), keep_logits=True)
     seq = result.tokens[0]
     for step, logits in enumerate(result.logits):
         length = len(prompt) + step  # the decode step's context ends at this position
@@ -149,7 +149,7 @@ def test_measure_placements_reports_every_case(tmp_path):
     messages = []
     cases = measure_placements(cfg, PLACEMENTS, progress=messages.append)
     assert [c.placement for c in cases] == list(PLACEMENTS)
-    assert len([m for m in messages if m.startswith("measuring")]) == len(PLACEMENTS)
+    assert len([m for m in messages if m.startswith("round 1: measuring")]) == len(PLACEMENTS)
     reqs = make_requests(cfg.workload, cfg.model.vocab_size)
     decode_steps = max(reqs.output_lens) - 1
     by_name = {c.placement: c for c in cases}
@@ -170,6 +170,24 @@ def test_measure_placements_reports_every_case(tmp_path):
     assert by_name["mmap-sync-cold"].page_fault_s > 0 and by_name["device"].page_fault_s is None
     json.dumps([c.to_dict() for c in cases], default=str)
     assert list(tmp_path.iterdir()) == []  # the table file is removed
+    for c in cases:  # one round (tiny_config.repeats); steps carry the main thread's CPU time
+        (run,) = c.runs
+        assert run.tok_s == c.measured_tok_s and len(run.steps) == c.steps
+        assert all(0 < r.thread_cpu_s for r in run.steps) and run.noise.wall_s == pytest.approx(c.wall_s, rel=0.01)
+        assert c.pinned.startswith(("compute on cores", "not pinned"))
+
+
+def test_rounds_go_on_until_the_stopping_rule_says_stop(tmp_path):
+    cfg = tiny_config(str(tmp_path))
+    seen = []
+
+    def until(runs, spent_s):
+        seen.append((sorted(runs), [len(r) for r in runs.values()], spent_s > 0))
+        return "enough" if len(seen) == 3 else None
+
+    cases = measure_placements(cfg, ("baseline", "device"), until=until)
+    assert [len(c.runs) for c in cases] == [3, 3] and len(cases[0].tok_s_runs) == 3
+    assert seen == [(["baseline", "device"], [k, k], True) for k in (1, 2, 3)]
 
 
 def test_to_model_spec_describes_the_same_model():

@@ -79,6 +79,9 @@ def test_measure_gpu_placements_end_to_end(tmp_path):
     for c in cases:
         assert c.measured_tok_s == pytest.approx(c.output_tokens / c.wall_s)
         assert c.steps == len(c.step_records) and all(r.total_s > 0 for r in c.step_records)
+        # Step times from CUDA events; the host's noise guards read beside them.
+        assert len(c.runs) == cfg.repeats and all(r.noise.wall_s > 0 for r in c.runs)
+        assert all(r.thread_cpu_s > 0 for r in c.runs[0].steps)
         if not c.prefetch:
             assert c.stall_s == 0.0
     assert cases[0].table_bytes == 0 and all(c.table_bytes > 0 for c in cases[1:])

@@ -8,10 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engramsim.calibrate import cpu_hardware, gpu_hardware, with_page_faults
 from engramsim.errors import UserError
 from engramsim.realmodel import quick_config, to_model_spec
-from engramsim.realmodel.config import StepRecord
-from engramsim.validate import cpu_hardware, fit_backbone_overheads, line_fit, sim_workload
+from engramsim.realmodel.config import StepRecord, TimedRun
+from engramsim.realmodel.noise import NoiseLimits, RunNoise
+from engramsim.validate import (
+    AdaptiveStop,
+    fit_backbone_overheads,
+    line_fit,
+    overhead_estimates,
+    profile_mismatch,
+    select_rounds,
+    sim_workload,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = {"cpu_model": "test CPU", "cores": 2, "dram_bytes": 16 * 2**30, "matmul_flops": {"fp32": 50e9},
@@ -40,21 +50,118 @@ def test_backbone_overheads_are_recovered_from_synthetic_steps():
     model = to_model_spec(quick_config())
     hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
     from engramsim.validate import _record_compute
-    layer_s, step_s, first = 2e-3, 5e-3, min(model.engram.layer_ids)
+    layer_s, step_s, seq_s, first = 2e-3, 5e-3, 4e-4, min(model.engram.layer_ids)
+    gap_s = 1e-4  # between steps: in the run's wall time, not in any step timer
     records = []
     for phase, seqs, tokens, context in [("prefill", 1, 40, 40), ("decode", 8, 8, 400), ("decode", 4, 4, 300)]:
         rec = StepRecord(phase, seqs, tokens, context, 0, 0, 0, 0, 0, 0, 0, 0)
         c = _record_compute(hw, model, rec)
         pre = first * (layer_s + c.dense_layer_s)
-        total = model.backbone.n_layers * (layer_s + c.dense_layer_s) + c.head_s + step_s
-        records.append(StepRecord(phase, seqs, tokens, context, 0, pre, 0, 0, 0, total - pre, total, 0))
+        total = model.backbone.n_layers * (layer_s + c.dense_layer_s) + c.head_s + step_s + seq_s * seqs
+        records.append(StepRecord(phase, seqs, tokens, context, 0, pre, 0, 0, 0, total - pre, total, 0,
+                                  thread_cpu_s=total, run_delay_s=0.0))
+    # A step another process kept off its core for 90% of it: only its running 10% is ours.
+    like = records[1]
+    slow = StepRecord("decode", 8, 8, 400, 0, 10 * like.pre_s, 0, 0, 0, 10 * like.rest_s, 10 * like.total_s, 0,
+                      thread_cpu_s=like.total_s, run_delay_s=9 * like.total_s)
+    steps = tuple(records)
+    wall = sum(r.total_s for r in steps) + gap_s * len(steps)
+    run = TimedRun(wall_s=wall, cpu_s=wall, tok_s=1.0, stall_s=0.0, busy_s=0.0, noise=quiet_noise(wall),
+                   steps=steps)
+    noisy_run = TimedRun(wall_s=wall + slow.total_s + gap_s, cpu_s=wall, tok_s=1.0, stall_s=0.0, busy_s=0.0,
+                         noise=quiet_noise(wall), steps=steps + (slow,))
+    got = fit_backbone_overheads(hw, model, [run])
+    assert got == pytest.approx((layer_s, step_s + gap_s, seq_s))
+    got_layer, _, got_seq = fit_backbone_overheads(hw, model, [run, noisy_run])
+    assert got_layer == pytest.approx(layer_s) and got_seq == pytest.approx(seq_s)
 
-    class Baseline:
-        step_records = records
-        wall_s = sum(r.total_s for r in records)
 
-    got_layer, got_step = fit_backbone_overheads(hw, model, Baseline)
-    assert got_layer == pytest.approx(layer_s) and got_step == pytest.approx(step_s)
+def test_the_simulator_logs_every_step_with_its_per_sequence_overhead():
+    from engramsim.validate import simulate_steps
+    model = to_model_spec(quick_config())
+    hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
+    workload = sim_workload(3, [10, 20, 30], [4, 2, 3])
+    from engramsim.workload import Requests
+    reqs = Requests(np.zeros(3), np.array([10, 20, 30]), np.array([4, 2, 3]))
+    raw, plain = simulate_steps(hw, model, workload, reqs, None)
+    more = simulate_steps(hw, model, sim_workload(3, [10, 20, 30], [4, 2, 3], seq_host_s=1e-3), reqs, None)[1]
+    # Three prefills of one prompt each, then decodes of 3, 2 (one finished after 2 tokens) and 1.
+    assert [(s.kind, s.tokens) for s in plain] == \
+        [("prefill", 10), ("prefill", 20), ("prefill", 30), ("decode", 3), ("decode", 2), ("decode", 1)]
+    assert sum(s.seconds for s in plain) == pytest.approx(raw.makespan_s)
+    seqs = [1, 1, 1, 3, 2, 1]
+    assert [b.seconds - a.seconds for a, b in zip(plain, more)] == pytest.approx([1e-3 * n for n in seqs])
+
+
+def test_compute_rate_and_weight_bandwidth_are_recovered_from_synthetic_baseline_steps():
+    """Steps whose layers run at 20 GFLOP/s and stream weights at 4 GB/s, plus 1 ms each, give
+    both back, whatever the profile said (50 GFLOP/s, 10 GB/s); a GPU keeps its profile's."""
+    from dataclasses import replace
+
+    from engramsim.validate import _record_compute, fit_compute_rates
+    model = to_model_spec(quick_config())
+    hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
+    true = replace(hw, gpu=replace(hw.gpu, bf16_flops=20e9, hbm_bw_Bps=4e9))
+    first = min(model.engram.layer_ids)
+    steps = []
+    for phase, seqs, tokens, context in [("prefill", 1, 33, 33), ("prefill", 1, 60, 60), ("decode", 12, 12, 600),
+                                         ("decode", 4, 4, 300), ("decode", 2, 2, 150), ("decode", 1, 1, 90)]:
+        rec = StepRecord(phase, seqs, tokens, context, 0, 0, 0, 0, 0, 0, 0, 0)
+        pre = first * (1e-3 + _record_compute(true, model, rec).dense_layer_s)
+        steps.append(StepRecord(phase, seqs, tokens, context, 0, pre, 0, 0, 0, 0, pre, 0))
+    rate, bw = fit_compute_rates(hw, model, steps)
+    assert rate == pytest.approx(20e9, rel=1e-2) and bw == pytest.approx(4e9, rel=1e-2)
+    on_gpu = replace(hw, gpu=replace(hw.gpu, compute_on_host=False))
+    assert fit_compute_rates(on_gpu, model, steps) == (50e9, 10e9)
+
+
+def quiet_noise(wall_s=1.0, outside=0.0, delay=0.0):
+    return RunNoise(wall_s=wall_s, steal_pct=0.0, outside_cores=outside, run_delay_pct=delay, load_avg_1m=0.0)
+
+
+def timed(tok_s, outside=0.0):
+    return TimedRun(wall_s=1.0, cpu_s=1.0, tok_s=tok_s, stall_s=0.0, busy_s=0.0, noise=quiet_noise(outside=outside),
+                    steps=())
+
+
+def test_rounds_with_outside_load_are_dropped_from_the_overheads():
+    # Round 2 ran beside another job that slowed the placement only: it must not count.
+    runs = {"baseline": [timed(100), timed(100), timed(50), timed(100)],
+            "device": [timed(90), timed(60, outside=1.2), timed(45), timed(90)]}
+    sel = select_rounds(runs, NoiseLimits())
+    assert sel.kept == [0, 2, 3] and sel.quiet_only and list(sel.reasons) == [1]
+    assert "device: outside load 1.20 cores" in sel.reasons[1]
+    est = overhead_estimates(runs, sel.kept)["device"]
+    assert est.value == pytest.approx(10.0) and est.ci == pytest.approx((10.0, 10.0))
+
+
+def test_adaptive_rounds_stop_on_a_narrow_ci_or_on_the_budget():
+    tight = {"baseline": [timed(100)] * 3, "device": [timed(90), timed(90.5), timed(89.5)]}
+    stop = AdaptiveStop(NoiseLimits(), budget_s=1000, min_rounds=3)
+    assert stop(tight, spent_s=30) == "ci" and stop.half_width_pp <= 1.0
+    wide = {"baseline": [timed(100)] * 3, "device": [timed(80), timed(95), timed(88)]}
+    stop = AdaptiveStop(NoiseLimits(), budget_s=1000, min_rounds=3)
+    assert stop(wide, spent_s=30) is None and stop.half_width_pp > 1.0
+    # Another round would take 10 s more and pass the 35 s budget.
+    assert AdaptiveStop(NoiseLimits(), budget_s=35, min_rounds=3)(wide, spent_s=30) == "budget"
+    # Never before the fewest rounds, whatever the budget.
+    few = {name: rs[:2] for name, rs in wide.items()}
+    assert AdaptiveStop(NoiseLimits(), budget_s=1, min_rounds=3)(few, spent_s=30) is None
+    assert AdaptiveStop(NoiseLimits(), budget_s=1e9, min_rounds=1, max_rounds=3)(wide, spent_s=1) == "max_rounds"
+    # A narrow CI over noisy rounds (too few quiet ones) is no reason to stop.
+    noisy = {"baseline": [timed(100, outside=2)] * 3, "device": [timed(90, outside=2)] * 3}
+    assert AdaptiveStop(NoiseLimits(), budget_s=1000, min_rounds=3)(noisy, spent_s=3) is None
+
+
+def test_a_profile_from_another_machine_is_named():
+    import os
+    import socket
+
+    from engramsim.measure.system import cpu_model
+    here = {"hostname": socket.gethostname(), "cpu_model": cpu_model(), "cpu_cores": os.cpu_count()}
+    assert profile_mismatch(here, None, "cpu") is None
+    line = profile_mismatch({**here, "hostname": "elsewhere", "cpu_cores": 64}, None, "cpu")
+    assert "host 'elsewhere'" in line and "cores 64" in line and "\n" not in line
 
 
 def test_line_fit_gives_fixed_and_per_token_cost():
@@ -70,26 +177,48 @@ def test_sim_workload_prefills_one_prompt_per_step():
 
 @pytest.mark.slow
 def test_tiny_validation_end_to_end(tmp_path):
+    """Every case carries the CI, consistency, per-step and noise fields; a profile from another
+    machine gives one warning line; --save writes the same JSON."""
     pytest.importorskip("torch")
-    profile = ROOT / "profiles" / "vm-cpu-2026-11-29.json"
+    data = json.loads((ROOT / "profiles" / "vm-cpu-2026-11-29.json").read_text())
+    data["host"]["hostname"] = "another-host"
+    profile = tmp_path / "other.json"
+    profile.write_text(json.dumps(data))
+    saved = tmp_path / "validation.json"
     r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "validate", "--tiny", "--profile", str(profile),
-                        "--scratch", str(tmp_path), "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                        "--scratch", str(tmp_path), "--json", "--budget-s", "2", "--save", str(saved)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
     assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "host 'another-host'" in warnings[0]
     data = json.loads(r.stdout)
+    assert json.loads(saved.read_text()) == data
     names = [c["placement"] for c in data["cases"]]
     assert names[0] == "baseline" and len(names) == 8
+    assert data["rounds"] >= 1 and data["stopped_by"] in ("ci", "budget", "max_rounds")
+    assert data["rounds_kept"] + len(data["dropped_rounds"]) >= min(data["rounds"], 3)
     for case in data["cases"]:
-        assert {"placement", "measured_tok_s", "predicted_tok_s", "error_pct", "measured_overhead_pct",
-                "predicted_overhead_pct"} <= set(case)
+        lo, hi = case["measured_tok_s_ci"]
+        assert lo <= case["measured_tok_s"] <= hi
+        lo, hi = case["measured_overhead_ci_pp"]
+        assert lo <= case["measured_overhead_pct"] <= hi
+        assert isinstance(case["consistent"], bool)
         assert np.isfinite(case["predicted_tok_s"]) and case["predicted_tok_s"] > 0
+        assert {"steal_pct", "rounds_dropped"} <= set(case["noise"])
+        kinds = {s["kind"] for s in case["per_step"]}
+        assert kinds == {"prefill", "decode"}
+        for s in case["per_step"]:
+            assert s["error_pct"] == pytest.approx(100 * (s["predicted_ms"] / s["measured_median_ms"] - 1))
 
 
-def test_paired_overhead_cancels_drift_between_rounds():
-    from engramsim.validate import paired_overhead_pct
-    # The host runs at full, half and full speed over three rounds; the placement costs 10%.
-    baseline = (100.0, 50.0, 100.0)
-    placement = (90.0, 45.0, 90.0)
-    assert paired_overhead_pct(placement, baseline) == pytest.approx(10.0)
+def test_budget_must_be_positive(capsys):
+    from engramsim.cli import main
+    for bad in ("0", "-5", "nan"):
+        with pytest.raises(SystemExit) as e:
+            main(["validate", "--tiny", "--budget-s", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --budget-s must be a positive") and "\n" not in err
 
 
 def test_every_placement_maps_to_a_simulator_tier():
@@ -105,7 +234,6 @@ def test_every_placement_maps_to_a_simulator_tier():
 
 def test_gpu_hardware_needs_gpu_measurements():
     from engramsim.profile_io import load_profile
-    from engramsim.validate import gpu_hardware
     profile = load_profile(ROOT / "profiles" / "vm-cpu-2026-11-29.json")
     with pytest.raises(UserError, match="no GPU"):
         gpu_hardware(profile, threads=4, table_bytes=2**32)
@@ -116,7 +244,6 @@ def test_gpu_hardware_is_one_gpu_over_the_h200_preset():
     baseline fit instead of the preset's nano-vLLM figures."""
     from engramsim.hardware import load_hardware
     from engramsim.profile_io import load_profile
-    from engramsim.validate import gpu_hardware
     profile = load_profile(ROOT / "profiles" / "vm-cpu-2026-11-29.json")
     profile.gpu = {"name": "NVIDIA H200", "memory_bytes": 141 * 10**9}  # as system.gpu_info reports it
     hw = gpu_hardware(profile, threads=16, table_bytes=2**32)
@@ -129,9 +256,35 @@ def test_gpu_hardware_is_one_gpu_over_the_h200_preset():
 
 
 def test_page_faults_timed_on_the_table_replace_the_profile_figure():
-    from engramsim.validate import _with_page_faults
     hw = cpu_hardware(CPU, threads=1, row_bytes=128, table_bytes=2**29)
-    assert _with_page_faults(hw, None) is hw
-    timed = _with_page_faults(hw, 40e-6)
+    assert with_page_faults(hw, None) is hw
+    timed = with_page_faults(hw, 40e-6)
     assert timed.ssd.latency_s == 40e-6 and timed.ssd.read_iops == pytest.approx(25_000)
     assert timed.ssd.queue_depth == 1
+
+
+def test_the_report_renders_cis_consistency_and_noise():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from engramsim.realmodel.stats import StepComparison
+    from engramsim.validate import ValidationCase, ValidationReport
+    step = StepComparison("decode", "8-15", 40, 3, 13.0, (12.5, 13.4), 14.0, 13.6, 13.7, 4.6, 0.0, 0.0, 13.1, 3.8)
+    noise = {"steal_pct": 0.5, "outside_load_cores": 0.2, "run_delay_pct": 1.0, "rounds": 6, "rounds_kept": 5,
+             "rounds_dropped": 1, "quiet_only": True, "steps_dropped": 3}
+    base = ValidationCase("baseline", "no Engram", "calibration", 300.0, (290.0, 310.0), 301.0, 0.33, 0.0, (0.0, 0.0),
+                          0.0, True, 0.0, 0.0, (step,), noise)
+    host = ValidationCase("host-sync", "dram-copy (sync)", "prediction", 282.0, (279.0, 285.0), 283.0, 0.35, 6.0,
+                          (5.2, 6.8), 9.1, False, 0.0, 0.001, (step,), noise)
+    report = ValidationReport("test CPU", "p.json", {}, 1, [base, host], rounds=6, rounds_kept=5,
+                              dropped_rounds={3: ["baseline: outside load 1.20 cores"]}, stopped_by="ci", budget_s=300,
+                              worst_overhead_ci_half_width_pp=0.8, pinned="compute on cores [0], prefetch on [1]")
+    out = StringIO()
+    Console(file=out, width=220, color_system=None).print(report)
+    text = out.getvalue()
+    assert "+6.0% [+5.2, +6.8]" in text and "+9.1%" in text  # the predicted 9.1 lies outside: not consistent
+    assert "round 3 dropped: baseline: outside load 1.20 cores" in text
+    assert "stopped because every overhead CI reached the target" in text and "reached 0.80 pp" in text
+    assert "NOT every case consistent; worst per-step median error 4.6%" in text
+    assert report.to_dict()["cases"][1]["per_step"][0]["error_pct"] == 4.6 and not report.all_consistent

@@ -7,15 +7,16 @@ dataclasses are torch-free. `measure_placements` and `this_device` import torch 
 and raise a UserError if it is missing.
 """
 from engramsim.realmodel.config import (CPU_PLACEMENTS, GPU_PLACEMENTS, PLACEMENTS, MeasuredCase, PhaseSummary,
-                                        Placement, RealModelConfig, RunConfig, StepRecord, WorkloadConfig,
+                                        TablePlacement, RealModelConfig, RunConfig, StepRecord, WorkloadConfig,
                                         engram_spec, gpu_quick_config, placement, placements_for, quick_config,
                                         resolve_device, tiny_config, to_model_spec)
 
 
-def measure_placements(config: RunConfig, placements=None, progress=None) -> list[MeasuredCase]:
-    """Placements default to those of the run's device (`placements_for`)."""
+def measure_placements(config: RunConfig, placements=None, progress=None, until=None) -> list[MeasuredCase]:
+    """Placements default to those of the run's device (`placements_for`); rounds go on until
+    `until(runs by placement, seconds spent)` gives a reason to stop (default: config.repeats)."""
     from engramsim.realmodel.harness import measure_placements as measure
-    return measure(config, placements, progress)
+    return measure(config, placements, progress, until)
 
 
 def this_device(config: RunConfig) -> str:
@@ -24,7 +25,7 @@ def this_device(config: RunConfig) -> str:
     return resolve(config)
 
 
-__all__ = ["CPU_PLACEMENTS", "GPU_PLACEMENTS", "PLACEMENTS", "MeasuredCase", "PhaseSummary", "Placement",
+__all__ = ["CPU_PLACEMENTS", "GPU_PLACEMENTS", "PLACEMENTS", "MeasuredCase", "PhaseSummary", "TablePlacement",
            "RealModelConfig", "RunConfig", "StepRecord", "WorkloadConfig", "engram_spec", "gpu_quick_config",
            "placement", "placements_for", "quick_config", "resolve_device", "tiny_config", "to_model_spec",
            "measure_placements", "this_device"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from engramsim.errors import UserError
 from engramsim.model import Backbone, EngramSpec, ModelSpec
 from engramsim.units import MiB
+from engramsim.realmodel.noise import NoiseLimits, RunNoise
 
 # Placements a CPU-only machine measures. "-cold"/"-warm" say whether the table file's pages are
 # in the page cache when the timed run starts.
@@ -30,7 +31,7 @@ BYTES_PER_VALUE = DTYPES[DTYPE]
 
 
 @dataclass(frozen=True)
-class Placement:
+class TablePlacement:
     """Where the table lives and how its rows reach the Engram layer."""
     name: str
     tier: str            # "none" (baseline); CPU: "ram" (inline), "host" (separate buffer), "mmap"
@@ -47,21 +48,21 @@ class Placement:
         return self.tier in GPU_TIERS
 
 
-def placement(name: str) -> Placement:
+def placement(name: str) -> TablePlacement:
     known = dict.fromkeys(CPU_PLACEMENTS + GPU_PLACEMENTS)
     if name not in known:
         raise UserError(f"unknown placement '{name}' (known: {', '.join(known)})")
     if name == "baseline":
-        return Placement(name, "none", False, "")
+        return TablePlacement(name, "none", False, "")
     if name == "device":
-        return Placement(name, "ram", False, "")
+        return TablePlacement(name, "ram", False, "")
     if name == "gpu-hbm":
-        return Placement(name, "hbm", False, "")
+        return TablePlacement(name, "hbm", False, "")
     if name.startswith("pinned-"):
         tier, mode = name.rsplit("-", 1)
-        return Placement(name, tier, mode == "prefetch", "")
+        return TablePlacement(name, tier, mode == "prefetch", "")
     tier, mode, *state = name.split("-")
-    return Placement(name, tier, mode == "prefetch", state[0] if state else "")
+    return TablePlacement(name, tier, mode == "prefetch", state[0] if state else "")
 
 
 def resolve_device(requested: str, cuda_available: bool) -> str:
@@ -158,10 +159,15 @@ class RunConfig:
     model: RealModelConfig = field(default_factory=RealModelConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     torch_threads: int = 0      # 0: one per CPU core
-    repeats: int = 5            # timed runs per placement; the median is reported
+    repeats: int = 5            # rounds of timed runs (every placement once per round); the fewest
+                                # an adaptive stopping rule (measure_placements `until`) runs
     table_dir: str = ""         # where the mmap table file goes; "" = the system temp dir
     min_free_margin_GiB: float = 2.0  # never allocate past free memory minus this
     device: str = "auto"        # "auto": CUDA when torch sees it, else CPU; "cpu" forces CPU
+    # Pin the compute thread(s) and the prefetch thread to cores of their own, where the
+    # machine has enough: the simulator gives each its own core too.
+    pin_threads: bool = True
+    noise: NoiseLimits = field(default_factory=NoiseLimits)
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -172,13 +178,13 @@ def quick_config() -> RunConfig:
     """All CPU placements in well under 3 minutes on a 2-core CPU, table still far beyond L3."""
     model = RealModelConfig(n_layers=4, hidden_size=384, n_heads=6, head_dim=64, n_kv_heads=2,
                             intermediate_size=1024, vocab_size=16384, table_MiB=512)
-    # Five short interleaved runs per placement; the median is reported, and overheads are taken
-    # against the baseline run of the same round (engramsim.validate.paired_overhead_pct).
+    # At least three short interleaved rounds, more while the overhead CIs are wide and the
+    # budget lasts (engramsim.validate); overheads are paired with the baseline of each round.
     # One torch thread: with two, an OpenMP team on a 2-core host that other processes also use
     # stalls at every barrier (measured: a 10x spread between runs, against 1.5x with one), and
     # the other core is left to the prefetch thread, as a GPU host leaves CPU cores to gathers.
     return RunConfig(model=model, workload=WorkloadConfig(n_seqs=12, input_len=(32, 64), output_len=(32, 64)),
-                     torch_threads=1, repeats=5, device="cpu")
+                     torch_threads=1, repeats=3, device="cpu")
 
 
 def gpu_quick_config() -> RunConfig:
@@ -188,7 +194,7 @@ def gpu_quick_config() -> RunConfig:
     model = RealModelConfig(n_layers=8, hidden_size=2048, n_heads=16, head_dim=128, n_kv_heads=4,
                             intermediate_size=5632, vocab_size=32000, table_MiB=4096, dtype="bf16")
     return RunConfig(model=model, workload=WorkloadConfig(n_seqs=64, input_len=(64, 256), output_len=(64, 256)),
-                     torch_threads=0, repeats=5, device="cuda", min_free_margin_GiB=8.0)
+                     torch_threads=0, repeats=3, device="cuda", min_free_margin_GiB=8.0)
 
 
 def tiny_config(table_dir: str = "") -> RunConfig:
@@ -240,6 +246,21 @@ class StepRecord:
     rest_s: float        # layers from the first Engram layer on (less Engram), head, sampling
     total_s: float
     rows: int            # rows gathered (all Engram layers)
+    # The main thread's CPU time and run-queue wait over the step: wall time less CPU time is
+    # waiting (for the prefetch, for I/O, or for a core); the run-queue wait is the last alone.
+    thread_cpu_s: float = 0.0
+    run_delay_s: float | None = None
+
+    @property
+    def running_share(self) -> float:
+        """The share of the step's wall time its thread was not waiting for a core (1 if unknown)."""
+        if not self.run_delay_s or self.total_s <= 0:
+            return 1.0
+        return min(max(1 - self.run_delay_s / self.total_s, 0.05), 1.0)
+
+    def quiet(self, limits: NoiseLimits) -> bool:
+        """The step's thread was hardly kept off its core: its wall time is the machine's own."""
+        return self.run_delay_s is None or 100 * self.run_delay_s <= limits.max_run_delay_pct * self.total_s
 
 
 @dataclass(frozen=True)
@@ -254,6 +275,18 @@ class PhaseSummary:
     mean_fusion_s: float
     mean_rest_s: float   # later layers, head, sampling, batch bookkeeping (no hash, no fusion)
     stall_s: float       # total
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    """One timed run of a placement: one round of the interleaved repeats."""
+    wall_s: float
+    cpu_s: float                # process CPU time over the run, all threads
+    tok_s: float
+    stall_s: float              # prefetch wait at the Engram layers
+    busy_s: float               # time the prefetch thread spent gathering
+    noise: RunNoise
+    steps: tuple[StepRecord, ...]
 
 
 @dataclass(frozen=True)
@@ -283,6 +316,8 @@ class MeasuredCase:
     device: str = "cpu"         # where the model ran: "cpu" or "cuda"
     # Seconds per cold page fault on this table file, timed alone before the runs (mmap only).
     page_fault_s: float | None = None
+    runs: tuple[TimedRun, ...] = ()   # every round, in order (tok_s_runs are their rates)
+    pinned: str = ""            # how threads were pinned to cores, or why they were not
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -21,7 +21,7 @@ import numpy as np
 from engramsim.errors import UserError
 from engramsim.measure.cuda import mapped_view
 from engramsim.realmodel._torch import TORCH_DTYPES, torch
-from engramsim.realmodel.config import Placement
+from engramsim.realmodel.config import TablePlacement
 from engramsim.realmodel.model import BUCKETS
 from engramsim.realmodel.placements import PrefetchRows
 from engramsim.units import GiB
@@ -229,7 +229,7 @@ class CopyRows(_SideStreamSource):
         torch.cuda.synchronize()
 
 
-def make_gpu_source(p: Placement, table, layers, capacity_rows: int):
+def make_gpu_source(p: TablePlacement, table, layers, capacity_rows: int):
     if p.tier == "hbm":
         return HbmRows(table)
     if p.tier == "pinned-uva":
@@ -267,7 +267,7 @@ class GpuTables:
             self._uva = mapped_view(torch, flat).view(self.host.dtype).view(self.host.shape)
         return self._uva
 
-    def open(self, p: Placement):
+    def open(self, p: TablePlacement):
         """(table for the placement's source, resident fraction, note), like _Tables.open."""
         if p.tier == "none":
             return None, None, ""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
-import os
 import statistics
 import tempfile
 import time
@@ -27,18 +26,20 @@ import numpy as np
 
 from engramsim.errors import UserError
 from engramsim.realmodel._torch import TORCH_DTYPES, torch
-from engramsim.realmodel.config import (MeasuredCase, PhaseSummary, Placement, RunConfig, StepRecord,
-                                        WorkloadConfig, check_placements, engram_spec, placement,
+from engramsim.realmodel.config import (MeasuredCase, PhaseSummary, RunConfig, StepRecord, TablePlacement,
+                                        TimedRun, WorkloadConfig, check_placements, engram_spec, placement,
                                         placements_for, resolve_device, staging_rows)
 from engramsim.realmodel.engram_module import Addressing, EngramFusion
 from engramsim.realmodel.model import EngramLM, KVCache, StepTimer
+from engramsim.realmodel.noise import NoiseMeter, RunNoise, available_cores, pin_this_thread, pinning_plan, \
+    thread_run_delay_s
 from engramsim.realmodel.placements import TableStore, check_room, make_source
 
 WARMUP = WorkloadConfig(n_seqs=2, input_len=(16, 16), output_len=(4, 4), seed=12345)
 
 
 @dataclass
-class Requests:
+class GenerationRequests:
     prompts: list[np.ndarray]
     output_lens: list[int]
 
@@ -47,19 +48,19 @@ class Requests:
         return max(len(p) + o for p, o in zip(self.prompts, self.output_lens))
 
 
-def make_requests(workload: WorkloadConfig, vocab_size: int) -> Requests:
+def make_requests(workload: WorkloadConfig, vocab_size: int) -> GenerationRequests:
     rng = np.random.default_rng(workload.seed)
     ins = rng.integers(workload.input_len[0], workload.input_len[1] + 1, size=workload.n_seqs)
     outs = rng.integers(workload.output_len[0], workload.output_len[1] + 1, size=workload.n_seqs)
     prompts = [rng.integers(0, vocab_size, size=int(n), dtype=np.int64) for n in ins]
-    return Requests(prompts, [int(o) for o in outs])
+    return GenerationRequests(prompts, [int(o) for o in outs])
 
 
 @dataclass
-class RunResult:
+class GenerationRun:
     wall_s: float
     cpu_s: float                  # process CPU time over the run, all threads
-    load_avg_1m: float            # the host's load when the run started: other processes compete
+    noise: RunNoise               # steal, other processes' load, our thread's run-queue wait
     records: list[StepRecord]
     tokens: np.ndarray            # every sequence's prompt + output, pad-filled
     logits: list = field(default_factory=list)  # per step, only when asked for
@@ -68,7 +69,7 @@ class RunResult:
 class _Run:
     """The mutable state of one generation run: caches, n-gram history, the sampler."""
 
-    def __init__(self, model: EngramLM, reqs: Requests, seed: int):
+    def __init__(self, model: EngramLM, reqs: GenerationRequests, seed: int):
         n, cfg = len(reqs.prompts), model.cfg
         self.device = model.embed.weight.device
         self.ctx = cfg.max_ngram_size - 1
@@ -105,15 +106,16 @@ def _device_hooks(device):
     return (lambda: None), StepTimer
 
 
-def run_workload(model: EngramLM, source, addressing: Addressing | None, reqs: Requests, seed: int = 0,
-                 keep_logits: bool = False) -> RunResult:
+def run_workload(model: EngramLM, source, addressing: Addressing | None, reqs: GenerationRequests, seed: int = 0,
+                 keep_logits: bool = False) -> GenerationRun:
     """Prefill every prompt, then decode the batch to completion; time each step's components."""
     run = _Run(model, reqs, seed)
     sync, run.timer = _device_hooks(run.device)
     records, logits_out = [], []
     memory = source.rows if source is not None else None
-    load = os.getloadavg()[0]
+    meter = NoiseMeter()
     sync()
+    meter.start()
     start, cpu_start = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for i, prompt in enumerate(reqs.prompts):
@@ -125,7 +127,19 @@ def run_workload(model: EngramLM, source, addressing: Addressing | None, reqs: R
             records.append(rec)
     sync()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return RunResult(wall, cpu, load, records, run.hist[:, run.ctx:].copy(), logits_out)
+    return GenerationRun(wall, cpu, meter.stop(), records, run.hist[:, run.ctx:].copy(), logits_out)
+
+
+class _ThreadClock:
+    """The calling thread's CPU time and run-queue wait since a step began."""
+
+    def __init__(self):
+        self.cpu0, self.delay0 = time.thread_time(), thread_run_delay_s()
+
+    def read(self) -> tuple[float, float | None]:
+        delay = thread_run_delay_s()
+        waited = delay - self.delay0 if delay is not None and self.delay0 is not None else None
+        return time.thread_time() - self.cpu0, waited
 
 
 def _begin(source, addressing, layers, window: np.ndarray, last_only: bool, timer: StepTimer) -> int:
@@ -141,7 +155,7 @@ def _begin(source, addressing, layers, window: np.ndarray, last_only: bool, time
 
 def _prefill(model, run: _Run, i, prompt, source, addressing, memory, logits_out, keep) -> StepRecord:
     T = len(prompt)
-    timer, stall0 = run.timer(), _stall(source)
+    clock, timer, stall0 = _ThreadClock(), run.timer(), _stall(source)
     run.hist[i, run.ctx:run.ctx + T] = prompt
     rows = _begin(source, addressing, model.engram_layers, prompt[None], False, timer)
     conv = {layer: s[i:i + 1] for layer, s in run.conv.items()}
@@ -155,12 +169,12 @@ def _prefill(model, run: _Run, i, prompt, source, addressing, memory, logits_out
     timer.mark("rest")
     if keep:
         logits_out.append(logits.clone())
-    return _record("prefill", 1, T, T, rows, timer, _stall(source) - stall0)
+    return _record("prefill", 1, T, T, rows, timer, _stall(source) - stall0, clock)
 
 
 def _decode(model, run: _Run, active, source, addressing, memory, logits_out, keep):
     """One decode step of the running batch; returns its record and the still-running rows."""
-    timer, stall0 = run.timer(), _stall(source)
+    clock, timer, stall0 = _ThreadClock(), run.timer(), _stall(source)
     pos = run.lengths[active] - 1  # the newest token: its K/V and Engram rows are computed now
     window = run.hist[active[:, None], pos[:, None] + np.arange(run.ctx + 1)]
     rows = _begin(source, addressing, model.engram_layers, window, True, timer)
@@ -176,7 +190,8 @@ def _decode(model, run: _Run, active, source, addressing, memory, logits_out, ke
     timer.mark("rest")
     if keep:
         logits_out.append(logits.clone())
-    rec = _record("decode", len(active), len(active), int((pos + 1).sum()), rows, timer, _stall(source) - stall0)
+    rec = _record("decode", len(active), len(active), int((pos + 1).sum()), rows, timer, _stall(source) - stall0,
+                  clock)
     return rec, active[running]
 
 
@@ -184,11 +199,12 @@ def _stall(source) -> float:
     return source.stall_s if source is not None else 0.0
 
 
-def _record(phase, seqs, tokens, context, rows, timer: StepTimer, stall) -> StepRecord:
-    b = timer.buckets
+def _record(phase, seqs, tokens, context, rows, timer: StepTimer, stall, clock: _ThreadClock) -> StepRecord:
+    cpu, delay = clock.read()
+    b = timer.buckets  # on a GPU, from CUDA events: reading them waits for the step's kernels
     return StepRecord(phase=phase, seqs=seqs, tokens=tokens, context_tokens=context, hash_s=b["hash"],
                       pre_s=b["pre"], gather_s=b["gather"], stall_s=stall, fusion_s=b["fusion"],
-                      rest_s=b["rest"], total_s=sum(b.values()), rows=rows)
+                      rest_s=b["rest"], total_s=sum(b.values()), rows=rows, thread_cpu_s=cpu, run_delay_s=delay)
 
 
 # --- measuring placements ------------------------------------------------------------------
@@ -222,7 +238,7 @@ class _Tables:
         if self.store is not None:
             self.store.close()
 
-    def open(self, p: Placement):
+    def open(self, p: TablePlacement):
         if p.tier == "none":
             return None, None, ""
         if p.tier == "ram":
@@ -232,51 +248,88 @@ class _Tables:
         return self.store.open_mmap(p.cache_state)
 
 
-def measure_placements(config: RunConfig, placements=None, progress: Callable[[str], None] | None = None
-                       ) -> list[MeasuredCase]:
-    """Run the workload once per repeat in each placement; the median run is reported.
+# Stopping rule of the rounds: (runs so far by placement name, seconds spent) -> the reason to
+# stop, or None to run another round.
+StopRule = Callable[[dict[str, list[TimedRun]], float], "str | None"]
+
+
+def fixed_rounds(n: int) -> StopRule:
+    return lambda runs, spent_s: "repeats" if min(map(len, runs.values())) >= n else None
+
+
+def measure_placements(config: RunConfig, placements=None, progress: Callable[[str], None] | None = None,
+                       until: StopRule | None = None) -> list[MeasuredCase]:
+    """Run the workload in every placement, round after round (each round runs every placement
+    once, interleaved), until `until` says stop (default: `config.repeats` rounds).
     `placements` default to those of the run's device (config.placements_for)."""
     device = this_device(config)
     placements = placements_for(device) if placements is None else placements
     check_placements(device, placements)
     plist = [placement(name) for name in placements]
     say = progress or (lambda msg: None)
-    spec = engram_spec(config.model)
     threads = config.torch_threads or torch.get_num_threads()
-    previous_threads = torch.get_num_threads()
+    previous_threads, previous_cores = torch.get_num_threads(), available_cores()
     torch.set_num_threads(threads)
     tables = _Tables(None)
     try:
-        addressing = Addressing(spec)
+        pinned, prefetch_cores = _pin(config, threads)
+        addressing = Addressing(engram_spec(config.model))
         reqs = make_requests(config.workload, config.model.vocab_size)
         warm = make_requests(WARMUP, config.model.vocab_size)
         models = build_models(config, max(reqs.max_len, warm.max_len), device)
         if any(p.has_engram for p in plist):
             tables = _make_tables(config, addressing, plist, device)
-        make = _source_maker(device, models[True].engram_layers, spec.heads_per_layer, [reqs, warm])
+        make = _source_maker(device, models[True].engram_layers, addressing.spec.heads_per_layer, [reqs, warm],
+                             prefetch_cores)
         faults = None
         if any(p.tier == "mmap" for p in plist):
             say("timing cold page faults on the table file")
             faults = time_cold_faults(tables.store)
-        runs = {p.name: [] for p in plist}
-        # Round-robin repeats: load from other processes on a shared host drifts over minutes,
-        # and interleaving spreads that drift over every placement instead of a few.
-        for repeat in range(config.repeats):
-            for p in plist:
-                say(f"measuring {p.name} (run {repeat + 1}/{config.repeats})")
-                addr = addressing if p.has_engram else None
-                if repeat == 0:  # kernels, allocator, threads
-                    _one_run(models[p.has_engram], p, addr, tables, warm, make)
-                runs[p.name].append(_one_run(models[p.has_engram], p, addr, tables, reqs, make))
-        cases = [dataclasses.replace(_case(p, runs[p.name], reqs, threads, tables.nbytes, config, device),
-                                     page_fault_s=faults if p.tier == "mmap" else None) for p in plist]
-        return cases
+        bench = lambda p, r: _one_run(models[p.has_engram], p, addressing if p.has_engram else None,  # noqa: E731
+                                      tables, r, make)
+        runs = _rounds(plist, bench, reqs, warm, until or fixed_rounds(config.repeats), say)
+        return [dataclasses.replace(_case(p, runs[p.name], reqs, threads, tables.nbytes, config, device),
+                                    page_fault_s=faults if p.tier == "mmap" else None, pinned=pinned)
+                for p in plist]
     finally:
         tables.close()
         torch.set_num_threads(previous_threads)
+        pin_this_thread(previous_cores)
 
 
-def _make_tables(config: RunConfig, addressing: Addressing, plist: list[Placement], device: str):
+def _rounds(plist, bench, reqs, warm, until: StopRule, say) -> dict[str, list]:
+    """Round-robin repeats: load from other processes on a shared host drifts over minutes, and
+    interleaving spreads that drift over every placement instead of a few. A round is never
+    cut short, so every round pairs each placement with its own baseline run."""
+    runs = {p.name: [] for p in plist}
+    timed = {p.name: [] for p in plist}
+    start = time.perf_counter()
+    while True:
+        n = len(runs[plist[0].name]) + 1
+        for p in plist:
+            say(f"round {n}: measuring {p.name}")
+            if n == 1:  # kernels, allocator, threads
+                bench(p, warm)
+            runs[p.name].append(bench(p, reqs))
+            timed[p.name].append(_timed(runs[p.name][-1], reqs))
+        if until(timed, time.perf_counter() - start):
+            return runs
+
+
+def _pin(config: RunConfig, threads: int) -> tuple[str, set[int] | None]:
+    """Pin the compute thread(s) here; (what was done, the prefetch thread's cores)."""
+    if not config.pin_threads:
+        return "off", None
+    plan = pinning_plan(available_cores(), threads)
+    if plan is None:
+        return f"not pinned: {len(available_cores())} cores for {threads} compute thread(s) + prefetch", None
+    compute, prefetch = plan
+    if not pin_this_thread(compute):
+        return "not pinned: the machine refused sched_setaffinity", None
+    return f"compute on cores {sorted(compute)}, prefetch on {sorted(prefetch)}", prefetch
+
+
+def _make_tables(config: RunConfig, addressing: Addressing, plist: list[TablePlacement], device: str):
     m = config.model
     table_bytes = addressing.total_rows * m.row_dim * m.value_bytes
     copies = 2 if any(p.tier == "host" for p in plist) else 1
@@ -292,20 +345,28 @@ def _make_tables(config: RunConfig, addressing: Addressing, plist: list[Placemen
     return _Tables(TableStore(addressing.total_rows, m.row_dim, m.seed, config.table_dir, TORCH_DTYPES[m.dtype]))
 
 
-def _source_maker(device: str, layers: list[int], heads_per_layer: int, all_requests: list[Requests]):
+def _source_maker(device: str, layers: list[int], heads_per_layer: int, all_requests: list[GenerationRequests],
+                  prefetch_cores: set[int] | None = None):
     """`make(placement, table)` -> the row source of a run. GPU sources get staging sized for
     the largest step of every request set they will serve (the warm-up's too)."""
     if device != "cuda":
-        return make_source
+        return lambda p, table: make_source(p, table, prefetch_cores)
     from engramsim.realmodel.gpu import make_gpu_source
     capacity = max(staging_rows([len(x) for x in r.prompts], len(r.prompts), heads_per_layer) for r in all_requests)
     return lambda p, table: make_gpu_source(p, table, layers, capacity)
 
 
-def _case(p: Placement, runs: list, reqs: Requests, threads: int, table_bytes: int, config, device: str
-          ) -> MeasuredCase:
+def _timed(run, reqs: GenerationRequests) -> TimedRun:
+    result, (stall, busy), _, _ = run
+    return TimedRun(wall_s=result.wall_s, cpu_s=result.cpu_s, tok_s=sum(reqs.output_lens) / result.wall_s,
+                    stall_s=stall, busy_s=busy, noise=result.noise, steps=tuple(result.records))
+
+
+def _case(p: TablePlacement, runs: list, reqs: GenerationRequests, threads: int, table_bytes: int, config,
+          device: str) -> MeasuredCase:
     output_tokens = sum(reqs.output_lens)
-    rates = [output_tokens / r[0].wall_s for r in runs]
+    timed = [_timed(r, reqs) for r in runs]
+    rates = [t.tok_s for t in timed]
     # The median repeat: this VM's speed drifts by tens of percent over minutes, in both
     # directions, so neither the fastest nor the slowest run is representative.
     median = sorted(range(len(runs)), key=lambda k: rates[k])[len(runs) // 2]
@@ -313,15 +374,15 @@ def _case(p: Placement, runs: list, reqs: Requests, threads: int, table_bytes: i
     return MeasuredCase(
         placement=p.name, tier=p.tier, prefetch=p.prefetch, cache_state=p.cache_state,
         measured_tok_s=rates[median], tok_s_runs=tuple(rates), wall_s=result.wall_s, cpu_s=result.cpu_s,
-        load_avg_1m=result.load_avg_1m, output_tokens=output_tokens,
+        load_avg_1m=result.noise.load_avg_1m, output_tokens=output_tokens,
         input_tokens=sum(len(x) for x in reqs.prompts), steps=len(result.records),
         stall_s=source_stats[0], prefetch_busy_s=source_stats[1], phases=_phases(result.records),
         step_records=tuple(result.records), resident_before=resident, cache_note=note,
         tokens_digest=hashlib.sha256(result.tokens.tobytes()).hexdigest()[:16], torch_threads=threads,
-        table_bytes=table_bytes if p.has_engram else 0, config=config, device=device)
+        table_bytes=table_bytes if p.has_engram else 0, config=config, device=device, runs=tuple(timed))
 
 
-def _one_run(model, p: Placement, addressing, tables, reqs: Requests, make=make_source):
+def _one_run(model, p: TablePlacement, addressing, tables, reqs: GenerationRequests, make=make_source):
     table, resident, note = tables.open(p)
     source = make(p, table) if p.has_engram else None
     try:
@@ -352,7 +413,9 @@ def _phases(records: list[StepRecord]) -> tuple[PhaseSummary, ...]:
 def time_engram_parts(config: RunConfig, batch_sizes=(1, 4, 16, 64), repeats: int = 20) -> dict:
     """Seconds (median of `repeats`) of the engine's Engram work per decode step of B sequences, timed in
     isolation from any placement run: {"fusion": [(B, s)], "hashing": [(B, s)]}, where hashing is
-    the engine's own addressing call (n-gram hash of every Engram layer plus row offsets)."""
+    the engine's own addressing call (n-gram hash of every Engram layer plus row offsets).
+    Caches are flushed before every call: in a step, the backbone's layers run between two calls
+    and evict what they touched (measured here on the quick model: 2-10x the warm-cache time)."""
     cfg = config.model
     device = this_device(config)
     sync = _device_hooks(torch.device(device))[0]
@@ -368,6 +431,7 @@ def time_engram_parts(config: RunConfig, batch_sizes=(1, 4, 16, 64), repeats: in
         addressing = Addressing(engram_spec(cfg))
         rng = np.random.default_rng(cfg.seed)
         out = {"fusion": [], "hashing": []}
+        evict = _cache_evictor(device)
         with torch.inference_mode():
             for b in batch_sizes:
                 hidden, memory = torch.randn(b, 1, cfg.hidden_size, **opts), torch.randn(b, 1, memory_dim, **opts)
@@ -377,18 +441,33 @@ def time_engram_parts(config: RunConfig, batch_sizes=(1, 4, 16, 64), repeats: in
                 def fuse():
                     fusion(hidden, memory, state)
                     sync()  # on a GPU, the kernels' time, not only their launch
-                out["fusion"].append((b, _median_time(fuse, repeats)))
+                out["fusion"].append((b, _median_time(fuse, repeats, evict)))
                 out["hashing"].append((b, _median_time(
-                    lambda: [addressing.rows(window, layer, True) for layer in cfg.engram_layer_ids], repeats)))
+                    lambda: [addressing.rows(window, layer, True) for layer in cfg.engram_layer_ids], repeats, evict)))
         return out
     finally:
         torch.set_num_threads(previous)
 
 
-def _median_time(call, repeats: int, warmup: int = 3) -> float:
-    """The median of `repeats` calls after a warm-up, like the placement runs."""
+def _cache_evictor(device: str, nbytes: int = 128 * 2**20):
+    """A call that streams `nbytes` through the caches (more than any CPU's last-level cache, or
+    a GPU's L2), so the next timed call starts cache-cold, as it does inside a forward pass."""
+    buf = torch.ones(nbytes // 4, device=device)
+    sync = _device_hooks(torch.device(device))[0]
+
+    def evict():
+        buf.add_(1.0)
+        sync()
+    return evict
+
+
+def _median_time(call, repeats: int, before=None, warmup: int = 3) -> float:
+    """The median of `repeats` calls after a warm-up, like the placement runs; `before()` runs,
+    untimed, ahead of every call."""
     times = []
     for i in range(repeats + warmup):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         call()
         if i >= warmup:  # allocator, kernels and caches settle first

@@ -27,7 +27,8 @@ import numpy as np
 
 from engramsim.errors import UserError
 from engramsim.realmodel._torch import torch
-from engramsim.realmodel.config import Placement
+from engramsim.realmodel.config import TablePlacement
+from engramsim.realmodel.noise import pin_this_thread
 from engramsim.units import GiB, MiB
 
 F = torch.nn.functional
@@ -88,8 +89,8 @@ class PrefetchRows:
     (and competes with them for cores, as it would on a real host). `fetch(layer, ids)` does
     one layer's work (the GPU copy path passes a gather plus its H2D copy)."""
 
-    def __init__(self, fetch):
-        self.fetch = fetch
+    def __init__(self, fetch, cores: set[int] | None = None):
+        self.fetch, self.cores = fetch, cores
         self.stall_s = self.busy_s = 0.0
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._ready: dict[int, threading.Event] = {}
@@ -103,6 +104,7 @@ class PrefetchRows:
             self._jobs.put((layer, ids[layer]))
 
     def _work(self) -> None:
+        pin_this_thread(self.cores)  # else it inherits the compute thread's cores
         while (job := self._jobs.get()) is not None:
             layer, ids = job
             start = time.perf_counter()
@@ -127,10 +129,11 @@ class PrefetchRows:
         self._thread.join()
 
 
-def make_source(p: Placement, table):
+def make_source(p: TablePlacement, table, prefetch_cores: set[int] | None = None):
+    """The row source of a CPU placement; a prefetch thread runs on `prefetch_cores` if given."""
     if p.tier == "ram":
         return InlineRows(table)
-    return PrefetchRows(_Staging(table).gather) if p.prefetch else SyncRows(table)
+    return PrefetchRows(_Staging(table).gather, prefetch_cores) if p.prefetch else SyncRows(table)
 
 
 # --- table bytes ---------------------------------------------------------------------------
