@@ -174,6 +174,8 @@ def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Paralle
         "model_buffers": model_buffer_bytes(model, engine),
         "engram_table": table,
         "hot_cache": hbm_cache_bytes if spec and tier_memory != "hbm" else 0.0,
+        # One pool: the SSD tier's "DRAM" row cache takes the memory the KV cache would.
+        "row_cache": dram_cache_bytes if hw.unified else 0.0,
         "activations": activation_bytes(model, engine, par.tp),
         "cuda_graphs": engine.max_capture_size * engine.cuda_graph_MiB_per_token * MiB,
         "non_torch": engine.non_torch_GiB * GiB,
@@ -181,7 +183,8 @@ def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Paralle
         "engram_staging": staging_bytes(spec, engine, par.tp),
         "engram_module": engram_module_bytes(model, engine, par.tp) if spec else 0.0,
     }
-    usable = hw.gpu.hbm_bytes * engine.memory_fraction(hw.gpu.hbm_bytes, par.tp)
+    device = hw.gpu.hbm_bytes - (hw.os.reserved_bytes if hw.unified and hw.os else 0.0)
+    usable = device * engine.memory_fraction(device, par.tp)
     kv = usable - sum(reserves.values())
     per_token = model.kv_bytes_per_token_per_rank(par.tp)
     block = engine.block_size_tokens
@@ -195,7 +198,7 @@ def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Paralle
     # A remote store (rdma) holds one copy that every replica addresses.
     stored = spec.table_bytes * (1 if tier_memory == "rdma" else copies) if spec else 0.0
     problems += _table_capacity_problems(hw, stored, tier_memory)
-    if dram_cache_bytes + host > hw.host.dram_bytes:
+    if dram_cache_bytes + host > hw.host.dram_bytes and not hw.unified:
         problems.append(f"DRAM: {(dram_cache_bytes + host) / GiB:.1f} GiB of tables and caches per node > "
                         f"{hw.host.dram_bytes / GiB:.1f} GiB of DRAM")
     per_rank = {k: v / GiB for k, v in reserves.items()} | {"kv": max(kv, 0.0) / GiB}

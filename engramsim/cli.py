@@ -18,6 +18,7 @@ COMMANDS = {
     "memory": "Per-rank HBM plan of each placement, as an engine's startup log shows it.",
     "presets": "List hardware, model, engine and workload presets with their key numbers.",
     "paper": "Check the simulator against the Engram paper's Table 4 (and refit the h800 engine costs).",
+    "onebox": "Check the one-box model against public measurements (Apple, Spark, workstations).",
     "profile": "Measure this machine's Engram memory paths with real kernels.",
     "calibrate": "Turn a measured profile into a hardware model for `simulate --hw`.",
     "trace": "Hash real text into an Engram address stream and report its statistics.",

@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 
+import numpy as np
+
 from engramsim.errors import UserError
 from engramsim.hardware import GPU, SSD, Host, Link
 from engramsim.model import Backbone, EngramSpec
@@ -271,19 +273,6 @@ def ssd_bw_Bps(ssd: SSD) -> float:
     return ssd.devices * ssd.read_bw_Bps
 
 
-@dataclass(frozen=True)
-class PageRead:
-    """What reading one row from SSD loads: rows are far smaller than a page and random, so
-    every missing row costs one whole-page read, which lands in host DRAM."""
-    ops: float
-    ssd_bytes: float
-    dram_bytes: float
-
-
-def ssd_row_read(ssd: SSD) -> PageRead:
-    return PageRead(ops=1.0, ssd_bytes=float(ssd.page_bytes), dram_bytes=float(ssd.page_bytes))
-
-
 def dram_cache_hit_rate(hbm_hit: float, both_hit: float) -> float:
     """Of the rows an HBM hot-row cache misses, the share a DRAM cache behind it holds. The
     DRAM cache keeps the rows ranked just after the HBM cache's, so the two together hit as one
@@ -345,3 +334,66 @@ def peer_read_lookup_s(gpu: GPU, topo: Topology, rows: float, row_bytes: int, tp
     remote = rows * (tp - 1) / tp * sector_bytes
     rate = min(gpu.nvlink_Bps, topo.peer_reads_in_flight * GPU_SECTOR_BYTES / topo.peer_read_latency_s)
     return hbm_gather_s(gpu, rows / tp, row_bytes) + topo.peer_read_latency_s + remote / rate
+
+
+# --- how an engine reads rows from SSD (engramsim.iopolicy) ---------------------------------
+
+def ssd_iops_at(ssd: SSD, queue_depth: float) -> float:
+    """Random-read IOPS of one device with `queue_depth` reads in flight: log-log interpolation
+    of the part's measured IOPS-by-depth points, flat beyond the last; without points, the
+    lesser of rated IOPS and depth / latency (Little's law)."""
+    q = max(queue_depth, 1e-9)
+    if not ssd.iops_qd:
+        return min(ssd.read_iops, q / ssd.latency_s)
+    if q <= ssd.iops_qd[0]:
+        return ssd.iops_at_qd[0] * q / ssd.iops_qd[0]
+    iops = math.exp(np.interp(math.log(q), np.log(ssd.iops_qd), np.log(ssd.iops_at_qd)))
+    return min(float(iops), ssd.read_iops)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """What reading one missing row costs under an engine's I/O policy."""
+    ssd_bytes: float         # bytes the SSD reads (a page, a read-around window, or the row's blocks)
+    dram_bytes: float        # bytes landing in memory (page cache or the engine's buffer)
+    cpu_s: float             # CPU time of the read on the thread that issues it
+    in_flight: float         # reads in flight (math.inf: as many as the SSD queues take)
+    op_s: float              # one read's time as its issuer sees it: device latency (+ CPU if blocking)
+
+    @property
+    def rows_per_s(self) -> float:
+        """The rate the readers can sustain (Little's law), before device and CPU limits."""
+        return self.in_flight / self.op_s
+
+    def lead_s(self, rows: float) -> float:
+        """The fixed delay before `rows` reads flow at `rows_per_s`, so that together they take
+        max(1, rows / in_flight) read times: one read time when the readers cover them all at
+        once, rows / in_flight of them when they come in waves. Unbounded readers: one read."""
+        if math.isinf(self.in_flight):
+            return self.op_s
+        return self.op_s * max(0.0, 1.0 - rows / self.in_flight)
+
+
+def ssd_read_plan(ssd: SSD, os, policy, row_bytes: int, rows: float) -> ReadPlan:
+    """The cost of reading `rows` random rows under `policy` (an IOPolicy) on an OS (`os`,
+    None: no OS costs known, page-granular reads as the SSD part's page)."""
+    io = policy.io
+    page = os.page_bytes if os else ssd.page_bytes
+    if io == "mmap":
+        window = 1 if policy.madvise_random or os is None else os.mmap_readahead_pages
+        nbytes, cpu = page * window, os.fault_cpu_s if os else 0.0
+    elif io == "pread":
+        nbytes, cpu = page, os.pread_cpu_s if os else 0.0
+    else:  # odirect, io_uring: the row's own device blocks, into the engine's buffer
+        nbytes = math.ceil(row_bytes / ssd.page_bytes) * ssd.page_bytes
+        cpu = (os.io_uring_cpu_s if io == "io_uring" else os.pread_cpu_s) if os else 0.0
+    readers = policy.readers_for(rows)
+    if readers == 0:
+        return ReadPlan(nbytes, nbytes, cpu, math.inf, ssd.latency_s)
+    in_flight = readers * (policy.io_depth if io == "io_uring" else 1)
+    per_device = in_flight / ssd.devices
+    latency = max(ssd.latency_s, per_device / ssd_iops_at(ssd, per_device))
+    # A blocking read holds its thread for the CPU work and the device time in turn; io_uring
+    # overlaps them, so its thread limits only by CPU.
+    op_s = latency if io == "io_uring" else latency + cpu
+    return ReadPlan(nbytes, nbytes, cpu, float(in_flight), op_s)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from engramsim.errors import UserError
+from engramsim.iopolicy import IOPolicy, io_policy_from_table
 from engramsim.presets import build, load_toml, resolve, spec
 from engramsim.units import GiB, MiB
 from engramsim.workload import Engine
@@ -74,6 +75,8 @@ class EngineSpec:
     max_prefill_seqs: int = spec("max_prefill_seqs", lo=0, lo_open=False, kind=int, hi=1e6, default=0)
     prefill_lookahead: bool = spec("prefill_lookahead", kind=bool, default=True)
     description: str = spec("description", kind=str, default="")
+    # How the engine reads rows from SSD (the preset's [io] table; engramsim.iopolicy).
+    io: IOPolicy = IOPolicy()
     source: Path | None = None
     # How steps run and what they cost on the host (CUDA graphs, async scheduling, host work per
     # step, sequence and token, launches): the preset's keys that `workload.Engine` defines.
@@ -103,7 +106,7 @@ class EngineSpec:
 
     @property
     def prefetch(self) -> bool:
-        return self.engram_fetch_start == "forward-entry"
+        return self.engram_fetch_start == "forward-entry" and self.io.prefetch
 
     def limits(self, overrides: dict | None = None) -> Engine:
         """The scheduler limits, with a workload's [engine] overrides applied."""
@@ -130,13 +133,14 @@ def engine_from_dict(data: dict, where: str, path: Path | None = None) -> Engine
     """An engine preset from its TOML table: the keys of `workload.Engine` (how steps run and
     their host costs) and the [fitted_step_host_us] table go to `steps`, the rest to EngineSpec."""
     data = dict(data)
+    io = io_policy_from_table(data.pop("io", {}), where)
     fitted = fitted_step_host(data.pop("fitted_step_host_us", {}), f"{where} [fitted_step_host_us]")
     own = {f.metadata["key"] for f in fields(EngineSpec) if "key" in f.metadata}
     step_keys = {f.metadata["key"] for f in fields(Engine) if "key" in f.metadata} - own
     steps = {k: data.pop(k) for k in list(data) if k in step_keys}
     try:
         steps = replace(build(Engine, steps, where), fitted_step_host_s=fitted)
-        return replace(build(EngineSpec, data, where), source=path, steps=steps)
+        return replace(build(EngineSpec, data, where), source=path, steps=steps, io=io)
     except UserError as e:
         msg = str(e)
         raise UserError(msg if msg.startswith(where) else f"{where}: {msg}") from None

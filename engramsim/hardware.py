@@ -132,6 +132,37 @@ class SSD:
     device_bytes: float = spec("device_GiB", scale=GiB, hi=1048576)
     page_bytes: int = spec("page_bytes", kind=int, default=4096, hi=1048576)
     queue_depth: int = spec("queue_depth_per_device", kind=int, default=128, hi=65536)
+    # Random-read IOPS of one device measured at these queue depths (4 KiB reads): a one-box
+    # engine keeps only as many reads in flight as it has readers, far below the rated depth.
+    iops_qd: tuple = spec("iops_queue_depths", kind=list, hi=65536, default=())
+    iops_at_qd: tuple = spec("iops_at_queue_depths", kind=list, hi=1e8, default=())
+
+    def __post_init__(self):
+        if len(self.iops_qd) != len(self.iops_at_qd) or list(self.iops_qd) != sorted(set(self.iops_qd)):
+            raise UserError(f"SSD {self.name}: iops_queue_depths must rise strictly and match iops_at_queue_depths")
+
+
+@dataclass(frozen=True)
+class OS:
+    """How the operating system turns a file read into device reads, and what each costs a core.
+
+    mmap faults read `mmap_readahead_pages` pages around the missing one (Linux read-around,
+    macOS cluster reads) unless the engine asks for random access; pread of a buffered file
+    reads whole pages through the page cache; O_DIRECT and io_uring read the row's own blocks.
+    """
+    name: str = spec("name", kind=str)
+    page_bytes: int = spec("page_bytes", kind=int, hi=2**21)
+    mmap_readahead_pages: int = spec("mmap_readahead_pages", kind=int, hi=4096)
+    # CPU time of one read, on the thread that issues it: a pread system call (and its copy),
+    # a major page fault, or one io_uring submission and completion.
+    pread_cpu_s: float = spec("pread_cpu_us", scale=US, lo=0, lo_open=False, hi=1000)
+    fault_cpu_s: float = spec("fault_cpu_us", scale=US, lo=0, lo_open=False, hi=1000)
+    io_uring_cpu_s: float = spec("io_uring_cpu_us", scale=US, lo=0, lo_open=False, hi=1000, default=0.0)
+    # Unified memory: what the OS keeps out of the engine's reach (a machine's own figure).
+    reserved_bytes: float = spec("reserved_GiB", scale=GiB, lo=0, lo_open=False, hi=4096, default=0.0)
+
+
+KINDS = ("discrete", "unified")
 
 
 @dataclass(frozen=True)
@@ -140,12 +171,17 @@ class Hardware:
     description: str
     gpus_per_host: int
     gpu: GPU
-    link: Link
     host: Host
+    link: Link | None = None
     cxl: CXL | None = None
     ssd: SSD | None = None
     topology: Topology | None = None
     rdma: RDMA | None = None
+    os: OS | None = None
+    # discrete: the GPU has its own memory behind a host link. unified: one pool (the [gpu]
+    # memory: size, bandwidth) holds weights, KV, tables, caches and the OS; the CPU reads the
+    # same pool ([host] describes its CPU side), and there is no host link.
+    kind: str = "discrete"
     source: Path | None = field(default=None, compare=False)
     # Which figures came from a measured profile (calibrated models) and which were inherited.
     provenance: dict = field(default_factory=dict, compare=False)
@@ -155,9 +191,14 @@ class Hardware:
         """The host's topology; a preset without [topology] is one socket with every GPU on it."""
         return self.topology or single_socket(self.gpus_per_host, self.host.dram_bytes)
 
+    @property
+    def unified(self) -> bool:
+        return self.kind == "unified"
 
-SECTIONS = {"gpu": GPU, "link": Link, "host": Host, "cxl": CXL, "ssd": SSD, "topology": Topology, "rdma": RDMA}
-TOP_KEYS = {"name", "description", "gpus_per_host", "provenance", *SECTIONS}
+
+SECTIONS = {"gpu": GPU, "link": Link, "host": Host, "cxl": CXL, "ssd": SSD, "topology": Topology, "rdma": RDMA,
+            "os": OS}
+TOP_KEYS = {"name", "description", "gpus_per_host", "provenance", "kind", *SECTIONS}
 
 
 def load_hardware(name_or_path: str | Path) -> Hardware:
@@ -169,9 +210,15 @@ def hardware_from_dict(data: dict, where: str, path: Path | None = None) -> Hard
     unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
         raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(TOP_KEYS))})")
-    for required in ("gpu", "link", "host"):
+    kind = data.get("kind", "discrete")
+    if kind not in KINDS:
+        raise UserError(f"{where}: 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    for required in ("gpu", "host") + (() if kind == "unified" else ("link",)):
         if required not in data:
             raise UserError(f"{where}: missing table [{required}]")
+    for forbidden in ("link", "cxl"):
+        if kind == "unified" and forbidden in data:
+            raise UserError(f"{where}: a unified-memory machine has no [{forbidden}] (one pool, no host link)")
     gpus = data.get("gpus_per_host", 8)
     if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS_PER_HOST:
         raise UserError(f"{where}: 'gpus_per_host' must be a whole number in [1, {MAX_GPUS_PER_HOST}], got {gpus!r}")
@@ -188,13 +235,15 @@ def hardware_from_dict(data: dict, where: str, path: Path | None = None) -> Hard
     if "rdma" in sections:
         check_rdma(sections["rdma"], topo or single_socket(gpus, 0.0), gpus, f"{where} [rdma]")
     return Hardware(name=str(data.get("name", path.stem if path else "custom")),
-                    description=str(data.get("description", "")), gpus_per_host=gpus,
+                    description=str(data.get("description", "")), gpus_per_host=gpus, kind=kind,
                     source=path, provenance=dict(data.get("provenance", {})), **sections)
 
 
 def hardware_to_dict(hw: Hardware) -> dict:
     """A Hardware back into TOML units (the inverse of hardware_from_dict, parts resolved)."""
     data = {"name": hw.name, "description": hw.description, "gpus_per_host": hw.gpus_per_host}
+    if hw.unified:
+        data["kind"] = hw.kind
     for section in SECTIONS:
         obj = getattr(hw, section)
         if obj is None:

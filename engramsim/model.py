@@ -8,7 +8,7 @@ size of the compressed vocabulary and the compressed pad id.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engramsim.errors import UserError
@@ -42,8 +42,17 @@ DTYPES = {
     "fp8-b32": DType(8, 32 * 32, 1), "fp8-b128": DType(8, 128 * 128, 4),
     "fp4": DType(4, 32, 1), "mxfp4": DType(4, 32, 1), "nvfp4": DType(4, 16, 1),
     "int4": DType(4, 128, 2), "int2": DType(2, 128, 2),
+    # Table rows quantized along the row, as one-box engines store them:
+    # - int4-g64 / int2-g64: MLX affine quantization (mx.quantize, default group_size 64): a bf16
+    #   scale and a bf16 bias per 64 values. A 2-bit 256-value row is 64 + 16 = 80 B; the 2-bit
+    #   DeepSeek-V4.1 tables of raullenchai/Rapid-MLX PR #3338 free 61.17 GB for 768M rows = 79.6 B.
+    # - q2_k / q3_k / q4_k: llama.cpp k-quant super-blocks of 256 values, 84 / 110 / 144 bytes
+    #   (ggml block_q2_K; "110 bytes at Q3_K, 144 at Q4_K", ggml-org/llama.cpp PR #28696).
+    "int4-g64": DType(4, 64, 4), "int2-g64": DType(2, 64, 4),
+    "q2_k": DType(2, 256, 20), "q3_k": DType(3, 256, 14), "q4_k": DType(4, 256, 16),
 }
 FP32_BYTES = 4
+ROW_DTYPES = ("fp8", "fp4", "int4", "int2", "int4-g64", "int2-g64", "q2_k", "q3_k", "q4_k")
 # Kept for callers that need whole bytes of an unscaled format.
 DTYPE_BYTES = {name: d.bits // 8 for name, d in DTYPES.items() if d.bits >= 8}
 
@@ -474,3 +483,13 @@ def _with_where(make, where: str):
     except UserError as e:
         msg = str(e)
         raise UserError(msg if msg.startswith(where.split(" ")[0]) else f"{where}: {msg}") from None
+
+
+def with_row_dtype(model: "ModelSpec", dtype: str) -> "ModelSpec":
+    """`model` with its Engram table rows stored as `dtype` (`simulate --row-dtype`): the row's
+    values at that format's bits plus its scale bytes."""
+    if dtype not in ROW_DTYPES:
+        raise UserError(f"unknown row dtype '{dtype}' (known: {', '.join(ROW_DTYPES)})")
+    if model.engram is None:
+        raise UserError(f"model {model.name} has no Engram table")
+    return replace(model, engram=replace(model.engram, dtype=dtype, row_bytes=0))

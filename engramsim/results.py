@@ -67,7 +67,7 @@ class RunResult:
                    overhead_pct=100.0 * (baseline_tok_s - s["throughput_tok_s"]) / baseline_tok_s,
                    stall_s=st.stall_s, prefill_stall_s=st.prefill_stall_s, steps=st.steps,
                    preemptions=raw.preemptions,
-                   hbm_hit_rate=st.hit_rows / looked_up if looked_up and placement.tier != "hbm" else None,
+                   hbm_hit_rate=st.hit_rows / looked_up if looked_up and placement.memory != "hbm" else None,
                    fetched_rows=st.fetched_rows, resources=resource_usage(raw),
                    engram_time_s=engram_times(st),
                    stall_by_layer_s={str(k): v for k, v in sorted(st.stall_by_layer_s.items())},
@@ -132,8 +132,8 @@ def resource_usage(raw) -> dict:
 
 def describe_bound(tier: str, stall_s: float, gpu_time_s: float, limited_s: dict, prefetch: bool) -> str:
     share = stall_s / gpu_time_s if gpu_time_s else 0.0
-    if tier == "hbm":
-        return "in-HBM gather at the Engram layer; no host traffic"
+    if tier in ("hbm", "unified"):
+        return f"in-{'memory' if tier == 'unified' else 'HBM'} gather at the Engram layer; no host traffic"
     limiter = max(limited_s, key=limited_s.get) if limited_s else "latency"
     mode = "fetch hidden by prefetch" if prefetch else "synchronous fetch"
     if share < 0.005:

@@ -13,7 +13,7 @@ from engramsim.errors import UserError
 from engramsim.presets import build, load_toml, resolve, spec
 from engramsim.units import NS, US
 
-KINDS = ("offline", "poisson")
+KINDS = ("offline", "poisson", "closed")
 LENGTHS_FROM = ("numpy", "bench.py")
 
 
@@ -120,6 +120,9 @@ class Workload:
     output_len_min: int = spec("output_len_min", kind=int, hi=1e7)
     output_len_max: int = spec("output_len_max", kind=int, hi=1e7)
     rate_per_s: float = spec("rate_per_s", lo=0, lo_open=False, default=0.0, hi=1e6)
+    # closed: `concurrency` streams, each sending its next request when its last one ends
+    # (batch-1 chat is concurrency 1).
+    concurrency: int = spec("concurrency", lo=0, lo_open=False, hi=1e6, kind=int, default=0)
     description: str = spec("description", kind=str, default="")
     # numpy: lengths from numpy's generator. bench.py: the exact draws of nano-vLLM's bench.py
     # (Python `random.seed(seed)`, then per request randint(min, max) prompt tokens of
@@ -142,6 +145,14 @@ class Workload:
         if self.kind == "offline" and self.rate_per_s:
             raise UserError(f"workload {self.name}: rate_per_s does nothing in an offline workload (every "
                             f"request arrives at once); remove it or set kind = \"poisson\"")
+        if self.kind == "closed" and self.concurrency < 1:
+            raise UserError(f"workload {self.name}: a closed workload needs concurrency >= 1")
+
+    def closed_loop(self, concurrency: int) -> "Workload":
+        """The same requests sent by `concurrency` streams (`simulate --concurrency`)."""
+        if concurrency < 1:
+            raise UserError(f"--concurrency must be at least 1, got {concurrency}")
+        return replace(self, kind="closed", concurrency=concurrency)
 
     @property
     def max_seq_len(self) -> int:
@@ -156,8 +167,8 @@ class Workload:
         else:
             inputs = rng.integers(self.input_len_min, self.input_len_max + 1, size=n)
             outputs = rng.integers(self.output_len_min, self.output_len_max + 1, size=n)
-        if self.kind == "offline":
-            arrivals = np.zeros(n)
+        if self.kind in ("offline", "closed"):
+            arrivals = np.zeros(n)  # closed: each is sent when a stream frees up
         else:
             arrivals = np.cumsum(rng.exponential(1.0 / self.rate_per_s, size=n))
         return Requests(arrivals, inputs, outputs)

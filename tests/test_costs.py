@@ -5,6 +5,7 @@ import pytest
 
 from engramsim import costs
 from engramsim.hardware import load_hardware
+from engramsim.iopolicy import IOPolicy
 from engramsim.sim.scheduler import Seq
 
 
@@ -19,8 +20,9 @@ def test_ssd_iops_is_bounded_by_the_rating_and_by_queue_depth_over_latency():
 
 def test_one_row_from_ssd_reads_one_whole_page_into_dram():
     ssd = load_hardware("h800").ssd
-    read = costs.ssd_row_read(ssd)
-    assert (read.ops, read.ssd_bytes, read.dram_bytes) == (1.0, ssd.page_bytes, ssd.page_bytes)
+    read = costs.ssd_read_plan(ssd, None, IOPolicy(), 264, rows=100)
+    assert (read.ssd_bytes, read.dram_bytes, read.cpu_s) == (ssd.page_bytes, ssd.page_bytes, 0.0)
+    assert read.in_flight == float("inf") and read.op_s == ssd.latency_s  # the SSD queues set the pace
 
 
 @pytest.mark.parametrize("hbm, both, expected", [

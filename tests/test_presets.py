@@ -8,10 +8,24 @@ from engramsim.presets import PRESET_DIRS, preset_names
 from engramsim.workload import load_workload
 
 
-@pytest.mark.parametrize("name", preset_names("hardware"))
+ONE_BOX = {"apple-m3-ultra", "apple-m4-max", "dgx-spark", "rtx-pro-6000-ws"}
+
+
+@pytest.mark.parametrize("name", sorted(set(preset_names("hardware")) - ONE_BOX))
 def test_every_hardware_preset_loads_with_all_tiers(name):
     hw = load_hardware(name)
     assert hw.gpu.hbm_bw_Bps > 1e12 and hw.link.h2d_Bps > 1e10 and hw.cxl and hw.ssd
+
+
+@pytest.mark.parametrize("name", sorted(ONE_BOX))
+def test_one_box_presets_have_an_ssd_and_an_os_and_unified_ones_no_link(name):
+    hw = load_hardware(name)
+    assert hw.ssd and hw.os and hw.cxl is None
+    assert (hw.link is None) == hw.unified == (name != "rtx-pro-6000-ws")
+    # A unified pool's CPU side is the same memory as the GPU's.
+    if hw.unified:
+        assert hw.host.dram_bytes == pytest.approx(hw.gpu.hbm_bytes, rel=1e-3)
+        assert hw.host.dram_bw_Bps == hw.gpu.hbm_bw_Bps
 
 
 @pytest.mark.parametrize("name", preset_names("model"))

@@ -8,7 +8,7 @@ from engramsim.hardware import load_hardware
 from engramsim.rows.uniform import UniformRows
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.scheduler import Seq
-from engramsim.sim.tiers import TIERS, Placement
+from engramsim.sim.tiers import TIERS, Placement, default_tiers
 from tests.simkit import preset_hardware, scenario, tiny_workload, with_gpu, with_host, with_link
 
 ONE_PREFILL = tiny_workload(num_seqs=1, inp=(300, 300), out=(1, 1), max_seqs=1)
@@ -97,7 +97,7 @@ def test_tensor_parallel_splits_the_fetch_across_links():
 
 def test_every_tier_runs_and_reports_bytes_where_they_flow():
     sc = scenario()
-    runs = {r.tier: r for r in simulate(sc, [Placement(t) for t in TIERS if t != "rdma"]).runs}  # h800: no [rdma]
+    runs = {r.tier: r for r in simulate(sc, [Placement(t) for t in default_tiers(sc.hw)]).runs}  # h800: no [rdma]
     assert "link" in runs["dram-copy"].resources and "cpu" in runs["dram-copy"].resources
     assert "cxl" in runs["cxl-uva"].resources and "dram" not in runs["cxl-uva"].resources
     # What each resource carried follows from the rows fetched (one GPU, no cache):

@@ -21,7 +21,8 @@ def hardware_rows() -> list[dict]:
         hw = load_hardware(name)
         rows.append({"name": name, "gpu": hw.gpu.name, "gpus_per_host": hw.gpus_per_host,
                      "bf16_tflops": hw.gpu.bf16_flops / 1e12, "hbm_GiB": hw.gpu.hbm_bytes / GiB,
-                     "hbm_GBps": hw.gpu.hbm_bw_Bps / GB, "link": hw.link.kind, "h2d_GBps": hw.link.h2d_Bps / GB,
+                     "hbm_GBps": hw.gpu.hbm_bw_Bps / GB, "link": hw.link.kind if hw.link else "unified memory",
+                     "h2d_GBps": hw.link.h2d_Bps / GB if hw.link else None,
                      "dram_GiB": hw.host.dram_bytes / GiB, "dram_GBps": hw.host.dram_bw_Bps / GB,
                      "cxl": hw.cxl.name if hw.cxl else None, "ssd": hw.ssd.name if hw.ssd else None,
                      "sockets": hw.topo.sockets, "gpus_per_switch": hw.topo.gpus_per_switch,

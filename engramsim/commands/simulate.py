@@ -15,10 +15,12 @@ from engramsim.fileio import check_output, dumps_json
 from engramsim.report.progress import ProgressBar
 from engramsim.errors import UserError
 from engramsim.hardware import load_hardware, with_cxl_part, with_nic_part
-from engramsim.model import load_model
+from engramsim.model import ROW_DTYPES, load_model, with_row_dtype
+from engramsim.rows.warmup import cold_start
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.work import DEFAULT_MAX_STEPS
-from engramsim.sim.tiers import DEFAULT_TIERS, TIERS, Placement
+from engramsim.iopolicy import IO_KINDS, READ_AT, READERS_MAX, IOPolicy
+from engramsim.sim.tiers import ALL_TIERS, Placement, default_tiers, tier_for
 from engramsim.units import GiB
 from engramsim.topology import GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS
 from engramsim.workload import load_workload, with_engine
@@ -28,8 +30,8 @@ from engramsim.workload import load_workload, with_engine
 @click.option("--model", "model_name", default="dense-4b-engram100b", show_default=True,
               help="Model preset name or path to a TOML file.")
 @click.option("--hw", "hw_name", default="h800", show_default=True, help="Hardware preset name or path to a TOML file.")
-@click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS),
-              help="Placement(s) to simulate; repeat the option. Default: all but rdma (a remote store: name it).")
+@click.option("--tier", "tiers", multiple=True, type=click.Choice(ALL_TIERS),
+              help="Placement(s) to simulate; repeat the option. Default: all but rdma (a remote store: name it); on a unified-memory machine, unified and ssd.")
 @click.option("--workload", "workload_name", default="paper-table4", show_default=True,
               help="Workload preset name or path to a TOML file.")
 @click.option("--engine", "engine_name", default="nano-vllm", show_default=True,
@@ -83,6 +85,10 @@ from engramsim.workload import load_workload, with_engine
               help="hbm tier with TP: each rank gathers its own shard only (local), gathers its shard "
                    "and all-reduces the embeddings over NVLink (collective), or reads peers' rows over "
                    "NVLink (peer_read), as SGLang does at TP >= 8.")
+@click.option("--cache-start", type=click.Choice(["warm", "cold"]), default="warm", show_default=True,
+              help="Hot-row caches (--hbm-cache-gib) start at their steady-state hit rate, or empty: then "
+                   "the hit rate follows the lookups so far, from the trace run through LRU from empty "
+                   "(uniform hashing without --trace).")
 @click.option("--max-seqs", type=whole(1, MAX_SEQS), help="Override the workload's max_num_seqs.")
 @click.option("--max-steps", type=number(1, 1e15), default=DEFAULT_MAX_STEPS, show_default=True,
               help="Refuse a simulation estimated to need more engine steps than this (all runs and "
@@ -94,11 +100,25 @@ from engramsim.workload import load_workload, with_engine
                                              "per sequence (the model's MTP layers draft them).")
 @click.option("--accept-rate", type=number(0, 1), help="Speculative decoding: probability that a drafted token is "
                                               "accepted, given the ones before it were.")
+@click.option("--concurrency", type=whole(1, MAX_SEQS),
+              help="Closed loop: this many streams, each sending its next request when its last one ends "
+                   "(overrides the workload's arrivals; 1 = batch-1 chat).")
+@click.option("--readers", type=whole(1, READERS_MAX), help="ssd tier: threads issuing reads (1 = serial reads).")
+@click.option("--read-at", type=click.Choice(READ_AT),
+              help="ssd tier: forward = blocking read at the Engram layer (as --no-prefetch); prefetch = "
+                   "started at forward entry; prestage = issued before the step's host work.")
+@click.option("--io", "io_kind", type=click.Choice(IO_KINDS),
+              help="ssd tier: how rows are read: buffered pread (one OS page each), mmap (page faults with "
+                   "the OS's read-around), odirect or io_uring (the row's own blocks).")
+@click.option("--row-dtype", type=click.Choice(ROW_DTYPES),
+              help="Store the Engram table rows in this format (values plus scale bytes): int2-g64 "
+                   "(MLX affine 2-bit) makes a 256-value row 80 B.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp, ep, enable_expert_parallel,
             engram_config, gpu_memory_utilization, max_num_batched_tokens, max_num_seqs, max_model_len, kv_cache_dtype,
             speculative_config, from_cmd, seed, no_prefetch, cache_gib, trace_path, profile_path, cxl_part, nic_part, ssd_dram_hit,
-            dram_cache_gib, numa, gather_socket, rdma_path, rank_rows, hbm_lookup, max_seqs, max_steps,
+            dram_cache_gib, cache_start, numa, gather_socket, rdma_path, rank_rows, hbm_lookup, max_seqs, max_steps,
+            concurrency, readers, read_at, io_kind, row_dtype,
             timeline_path, spec_tokens, accept_rate, as_json):
     """Simulate an inference server with the model's Engram tables in each placement.
 
@@ -112,14 +132,17 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
                    "--speculative-config": speculative_config, "--tensor-parallel-size": tp, "--data-parallel-size": dp,
                    "--enable-expert-parallel": enable_expert_parallel or None}
     settings = serve.settings_from_cli(from_cmd, engine_name, engram_config, serve_flags, tiers)
-    tiers, tp, dp = tiers or settings.tiers or DEFAULT_TIERS, settings.tp or 1, settings.dp or 1
+    tiers, tp, dp = tiers or settings.tiers, settings.tp or 1, settings.dp or 1
     ep = ep or settings.ep or 1
-    _check_flags(tiers, cache_gib, dram_cache_gib, ssd_dram_hit, cxl_part)
     hw = _hardware(hw_name, profile_path, cxl_part)
     hw = with_nic_part(hw, nic_part) if nic_part else hw
+    tiers = [tier_for(hw, t) for t in tiers] if tiers else default_tiers(hw)
+    _check_flags(tiers, cache_gib, dram_cache_gib, ssd_dram_hit, cxl_part)
     model = serve.apply_to_model(settings, load_model(settings.model or model_name))
     engine = load_engine(settings.engine or engine_name).with_overrides(**settings.engine_overrides)
     workload = serve.apply_to_workload(settings, with_engine(load_workload(workload_name), engine))
+    if row_dtype:
+        model = with_row_dtype(model, row_dtype)
     if min(tp, dp, ep, 1 if gpus is None else gpus) < 1:
         raise UserError("--gpus, --tp, --dp and --ep must be at least 1")
     if gpus is None:
@@ -129,9 +152,13 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
     if max_seqs:
         workload = replace(workload, engine=replace(workload.engine, max_num_seqs=max_seqs))
     workload = _with_speculation(workload, settings.spec_tokens if spec_tokens is None else spec_tokens, accept_rate)
+    if concurrency is not None:
+        workload = workload.closed_loop(concurrency)
+    io = _io_policy(engine.io, workload, no_prefetch, readers, read_at, io_kind)
     scenario = Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=seed, engine=engine, ep=ep,
-                        prefetch=engine.prefetch and not no_prefetch, row_model=_row_model(trace_path, model),
-                        max_model_len=settings.max_model_len or 0)
+                        prefetch=io.prefetch, io=io, row_model=_row_model(trace_path, model),
+                        max_model_len=settings.max_model_len or 0,
+                        cold_start=cold_start(model, trace_path) if cache_start == "cold" else None)
     topology = dict(numa=numa, gather_socket=gather_socket, rdma_path=rdma_path)
     placements = _placements(tiers, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit or 0.0, topology)
     placements = [replace(p, hbm_lookup=hbm_lookup) if p.tier == "hbm" else replace(p, rank_rows=rank_rows)
@@ -173,7 +200,7 @@ def _tiers_use(tiers, needs: str) -> bool:
     if needs == "ssd":
         return "ssd" in tiers
     if needs == "an off-GPU tier":
-        return any(t != "hbm" for t in tiers)
+        return any(t not in ("hbm", "unified") for t in tiers)
     return any(t.startswith("cxl") for t in tiers)
 
 
@@ -200,11 +227,21 @@ def _with_speculation(workload, spec_tokens: int | None, accept_rate: float | No
                                             accept_rate=eng.accept_rate if accept_rate is None else accept_rate))
 
 
+def _io_policy(base: IOPolicy, workload, no_prefetch: bool, readers, read_at, io_kind) -> IOPolicy:
+    """The engine's I/O policy with the command line's overrides; --no-prefetch (or a workload
+    whose engine does not prefetch) means reads at the Engram layer."""
+    if no_prefetch and read_at not in (None, "forward"):
+        raise UserError(f"--no-prefetch contradicts --read-at {read_at}")
+    if read_at is None and (no_prefetch or not workload.engine.prefetch):
+        read_at = "forward"
+    return base.with_flags(readers=readers, read_at=read_at, io=io_kind)
+
+
 def _placements(tiers, hbm_caches_gib, dram_caches_gib, ssd_dram_hit, topology: dict) -> list[Placement]:
     """Every tier with every HBM cache size (off-GPU tiers) and DRAM cache size (ssd only)."""
     out = []
     for tier in tiers:
-        for hbm in (hbm_caches_gib if tier != "hbm" else (0.0,)):
+        for hbm in (hbm_caches_gib if tier not in ("hbm", "unified") else (0.0,)):
             for dram in (dram_caches_gib if tier == "ssd" else (0.0,)):
                 out.append(Placement(tier, hbm_cache_bytes=hbm * GiB, dram_cache_bytes=dram * GiB,
                                      ssd_dram_hit_rate=ssd_dram_hit if tier == "ssd" else 0.0, **topology))

@@ -16,7 +16,9 @@ import simpy
 
 from engramsim import costs
 from engramsim.rows import RowModel
+from engramsim.rows.warmup import ColdStart
 from engramsim.hardware import Hardware
+from engramsim.iopolicy import IOPolicy
 from engramsim.model import ModelSpec
 from engramsim.sim.flows import FlowNetwork, Resource
 from engramsim.sim.scheduler import ChunkedScheduler, Scheduler, Seq
@@ -80,6 +82,8 @@ class ServerSetup:
     kv_blocks: int
     row_model: RowModel | None
     prefetch: bool = True
+    io: IOPolicy = IOPolicy()
+    cold_start: ColdStart | None = None   # None: hot-row caches start warm (steady-state hit rate)
 
 
 class Replica:
@@ -107,13 +111,19 @@ class Replica:
             shards = setup.tp if placement.rank_rows == "shard" else 1
             self.cache_rows = int(placement.hbm_cache_bytes / spec.row_bytes / len(spec.layer_ids)) * shards
             self.dram_cache_rows = int(placement.dram_cache_bytes / spec.row_bytes / len(spec.layer_ids))
+        # A cache that starts cold: its hit rate follows the lookups this replica has made.
+        self.warmup = {l: setup.cold_start.curve(self.cache_rows, l) for l in spec.layer_ids} \
+            if spec and placement and setup.cold_start and self.cache_rows else {}
+        self.lookups = dict.fromkeys(spec.layer_ids, 0.0) if spec else {}
 
     def submit(self, seq: Seq):
         self.scheduler.add(seq)
         if not self.wakeup.triggered:
             self.wakeup.succeed()
 
-    def run(self, total: int, done: list[Seq]):
+    def run(self, total: int, done: list[Seq], completions: simpy.Store | None = None):
+        """Serve until `total` sequences are done; each completion also goes to `completions`
+        (the closed loop's streams wait on it)."""
         while len(done) < total:
             batch, prefill = self.scheduler.schedule() if not self.scheduler.idle() else ([], False)
             if not batch:
@@ -123,7 +133,10 @@ class Replica:
                 yield self.wakeup
                 continue
             yield from self.step(batch, prefill)
-            done.extend(self.scheduler.finish_step(batch, self.env.now, prefill))
+            completed = self.scheduler.finish_step(batch, self.env.now, prefill)
+            done.extend(completed)
+            for seq in completed if completions is not None else ():
+                completions.put(seq)
 
     def step(self, batch: list[Seq], prefill: bool):
         """One engine step: host work, then the forward pass with the Engram fetch beside it.
@@ -147,10 +160,15 @@ class Replica:
         host = self.cpu_scale * costs.host_work_s(eng.step_host_for(s.model.name), eng.seq_host_s, eng.token_host_s,
                                                   shape.seqs, shape.tokens) + gpu.step_overhead_s
         host_hidden = self.last_gpu_s if eng.async_scheduling else 0.0
+        rows = pending = None
+        # Prestaging issues the reads as soon as the step's tokens are known, before the host's
+        # per-step work, which then runs beside them.
+        prestage = engram and s.io.prestage
+        if prestage:
+            rows, pending = yield from self._engram_inputs(batch, prefill, shape, 0.0)
         yield from self._host(host, host_hidden)
         host_hidden = max(0.0, host_hidden - host)
-        rows = pending = None
-        if engram:
+        if engram and not prestage:
             rows, pending = yield from self._engram_inputs(batch, prefill, shape, host_hidden)
             if graphs and not eng.piecewise_graphs and s.placement.path != "uva" and s.prefetch:
                 waited_from = self.env.now   # staged rows must be in place before the replay
@@ -287,8 +305,10 @@ class Replica:
         hashing += self.cpu_scale * seqs * s.workload.engine.engram_seq_host_s
         shown = max(0.0, hashing - host_hidden)
         self.stats.hash_s += shown
-        # Gathers that run on the GPU need the indices there; copy paths and RDMA post from the host.
-        index = costs.index_copy_s(s.hw.link, tokens, spec.heads_per_layer) if s.placement.path in ("uva", "hbm") else 0.0
+        # Gathers that run on the GPU need the indices there; copy paths and RDMA post from the
+        # host, and a unified pool has no link to copy them over.
+        index = costs.index_copy_s(s.hw.link, tokens, spec.heads_per_layer) \
+            if s.placement.path in ("uva", "hbm") and s.hw.link else 0.0
         self.stats.index_s += index
         yield self.env.timeout(shown + index)
         rows = {l: self._rows(tokens, l) for l in spec.layer_ids}
@@ -303,12 +323,20 @@ class Replica:
         unique = self.setup.row_model.unique_rows(tokens, layer)
         if self.setup.placement.rank_rows == "shard":
             unique /= self.setup.tp
-        if self.setup.placement.tier == "hbm":
+        if self.setup.placement.memory == "hbm":
             return LayerRows(unique, 0.0, 0.0)
-        hit = self.setup.row_model.hit_rate(self.cache_rows, layer) if self.cache_rows else 0.0
+        hit = self._hit_rate(layer)
+        self.lookups[layer] += tokens * self.setup.model.engram.heads_per_layer
         self.stats.fetched_rows += unique * (1 - hit)
         self.stats.hit_rows += unique * hit
         return LayerRows(unique * hit, unique * (1 - hit), self._dram_hit_rate(hit, layer))
+
+    def _hit_rate(self, layer: int) -> float:
+        """The hot-row cache's hit rate now: steady state, or where a cold cache has warmed to."""
+        if not self.cache_rows:
+            return 0.0
+        steady = self.setup.row_model.hit_rate(self.cache_rows, layer)
+        return steady * self.warmup[layer].at(self.lookups[layer]) if self.warmup else steady
 
     def _dram_hit_rate(self, hbm_hit: float, layer: int) -> float:
         """The ssd tier's DRAM hit rate: given as a page-cache rate, or from a DRAM hot-row cache."""
@@ -344,13 +372,14 @@ def run_server(setup: ServerSetup, requests: Requests, recorder=None, finished=N
     pool = pool_resources(hw)
     n_hosts = -(-setup.gpus // hw.gpus_per_host)
     hosts = [HostResources(hw, i, pool) for i in range(n_hosts)]
-    links = [Resource(f"gpu{g}.link", hw.link.h2d_Bps) for g in range(setup.gpus)]
+    links = [Resource(f"gpu{g}.link", hw.link.h2d_Bps) for g in range(setup.gpus)] if hw.link else []
     stats = StepStats()
     replicas = []
     for r in range(setup.gpus // setup.tp):
         gpus = range(r * setup.tp, (r + 1) * setup.tp)
-        fetchers = [Fetcher(env, net, hw, setup.placement, setup.model.engram.row_bytes, links[g],
-                            hosts[g // hw.gpus_per_host], g % hw.gpus_per_host, setup.model.engram.table_bytes)
+        fetchers = [Fetcher(env, net, hw, setup.placement, setup.model.engram.row_bytes, links[g] if links else None,
+                            hosts[g // hw.gpus_per_host], g % hw.gpus_per_host, setup.model.engram.table_bytes,
+                            setup.io)
                     for g in gpus] if setup.placement and setup.model.engram else []
         replicas.append(Replica(env, setup, fetchers, stats, net, hosts[gpus[0] // hw.gpus_per_host], r, recorder))
     seqs = [Seq(i, float(requests.arrival_s[i]), int(requests.input_len[i]), int(requests.output_len[i]))
@@ -360,9 +389,13 @@ def run_server(setup: ServerSetup, requests: Requests, recorder=None, finished=N
     resources = links + shared + [r for r in pool_list(pool) if r not in shared]
     if recorder:
         recorder.resources(resources, hw)
-    env.process(_arrivals(env, seqs, replicas))
+    completions = simpy.Store(env) if setup.workload.kind == "closed" else None
+    if completions is None:
+        env.process(_arrivals(env, seqs, replicas))
+    else:
+        env.process(_closed_loop(env, seqs, replicas, setup.workload.concurrency, completions))
     for rep in replicas:
-        env.process(rep.run(len(seqs), done))
+        env.process(rep.run(len(seqs), done, completions))
     env.run()
     done.report()
     if len(done) != len(seqs):
@@ -394,4 +427,14 @@ def _arrivals(env, seqs: list[Seq], replicas: list[Replica]):
     for i, seq in enumerate(seqs):
         if seq.arrival_s > env.now:
             yield env.timeout(seq.arrival_s - env.now)
+        replicas[i % len(replicas)].submit(seq)
+
+
+def _closed_loop(env, seqs: list[Seq], replicas: list[Replica], concurrency: int, completions: simpy.Store):
+    """`concurrency` streams: the first requests go out at once, and each completion sends the
+    next request (arriving now, so its TTFT counts from then), round-robin over replicas."""
+    for i, seq in enumerate(seqs):
+        if i >= concurrency:
+            yield completions.get()
+        seq.arrival_s = env.now
         replicas[i % len(replicas)].submit(seq)

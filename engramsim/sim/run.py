@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engramsim.capacity import Parallel, check_parallel, host_copies_per_node, plan_memory, with_socket_checks
 from engramsim.engine import EngineSpec, load_engine
 from engramsim.errors import UserError
 from engramsim.rows import RowModel
+from engramsim.rows.warmup import ColdStart
 from engramsim.rows.uniform import UniformRows
 from engramsim.hardware import Hardware
+from engramsim.iopolicy import IOPolicy
 from engramsim.model import ModelSpec
 from engramsim.results import RunResult, SimReport, summarize_run
 from engramsim.sim.engine import RawRun, ServerSetup, run_server
-from engramsim.sim.tiers import Placement
+from engramsim.sim.tiers import Placement, tier_for
 from engramsim.sim.work import DEFAULT_MAX_STEPS, estimate_work
 from engramsim.units import GiB
 from engramsim.topology import check_path
@@ -36,6 +38,10 @@ class Scenario:
     ep: int = 1
     # The server's longest context (vLLM --max-model-len; 0: the model's): sizes the indexer buffer.
     max_model_len: int = 0
+    # How the engine reads rows from SSD.
+    io: IOPolicy = IOPolicy()
+    # Hot-row caches start empty and warm up (None: they start at their steady-state hit rate).
+    cold_start: ColdStart | None = None
 
     def __post_init__(self):
         if self.gpus < 1 or self.tp < 1:
@@ -50,6 +56,10 @@ class Scenario:
                             f"max_num_batched_tokens ({eng.max_num_batched_tokens})")
         if self.model.engram is None:
             raise UserError(f"model {self.model.name} has no [engram] table to place")
+        # No prefetch and reads at the Engram layer are one thing: either sets the other.
+        if not (self.prefetch and self.io.prefetch):
+            object.__setattr__(self, "prefetch", False)
+            object.__setattr__(self, "io", replace(self.io, read_at="forward"))
         check_parallel(self.model, self.parallel, self.gpus)
         if self.max_model_len and self.workload.max_seq_len > self.max_model_len:
             raise UserError(f"sequences of up to {self.workload.max_seq_len} tokens exceed --max-model-len "
@@ -148,6 +158,7 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
     baseline_tok_s = baseline.summary["throughput_tok_s"]
     runs = []
     for placement in placements:
+        tier_for(scenario.hw, placement.tier)
         if progress:
             progress(placement.tier)
         plan = scenario.plan(placement)
@@ -170,7 +181,7 @@ def _run(scenario: Scenario, placement: Placement | None, plan, requests, record
                         placement=placement, gpus=scenario.gpus, tp=scenario.tp,
                         kv_blocks=plan.kv_blocks_per_rank, row_model=scenario.rows,
                         prefetch=scenario.prefetch if placement is None or placement.prefetch is None
-                        else placement.prefetch)
+                        else placement.prefetch, io=scenario.io, cold_start=scenario.cold_start)
     return run_server(setup, requests, recorder, finished)
 
 

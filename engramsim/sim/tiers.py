@@ -15,6 +15,9 @@ Each tier turns "this step needs R rows at layer l" into transfers over shared r
 Host memory follows the hardware's topology (engramsim.topology): each socket's DRAM, the
 socket link, PCIe switch uplinks and NICs are resources of their own, so a GPU reading a table
 on the other socket loads the socket link, and two GPUs behind one switch share its uplink.
+  unified    on a unified-memory machine: the table sits in the one pool and the GPU gathers
+             it there, as `hbm` does (whose alias it is); such a machine has no dram-* or cxl-*
+             tier, and its ssd tier stages rows in the pool with no host-link copy
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from engramsim import costs
 from engramsim.errors import UserError
 from engramsim.hardware import Hardware
+from engramsim.iopolicy import IOPolicy
 from engramsim.sim.flows import FlowNetwork, Resource
 from engramsim.topology import (GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS, nic_of,
                                 nic_socket, table_sockets)
@@ -31,6 +35,7 @@ TIERS = ("hbm", "dram-uva", "dram-copy", "cxl-uva", "cxl-copy", "ssd", "rdma")
 # What simulate, sweep and plan compare when no tier is named: rdma describes a remote store
 # (hosts, NICs) the user asks for by name.
 DEFAULT_TIERS = TIERS[:-1]
+ALL_TIERS = TIERS + ("unified",)   # unified: a unified-memory machine's in-memory tier
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,8 @@ class Placement:
     rank_rows: str = "shard"
 
     def __post_init__(self):
-        if self.tier not in TIERS:
-            raise UserError(f"unknown tier '{self.tier}' (known: {', '.join(TIERS)})")
+        if self.tier not in ALL_TIERS:
+            raise UserError(f"unknown tier '{self.tier}' (known: {', '.join(ALL_TIERS)})")
         if self.hbm_lookup != "local" and self.tier != "hbm":
             raise UserError(f"an HBM lookup mode ({self.hbm_lookup}) only applies to the hbm tier")
         if self.rank_rows != "shard" and self.tier == "hbm":
@@ -80,12 +85,31 @@ class Placement:
 
     @property
     def memory(self) -> str:
-        """The memory the table lives in: hbm, dram, cxl or ssd."""
-        return self.tier.split("-")[0]
+        """The memory the table lives in: hbm (the GPU's memory, or a unified pool), dram, cxl or ssd."""
+        return "hbm" if self.tier == "unified" else self.tier.split("-")[0]
 
     @property
     def path(self) -> str:
-        return {"hbm": "hbm", "ssd": "copy", "rdma": "rdma"}.get(self.tier, self.tier.split("-")[-1])
+        return {"hbm": "hbm", "unified": "hbm", "ssd": "copy", "rdma": "rdma"}.get(self.tier, self.tier.split("-")[-1])
+
+
+def tier_for(hw: Hardware, tier: str) -> str:
+    """The tier as `hw` names it: `hbm` is `unified` on a unified-memory machine; a tier the
+    machine cannot have is refused with the reason."""
+    if hw.unified:
+        if tier == "hbm":
+            return "unified"
+        if tier.startswith(("dram-", "cxl-")):
+            raise UserError(f"tier {tier}: {hw.name} is a unified-memory machine, where the CPU's DRAM is the "
+                            f"GPU's own pool and there is no host link or CXL: use unified or ssd")
+    elif tier == "unified":
+        raise UserError(f"tier unified: {hw.name} is not a unified-memory machine (kind = \"unified\"): use hbm")
+    return tier
+
+
+def default_tiers(hw: Hardware) -> tuple[str, ...]:
+    """Every tier the machine has."""
+    return ("unified", "ssd") if hw.unified else DEFAULT_TIERS
 
 
 class HostResources:
@@ -147,17 +171,18 @@ class Fetcher:
     within its host, which fixes its socket, PCIe switch and NIC)."""
 
     def __init__(self, env, net: FlowNetwork, hw: Hardware, placement: Placement, row_bytes: int,
-                 link: Resource, host: HostResources, gpu: int = 0, table_bytes: float = 0.0):
+                 link: Resource | None, host: HostResources, gpu: int = 0, table_bytes: float = 0.0,
+                 io: IOPolicy = IOPolicy()):
         self.env, self.net, self.hw, self.placement = env, net, hw, placement
         self.row_bytes, self.link, self.host = row_bytes, link, host
-        self.gpu, self.table_bytes = gpu, table_bytes
+        self.gpu, self.table_bytes, self.io = gpu, table_bytes, io
         self.socket = hw.topo.gpu_socket[gpu]
 
     def start(self, rows: float, dram_hit_rate: float = 0.0):
         """An event that fires when `rows` rows are in HBM; for the ssd tier, `dram_hit_rate` of
         them come from host DRAM instead of the SSD."""
         tier = self.placement.tier
-        if rows <= 0 or tier == "hbm":
+        if rows <= 0 or self.placement.memory == "hbm":
             return self.env.timeout(0)
         if self.placement.path == "uva":
             return self._zero_copy(rows)
@@ -209,6 +234,8 @@ class Fetcher:
             yield self._ssd_reads(rows * (1.0 - dram_hit_rate), staging)
         memory = "cxl" if self.placement.tier == "cxl-copy" else "dram"
         yield self._cpu_gather(rows, memory, staging)
+        if self.link is None:
+            return  # unified memory: the staged rows are already where the GPU reads
         yield self._dma(rows * self.row_bytes, staging)
 
     def _dma(self, nbytes: float, src_socket: int):
@@ -228,11 +255,13 @@ class Fetcher:
                                  cap_name="CPU gather threads", latency_s=latency)
 
     def _ssd_reads(self, rows: float, socket: int):
-        """Each missing row costs one page read (costs.ssd_row_read), landing on `socket`."""
-        read = costs.ssd_row_read(self.hw.ssd)
-        loads = [(self.host.ssd_ops, read.ops), (self.host.ssd_bw, read.ssd_bytes),
-                 (self.host.dram_by_socket[socket], read.dram_bytes)]
-        return self.net.transfer(rows, loads, latency_s=self.hw.ssd.latency_s, tag="fetch")
+        """Each missing row costs one device read (costs.ssd_read_plan), landing on `socket`: the
+        engine's readers keep `in_flight` of them going, each taking `op_s` and CPU on its thread."""
+        read = costs.ssd_read_plan(self.hw.ssd, self.hw.os, self.io, self.row_bytes, rows)
+        loads = [(self.host.ssd_ops, 1.0), (self.host.ssd_bw, read.ssd_bytes),
+                 (self.host.dram_by_socket[socket], read.dram_bytes), (self.host.cpu, read.cpu_s)]
+        return self.net.transfer(rows, loads, cap=read.rows_per_s, cap_name="SSD readers",
+                                 latency_s=read.lead_s(rows), tag="fetch")
 
     def _rdma(self, rows: float):
         """Rows striped over the remote hosts: their DRAM and NICs, this GPU's NIC, then either
