@@ -6,29 +6,22 @@ import json
 import click
 from rich.console import Console
 
-from engramsim.onebox import fit_step_overhead_us, harness, run_checks
+from engramsim.onebox import fit_step_overhead_us, run_checks
 
 
 @click.command(name="onebox")
 @click.option("--fit", is_flag=True, help="Recompute the one calibration (the M3 Ultra's per-step cost) instead.")
-@click.option("--measure", "scratch", type=click.Path(file_okay=False, exists=True),
-              help="Instead: measure this machine's serial vs N-thread pread and mmap faults with a 1 GiB "
-                   "scratch file in this directory, and compare with the read model's prediction.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def command(fit, scratch, as_json):
+def command(fit, as_json):
     """Predicted vs measured decode tok/s for public one-box A/B measurements.
 
     Each case in checks/onebox/*.toml is an engine issue or PR that measured tok/s for RAM vs
     SSD, synchronous vs prefetched, or serial vs parallel reads on an Apple, Spark or
     workstation machine; the presets predict every arm unchanged. A case passes when the
-    direction of every change is right and every arm is within 2x.
+    direction of every change is right and every arm is within 2x. (This machine's own reads,
+    measured and predicted: `engramsim validate --reads`.)
     """
     console = Console(stderr=as_json)
-    if scratch:
-        with console.status("measuring reads here..."):
-            measured = harness(scratch)
-        click.echo(json.dumps(measured.to_dict(), indent=2)) if as_json else console.print(measured)
-        return
     if fit:
         fitted = fit_step_overhead_us()
         click.echo(json.dumps(fitted, indent=2) if as_json else

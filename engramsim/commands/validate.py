@@ -29,7 +29,11 @@ from engramsim.fileio import check_output, check_output_dir, dumps_json, write_a
                    "has enough cores.")
 @click.option("--save", "save_path", type=click.Path(dir_okay=False),
               help="Also write the JSON report to this file (atomically), e.g. under profiles/validation/.")
-def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, save_path):
+@click.option("--reads", is_flag=True,
+              help="Instead: one-box SSD reads here (a 1 GiB file under --scratch): a decode step's rows by "
+                   "serial vs 8-thread O_DIRECT pread, and mmap faults with this machine's page size, "
+                   "measured beside the read model's prediction (engramsim.onebox.harness).")
+def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, save_path, reads):
     """Run a real Engram-augmented transformer on this machine with its table in every placement
     the machine supports, and print measured throughput beside the simulator's prediction.
 
@@ -62,6 +66,9 @@ def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, 
     from engramsim.validate import run_validation
 
     scratch = str(check_output_dir(scratch, "--scratch"))
+    if reads:
+        _reads(scratch, as_json, save_path)
+        return
     device = this_device(RunConfig(device=device))
     if tiny:
         config = tiny_config(scratch)
@@ -85,3 +92,17 @@ def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, 
         click.echo(text)
     else:
         console.print(report)
+
+
+def _reads(scratch: str, as_json: bool, save_path: str | None):
+    """The one-box read harness: no model, no torch, a minute at most."""
+    from engramsim.onebox import harness
+    if save_path:
+        check_output(save_path, "--save")
+    console = Console(stderr=as_json)
+    with console.status("measuring reads here..."):
+        report = harness(scratch)
+    text = dumps_json(report.to_dict())
+    if save_path:
+        write_atomic(save_path, text + "\n")
+    click.echo(text) if as_json else console.print(report)
