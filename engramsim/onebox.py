@@ -20,7 +20,7 @@ from engramsim.hardware import OS, PARTS_DIR, SSD, load_hardware
 from engramsim.iopolicy import IOPolicy
 from engramsim.measure.onebox import measure
 from engramsim.model import load_model, with_row_dtype
-from engramsim.presets import ROOT, build, load_toml
+from engramsim.presets import ROOT, build, check_keys, load_toml
 from engramsim.results import summarize_run
 from engramsim.sim.engine import ServerSetup, run_server
 from engramsim.sim.run import Scenario, simulate
@@ -97,15 +97,11 @@ class OneboxReport:
 def run_case(path: Path) -> CaseResult:
     data = load_toml(path)
     where = str(path)
-    unknown = sorted(set(data) - CASE_KEYS)
-    if unknown:
-        raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(CASE_KEYS))})")
+    check_keys(data, CASE_KEYS, where)
     hw, model, engine, workload = _setup(data, path)
     arms = []
     for arm in data["arms"]:
-        bad = sorted(set(arm) - ARM_KEYS)
-        if bad:
-            raise UserError(f"{where} [[arms]]: unknown key '{bad[0]}' (allowed: {', '.join(sorted(ARM_KEYS))})")
+        check_keys(arm, ARM_KEYS, f"{where} [[arms]]")
         io = replace(engine.io, **arm.get("io", {}))
         tier = tier_for(hw, arm["tier"])
         scenario = Scenario(hw=hw, model=model, workload=workload, engine=engine, io=io, prefetch=io.prefetch)

@@ -87,15 +87,19 @@ def load_json(path: str | Path, what: str, hint: str = ""):
         raise UserError(f"{path}: not JSON ({e.msg} at line {e.lineno}){hint}") from None
 
 
+def check_keys(table: dict, allowed: set, where: str) -> None:
+    """One line naming the first key of `table` that is not `allowed`."""
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+
+
 def build(cls, table: Any, where: str):
     """Build dataclass `cls` from a TOML table, validating keys, types and ranges."""
     if not isinstance(table, dict):
         raise UserError(f"{where}: expected a table, got {type(table).__name__}")
     fields = [f for f in dataclasses.fields(cls) if "key" in f.metadata]
-    known = {f.metadata["key"] for f in fields}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(known))})")
+    check_keys(table, {f.metadata["key"] for f in fields}, where)
     values = {}
     for f in fields:
         key = f.metadata["key"]
