@@ -21,7 +21,7 @@ from engramsim.workload import load_workload, with_engine
 
 CHECKS_DIR = ROOT / "checks"
 KEYS = {"name", "source", "what", "model", "hw", "hw_overrides", "engine", "workload", "gpus", "tp", "reference",
-        "variant", "measured_change_pct", "notes"}
+        "variant", "measured_change_pct", "measured_reference_tok_s", "notes"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,16 @@ class CheckResult:
     predicted_change_pct: float
     measured_change_pct: float
     bounds: dict
+    # The reference arm's published throughput, when the source gives it: how far the simulated
+    # baseline is from the measured one says how much a relative change can be trusted.
+    measured_reference_tok_s: float | None = None
+
+    @property
+    def baseline_ratio(self) -> float | None:
+        """Simulated over measured reference throughput (None when the source gives no figure)."""
+        if self.measured_reference_tok_s is None:
+            return None
+        return self.reference_tok_s / self.measured_reference_tok_s
 
     @property
     def direction_right(self) -> bool:
@@ -49,7 +59,8 @@ class CheckResult:
         return self.direction_right and 0.5 <= self.ratio <= 2.0
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"direction_right": self.direction_right, "ratio": self.ratio, "passes": self.passes}
+        return asdict(self) | {"direction_right": self.direction_right, "ratio": self.ratio, "passes": self.passes,
+                               "baseline_ratio": self.baseline_ratio}
 
 
 def check_paths(paths=()) -> list[Path]:
@@ -68,6 +79,7 @@ def run_check(path: Path) -> CheckResult:
     for key in ("name", "source", "model", "hw", "workload", "reference", "variant", "measured_change_pct"):
         if key not in data:
             raise UserError(f"{where}: missing key '{key}'")
+    measured_reference = _measured_reference(data, where)
     hw = _hardware(data["hw"], data.get("hw_overrides", {}), path)
     engine = load_engine(_near(data.get("engine", "nano-vllm"), path))
     workload = with_engine(load_workload(_near(data["workload"], path)), engine)
@@ -80,7 +92,17 @@ def run_check(path: Path) -> CheckResult:
             raise UserError(f"{where}: {run.tier} does not fit: {'; '.join(run.problems)}")
     change = 100.0 * (var.throughput_tok_s - ref.throughput_tok_s) / ref.throughput_tok_s
     return CheckResult(data["name"], data["source"], data.get("what", ""), ref.throughput_tok_s,
-                       var.throughput_tok_s, change, float(data["measured_change_pct"]), var.fetch_bounds)
+                       var.throughput_tok_s, change, float(data["measured_change_pct"]), var.fetch_bounds,
+                       measured_reference)
+
+
+def _measured_reference(data: dict, where: str) -> float | None:
+    value = data.get("measured_reference_tok_s")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise UserError(f"{where}: measured_reference_tok_s must be a number > 0 (got {value!r})")
+    return float(value)
 
 
 def _near(name: str, path: Path) -> str:

@@ -263,6 +263,21 @@ def test_a_published_check_reports_its_own_arithmetic():
     assert r.ratio == pytest.approx(r.predicted_change_pct / -2.8)
     assert r.passes == (r.direction_right and 0.5 <= r.ratio <= 2)
     assert math.isfinite(r.reference_tok_s) and r.reference_tok_s > 0
+    # The PR's native column: the simulated baseline is compared with it, not fitted to it.
+    assert r.measured_reference_tok_s == 74.65
+    assert r.baseline_ratio == pytest.approx(r.reference_tok_s / 74.65)
+    assert r.to_dict()["baseline_ratio"] == r.baseline_ratio
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "true", '"fast"'])
+def test_a_bad_measured_baseline_is_one_line(tmp_path, value):
+    text = (CHECKS_DIR / "mooncake-4065-store-1k.toml").read_text()
+    text = text.replace("measured_reference_tok_s = 74.65", f"measured_reference_tok_s = {value}")
+    text = text.replace("workloads/", str(CHECKS_DIR / "workloads") + "/")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(UserError, match="measured_reference_tok_s must be a number > 0"):
+        run_check(bad)
 
 
 def test_topology_and_rdma_survive_the_toml_round_trip():
