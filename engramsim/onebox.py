@@ -6,6 +6,10 @@ the model, the engine, one request at concurrency 1, and per arm the I/O-policy 
 decode tok/s the source measured. The simulator predicts every arm with the presets as they are:
 a case is a check, never a fit. It passes when every consecutive pair of arms moves in the
 measured direction and every arm's prediction is within 2x of the measurement.
+
+One arm of a case may be marked `fit = true`: the engine's per-step host cost on that model was
+fitted on it (the engine preset's [fitted_step_host_us]; `engramsim onebox --fit` recomputes
+it), so it is shown but not checked: the other arms then check the Engram effect against it.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from engramsim.workload import Workload, with_engine
 CHECKS_DIR = ROOT / "checks" / "onebox"
 CASE_KEYS = {"name", "source", "what", "hardware", "pool_GiB", "model", "engine", "row_dtype", "prompt_tokens",
              "output_tokens", "spec_tokens", "accept_rate", "arms", "measured_tok_s"}
-ARM_KEYS = {"name", "tier", "measured_tok_s", "io"}
+ARM_KEYS = {"name", "tier", "measured_tok_s", "io", "fit"}
 WITHIN = 2.0
 GiB = 2.0**30
 
@@ -41,6 +45,8 @@ class ArmResult:
     tier: str
     measured_tok_s: float
     predicted_tok_s: float
+    # The engine's per-step cost was fitted on this arm: shown, not checked.
+    fit: bool = False
 
     @property
     def ratio(self) -> float:
@@ -63,7 +69,7 @@ class CaseResult:
 
     @property
     def within_2x(self) -> bool:
-        return all(1 / WITHIN <= a.ratio <= WITHIN for a in self.arms)
+        return all(1 / WITHIN <= a.ratio <= WITHIN for a in self.arms if not a.fit)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"direction_right": self.direction_right, "within_2x": self.within_2x,
@@ -86,7 +92,7 @@ class OneboxReport:
         for c in self.cases:
             for i, a in enumerate(c.arms):
                 t.add_row(c.name if i == 0 else "", a.name, a.tier, f"{a.measured_tok_s:.2f}",
-                          f"{a.predicted_tok_s:.2f}", f"{a.ratio:.2f}",
+                          f"{a.predicted_tok_s:.2f}", "fit" if a.fit else f"{a.ratio:.2f}",
                           ("yes" if c.direction_right else "NO") if i == 0 else "",
                           ("yes" if c.within_2x else "NO") if i == 0 else "")
         yield t
@@ -102,20 +108,56 @@ def run_case(path: Path) -> CaseResult:
     arms = []
     for arm in data["arms"]:
         check_keys(arm, ARM_KEYS, f"{where} [[arms]]")
-        io = replace(engine.io, **arm.get("io", {}))
         tier = tier_for(hw, arm["tier"])
-        scenario = Scenario(hw=hw, model=model, workload=workload, engine=engine, io=io, prefetch=io.prefetch)
-        run = simulate(scenario, [Placement(tier)]).runs[0]
-        if not run.fits:
-            raise UserError(f"{where}: arm '{arm['name']}' does not fit: {run.bound}")
-        arms.append(ArmResult(arm["name"], tier, float(arm["measured_tok_s"]), 1.0 / run.tpot_p50_s))
+        tpot = _arm_tpot_s(hw, model, engine, workload, arm, f"{where}: arm '{arm['name']}'")
+        arms.append(ArmResult(arm["name"], tier, float(arm["measured_tok_s"]), 1.0 / tpot, bool(arm.get("fit"))))
     note = ""
     if data.get("spec_tokens") and not speculation_modeled():
         note = f"ran without its {data['spec_tokens']}-token speculative decoding (not in this build)"
     return CaseResult(data["name"], data["source"], data.get("what", ""), arms, note)
 
 
-def _setup(data: dict, path: Path):
+def _arm_tpot_s(hw, model, engine, workload, arm: dict, where: str) -> float:
+    """The simulated decode time per token of one arm: its tier and I/O policy, one request."""
+    io = replace(engine.io, **arm.get("io", {}))
+    scenario = Scenario(hw=hw, model=model, workload=workload, engine=engine, io=io, prefetch=io.prefetch)
+    run = simulate(scenario, [Placement(tier_for(hw, arm["tier"]))]).runs[0]
+    if not run.fits:
+        raise UserError(f"{where} does not fit: {run.bound}")
+    return run.tpot_p50_s
+
+
+def fit_step_host_us(path: Path) -> dict:
+    """The engine's per-step host cost on the case's model that makes the case's `fit = true` arm
+    come out as measured. The time per token is linear in it (one request decodes alone), so
+    two simulations, without it and with a probe value, give it exactly."""
+    data = load_toml(path)
+    fit_arms = [a for a in data.get("arms", []) if a.get("fit")]
+    if len(fit_arms) != 1:
+        raise UserError(f"{path}: a case to fit needs exactly one arm with fit = true, found {len(fit_arms)}")
+    arm = fit_arms[0]
+    probe_s = 0.01
+    tpots = []
+    for step_host_s in (0.0, probe_s):
+        hw, model, engine, workload = _setup(data, path, step_host_s)
+        tpots.append(_arm_tpot_s(hw, model, engine, workload, arm, f"{path}: arm '{arm['name']}'"))
+    per_step = (tpots[1] - tpots[0]) / probe_s
+    fitted_s = (1.0 / arm["measured_tok_s"] - tpots[0]) / per_step
+    return {"case": data["name"], "arm": arm["name"], "engine": data["engine"], "model": model.name,
+            "measured_tok_s": arm["measured_tok_s"], "simulated_without_step_host_tok_s": 1.0 / tpots[0],
+            "step_host_us": fitted_s * 1e6}
+
+
+def fit_all(directory: Path = CHECKS_DIR) -> list[dict]:
+    """Every calibration of the one-box checks: the M3 Ultra's per-step cost (ds4) and each
+    case's fitted arm (an engine's per-step host cost on that case's model)."""
+    cases = sorted(p for p in directory.glob("*.toml") if any(a.get("fit") for a in load_toml(p).get("arms", [])))
+    return [fit_step_overhead_us()] + [fit_step_host_us(p) for p in cases]
+
+
+def _setup(data: dict, path: Path, step_host_s: float | None = None):
+    """The hardware, model, engine and one-request workload a case or calibration describes
+    (`step_host_s`: this per-step host cost for the case's model instead of the engine's)."""
     """The hardware, model, engine and one-request workload a case or calibration describes."""
     here = path.parent
     hw = load_hardware(_local(here, data["hardware"]))
@@ -126,6 +168,9 @@ def _setup(data: dict, path: Path):
     if data.get("row_dtype"):
         model = with_row_dtype(model, data["row_dtype"])
     engine = load_engine(_local(here, data["engine"]))
+    if step_host_s is not None:
+        fitted = dict(engine.steps.fitted_step_host_s) | {model.name: step_host_s}
+        engine = replace(engine, steps=replace(engine.steps, fitted_step_host_s=tuple(sorted(fitted.items()))))
     workload = with_engine(Workload(name=data["name"], kind="closed", concurrency=1, num_seqs=1,
                                     input_len_min=data["prompt_tokens"], input_len_max=data["prompt_tokens"],
                                     output_len_min=data["output_tokens"], output_len_max=data["output_tokens"]),
