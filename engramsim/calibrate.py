@@ -229,6 +229,7 @@ def calibrate(profile: Profile | None, base: str = "h800", table_GiB: float | No
     if profile:
         _calibrate_host(cal, profile, base_hw, table_GiB)
         _calibrate_ssd(cal, profile)
+        _calibrate_os(cal, profile)
         _calibrate_gpu(cal, profile, base_hw, table_GiB)
         _calibrate_link(cal, profile, base_hw)
     if nvbandwidth:
@@ -308,6 +309,17 @@ def _calibrate_ssd(cal: Calibration, profile: Profile):
     if cold["latency_s"]:
         cal.set("ssd.read_latency_us", round(cold["latency_s"] * 1e6, 3),
                 f"measured: ssd_read pread cold {cold['row_bytes']} B, queue depth 1")
+
+
+def _calibrate_os(cal: Calibration, profile: Profile):
+    """The mmap read-around window: the scratch device's read-ahead, as the profile recorded it."""
+    disk = profile.host.get("scratch_disk", {})
+    ahead = disk.get("read_ahead_bytes")
+    if not ahead or "os" not in cal.data:
+        return
+    pages = max(1, ahead // cal.data["os"]["page_bytes"])
+    cal.set("os.mmap_readahead_pages", pages,
+            f"measured: read_ahead_kb {ahead // 1024} of {disk.get('device', 'the scratch disk')} (/sys/class/bdi)")
 
 
 def _calibrate_gpu(cal: Calibration, profile: Profile, base_hw: Hardware, table_GiB):

@@ -251,6 +251,24 @@ class HarnessReport:
         yield t
 
 
+def machine_os(m: dict) -> OS:
+    """The os-linux part with what was measured on this machine: its page size, the CPU cost of
+    a cached pread, and the read-ahead window of the scratch file's device (the part's default
+    where the device's is unknown)."""
+    part = build(OS, load_toml(PARTS_DIR / "os-linux.toml"), "os-linux")
+    window = m.get("read_ahead_bytes", 0) // m["page_bytes"]
+    return replace(part, page_bytes=m["page_bytes"], pread_cpu_s=m["pread_cpu_s"],
+                   mmap_readahead_pages=max(1, window) if window else part.mmap_readahead_pages)
+
+
+def fresh_bytes_per_fault(window_bytes: float, file_bytes: float, faults: int) -> float:
+    """Bytes a fault reads from storage on average when `faults` faults at random pages each read a
+    `window_bytes` window of a `file_bytes` file that starts uncached: later windows overlap
+    pages already read, so the file's covered share, 1 - (1 - w/F)^n, is what all of them read."""
+    share = min(1.0, window_bytes / file_bytes)
+    return file_bytes * (1.0 - (1.0 - share) ** faults) / faults
+
+
 def harness(scratch: Path, file_bytes: int = 1 << 30, readers: tuple[int, ...] = (1, 8)) -> HarnessReport:
     """Measure this machine's reads (engramsim.measure.onebox), then predict the decode-step
     reads and the mmap fault sizes from the device figures measured apart and the os-linux
@@ -262,8 +280,7 @@ def harness(scratch: Path, file_bytes: int = 1 << 30, readers: tuple[int, ...] =
               latency_s=1.0 / m["iops_at_depth"][depths[0]], device_bytes=float(file_bytes), page_bytes=m["page_bytes"],
               queue_depth=max(depths), iops_qd=tuple(depths),
               iops_at_qd=tuple(round(m["iops_at_depth"][d]) for d in depths))
-    os_part = replace(build(OS, load_toml(PARTS_DIR / "os-linux.toml"), "os-linux"),
-                      page_bytes=m["page_bytes"], pread_cpu_s=m["pread_cpu_s"])
+    os_part = machine_os(m)
     rows = []
     for n in readers:
         plan = costs.ssd_read_plan(ssd, os_part, IOPolicy(readers=n, io="odirect"), m["row_bytes"], m["rows_per_layer"])
@@ -272,8 +289,9 @@ def harness(scratch: Path, file_bytes: int = 1 << 30, readers: tuple[int, ...] =
                                m["decode_step_s"][n] * 1e3, m["layers"] * layer_s * 1e3, "ms"))
     for key, random in (("mmap_default", False), ("mmap_random", True)):
         plan = costs.ssd_read_plan(ssd, os_part, IOPolicy(readers=1, io="mmap", madvise_random=random), m["row_bytes"], 1)
+        fresh = fresh_bytes_per_fault(plan.ssd_bytes, m["file_bytes"], m[key]["faults"])
         rows.append(HarnessRow(f"mmap fault, {m['page_bytes'] // 1024} KiB pages, "
-                               f"{'MADV_RANDOM' if random else 'default read-around'}",
-                               m[key]["bytes_per_fault"] / 1024, plan.ssd_bytes / 1024, "KiB"))
-    machine = {k: m[k] for k in ("page_bytes", "iops_at_depth", "pread_cpu_s")}
+                               f"{'MADV_RANDOM' if random else f'default read-around ({os_part.mmap_readahead_pages} pages)'}",
+                               m[key]["bytes_per_fault"] / 1024, fresh / 1024, "KiB"))
+    machine = {k: m[k] for k in ("page_bytes", "read_ahead_bytes", "iops_at_depth", "pread_cpu_s")}
     return HarnessReport(machine, rows)

@@ -14,6 +14,7 @@ from engramsim.errors import UserError
 from engramsim.hardware import load_hardware
 from engramsim.iopolicy import IOPolicy
 from engramsim.model import load_model, with_row_dtype
+from engramsim.onebox import fresh_bytes_per_fault
 from engramsim.rows.warmup import ColdStart, lru_warmup, uniform_warmup
 from engramsim.sim.run import simulate
 from engramsim.sim.tiers import Placement, default_tiers, tier_for
@@ -236,6 +237,30 @@ def test_the_m3_ultra_step_cost_in_the_preset_is_the_calibrations():
     assert M3.gpu.step_overhead_s * 1e6 == pytest.approx(fit_step_overhead_us()["step_overhead_us"], rel=0.01)
 
 
+def test_mlx_step_cost_is_fitted_on_the_resident_arm_and_the_ssd_arms_check_it():
+    from engramsim.onebox import CHECKS_DIR, fit_step_host_us, run_case
+    path = CHECKS_DIR / "rapid-mlx-pr3338-resident-vs-ssd.toml"
+    fitted = fit_step_host_us(path)
+    preset = dict(load_engine("mlx").steps.fitted_step_host_s)[fitted["model"]]
+    assert preset * 1e6 == pytest.approx(fitted["step_host_us"], rel=0.01)
+    case = run_case(path)
+    sync, prefetched, resident = case.arms
+    assert resident.fit and not sync.fit and not prefetched.fit
+    assert resident.predicted_tok_s == pytest.approx(resident.measured_tok_s, rel=0.01)
+    assert sync.predicted_tok_s < prefetched.predicted_tok_s < resident.predicted_tok_s
+    assert case.within_2x and case.direction_right
+
+
+def test_a_case_to_fit_needs_exactly_one_fit_arm(tmp_path):
+    from engramsim.onebox import fit_step_host_us
+    path = tmp_path / "case.toml"
+    path.write_text('name = "x"\nsource = "s"\nhardware = "apple-m3-ultra"\nmodel = "deepseek-v4.1-flash"\n'
+                    'engine = "mlx"\nprompt_tokens = 8\noutput_tokens = 8\n'
+                    '[[arms]]\nname = "a"\ntier = "unified"\nmeasured_tok_s = 1\n')
+    with pytest.raises(UserError, match="exactly one arm with fit = true, found 0"):
+        fit_step_host_us(path)
+
+
 def test_acceptance_ordering_on_the_m3_ultra_in_json():
     import json
     base = ["simulate", "--hw", "apple-m3-ultra", "--model", "deepseek-v4.1-flash", "--concurrency", "1",
@@ -338,5 +363,43 @@ def test_the_harness_predicts_from_figures_measured_apart(tmp_path):
     serial, eight, default, random = report.rows
     assert serial.measured > 0 and eight.measured > 0
     assert eight.predicted < serial.predicted                # more readers, fewer waves
-    assert random.predicted == report.machine["page_bytes"] / 1024   # one page per fault, in KiB
-    assert default.predicted == random.predicted * 32        # the os-linux part's read-around
+    page, ahead = report.machine["page_bytes"], report.machine["read_ahead_bytes"]
+    window = ahead if ahead else 32 * page                   # the device's read-ahead, else the part's
+    assert random.predicted == pytest.approx(fresh_bytes_per_fault(page, 64 * 2**20, 200) / 1024)
+    assert default.predicted == pytest.approx(fresh_bytes_per_fault(window, 64 * 2**20, 200) / 1024)
+
+
+def test_a_fault_reads_its_window_less_what_earlier_windows_already_read():
+    assert fresh_bytes_per_fault(4096, 2**30, 1) == pytest.approx(4096)
+    assert fresh_bytes_per_fault(2**30, 2**30, 10) == pytest.approx(2**30 / 10)   # the whole file, once
+    # This VM's 8 MiB read-ahead, 200 faults over 1 GiB: ~4.25 MB each (measured ~3.8 MB).
+    assert fresh_bytes_per_fault(8 * 2**20, 2**30, 200) == pytest.approx(4.25e6, rel=0.01)
+
+
+def test_the_machines_read_ahead_sets_the_read_around_window():
+    from engramsim.onebox import machine_os
+    m = {"page_bytes": 4096, "pread_cpu_s": 1e-6}
+    assert machine_os(m | {"read_ahead_bytes": 8192 * 1024}).mmap_readahead_pages == 2048
+    assert machine_os(m | {"read_ahead_bytes": 0}).mmap_readahead_pages == 32   # unknown: the part's
+
+
+def test_read_ahead_comes_from_the_backing_devices_bdi(tmp_path):
+    import os
+    from engramsim.measure.system import read_ahead_bytes
+    dev = os.stat(tmp_path).st_dev
+    bdi = tmp_path / "bdi" / f"{os.major(dev)}:{os.minor(dev)}"
+    bdi.mkdir(parents=True)
+    (bdi / "read_ahead_kb").write_text("8192\n")
+    assert read_ahead_bytes(tmp_path, bdi_root=tmp_path / "bdi") == 8192 * 1024
+    assert read_ahead_bytes(tmp_path, bdi_root=tmp_path / "none") == 0
+    assert read_ahead_bytes(tmp_path / "missing") == 0
+
+
+def test_calibration_takes_the_profiled_read_ahead_as_the_read_around():
+    from engramsim.calibrate import calibrate
+    from engramsim.profile_io import Profile
+    profile = Profile.new(host={"hostname": "box", "cpu_cores": 2,
+                                "scratch_disk": {"device": "/dev/vda", "read_ahead_bytes": 8192 * 1024}}, gpu=None)
+    cal = calibrate(profile, base="dgx-spark")
+    assert cal.hardware().os.mmap_readahead_pages == 2048
+    assert "read_ahead_kb 8192" in cal.provenance["os.mmap_readahead_pages"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engramsim.measure.cpu import drop_cache, open_direct, page_span, write_scratch_file
+from engramsim.measure.system import read_ahead_bytes
 
 PAGE = mmap.PAGESIZE
 
@@ -112,7 +113,7 @@ def mmap_fault_bytes(path: Path, size: int, faults: int = 200, madvise_random: b
         mm.close()
     finally:
         os.close(fd)
-    return {"bytes_per_fault": moved / faults, "s_per_fault": elapsed / faults}
+    return {"bytes_per_fault": moved / faults, "s_per_fault": elapsed / faults, "faults": faults}
 
 
 def measure(scratch: Path, file_bytes: int = 1 << 30, row_bytes: int = 264, rows_per_layer: int = 24,
@@ -131,7 +132,8 @@ def measure(scratch: Path, file_bytes: int = 1 << 30, row_bytes: int = 264, rows
             steps = {n: decode_step_reads_s(fd, file_bytes, row_bytes, rows_per_layer, layers, n) for n in readers}
             iops = iops_at_depths(fd, file_bytes)
         return {
-            "page_bytes": PAGE, "row_bytes": row_bytes, "rows_per_layer": rows_per_layer, "layers": layers,
+            "page_bytes": PAGE, "read_ahead_bytes": read_ahead_bytes(path), "file_bytes": file_bytes,
+            "row_bytes": row_bytes, "rows_per_layer": rows_per_layer, "layers": layers,
             "iops_at_depth": iops, "pread_cpu_s": pread_cpu_s(cached, row_bytes), "decode_step_s": steps,
             "mmap_default": mmap_fault_bytes(path, file_bytes),
             "mmap_random": mmap_fault_bytes(path, file_bytes, madvise_random=True),

@@ -10,6 +10,7 @@ from pathlib import Path
 from engramsim.measure import import_pynvml
 
 SYS_NODES = Path("/sys/devices/system/node")
+SYS_BDI = Path("/sys/class/bdi")
 
 
 def _read(path: Path, default: str = "") -> str:
@@ -72,7 +73,21 @@ def disk_info(path: Path) -> dict:
     except OSError:
         best["free_bytes"] = 0
     best["path"] = str(path)
+    best["read_ahead_bytes"] = read_ahead_bytes(target)
     return best
+
+
+def read_ahead_bytes(path: Path | str, bdi_root: Path = SYS_BDI) -> int:
+    """The read-ahead window of the filesystem holding `path`: its backing device's
+    read_ahead_kb (/sys/class/bdi/MAJ:MIN/, the block queue's read_ahead_kb), which Linux copies
+    into each open file's ra_pages; an mmap fault without MADV_RANDOM reads that many bytes
+    around the missing page (mm/filemap.c, do_sync_mmap_readahead). 0 where unknown."""
+    try:
+        dev = os.stat(path).st_dev
+    except OSError:
+        return 0
+    kb = _read(bdi_root / f"{os.major(dev)}:{os.minor(dev)}" / "read_ahead_kb")
+    return int(kb) * 1024 if kb.isdigit() else 0
 
 
 def host_info(scratch: Path) -> dict:
