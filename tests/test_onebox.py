@@ -403,3 +403,10 @@ def test_calibration_takes_the_profiled_read_ahead_as_the_read_around():
     cal = calibrate(profile, base="dgx-spark")
     assert cal.hardware().os.mmap_readahead_pages == 2048
     assert "read_ahead_kb 8192" in cal.provenance["os.mmap_readahead_pages"]
+
+
+def test_onebox_fit_prints_both_calibrations():
+    r = run_cli("onebox", "--fit")
+    assert r.returncode == 0, r.stderr
+    assert "step_overhead_us = 9073" in r.stdout
+    assert "deepseek-v4.1-flash-reap-2bit = 109801  (engines/mlx.toml [fitted_step_host_us]" in r.stdout
