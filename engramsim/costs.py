@@ -44,7 +44,11 @@ def batch_shape(seqs: Sequence[Sized], prefill: bool, positions: int = 1) -> Bat
     step computes every prompt token with causal attention; a decode step `positions` per
     sequence (its last token plus any speculative drafts to verify), each attending over and
     reading its whole context, with logits at every one of them."""
-    lens = [len(q) for q in seqs]
+    return lens_shape([len(q) for q in seqs], prefill, positions)
+
+
+def lens_shape(lens: Sequence[int], prefill: bool, positions: int = 1) -> BatchShape:
+    """batch_shape from the sequences' lengths."""
     if prefill:
         return BatchShape(tokens=sum(lens), seqs=len(lens), attn_pairs=sum(n * (n + 1) / 2 for n in lens),
                           kv_read_tokens=0.0, prefill=True)

@@ -259,7 +259,7 @@ class Replica:
         positions = self.setup.workload.engine.positions_per_decode
         chunks = getattr(self.scheduler, "chunks", None)
         if not chunks:
-            return costs.batch_shape(batch, prefill, positions)
+            return costs.lens_shape([q.prompt_len + q.out for q in batch], prefill, positions)  # len(q), inlined
         return costs.mixed_shape([len(q) for q in batch if q.id not in chunks],
                                  [(q.computed, chunks[q.id]) for q in batch if q.id in chunks], positions)
 

@@ -108,22 +108,24 @@ class Scheduler:
         return head
 
     def _decode_stepwise(self) -> list[Seq]:
-        """One sequence at a time, preempting the newest while a sequence cannot get a block."""
+        """One sequence at a time, preempting the newest while a sequence cannot get a block.
+        (The hot path of a full KV cache: lengths and needs are inlined, as _decode_need.)"""
         batch = []
-        while self.running and len(batch) < self.engine.max_num_seqs:
-            seq = self.running.popleft()
-            while not self._can_append(seq):
-                if self.running:
-                    self._preempt(self.running.pop())
+        running, block, spec, limit = self.running, self.block, self.engine.spec_tokens, self.engine.max_num_seqs
+        while running and len(batch) < limit:
+            seq = running.popleft()
+            need = max(0, -(-(seq.prompt_len + seq.out + spec) // block) - seq.blocks)
+            while self.free_blocks < need:
+                if running:
+                    self._preempt(running.pop())
                 else:
                     self._preempt(seq)
                     break
             else:
-                need = self._decode_need(seq)
                 self.free_blocks -= need
                 seq.blocks += need
                 batch.append(seq)
-        self.running.extendleft(reversed(batch))
+        running.extendleft(reversed(batch))
         return batch
 
     def _decode_need(self, seq: Seq) -> int:
@@ -154,11 +156,15 @@ class Scheduler:
                 seq.itl_s.append(now_s - seq.last_token_s)
             seq.last_token_s = now_s
             if seq.out >= seq.max_out:
-                seq.finish_s = now_s
-                self.free_blocks += seq.blocks
-                seq.blocks = 0
-                self.running.remove(seq)
                 done.append(seq)
+        return self._release(done, now_s)
+
+    def _release(self, done: list[Seq], now_s: float) -> list[Seq]:
+        for seq in done:
+            seq.finish_s = now_s
+            self.free_blocks += seq.blocks
+            seq.blocks = 0
+            self.running.remove(seq)
         return done
 
     def _accepted(self, seq: Seq) -> int:
