@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from engramsim.capacity import Parallel, host_copies_per_node
 from engramsim.errors import UserError
 from engramsim.prices import Prices
+from engramsim.sim.work import DEFAULT_MAX_STEPS
 from engramsim.sweep import build
 from engramsim.sweep.grid import Grid, config_key, parse_grid
 from engramsim.sweep.run import run_sweep
@@ -69,12 +70,16 @@ class PlanResult:
 
 
 def candidate_grid(model: str, workload: str, hws, gpus, tps, tiers, caches_gib, seed: int = 0,
-                   max_seqs: int = 0, engines=("nano-vllm",), eps=(1,)) -> Grid:
+                   max_seqs: int = 0, engines=("nano-vllm",), eps=(1,), context: int = 0) -> Grid:
     """Every candidate server, engine, layout and placement; layouts that do not divide are
-    dropped (DP = GPUs / TP)."""
-    grid = parse_grid({"model": model, "workload": workload, "engine": list(engines), "hw": list(hws),
-                       "gpus": list(gpus), "tp": list(tps), "ep": list(eps), "tier": list(tiers),
-                       "hbm_cache_gib": list(caches_gib), "seed": seed, "max_seqs": max_seqs}, "plan")
+    dropped (DP = GPUs / TP). `max_seqs`: sequences in flight per replica (0: the workload's);
+    `context`: every prompt this many tokens (0: the workload's lengths)."""
+    keys = {"model": model, "workload": workload, "engine": list(engines), "hw": list(hws),
+            "gpus": list(gpus), "tp": list(tps), "ep": list(eps), "tier": list(tiers),
+            "hbm_cache_gib": list(caches_gib), "seed": seed, "max_seqs": max_seqs}
+    if context:
+        keys.update({"workload.input_len_min": context, "workload.input_len_max": context})
+    grid = parse_grid(keys, "plan")
     configs = [c for c in grid.configs if c["gpus"] % c["tp"] == 0 and not (c["tier"] == "hbm" and c["hbm_cache_gib"])]
     if not configs:
         raise UserError("no candidate layout: every --gpus value must be a multiple of some --tp value")
@@ -82,14 +87,16 @@ def candidate_grid(model: str, workload: str, hws, gpus, tps, tiers, caches_gib,
 
 
 def plan(grid: Grid, slos: SLOs, prices: Prices, workers: int = 1, executor: str = "local",
-         address: str | None = None, progress=None, table_search: bool = True) -> PlanResult:
+         address: str | None = None, progress=None, table_search: bool = True,
+         max_steps: float | None = DEFAULT_MAX_STEPS) -> PlanResult:
     for hw in {c["hw"] for c in grid.configs}:
         prices.per_gpu_hour(hw)  # every candidate server needs a price before anything runs
-    sweep = run_sweep(grid, executor=executor, workers=workers, address=address, progress=progress)
+    sweep = run_sweep(grid, executor=executor, workers=workers, address=address, progress=progress,
+                      max_steps=max_steps)
     rows = [choice_row(c, r, prices) for c, r in zip(grid.configs, sweep.rows)]
     feasible = sorted((r for r in rows if not slos.misses(r)), key=lambda r: r["usd_per_mtok"])
     misses = [] if feasible else closest_misses(rows, slos)
-    largest = largest_tables(grid, feasible, slos, workers, executor, address) if table_search else []
+    largest = largest_tables(grid, feasible, slos, workers, executor, address, max_steps) if table_search else []
     first = grid.configs[0]
     return PlanResult(model=first["model"], workload=first["workload"], prices=f"{prices.name} ({prices.date})",
                       slos=asdict(slos), choices=feasible, pareto=pareto_front(feasible),
@@ -159,7 +166,7 @@ def closest_misses(rows: list[dict], slos: SLOs, n: int = 5) -> list[dict]:
 
 
 def largest_tables(grid: Grid, feasible: list[dict], slos: SLOs, workers: int, executor: str,
-                   address: str | None) -> list[dict]:
+                   address: str | None, max_steps: float | None = DEFAULT_MAX_STEPS) -> list[dict]:
     """Per tier, on its cheapest feasible config (or, where the tier has none, the replica with
     the most HBM: TP ranks x HBM per GPU): scale the table (rows per head) up or down and bisect
     on the largest scale that still fits and keeps overhead within --max-overhead-pct (latency
@@ -175,7 +182,7 @@ def largest_tables(grid: Grid, feasible: list[dict], slos: SLOs, workers: int, e
         active = [s for s in searches.values() if not s.done]
         probes = [s.probe_config() for s in active]
         rows = run_sweep(Grid(configs=probes, axes=[], source="plan"), executor=executor, workers=workers,
-                         address=address).rows
+                         address=address, max_steps=max_steps).rows
         for s, probe, row in zip(active, probes, rows):
             ok = row["fits"] and (bound is None or (row["overhead_pct"] is not None and row["overhead_pct"] <= bound))
             s.record(ok, probe, row)

@@ -209,6 +209,17 @@ def with_engine(workload: Workload, engine) -> Workload:
     return replace(workload, engine=engine.limits(workload.engine_overrides))
 
 
+def with_speculation(workload, spec_tokens: int | None, accept_rate: float | None):
+    """The workload with `simulate --spec-tokens / --accept-rate` (None: the engine's own)."""
+    if spec_tokens is None and accept_rate is None:
+        return workload
+    if spec_tokens and accept_rate is None:
+        raise UserError("speculative decoding needs --accept-rate (the share of drafted tokens accepted)")
+    eng = workload.engine
+    return replace(workload, engine=replace(eng, spec_tokens=eng.spec_tokens if spec_tokens is None else spec_tokens,
+                                            accept_rate=eng.accept_rate if accept_rate is None else accept_rate))
+
+
 class _PythonRandomWords:
     """Python's `random.Random(seed)` draws, fast: the same Mersenne Twister state runs in
     numpy, and `randint(a, a + n - 1)` is CPython's rejection sampling: take the top

@@ -194,3 +194,83 @@ def test_an_interrupted_sweep_keeps_the_rows_it_finished(tmp_path, monkeypatch):
     monkeypatch.undo()
     resumed = run_sweep(g, out=out, resume=True)
     assert resumed.ran == 4 and resumed.resumed == 2 and len(read_rows(out)) == 6
+
+
+def _simulate_options():
+    """`simulate`'s options, each named by its first long flag as a grid key spells it."""
+    from engramsim.commands.simulate import command
+    return {next(o for o in p.opts if o.startswith("--"))[2:].replace("-", "_") for p in command.params}
+
+
+def test_every_simulate_option_is_a_grid_key_or_excluded_with_a_reason():
+    from engramsim.sweep.grid import NOT_KEYS, OPTIONS
+    options = _simulate_options()
+    missing = sorted(options - set(OPTIONS) - set(NOT_KEYS))
+    assert not missing, f"simulate options neither grid keys nor in grid.NOT_KEYS: {missing}"
+    assert not set(OPTIONS) & set(NOT_KEYS) and all(NOT_KEYS.values())
+    assert not set(NOT_KEYS) - options, "grid.NOT_KEYS names an option simulate no longer has"
+
+
+def test_keys_added_later_leave_old_configs_keys_as_they_were():
+    import hashlib
+    from engramsim.sweep.grid import FIRST_OPTIONS, OPTIONS
+    config = grid(tier="ssd").configs[0]
+    first = {k: v for k, v in config.items() if k in FIRST_OPTIONS or k not in OPTIONS}
+    old = hashlib.sha256(json.dumps(first, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert config_key(config) == old
+    assert config_key({**config, "numa": "interleave"}) != old
+
+
+@pytest.mark.parametrize("keys, flags", [
+    ({"spec_tokens": 2, "accept_rate": 0.6}, ["--spec-tokens", "2", "--accept-rate", "0.6"]),
+    ({"gpu_memory_utilization": 0.5, "max_num_batched_tokens": 4096},
+     ["--gpu-memory-utilization", "0.5", "--max-num-batched-tokens", "4096"]),
+    ({"hw": "h200", "tp": 2, "rank_rows": "all", "gather_socket": "remote", "numa": "interleave"},
+     ["--hw", "h200", "--tp", "2", "--rank-rows", "all", "--gather-socket", "remote", "--numa", "interleave"]),
+    ({"hw": "h200", "tier": "rdma", "nic": "connectx7-200g", "rdma_path": "host"},
+     ["--hw", "h200", "--tier", "rdma", "--nic", "connectx7-200g", "--rdma-path", "host"]),
+])
+def test_new_keys_give_what_simulate_gives_with_those_flags(keys, flags, tmp_path):
+    """Each key reaches the simulator as simulate's own flag does: the same figures."""
+    workload = tmp_path / "small.toml"
+    workload.write_text('kind = "offline"\nnum_seqs = 16\ninput_len_min = 1024\ninput_len_max = 1024\n'
+                        'output_len_min = 256\noutput_len_max = 256\n')
+    keys = {"model": FAST["model"], "workload": str(workload), "max_seqs": 8, "tier": "dram-copy", **keys}
+    row = run_sweep(parse_grid(keys, "t")).rows[0]
+    flags = flags + ([] if "--tier" in flags else ["--tier", "dram-copy"])
+    got = cli("simulate", "--json", "--model", FAST["model"], "--workload", workload, "--max-seqs", "8", *flags)
+    run = json.loads(got.stdout)["runs"][0]
+    assert got.returncode == 0 and row["fits"] and run["fits"]
+    assert (row["output_throughput"], row["kv_tokens_per_rank"], row["p99_tpot_ms"]) == \
+        (run["output_throughput"], run["kv_tokens_per_rank"], run["p99_tpot_ms"])
+
+
+def test_new_keys_change_the_figures():
+    """...and do act: speculation and a smaller memory share move the figures."""
+    plain, spec, small = (run_sweep(grid(tier="dram-copy", **k)).rows[0] for k in
+                          ({}, {"spec_tokens": 2, "accept_rate": 0.6}, {"gpu_memory_utilization": 0.5}))
+    assert spec["output_throughput"] != plain["output_throughput"]
+    assert small["kv_tokens_per_rank"] < plain["kv_tokens_per_rank"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"numa": "everywhere"}, "unknown numa 'everywhere'"),
+    ({"accept_rate": 1.5}, "'accept_rate' must be in [0, 1.0]"),
+    ({"kv_cache_dtype": "fp4"}, "unknown kv_cache_dtype 'fp4'"),
+])
+def test_bad_new_keys_are_one_clear_error(data, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_grid({**FAST, **data}, "g.toml")
+
+
+def test_a_placement_the_server_cannot_build_is_a_row_not_a_failed_group():
+    rows = run_sweep(grid(tier="hbm", hbm_lookup=["local", "collective"])).rows
+    assert rows[0]["bound_by"] != "not simulated" and "needs --tp" not in rows[0]["problems"]
+    assert rows[1]["bound_by"] == "not simulated" and "needs --tp >= 2" in rows[1]["problems"]
+
+
+def test_max_steps_turns_too_large_configs_into_rows_that_name_the_flag():
+    rows = run_sweep(grid(tier=["dram-uva", "ssd"]), max_steps=10).rows
+    assert all(not r["fits"] and "--max-steps" in r["problems"] for r in rows)
+    got = cli("sweep", "--max-steps", "0", "x.toml")
+    assert got.returncode == 2 and "--max-steps" in got.stderr

@@ -4,12 +4,13 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from engramsim.commands.numbers import HBM_GIB_MAX, MAX_GPUS, MAX_SEQS, MAX_TP, MAX_WORKERS, SEED, number, whole
+from engramsim.commands.numbers import HBM_GIB_MAX, MAX_CONTEXT, MAX_GPUS, MAX_SEQS, MAX_TP, MAX_WORKERS, SEED, number, whole
 from engramsim.fileio import dumps_json
 from engramsim.plan import SLOs, candidate_grid, plan
 from engramsim.prices import load_prices
 from engramsim.report.progress import ProgressBar
 from engramsim.sim.tiers import DEFAULT_TIERS, TIERS
+from engramsim.sim.work import DEFAULT_MAX_STEPS
 from engramsim.sweep.executors import EXECUTORS, default_workers
 
 
@@ -23,7 +24,10 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
 @click.option("--ep", "eps", multiple=True, type=whole(1, 2**20), help="Candidate expert-parallel degree; repeat. Default: 1.")
 @click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS), help="Candidate placement; repeat. Default: all but rdma.")
 @click.option("--hbm-cache-gib", "caches", multiple=True, type=number(0, HBM_GIB_MAX), help="Candidate HBM hot-row cache (GiB); repeat. Default: 0.")
-@click.option("--concurrency", type=whole(1, MAX_SEQS), help="The engine's max_num_seqs: most sequences one step may batch (nano-vLLM semantics).")
+@click.option("--concurrency", type=whole(1, MAX_SEQS), help="SLO point: requests in flight per replica (the engine's "
+              "max_num_seqs; the workload submits them all at once). Default: the workload's.")
+@click.option("--context", type=whole(1, MAX_CONTEXT), help="SLO point: every prompt this many tokens (outputs as "
+              "the workload draws them). Default: the workload's lengths.")
 @click.option("--max-p99-ttft-ms", type=number(0, 1e9, lo_open=True), help="SLO: p99 time to first token.")
 @click.option("--max-p99-tpot-ms", type=number(0, 1e9, lo_open=True), help="SLO: p99 time per output token.")
 @click.option("--min-tok-s", type=number(0, 1e12), help="SLO: least output tokens/s of the whole deployment.")
@@ -33,15 +37,17 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
               help="Prices preset (prices/) or your own TOML file in the same shape.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the request lengths.")
 @click.option("--no-table-search", is_flag=True, help="Skip the largest-table bisection (faster).")
+@click.option("--max-steps", type=number(1, 1e15), default=DEFAULT_MAX_STEPS, show_default=True,
+              help="Skip (as a row that says so) a candidate whose run is estimated to need more engine steps.")
 @click.option("--workers", type=whole(1, MAX_WORKERS), help="Worker processes. Default: this machine's cores.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
 @click.option("--ray-address", help="Ray cluster to join (host:port or auto). Default: a local one.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Draw the Pareto front, overhead vs cache size and the HBM plan to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: choices, pareto, largest_table.")
-def command(model_name, workload_name, engines, hws, gpus, tps, eps, tiers, caches, concurrency, max_p99_ttft_ms, max_p99_tpot_ms,
-            min_tok_s, max_overhead_pct, prices_name, seed, no_table_search, workers, executor, ray_address,
-            plot_path, as_json):
+def command(model_name, workload_name, engines, hws, gpus, tps, eps, tiers, caches, concurrency, context,
+            max_p99_ttft_ms, max_p99_tpot_ms, min_tok_s, max_overhead_pct, prices_name, seed, no_table_search,
+            max_steps, workers, executor, ray_address, plot_path, as_json):
     """Rank every candidate server, GPU count, TP/DP layout, tier and HBM cache size by $ per million
     output tokens, keeping those that fit and meet every SLO.
 
@@ -57,11 +63,11 @@ def command(model_name, workload_name, engines, hws, gpus, tps, eps, tiers, cach
         check_plot_path(plot_path)
     grid = candidate_grid(model_name, workload_name, hws or ("h100", "h200", "b200"), gpus or (1, 8), tps or (1,),
                           tiers or DEFAULT_TIERS, caches or (0.0,), seed=seed, max_seqs=concurrency or 0,
-                          engines=engines or ("nano-vllm",), eps=eps or (1,))
+                          engines=engines or ("nano-vllm",), eps=eps or (1,), context=context or 0)
     slos = SLOs(max_p99_ttft_ms, max_p99_tpot_ms, min_tok_s, max_overhead_pct)
     with ProgressBar("plan", transient=as_json) as bar:
         result = plan(grid, slos, prices, workers or default_workers(), executor, ray_address, progress=bar.update,
-                      table_search=not no_table_search)
+                      table_search=not no_table_search, max_steps=max_steps)
     if plot_path:
         from engramsim.report.plots import plot_plan
         plot_plan(result, plot_path)

@@ -23,7 +23,7 @@ from engramsim.iopolicy import IO_KINDS, READ_AT, READERS_MAX, IOPolicy
 from engramsim.sim.tiers import ALL_TIERS, Placement, default_tiers, tier_for
 from engramsim.units import GiB
 from engramsim.topology import GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS
-from engramsim.workload import load_workload, with_engine
+from engramsim.workload import load_workload, with_engine, with_speculation
 
 
 @click.command(name="simulate")
@@ -151,7 +151,7 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
         raise UserError(f"DP x TP = {dp} x {tp} = {dp * tp} ranks exceed the {gpus} GPUs")
     if max_seqs:
         workload = replace(workload, engine=replace(workload.engine, max_num_seqs=max_seqs))
-    workload = _with_speculation(workload, settings.spec_tokens if spec_tokens is None else spec_tokens, accept_rate)
+    workload = with_speculation(workload, settings.spec_tokens if spec_tokens is None else spec_tokens, accept_rate)
     if concurrency is not None:
         workload = workload.closed_loop(concurrency)
     io = _io_policy(engine.io, workload, no_prefetch, readers, read_at, io_kind)
@@ -215,16 +215,6 @@ def _timeline(path: str | None):
 def _write_timeline(timeline, path: str | None):
     if timeline:
         timeline.write(path)
-
-
-def _with_speculation(workload, spec_tokens: int | None, accept_rate: float | None):
-    if spec_tokens is None and accept_rate is None:
-        return workload
-    if spec_tokens and accept_rate is None:
-        raise UserError("speculative decoding needs --accept-rate (the share of drafted tokens accepted)")
-    eng = workload.engine
-    return replace(workload, engine=replace(eng, spec_tokens=eng.spec_tokens if spec_tokens is None else spec_tokens,
-                                            accept_rate=eng.accept_rate if accept_rate is None else accept_rate))
 
 
 def _io_policy(base: IOPolicy, workload, no_prefetch: bool, readers, read_at, io_kind) -> IOPolicy:

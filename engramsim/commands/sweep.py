@@ -4,10 +4,11 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from engramsim.commands.numbers import MAX_WORKERS, whole
+from engramsim.commands.numbers import MAX_WORKERS, number, whole
 from engramsim.errors import UserError
 from engramsim.fileio import dumps_json
 from engramsim.report.progress import ProgressBar
+from engramsim.sim.work import DEFAULT_MAX_STEPS
 from engramsim.sweep import load_grid, run_sweep
 from engramsim.sweep.executors import EXECUTORS, default_workers
 from engramsim.sweep.output import check_path
@@ -24,11 +25,13 @@ from engramsim.sweep.output import check_path
 @click.option("--resume", is_flag=True, help="Skip configs whose key is already in --out; keep their rows.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Draw the Pareto front, overhead vs cache size and the HBM plan to this PNG.")
+@click.option("--max-steps", type=number(1, 1e15), default=DEFAULT_MAX_STEPS, show_default=True,
+              help="Skip (as a row that says so) a config whose run is estimated to need more engine steps "
+                   "(~2 million take about a minute).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON object instead of a table.")
-def command(grid_path, out_path, workers, executor, ray_address, resume, plot_path, as_json):
-    """Run every config of GRID.toml: keys are `simulate` options (hw, model, workload, engine, tier,
-    gpus, tp, dp, ep, seed, prefetch, hbm_cache_gib, ssd_dram_cache_gib, ssd_dram_hit, max_seqs,
-    trace, cxl) or preset fields (`"hw.gpu.hbm_bw_GBps"`, `"engine.max_num_seqs"`); a list is an axis; the sweep is the product of the axes
+def command(grid_path, out_path, workers, executor, ray_address, resume, plot_path, max_steps, as_json):
+    """Run every config of GRID.toml: keys are `simulate` options, named as their long flags
+    (hbm_cache_gib for --hbm-cache-gib; prefetch = true/false) or preset fields (`"hw.gpu.hbm_bw_GBps"`, `"engine.max_num_seqs"`); a list is an axis; the sweep is the product of the axes
     minus [[exclude]] tables. Configs that share a no-Engram baseline run it once.
 
     \b
@@ -45,7 +48,8 @@ def command(grid_path, out_path, workers, executor, ray_address, resume, plot_pa
         check_plot_path(plot_path)
     workers = workers or default_workers()
     with ProgressBar("sweep", transient=as_json) as bar:
-        result = run_sweep(grid, out, resume, executor, workers, ray_address, progress=bar.update)
+        result = run_sweep(grid, out, resume, executor, workers, ray_address, progress=bar.update,
+                           max_steps=max_steps)
     if plot_path:
         from engramsim.report.plots import plot_rows
         plot_rows(result.rows, grid.configs, grid.axes, plot_path, title=f"engramsim sweep {grid_path}")

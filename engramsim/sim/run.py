@@ -147,9 +147,7 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
     simulation estimated above `max_steps` engine steps (None: no limit)."""
     check_work(scenario, (baseline is None) + len(placements), max_steps)
     for placement in placements:
-        check_path(scenario.hw, placement.tier, placement.numa)
-        if placement.hbm_lookup != "local" and scenario.tp < 2:
-            raise UserError(f"the {placement.hbm_lookup} lookup exchanges rows between TP ranks; it needs --tp >= 2")
+        check_placement(scenario, placement)
     requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
     if baseline is None:
         if progress:
@@ -168,6 +166,13 @@ def simulate(scenario: Scenario, placements: list[Placement], progress=None,
             finished(len(requests))
         runs.append(RunResult.from_raw(placement, plan, raw, baseline_tok_s, scenario))
     return SimReport.build(scenario, baseline.summary, baseline.raw, runs)
+
+
+def check_placement(scenario: Scenario, placement: Placement) -> None:
+    """Refuse a placement this server cannot build (a path it lacks, a lookup it cannot do)."""
+    check_path(scenario.hw, placement.tier, placement.numa)
+    if placement.hbm_lookup != "local" and scenario.tp < 2:
+        raise UserError(f"the {placement.hbm_lookup} lookup exchanges rows between TP ranks; it needs --tp >= 2")
 
 
 def _round_up(steps: float) -> int:

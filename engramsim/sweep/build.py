@@ -8,18 +8,22 @@ import json
 from dataclasses import replace
 from functools import lru_cache
 
+from engramsim import serve
 from engramsim.engine import engine_from_dict
 from engramsim.errors import UserError
-from engramsim.hardware import hardware_from_dict
+from engramsim.hardware import hardware_from_dict, with_nic_part
 from engramsim.model import model_from_dict
 from engramsim.presets import load_toml, resolve
 from engramsim.sim.run import Scenario
 from engramsim.sim.tiers import Placement
 from engramsim.units import GiB
-from engramsim.workload import with_engine, workload_from_dict
+from engramsim.workload import with_engine, with_speculation, workload_from_dict
 
 # Options that only choose the placement: configs differing in these share one Scenario.
-PLACEMENT_KEYS = ("tier", "hbm_cache_gib", "ssd_dram_cache_gib", "ssd_dram_hit")
+PLACEMENT_KEYS = ("tier", "hbm_cache_gib", "ssd_dram_cache_gib", "ssd_dram_hit", "numa", "gather_socket",
+                  "rdma_path", "rank_rows", "hbm_lookup")
+# vLLM serve flags among the grid's keys: they go through engramsim.serve as simulate's do.
+SERVE_FLAGS = ("gpu_memory_utilization", "max_num_batched_tokens", "max_model_len", "kv_cache_dtype")
 # ...and these, with the Engram table's fields, do not touch the no-Engram baseline either.
 ENGRAM_ONLY_KEYS = PLACEMENT_KEYS + ("prefetch", "trace")
 
@@ -40,12 +44,23 @@ def presets(config: dict):
     if config["cxl"]:
         hw_fields = [["cxl", {"part": config["cxl"]}]] + hw_fields
     hw = _load("hardware", config["hw"], json.dumps(hw_fields))
-    model = _load("model", config["model"], json.dumps(_fields(config, "model")))
+    hw = with_nic_part(hw, config["nic"]) if config["nic"] else hw
+    settings = serve_settings(config)
+    model = serve.apply_to_model(settings, _load("model", config["model"], json.dumps(_fields(config, "model"))))
     engine = _load("engine", config["engine"], json.dumps(_fields(config, "engine")))
+    engine = engine.with_overrides(**settings.engine_overrides)
     workload = with_engine(_load("workload", config["workload"], json.dumps(_fields(config, "workload"))), engine)
+    workload = serve.apply_to_workload(settings, workload)
     if config["max_seqs"]:
         workload = replace(workload, engine=replace(workload.engine, max_num_seqs=config["max_seqs"]))
+    workload = with_speculation(workload, config["spec_tokens"], config["accept_rate"])
     return hw, model, workload, engine
+
+
+def serve_settings(config: dict) -> serve.ServeSettings:
+    """The vLLM serve flags among the keys, read as `simulate` reads its flags."""
+    flags = {"--" + key.replace("_", "-"): config[key] for key in SERVE_FLAGS}
+    return serve.settings_from_cli(None, config["engine"], None, flags, ())
 
 
 def scenario(config: dict) -> Scenario:
@@ -55,16 +70,19 @@ def scenario(config: dict) -> Scenario:
         raise UserError(f"DP x TP = {dp} x {tp} = {dp * tp} ranks exceed the {gpus} GPUs")
     return Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=config["seed"],
                     engine=engine, ep=config["ep"], prefetch=engine.prefetch and config["prefetch"],
-                    row_model=_row_model(config["trace"], config["model"], json.dumps(_fields(config, "model"))))
+                    row_model=_row_model(config["trace"], config["model"], json.dumps(_fields(config, "model"))),
+                    max_model_len=config["max_model_len"] or 0)
 
 
 def placement(config: dict) -> Placement:
     """As `simulate` does, cache options apply only to the tiers they front."""
     tier = config["tier"]
     ssd = tier == "ssd"
+    lookup = dict(hbm_lookup=config["hbm_lookup"]) if tier == "hbm" else dict(rank_rows=config["rank_rows"])
     return Placement(tier, hbm_cache_bytes=0.0 if tier == "hbm" else config["hbm_cache_gib"] * GiB,
                      dram_cache_bytes=config["ssd_dram_cache_gib"] * GiB if ssd else 0.0,
-                     ssd_dram_hit_rate=config["ssd_dram_hit"] if ssd else 0.0)
+                     ssd_dram_hit_rate=config["ssd_dram_hit"] if ssd else 0.0, numa=config["numa"],
+                     gather_socket=config["gather_socket"], rdma_path=config["rdma_path"], **lookup)
 
 
 def _fields(config: dict, prefix: str) -> list:

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from engramsim.errors import UserError
 from engramsim.presets import ROOT
+from engramsim.sim.work import DEFAULT_MAX_STEPS
 from engramsim.sweep.runner import run_task
 
 EXECUTORS = ("local", "ray")
@@ -32,27 +33,28 @@ def preflight(executor: str, workers: int, address: str | None):
 
 
 def run_tasks(tasks: list[list[dict]], on_result, executor: str = "local", workers: int = 1,
-              address: str | None = None):
+              address: str | None = None, max_steps: float | None = DEFAULT_MAX_STEPS):
+    """`max_steps`: each task's work limit (runner.run_task)."""
     preflight(executor, workers, address)
     if executor == "ray":
-        _run_ray(tasks, on_result, workers, address)
+        _run_ray(tasks, on_result, workers, address, max_steps)
     elif workers == 1 or len(tasks) == 1:
         for i, task in enumerate(tasks):
-            on_result(i, run_task(task))
+            on_result(i, run_task(task, max_steps))
     else:
-        _run_processes(tasks, on_result, workers)
+        _run_processes(tasks, on_result, workers, max_steps)
 
 
-def _run_processes(tasks, on_result, workers: int):
+def _run_processes(tasks, on_result, workers: int, max_steps):
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-        pending = {pool.submit(run_task, task): i for i, task in enumerate(tasks)}
+        pending = {pool.submit(run_task, task, max_steps): i for i, task in enumerate(tasks)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 on_result(pending.pop(future), future.result())
 
 
-def _run_ray(tasks, on_result, workers: int, address: str | None):
+def _run_ray(tasks, on_result, workers: int, address: str | None, max_steps):
     ray = _import_ray()
     if address:
         # A remote cluster gets this checkout (code and presets) as its working directory.
@@ -67,7 +69,7 @@ def _run_ray(tasks, on_result, workers: int, address: str | None):
         raise UserError(f"cannot start Ray{' at ' + address if address else ''}: {_first_line(e)}") from None
     try:
         remote = ray.remote(num_cpus=1)(run_task)
-        refs = {remote.remote(task): i for i, task in enumerate(tasks)}
+        refs = {remote.remote(task, max_steps): i for i, task in enumerate(tasks)}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

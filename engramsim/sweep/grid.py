@@ -22,9 +22,12 @@ from pathlib import Path
 
 from engramsim.errors import UserError
 from engramsim.presets import load_toml
+from engramsim.serve import KV_DTYPES
 from engramsim.sim.tiers import DEFAULT_TIERS, TIERS
+from engramsim.topology import GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS
 
-# Every option a grid may set: its type and its value when the grid leaves it out (as `simulate`).
+# Every option a grid may set, named as `simulate`'s long flag (--hbm-cache-gib: hbm_cache_gib):
+# its type and its value when the grid leaves it out (as `simulate`). None: the presets' own.
 OPTIONS: dict[str, tuple[type, object]] = {
     "hw": (str, "h800"),
     "model": (str, "dense-4b-engram100b"),
@@ -43,6 +46,40 @@ OPTIONS: dict[str, tuple[type, object]] = {
     "max_seqs": (int, 0),        # 0: the workload's own max_num_seqs
     "trace": (str, ""),          # "": uniform hashing; else as simulate --trace (file, default, zipf)
     "cxl": (str, ""),            # "": the hardware preset's own CXL part
+    # Added after the first sweep: a config that leaves them at these values keeps its key.
+    "nic": (str, ""),            # "": the hardware preset's own NIC part
+    "numa": (str, "per-numa"),
+    "gather_socket": (str, "local"),
+    "rdma_path": (str, "gpudirect"),
+    "rank_rows": (str, "shard"),
+    "hbm_lookup": (str, "local"),
+    "gpu_memory_utilization": (float, None),
+    "max_num_batched_tokens": (int, None),
+    "max_model_len": (int, None),
+    "kv_cache_dtype": (str, None),
+    "spec_tokens": (int, None),
+    "accept_rate": (float, None),
+}
+# The first options: a config's key hashes them always, later ones only when not at their default.
+FIRST_OPTIONS = tuple(OPTIONS)[:tuple(OPTIONS).index("cxl") + 1]
+# Values a string option takes (checked when the grid loads).
+CHOICES = {"tier": TIERS, "numa": NUMA_LAYOUTS, "gather_socket": GATHER_SOCKETS, "rdma_path": RDMA_PATHS,
+           "rank_rows": RANK_ROWS, "hbm_lookup": HBM_LOOKUPS, "kv_cache_dtype": tuple(KV_DTYPES)}
+# Upper bounds of numeric options, as simulate's flags have them.
+MAX = {"ssd_dram_hit": 1.0, "accept_rate": 1.0, "gpu_memory_utilization": 1.0, "spec_tokens": 64}
+# `simulate` options that are no grid key, and why (tests/test_sweep.py holds every option to one
+# or the other, so a new `simulate` option cannot be forgotten here).
+NOT_KEYS = {
+    "no_prefetch": "the key prefetch (true / false) says it positively",
+    "max_num_seqs": "the key max_seqs sets the same limit",
+    "enable_expert_parallel": "the key ep gives the degree",
+    "engram_config": "engine-specific spelling of tier and engine fields: use tier and engine.<field>",
+    "speculative_config": "the keys spec_tokens and accept_rate model it",
+    "from_cmd": "a whole launch command: its flags are the grid's keys",
+    "profile": "calibrate once (engramsim calibrate --out hw.toml) and give that file as hw",
+    "max_steps": "a flag of sweep and plan themselves (--max-steps)",
+    "timeline": "one trace per run: simulate a chosen config with --timeline",
+    "json": "output format: sweep --json, --out",
 }
 # Dotted keys set one field of a preset: hw.<section>.<key>, model.<section>.<key>, workload.<key>,
 # engine.<key>.
@@ -61,7 +98,8 @@ class Grid:
 
 def config_key(config: dict) -> str:
     """A stable hash of a normalized config: the same config always gets the same key."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    hashed = {k: v for k, v in config.items() if k in FIRST_OPTIONS or k not in OPTIONS or v != OPTIONS[k][1]}
+    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -118,15 +156,18 @@ def _typed(key: str, value, where: str):
         known = ", ".join(OPTIONS)
         raise UserError(f"{where}: unknown grid key '{key}' (known: {known}, or a preset field such as "
                         f"hw.gpu.hbm_bw_GBps)")
-    kind = OPTIONS[key][0]
+    kind, default = OPTIONS[key]
+    if value is None and default is None:   # left out: the presets' own value
+        return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise UserError(f"{where}: '{key}' takes {kind.__name__} values, got {value!r}")
-    if key == "tier" and value not in TIERS:
-        raise UserError(f"{where}: unknown tier '{value}' (known: {', '.join(TIERS)})")
-    if kind in (int, float) and value < 0:
-        raise UserError(f"{where}: '{key}' must be >= 0, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise UserError(f"{where}: unknown {key} '{value}' (known: {', '.join(CHOICES[key])})")
+    if kind in (int, float) and not 0 <= value <= MAX.get(key, value):
+        raise UserError(f"{where}: '{key}' must be in [0, {MAX[key]}], got {value!r}" if key in MAX
+                        else f"{where}: '{key}' must be >= 0, got {value!r}")
     return value
 
 

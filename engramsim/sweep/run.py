@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engramsim.errors import UserError
+from engramsim.sim.work import DEFAULT_MAX_STEPS
 from engramsim.sweep import build
 from engramsim.sweep.executors import preflight, run_tasks
 from engramsim.sweep.grid import Grid, config_key
@@ -33,8 +34,10 @@ class SweepResult:
 
 
 def run_sweep(grid: Grid, out: Path | None = None, resume: bool = False, executor: str = "local",
-              workers: int = 1, address: str | None = None, progress=None) -> SweepResult:
-    """Run the grid's configs; `progress(done, total)` is called as configs finish."""
+              workers: int = 1, address: str | None = None, progress=None,
+              max_steps: float | None = DEFAULT_MAX_STEPS) -> SweepResult:
+    """Run the grid's configs; `progress(done, total)` is called as configs finish. A config
+    whose run is estimated above `max_steps` engine steps gets a row saying so (not simulated)."""
     preflight(executor, workers, address)
     keys = [config_key(c) for c in grid.configs]
     old = {r.get("key"): r for r in read_rows(out)} if resume and out else {}
@@ -59,7 +62,8 @@ def run_sweep(grid: Grid, out: Path | None = None, resume: bool = False, executo
 
     try:
         if tasks:
-            run_tasks([[grid.configs[todo[j]] for j in task] for task in tasks], on_result, executor, workers, address)
+            run_tasks([[grid.configs[todo[j]] for j in task] for task in tasks], on_result, executor, workers, address,
+                      max_steps)
     finally:
         # Interrupted or not, the rows done so far reach the file, so --resume can carry on.
         if out and (new or not resume):

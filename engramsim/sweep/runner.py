@@ -8,7 +8,8 @@ why every executor gives identical rows.
 from __future__ import annotations
 
 from engramsim.errors import UserError
-from engramsim.sim.run import run_baseline, simulate
+from engramsim.sim.run import check_placement, check_work, run_baseline, simulate
+from engramsim.sim.work import DEFAULT_MAX_STEPS
 from engramsim.sweep import build
 
 # Row fields after the axes, named as `vllm bench serve` names them where they overlap.
@@ -39,11 +40,15 @@ def make_tasks(configs: list[dict], min_tasks: int = 1) -> list[list[int]]:
     return sorted(tasks)
 
 
-def run_task(configs: list[dict]) -> list[dict]:
+def run_task(configs: list[dict], max_steps: float | None = DEFAULT_MAX_STEPS) -> list[dict]:
     """One row per config, in order. A config the simulator rejects (a layout that does not
-    divide, a backbone that does not fit) gets a row that says why."""
+    divide, a backbone that does not fit) gets a row that says why, as does each config of a
+    task whose one run is estimated above `max_steps` (configs sharing a baseline share the
+    estimate: it depends on the backbone, workload and layout only)."""
     try:
-        baseline = run_baseline(build.scenario(configs[0]))
+        scenario = build.scenario(configs[0])
+        check_work(scenario, 1, max_steps)
+        baseline = run_baseline(scenario)
     except UserError as e:
         return [problem_row(c, str(e)) for c in configs]
     rows = {}
@@ -52,14 +57,20 @@ def run_task(configs: list[dict]) -> list[dict]:
         by_scenario.setdefault(build.scenario_key(config), []).append(i)
     for members in by_scenario.values():
         placements = {}
-        for i in members:
-            try:
-                placements[i] = build.placement(configs[i])
-            except UserError as e:   # e.g. a DRAM cache given both as a size and as a hit rate
-                rows[i] = problem_row(configs[i], str(e))
         try:
             scenario = build.scenario(configs[members[0]])
-            report = simulate(scenario, list(placements.values()), baseline=baseline)
+        except UserError as e:
+            rows.update({i: problem_row(configs[i], str(e)) for i in members})
+            continue
+        for i in members:
+            try:   # e.g. a DRAM cache given both as a size and as a hit rate, a path the server lacks
+                placements[i] = build.placement(configs[i])
+                check_placement(scenario, placements[i])
+            except UserError as e:
+                placements.pop(i, None)
+                rows[i] = problem_row(configs[i], str(e))
+        try:
+            report = simulate(scenario, list(placements.values()), baseline=baseline, max_steps=None)
         except UserError as e:
             rows.update({i: problem_row(configs[i], str(e)) for i in placements})
             continue
