@@ -67,3 +67,13 @@ class IOPolicy:
 
 def io_policy_from_table(table: dict, where: str) -> IOPolicy:
     return build(IOPolicy, table, f"{where} [io]")
+
+
+def io_policy(base: IOPolicy, workload, no_prefetch: bool, readers, read_at, io_kind) -> IOPolicy:
+    """The engine's I/O policy with `simulate`'s (or a sweep config's) overrides; --no-prefetch (or a workload
+    whose engine does not prefetch) means reads at the Engram layer."""
+    if no_prefetch and read_at not in (None, "forward"):
+        raise UserError(f"--no-prefetch contradicts --read-at {read_at}")
+    if read_at is None and (no_prefetch or not workload.engine.prefetch):
+        read_at = "forward"
+    return base.with_flags(readers=readers, read_at=read_at, io=io_kind)

@@ -229,6 +229,10 @@ def test_keys_added_later_leave_old_configs_keys_as_they_were():
      ["--hw", "h200", "--tp", "2", "--rank-rows", "all", "--gather-socket", "remote", "--numa", "interleave"]),
     ({"hw": "h200", "tier": "rdma", "nic": "connectx7-200g", "rdma_path": "host"},
      ["--hw", "h200", "--tier", "rdma", "--nic", "connectx7-200g", "--rdma-path", "host"]),
+    ({"tier": "ssd", "readers": 4, "read_at": "prestage", "io": "odirect"},
+     ["--tier", "ssd", "--readers", "4", "--read-at", "prestage", "--io", "odirect"]),
+    ({"concurrency": 4, "row_dtype": "int4", "tier": "dram-uva", "hbm_cache_gib": 1.0, "cache_start": "cold"},
+     ["--concurrency", "4", "--row-dtype", "int4", "--tier", "dram-uva", "--hbm-cache-gib", "1", "--cache-start", "cold"]),
 ])
 def test_new_keys_give_what_simulate_gives_with_those_flags(keys, flags, tmp_path):
     """Each key reaches the simulator as simulate's own flag does: the same figures."""

@@ -19,7 +19,7 @@ from engramsim.model import ROW_DTYPES, load_model, with_row_dtype
 from engramsim.rows.warmup import cold_start
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.work import DEFAULT_MAX_STEPS
-from engramsim.iopolicy import IO_KINDS, READ_AT, READERS_MAX, IOPolicy
+from engramsim.iopolicy import IO_KINDS, READ_AT, READERS_MAX, io_policy
 from engramsim.sim.tiers import ALL_TIERS, Placement, default_tiers, tier_for
 from engramsim.units import GiB
 from engramsim.topology import GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS
@@ -154,7 +154,7 @@ def command(model_name, hw_name, tiers, workload_name, engine_name, gpus, tp, dp
     workload = with_speculation(workload, settings.spec_tokens if spec_tokens is None else spec_tokens, accept_rate)
     if concurrency is not None:
         workload = workload.closed_loop(concurrency)
-    io = _io_policy(engine.io, workload, no_prefetch, readers, read_at, io_kind)
+    io = io_policy(engine.io, workload, no_prefetch, readers, read_at, io_kind)
     scenario = Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=seed, engine=engine, ep=ep,
                         prefetch=io.prefetch, io=io, row_model=_row_model(trace_path, model),
                         max_model_len=settings.max_model_len or 0,
@@ -215,16 +215,6 @@ def _timeline(path: str | None):
 def _write_timeline(timeline, path: str | None):
     if timeline:
         timeline.write(path)
-
-
-def _io_policy(base: IOPolicy, workload, no_prefetch: bool, readers, read_at, io_kind) -> IOPolicy:
-    """The engine's I/O policy with the command line's overrides; --no-prefetch (or a workload
-    whose engine does not prefetch) means reads at the Engram layer."""
-    if no_prefetch and read_at not in (None, "forward"):
-        raise UserError(f"--no-prefetch contradicts --read-at {read_at}")
-    if read_at is None and (no_prefetch or not workload.engine.prefetch):
-        read_at = "forward"
-    return base.with_flags(readers=readers, read_at=read_at, io=io_kind)
 
 
 def _placements(tiers, hbm_caches_gib, dram_caches_gib, ssd_dram_hit, topology: dict) -> list[Placement]:

@@ -12,10 +12,12 @@ from engramsim import serve
 from engramsim.engine import engine_from_dict
 from engramsim.errors import UserError
 from engramsim.hardware import hardware_from_dict, with_nic_part
-from engramsim.model import model_from_dict
+from engramsim.iopolicy import io_policy
+from engramsim.model import model_from_dict, with_row_dtype
 from engramsim.presets import load_toml, resolve
 from engramsim.sim.run import Scenario
-from engramsim.sim.tiers import Placement
+from engramsim.rows.warmup import cold_start
+from engramsim.sim.tiers import Placement, tier_for
 from engramsim.units import GiB
 from engramsim.workload import with_engine, with_speculation, workload_from_dict
 
@@ -25,7 +27,7 @@ PLACEMENT_KEYS = ("tier", "hbm_cache_gib", "ssd_dram_cache_gib", "ssd_dram_hit",
 # vLLM serve flags among the grid's keys: they go through engramsim.serve as simulate's do.
 SERVE_FLAGS = ("gpu_memory_utilization", "max_num_batched_tokens", "max_model_len", "kv_cache_dtype")
 # ...and these, with the Engram table's fields, do not touch the no-Engram baseline either.
-ENGRAM_ONLY_KEYS = PLACEMENT_KEYS + ("prefetch", "trace")
+ENGRAM_ONLY_KEYS = PLACEMENT_KEYS + ("prefetch", "trace", "readers", "read_at", "io", "cache_start")
 
 
 def scenario_key(config: dict) -> str:
@@ -47,6 +49,7 @@ def presets(config: dict):
     hw = with_nic_part(hw, config["nic"]) if config["nic"] else hw
     settings = serve_settings(config)
     model = serve.apply_to_model(settings, _load("model", config["model"], json.dumps(_fields(config, "model"))))
+    model = with_row_dtype(model, config["row_dtype"]) if config["row_dtype"] else model
     engine = _load("engine", config["engine"], json.dumps(_fields(config, "engine")))
     engine = engine.with_overrides(**settings.engine_overrides)
     workload = with_engine(_load("workload", config["workload"], json.dumps(_fields(config, "workload"))), engine)
@@ -54,6 +57,8 @@ def presets(config: dict):
     if config["max_seqs"]:
         workload = replace(workload, engine=replace(workload.engine, max_num_seqs=config["max_seqs"]))
     workload = with_speculation(workload, config["spec_tokens"], config["accept_rate"])
+    if config["concurrency"] is not None:
+        workload = workload.closed_loop(config["concurrency"])
     return hw, model, workload, engine
 
 
@@ -68,18 +73,23 @@ def scenario(config: dict) -> Scenario:
     dp, tp, gpus = config["dp"], config["tp"], config["gpus"]
     if dp * tp > gpus:
         raise UserError(f"DP x TP = {dp} x {tp} = {dp * tp} ranks exceed the {gpus} GPUs")
+    io = io_policy(engine.io, workload, not config["prefetch"], config["readers"], config["read_at"], config["io"])
+    trace = config["trace"] or None
     return Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=config["seed"],
-                    engine=engine, ep=config["ep"], prefetch=engine.prefetch and config["prefetch"],
+                    engine=engine, ep=config["ep"], prefetch=io.prefetch, io=io,
                     row_model=_row_model(config["trace"], config["model"], json.dumps(_fields(config, "model"))),
-                    max_model_len=config["max_model_len"] or 0)
+                    max_model_len=config["max_model_len"] or 0,
+                    cold_start=cold_start(model, trace) if config["cache_start"] == "cold" else None)
 
 
-def placement(config: dict) -> Placement:
-    """As `simulate` does, cache options apply only to the tiers they front."""
-    tier = config["tier"]
+def placement(config: dict, hw=None) -> Placement:
+    """As `simulate` does, cache options apply only to the tiers they front; with `hw`, the
+    tier as that machine names it (hbm is unified on a unified-memory machine)."""
+    tier = tier_for(hw, config["tier"]) if hw else config["tier"]
     ssd = tier == "ssd"
+    in_hbm = tier in ("hbm", "unified")
     lookup = dict(hbm_lookup=config["hbm_lookup"]) if tier == "hbm" else dict(rank_rows=config["rank_rows"])
-    return Placement(tier, hbm_cache_bytes=0.0 if tier == "hbm" else config["hbm_cache_gib"] * GiB,
+    return Placement(tier, hbm_cache_bytes=0.0 if in_hbm else config["hbm_cache_gib"] * GiB,
                      dram_cache_bytes=config["ssd_dram_cache_gib"] * GiB if ssd else 0.0,
                      ssd_dram_hit_rate=config["ssd_dram_hit"] if ssd else 0.0, numa=config["numa"],
                      gather_socket=config["gather_socket"], rdma_path=config["rdma_path"], **lookup)

@@ -23,7 +23,9 @@ from pathlib import Path
 from engramsim.errors import UserError
 from engramsim.presets import load_toml
 from engramsim.serve import KV_DTYPES
-from engramsim.sim.tiers import DEFAULT_TIERS, TIERS
+from engramsim.iopolicy import IO_KINDS, READ_AT, READERS_MAX
+from engramsim.model import ROW_DTYPES
+from engramsim.sim.tiers import ALL_TIERS, DEFAULT_TIERS
 from engramsim.topology import GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS
 
 # Every option a grid may set, named as `simulate`'s long flag (--hbm-cache-gib: hbm_cache_gib):
@@ -59,14 +61,22 @@ OPTIONS: dict[str, tuple[type, object]] = {
     "kv_cache_dtype": (str, None),
     "spec_tokens": (int, None),
     "accept_rate": (float, None),
+    "concurrency": (int, None),   # closed loop: this many streams (None: the workload's arrivals)
+    "readers": (int, None),       # ssd reads: None, the engine preset's I/O policy
+    "read_at": (str, None),
+    "io": (str, None),
+    "cache_start": (str, "warm"),
+    "row_dtype": (str, None),     # None: the model's row format
 }
 # The first options: a config's key hashes them always, later ones only when not at their default.
 FIRST_OPTIONS = tuple(OPTIONS)[:tuple(OPTIONS).index("cxl") + 1]
 # Values a string option takes (checked when the grid loads).
-CHOICES = {"tier": TIERS, "numa": NUMA_LAYOUTS, "gather_socket": GATHER_SOCKETS, "rdma_path": RDMA_PATHS,
+CHOICES = {"tier": ALL_TIERS, "read_at": READ_AT, "io": IO_KINDS, "cache_start": ("warm", "cold"),
+           "row_dtype": ROW_DTYPES, "numa": NUMA_LAYOUTS, "gather_socket": GATHER_SOCKETS, "rdma_path": RDMA_PATHS,
            "rank_rows": RANK_ROWS, "hbm_lookup": HBM_LOOKUPS, "kv_cache_dtype": tuple(KV_DTYPES)}
 # Upper bounds of numeric options, as simulate's flags have them.
-MAX = {"ssd_dram_hit": 1.0, "accept_rate": 1.0, "gpu_memory_utilization": 1.0, "spec_tokens": 64}
+MAX = {"ssd_dram_hit": 1.0, "accept_rate": 1.0, "gpu_memory_utilization": 1.0, "spec_tokens": 64,
+       "readers": READERS_MAX}
 # `simulate` options that are no grid key, and why (tests/test_sweep.py holds every option to one
 # or the other, so a new `simulate` option cannot be forgotten here).
 NOT_KEYS = {

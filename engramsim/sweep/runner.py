@@ -64,7 +64,7 @@ def run_task(configs: list[dict], max_steps: float | None = DEFAULT_MAX_STEPS) -
             continue
         for i in members:
             try:   # e.g. a DRAM cache given both as a size and as a hit rate, a path the server lacks
-                placements[i] = build.placement(configs[i])
+                placements[i] = build.placement(configs[i], scenario.hw)
                 check_placement(scenario, placements[i])
             except UserError as e:
                 placements.pop(i, None)
