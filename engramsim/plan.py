@@ -70,13 +70,14 @@ class PlanResult:
 
 
 def candidate_grid(model: str, workload: str, hws, gpus, tps, tiers, caches_gib, seed: int = 0,
-                   max_seqs: int = 0, engines=("nano-vllm",), eps=(1,), context: int = 0) -> Grid:
+                   concurrency: int | None = None, engines=("nano-vllm",), eps=(1,), context: int = 0) -> Grid:
     """Every candidate server, engine, layout and placement; layouts that do not divide are
-    dropped (DP = GPUs / TP). `max_seqs`: sequences in flight per replica (0: the workload's);
-    `context`: every prompt this many tokens (0: the workload's lengths)."""
+    dropped (DP = GPUs / TP). The serving point: `concurrency` users, each sending its next
+    request when its last one ends (`simulate --concurrency`; None: the workload's arrivals), and
+    `context` tokens in every prompt (0: the workload's lengths)."""
     keys = {"model": model, "workload": workload, "engine": list(engines), "hw": list(hws),
             "gpus": list(gpus), "tp": list(tps), "ep": list(eps), "tier": list(tiers),
-            "hbm_cache_gib": list(caches_gib), "seed": seed, "max_seqs": max_seqs}
+            "hbm_cache_gib": list(caches_gib), "seed": seed, "concurrency": concurrency}
     if context:
         keys.update({"workload.input_len_min": context, "workload.input_len_max": context})
     grid = parse_grid(keys, "plan")

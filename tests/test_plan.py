@@ -147,7 +147,8 @@ def test_a_price_file_with_missing_parts_is_one_line_on_the_command_line(tmp_pat
 
 def test_context_and_concurrency_set_the_served_point():
     from engramsim.sweep import build
-    g = candidate_grid("dense-4b-engram100b", "fixed", ["h200"], [1], [1], ["dram-uva"], [0.0], max_seqs=32,
+    g = candidate_grid("dense-4b-engram100b", "fixed", ["h200"], [1], [1], ["dram-uva"], [0.0], concurrency=32,
                        context=2048)
     workload = build.presets(g.configs[0])[2]
-    assert (workload.input_len_min, workload.input_len_max, workload.engine.max_num_seqs) == (2048, 2048, 32)
+    assert (workload.input_len_min, workload.input_len_max, workload.kind, workload.concurrency) == \
+        (2048, 2048, "closed", 32)

@@ -24,8 +24,8 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
 @click.option("--ep", "eps", multiple=True, type=whole(1, 2**20), help="Candidate expert-parallel degree; repeat. Default: 1.")
 @click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS), help="Candidate placement; repeat. Default: all but rdma.")
 @click.option("--hbm-cache-gib", "caches", multiple=True, type=number(0, HBM_GIB_MAX), help="Candidate HBM hot-row cache (GiB); repeat. Default: 0.")
-@click.option("--concurrency", type=whole(1, MAX_SEQS), help="SLO point: requests in flight per replica (the engine's "
-              "max_num_seqs; the workload submits them all at once). Default: the workload's.")
+@click.option("--concurrency", type=whole(1, MAX_SEQS), help="SLO point: users served at once, each sending its next "
+              "request when its last one ends (simulate --concurrency). Default: the workload's arrivals.")
 @click.option("--context", type=whole(1, MAX_CONTEXT), help="SLO point: every prompt this many tokens (outputs as "
               "the workload draws them). Default: the workload's lengths.")
 @click.option("--max-p99-ttft-ms", type=number(0, 1e9, lo_open=True), help="SLO: p99 time to first token.")
@@ -62,7 +62,7 @@ def command(model_name, workload_name, engines, hws, gpus, tps, eps, tiers, cach
         from engramsim.report.plots import check_plot_path
         check_plot_path(plot_path)
     grid = candidate_grid(model_name, workload_name, hws or ("h100", "h200", "b200"), gpus or (1, 8), tps or (1,),
-                          tiers or DEFAULT_TIERS, caches or (0.0,), seed=seed, max_seqs=concurrency or 0,
+                          tiers or DEFAULT_TIERS, caches or (0.0,), seed=seed, concurrency=concurrency,
                           engines=engines or ("nano-vllm",), eps=eps or (1,), context=context or 0)
     slos = SLOs(max_p99_ttft_ms, max_p99_tpot_ms, min_tok_s, max_overhead_pct)
     with ProgressBar("plan", transient=as_json) as bar:
