@@ -142,3 +142,27 @@ def test_a_tiny_remainder_at_a_large_clock_finishes(start_s):
     env.run(simpy.AllOf(env, [first, second]))
     assert env.now == pytest.approx(start_s + 1.0, rel=1e-12)
     assert res.units == pytest.approx(1e9 + 1e-3, rel=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(caps=st.lists(st.floats(1e-3, 1e12), min_size=0, max_size=4),
+       coefs=st.lists(st.floats(1e-3, 1e3), min_size=4, max_size=4),
+       cap=st.one_of(st.just(math.inf), st.floats(1e-3, 1e12)),
+       kinds=st.lists(st.sampled_from(["link", "dram", "ssd_iops"]), min_size=4, max_size=4))
+def test_a_lone_flow_gets_the_rate_and_limit_the_general_filling_gives(caps, coefs, cap, kinds):
+    """The lone-flow shortcut of _fill_rates is exact: same float rate, same limit."""
+    from engramsim.sim.flows import Flow, _fill_one, _fill_rounds
+    if not caps and math.isinf(cap):
+        return
+    resources = [Resource(f"host{i}.{kind}", c) for i, (c, kind) in enumerate(zip(caps, kinds))]
+    loads = list(zip(resources, coefs))
+    fast, slow = (Flow(1.0, loads, cap, "cap", None) for _ in range(2))
+    assert _fill_one(fast)
+    _fill_rounds([slow])
+    assert (fast.rate, fast.limit) == (slow.rate, slow.limit)
+
+
+def test_a_flow_naming_a_resource_twice_takes_the_general_path():
+    from engramsim.sim.flows import Flow, _fill_one
+    link = Resource("host0.link", 10.0)
+    assert not _fill_one(Flow(1.0, [(link, 1.0), (link, 1.0)], math.inf, "cap", None))

@@ -169,6 +169,12 @@ def _fill_rates(flows: list[Flow]):
     allows to be exceeded, then freezes the flows held by whatever bound that step (and any
     within rounding of their bound), so each round freezes at least one flow.
     """
+    if len(flows) == 1 and _fill_one(flows[0]):
+        return
+    _fill_rounds(flows)
+
+
+def _fill_rounds(flows: list[Flow]):
     for f in flows:
         f.rate = 0.0
     residual: dict[Resource, float] = {}
@@ -200,3 +206,22 @@ def _fill_rates(flows: list[Flow]):
             else:
                 still.append(f)
         unfrozen = still
+
+
+def _fill_one(f: Flow) -> bool:
+    """_fill_rates' first round for a lone flow, without its bookkeeping (the common case of
+    one transfer in flight): the same arithmetic, so the same rate and limit. A flow that
+    names a resource twice takes the general path (returns False)."""
+    loads = f.loads
+    if len(loads) > 1 and len({r for r, _ in loads}) < len(loads):
+        return False
+    by_resource = [r.capacity / c for r, c in loads]
+    step = max(min([f.cap - 0.0, *by_resource]), 0.0)
+    f.rate = 0.0 + step
+    for (r, c), by in zip(loads, by_resource):
+        if r.capacity - step * c <= 1e-9 * r.capacity or by <= step:
+            f.limit = r.kind
+            return True
+    # No resource binds, so the cap does: the general loop's test, which a lone flow always meets.
+    f.limit = f.cap_name
+    return True
