@@ -166,8 +166,14 @@ def test_measure_placements_reports_every_case(tmp_path):
     assert by_name["baseline"].table_bytes == 0 and by_name["device"].table_bytes > 0
     assert by_name["mmap-sync-warm"].resident_before == 1.0
     assert "cold" in by_name["mmap-sync-cold"].cache_note
-    # Cold faults are timed once on the table file and given to the mmap cases only.
-    assert by_name["mmap-sync-cold"].page_fault_s > 0 and by_name["device"].page_fault_s is None
+    # Cold faults are timed on the table file at each round's start, given to the mmap cases only.
+    cold = by_name["mmap-sync-cold"]
+    assert len(cold.page_fault_s_rounds) == 1 and cold.page_fault_s == cold.page_fault_s_rounds[0] > 0
+    assert by_name["device"].page_fault_s is None and by_name["device"].page_fault_s_rounds == ()
+    # New pages are counted from each step's row ids: never more than the rows, none without Engram.
+    recs = cold.step_records
+    assert all(0 <= r.new_pages <= 2 * r.rows for r in recs) and 0 < sum(r.new_pages for r in recs)
+    assert all(r.new_pages == 0 for r in by_name["baseline"].step_records)
     json.dumps([c.to_dict() for c in cases], default=str)
     assert list(tmp_path.iterdir()) == []  # the table file is removed
     for c in cases:  # one round (tiny_config.repeats); steps carry the main thread's CPU time
@@ -296,3 +302,16 @@ def test_bf16_model_runs_on_the_cpu_too(tmp_path):
     assert cases[0].table_bytes == pytest.approx(2**20, rel=0.05)  # bf16 halves the bytes per row
     with pytest.raises(UserError, match="fp32"):
         measure_placements(cfg, ("mmap-sync-warm",))
+
+
+def test_each_round_starts_with_its_micro_timing(monkeypatch):
+    from engramsim.realmodel import harness
+    monkeypatch.setattr(harness, "_timed", lambda run, reqs: run)
+    plist = [placement("baseline"), placement("device")]
+    order = []
+    runs = harness._rounds(plist, lambda p, r: order.append((p.name, r)) or p.name, "reqs", "warm",
+                   lambda timed, spent: "done" if len(timed["device"]) == 2 else None, lambda msg: None,
+                   each_round=lambda: order.append("timing"))
+    assert runs == {"baseline": ["baseline"] * 2, "device": ["device"] * 2}
+    assert order == ["timing", ("baseline", "warm"), ("baseline", "reqs"), ("device", "warm"), ("device", "reqs"),
+                     "timing", ("baseline", "reqs"), ("device", "reqs")]

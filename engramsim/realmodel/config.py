@@ -250,6 +250,9 @@ class StepRecord:
     # waiting (for the prefetch, for I/O, or for a core); the run-queue wait is the last alone.
     thread_cpu_s: float = 0.0
     run_delay_s: float | None = None
+    # Table pages this step read that no earlier step of the run had read: on a cold map, the
+    # faults; the other reads hit pages the run itself brought into the page cache.
+    new_pages: int = 0
 
     @property
     def running_share(self) -> float:
@@ -314,8 +317,10 @@ class MeasuredCase:
     table_bytes: int
     config: RunConfig
     device: str = "cpu"         # where the model ran: "cpu" or "cuda"
-    # Seconds per cold page fault on this table file, timed alone before the runs (mmap only).
+    # Seconds per cold page fault on this table file, timed alone at the start of every round
+    # (mmap only): a virtual disk's fault time drifts over minutes. `page_fault_s` is their median.
     page_fault_s: float | None = None
+    page_fault_s_rounds: tuple[float, ...] = ()
     runs: tuple[TimedRun, ...] = ()   # every round, in order (tok_s_runs are their rates)
     pinned: str = ""            # how threads were pinned to cores, or why they were not
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
+import mmap
 import statistics
 import tempfile
 import time
@@ -81,6 +82,7 @@ class _Run:
         self.lengths = np.array([len(p) for p in reqs.prompts])
         self.remaining = np.array(reqs.output_lens)
         self.gen = torch.Generator().manual_seed(seed)
+        self.step_ids: list = []  # each step's row ids (None without Engram)
 
     def sample(self, logits) -> np.ndarray:
         # On the host in fp32 with the host generator: the same sampler on every device, and
@@ -127,7 +129,9 @@ def run_workload(model: EngramLM, source, addressing: Addressing | None, reqs: G
             records.append(rec)
     sync()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return GenerationRun(wall, cpu, meter.stop(), records, run.hist[:, run.ctx:].copy(), logits_out)
+    noise = meter.stop()
+    records = _count_new_pages(records, run.step_ids, model.cfg.row_dim * model.cfg.value_bytes)
+    return GenerationRun(wall, cpu, noise, records, run.hist[:, run.ctx:].copy(), logits_out)
 
 
 class _ThreadClock:
@@ -142,22 +146,49 @@ class _ThreadClock:
         return time.thread_time() - self.cpu0, waited
 
 
-def _begin(source, addressing, layers, window: np.ndarray, last_only: bool, timer: StepTimer) -> int:
-    """Hash the step's n-grams and hand the row ids to the source; returns rows fetched."""
+class PageTouches:
+    """The table pages a run has read so far (row r spans bytes r*row_bytes .. +row_bytes)."""
+
+    def __init__(self, row_bytes: int, page_bytes: int = mmap.PAGESIZE):
+        self.row_bytes, self.page_bytes = row_bytes, page_bytes
+        self.seen: set[int] = set()
+
+    def new(self, rows: np.ndarray) -> int:
+        """How many pages these rows read that no earlier call did."""
+        start = rows.ravel().astype(np.int64) * self.row_bytes
+        pages = np.unique(np.concatenate([start // self.page_bytes, (start + self.row_bytes - 1) // self.page_bytes]))
+        fresh = [p for p in pages.tolist() if p not in self.seen]
+        self.seen.update(fresh)
+        return len(fresh)
+
+
+def _begin(source, addressing, layers, window: np.ndarray, last_only: bool, timer: StepTimer,
+           step_ids: list) -> int:
+    """Hash the step's n-grams and hand the row ids to the source (and to `step_ids`, for
+    `_count_new_pages` after the run); returns rows fetched."""
     if source is None:
         timer.mark("hash")
+        step_ids.append(None)
         return 0
     ids = {layer: addressing.rows(window, layer, last_only) for layer in layers}
     timer.mark("hash")
     source.begin_step(ids)
+    step_ids.append(ids)
     return sum(a.size for a in ids.values())
+
+
+def _count_new_pages(records: list[StepRecord], step_ids: list, row_bytes: int) -> list[StepRecord]:
+    """Each step's `new_pages`, counted after the run so the bookkeeping costs no step time."""
+    touches = PageTouches(row_bytes)
+    return [dataclasses.replace(rec, new_pages=touches.new(np.concatenate([a.ravel() for a in ids.values()])))
+            if ids else rec for rec, ids in zip(records, step_ids)]
 
 
 def _prefill(model, run: _Run, i, prompt, source, addressing, memory, logits_out, keep) -> StepRecord:
     T = len(prompt)
     clock, timer, stall0 = _ThreadClock(), run.timer(), _stall(source)
     run.hist[i, run.ctx:run.ctx + T] = prompt
-    rows = _begin(source, addressing, model.engram_layers, prompt[None], False, timer)
+    rows = _begin(source, addressing, model.engram_layers, prompt[None], False, timer, run.step_ids)
     conv = {layer: s[i:i + 1] for layer, s in run.conv.items()}
     logits = model(run.tensor(prompt)[None], torch.arange(T, device=run.device)[None], run.cache, conv, memory,
                    prefill_row=i, timer=timer)
@@ -177,7 +208,7 @@ def _decode(model, run: _Run, active, source, addressing, memory, logits_out, ke
     clock, timer, stall0 = _ThreadClock(), run.timer(), _stall(source)
     pos = run.lengths[active] - 1  # the newest token: its K/V and Engram rows are computed now
     window = run.hist[active[:, None], pos[:, None] + np.arange(run.ctx + 1)]
-    rows = _begin(source, addressing, model.engram_layers, window, True, timer)
+    rows = _begin(source, addressing, model.engram_layers, window, True, timer, run.step_ids)
     tokens = run.tensor(run.hist[active, run.ctx + pos])[:, None]
     logits = model(tokens, run.tensor(pos)[:, None], run.cache, run.conv, memory, timer=timer,
                    decode_ctx=int(pos.max()) + 1)
@@ -281,15 +312,19 @@ def measure_placements(config: RunConfig, placements=None, progress: Callable[[s
             tables = _make_tables(config, addressing, plist, device)
         make = _source_maker(device, models[True].engram_layers, addressing.spec.heads_per_layer, [reqs, warm],
                              prefetch_cores)
-        faults = None
+        faults: list[float] = []
+        each_round = None
         if any(p.tier == "mmap" for p in plist):
-            say("timing cold page faults on the table file")
-            faults = time_cold_faults(tables.store)
+            def each_round():
+                say("timing cold page faults on the table file")
+                faults.append(time_cold_faults(tables.store))
         bench = lambda p, r: _one_run(models[p.has_engram], p, addressing if p.has_engram else None,  # noqa: E731
                                       tables, r, make)
-        runs = _rounds(plist, bench, reqs, warm, until or fixed_rounds(config.repeats), say)
+        runs = _rounds(plist, bench, reqs, warm, until or fixed_rounds(config.repeats), say, each_round)
+        timed_faults = lambda p: p.tier == "mmap" and bool(faults)  # noqa: E731
         return [dataclasses.replace(_case(p, runs[p.name], reqs, threads, tables.nbytes, config, device),
-                                    page_fault_s=faults if p.tier == "mmap" else None, pinned=pinned)
+                                    page_fault_s=statistics.median(faults) if timed_faults(p) else None,
+                                    page_fault_s_rounds=tuple(faults) if timed_faults(p) else (), pinned=pinned)
                 for p in plist]
     finally:
         tables.close()
@@ -297,15 +332,18 @@ def measure_placements(config: RunConfig, placements=None, progress: Callable[[s
         pin_this_thread(previous_cores)
 
 
-def _rounds(plist, bench, reqs, warm, until: StopRule, say) -> dict[str, list]:
+def _rounds(plist, bench, reqs, warm, until: StopRule, say, each_round=None) -> dict[str, list]:
     """Round-robin repeats: load from other processes on a shared host drifts over minutes, and
     interleaving spreads that drift over every placement instead of a few. A round is never
-    cut short, so every round pairs each placement with its own baseline run."""
+    cut short, so every round pairs each placement with its own baseline run. `each_round()`
+    runs (untimed) at the start of every round: a micro-timing that drifts like the runs."""
     runs = {p.name: [] for p in plist}
     timed = {p.name: [] for p in plist}
     start = time.perf_counter()
     while True:
         n = len(runs[plist[0].name]) + 1
+        if each_round is not None:
+            each_round()
         for p in plist:
             say(f"round {n}: measuring {p.name}")
             if n == 1:  # kernels, allocator, threads
