@@ -103,7 +103,7 @@ def vllm_bench_names(raw, ttft_s, tpot_s, output_tokens: int) -> dict:
     serve.py): throughputs per second of `duration`, latencies in ms as mean, median and p99
     (np.percentile, as vLLM). TPOT counts requests with more than one output token; ITL is
     every gap between consecutive tokens of a request; E2EL is arrival to last token."""
-    itl = np.concatenate([np.asarray(q.itl_s) for q in raw.seqs] or [np.zeros(0)])
+    itl = np.concatenate([np.diff(q.token_s) for q in raw.seqs] or [np.zeros(0)])  # = each q.itl_s
     e2el = np.array([q.finish_s - q.arrival_s for q in raw.seqs])
     out = {"duration": raw.makespan_s, "completed": len(raw.seqs),
            "total_input_tokens": int(sum(q.prompt_len for q in raw.seqs)), "total_output_tokens": output_tokens,

@@ -9,7 +9,7 @@ from engramsim.sim.scheduler import Scheduler
 
 def _seq(arrival, prompt, token_times):
     return SimpleNamespace(arrival_s=arrival, prompt_len=prompt, out=len(token_times), first_token_s=token_times[0],
-                           finish_s=token_times[-1], itl_s=[b - a for a, b in zip(token_times, token_times[1:])])
+                           finish_s=token_times[-1], token_s=list(token_times))
 
 
 def test_hand_checked_figures():

@@ -15,7 +15,7 @@ from engramsim.workload import Engine
 
 class Seq:
     __slots__ = ("id", "arrival_s", "prompt_len", "max_out", "out", "blocks",
-                 "first_token_s", "finish_s", "last_token_s", "itl_s", "credit", "computed")
+                 "finish_s", "token_s", "credit", "computed")
 
     def __init__(self, sid: int, arrival_s: float, prompt_len: int, max_out: int):
         self.id = sid
@@ -24,15 +24,25 @@ class Seq:
         self.max_out = max_out
         self.out = 0          # tokens generated so far
         self.blocks = 0       # KV blocks held
-        self.first_token_s = -1.0
         self.finish_s = -1.0
-        self.last_token_s = -1.0
-        self.itl_s: list[float] = []  # gaps between consecutive tokens (vLLM's inter-token latency)
+        # When each step that gave it tokens ended (a step of speculative decoding may give
+        # several): one append per step is all the hot loop does; the gaps come later.
+        self.token_s: list[float] = []
         self.credit = 0.0     # speculative decoding: expected tokens not yet emitted
         self.computed = 0     # chunked prefill: tokens of the prompt (+ recompute) in the KV cache
 
     def __len__(self):
         return self.prompt_len + self.out
+
+    @property
+    def first_token_s(self) -> float:
+        return self.token_s[0] if self.token_s else -1.0
+
+    @property
+    def itl_s(self) -> list[float]:
+        """Gaps between consecutive tokens (vLLM's inter-token latency)."""
+        t = self.token_s
+        return [b - a for a, b in zip(t, t[1:])]
 
 
 class Scheduler:
@@ -112,9 +122,14 @@ class Scheduler:
         (The hot path of a full KV cache: lengths and needs are inlined, as _decode_need.)"""
         batch = []
         running, block, spec, limit = self.running, self.block, self.engine.spec_tokens, self.engine.max_num_seqs
+        popleft, append = running.popleft, batch.append
         while running and len(batch) < limit:
-            seq = running.popleft()
-            need = max(0, -(-(seq.prompt_len + seq.out + spec) // block) - seq.blocks)
+            seq = popleft()
+            blocks = seq.blocks
+            need = -(-(seq.prompt_len + seq.out + spec) // block) - blocks
+            if need <= 0 and self.free_blocks >= 0:   # nothing new (the common case)
+                append(seq)
+                continue
             while self.free_blocks < need:
                 if running:
                     self._preempt(running.pop())
@@ -123,8 +138,8 @@ class Scheduler:
                     break
             else:
                 self.free_blocks -= need
-                seq.blocks += need
-                batch.append(seq)
+                seq.blocks = blocks + need
+                append(seq)
         running.extendleft(reversed(batch))
         return batch
 
@@ -146,18 +161,27 @@ class Scheduler:
     def finish_step(self, batch: list[Seq], now_s: float, prefill: bool = True) -> list[Seq]:
         """Every sequence in the batch gains its tokens (one after a prefill; after a decode,
         as many as speculative decoding accepts); return those that completed."""
+        if prefill or self.per_decode == 1.0:
+            return self._release(self._one_token_each(batch, now_s), now_s)
         done = []
-        drafts = not prefill and self.per_decode != 1.0
         for seq in batch:
-            seq.out = min(seq.max_out, seq.out + self._accepted(seq)) if drafts else seq.out + 1
-            if seq.first_token_s < 0:
-                seq.first_token_s = now_s
-            else:
-                seq.itl_s.append(now_s - seq.last_token_s)
-            seq.last_token_s = now_s
+            seq.out = min(seq.max_out, seq.out + self._accepted(seq))
+            seq.token_s.append(now_s)
             if seq.out >= seq.max_out:
                 done.append(seq)
         return self._release(done, now_s)
+
+    @staticmethod
+    def _one_token_each(batch: list[Seq], now_s: float) -> list[Seq]:
+        """finish_step's hot path (every prefill, and every decode without drafts): each
+        sequence gains one token; returns those that completed."""
+        done = []
+        for seq in batch:
+            out = seq.out = seq.out + 1
+            seq.token_s.append(now_s)
+            if out >= seq.max_out:
+                done.append(seq)
+        return done
 
     def _release(self, done: list[Seq], now_s: float) -> list[Seq]:
         for seq in done:
