@@ -48,7 +48,9 @@ def run_task(configs: list[dict], max_steps: float | None = DEFAULT_MAX_STEPS) -
     try:
         scenario = build.scenario(configs[0])
         check_work(scenario, 1, max_steps)
-        baseline = run_baseline(scenario)
+        requests = scenario.workload.requests(scenario.seed)
+        baseline = run_baseline(scenario, requests)
+        drawn = (scenario.workload, scenario.seed)   # the requests' source: reused while it stays
     except UserError as e:
         return [problem_row(c, str(e)) for c in configs]
     rows = {}
@@ -70,7 +72,9 @@ def run_task(configs: list[dict], max_steps: float | None = DEFAULT_MAX_STEPS) -
                 placements.pop(i, None)
                 rows[i] = problem_row(configs[i], str(e))
         try:
-            report = simulate(scenario, list(placements.values()), baseline=baseline, max_steps=None)
+            same = (scenario.workload, scenario.seed) == drawn
+            report = simulate(scenario, list(placements.values()), baseline=baseline, max_steps=None,
+                              requests=requests if same else None)
         except UserError as e:
             rows.update({i: problem_row(configs[i], str(e)) for i in placements})
             continue
