@@ -67,3 +67,45 @@ def test_the_no_preemption_shortcut_decodes_as_the_stepwise_loop(lens, block, fr
     summary = lambda s, b: ([q.id for q in b], [q.id for q in s.running], [q.id for q in s.waiting],
                             s.free_blocks, s.preemptions, [q.blocks for q in s.running])
     assert summary(fast, got) == summary(slow, want)
+
+
+def _plain_stepwise(s: Scheduler) -> list[Seq]:
+    """The stepwise decode as a plain loop over every sequence (nano-vLLM's), the reference
+    for Scheduler._decode_stepwise, which visits only the sequences needing a block."""
+    batch, running, spec = [], s.running, s.engine.spec_tokens
+    while running and len(batch) < s.engine.max_num_seqs:
+        seq = running.popleft()
+        need = max(0, -(-(len(seq) + spec) // s.block) - seq.blocks)
+        while s.free_blocks < need:
+            if running:
+                s._preempt(running.pop())
+            else:
+                s._preempt(seq)
+                break
+        else:
+            s.free_blocks -= need
+            seq.blocks += need
+            batch.append(seq)
+    running.extendleft(reversed(batch))
+    return batch
+
+
+@settings(max_examples=300, deadline=None)
+@given(seqs_=st.lists(st.tuples(st.integers(1, 40), st.integers(0, 2)), min_size=0, max_size=12),
+       block=st.sampled_from([1, 2, 4, 16]), free=st.integers(0, 6), max_seqs=st.integers(1, 12),
+       drafts=st.sampled_from([0, 0, 1, 3]))
+def test_the_stepwise_decode_visits_only_sequences_needing_blocks_with_the_loops_outcome(seqs_, block, free,
+                                                                                        max_seqs, drafts):
+    def state():
+        s = Scheduler(Engine(max_num_seqs=max_seqs, kv_block_tokens=block, spec_tokens=drafts), kv_blocks=free)
+        for i, (n, short) in enumerate(seqs_):   # `short`: blocks fewer than the cached tokens fill
+            q = Seq(i, 0.0, n, 99)
+            q.out, q.blocks = 1, max(0, -(-n // block) - short)
+            s.running.append(q)
+        return s
+
+    fast, slow = state(), state()
+    got, want = fast._decode_stepwise(), _plain_stepwise(slow)
+    summary = lambda s, b: ([q.id for q in b], [q.id for q in s.running], [q.id for q in s.waiting],
+                            s.free_blocks, s.preemptions, [(q.blocks, q.computed) for q in s.waiting + s.running])
+    assert summary(fast, got) == summary(slow, want)

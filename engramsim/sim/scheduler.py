@@ -119,29 +119,33 @@ class Scheduler:
 
     def _decode_stepwise(self) -> list[Seq]:
         """One sequence at a time, preempting the newest while a sequence cannot get a block.
-        (The hot path of a full KV cache: lengths and needs are inlined, as _decode_need.)"""
-        batch = []
+        A full KV cache runs this every step, so it visits only the sequences that need a new
+        block: the ones before such a sequence take nothing, and the ones after stay as they
+        are unless preempted from the tail (tests/test_scheduler.py checks it against the plain
+        loop)."""
         running, block, spec, limit = self.running, self.block, self.engine.spec_tokens, self.engine.max_num_seqs
-        popleft, append = running.popleft, batch.append
-        while running and len(batch) < limit:
-            seq = popleft()
-            blocks = seq.blocks
-            need = -(-(seq.prompt_len + seq.out + spec) // block) - blocks
-            if need <= 0 and self.free_blocks >= 0:   # nothing new (the common case)
-                append(seq)
-                continue
+        seqs = list(running)
+        end = len(seqs)   # seqs[end:] have been preempted
+        needing = [i for i, q in enumerate(seqs) if -(-(q.prompt_len + q.out + spec) // block) > q.blocks]
+        for i in needing:
+            if i >= end or i >= limit:
+                break   # the batch filled up (or ran out) before this sequence
+            seq = seqs[i]
+            need = -(-(seq.prompt_len + seq.out + spec) // block) - seq.blocks
             while self.free_blocks < need:
-                if running:
-                    self._preempt(running.pop())
+                if end - 1 > i:
+                    end -= 1
+                    self._preempt(seqs[end])
                 else:
                     self._preempt(seq)
+                    end = i
                     break
             else:
                 self.free_blocks -= need
-                seq.blocks = blocks + need
-                append(seq)
-        running.extendleft(reversed(batch))
-        return batch
+                seq.blocks += need
+        if end < len(seqs):
+            self.running = deque(seqs[:end])
+        return seqs[:min(end, limit)]
 
     def _decode_need(self, seq: Seq) -> int:
         """New KV blocks a decode step needs: its blocks cover the len - 1 cached tokens, and
