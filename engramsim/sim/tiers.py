@@ -22,6 +22,7 @@ on the other socket loads the socket link, and two GPUs behind one switch share 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from engramsim import costs
 from engramsim.errors import UserError
@@ -83,12 +84,12 @@ class Placement:
         if not 0 <= self.ssd_dram_hit_rate <= 1:
             raise UserError(f"the SSD page-cache hit rate must be within [0, 1], got {self.ssd_dram_hit_rate}")
 
-    @property
+    @cached_property   # read several times a step: computed once (the dataclass is frozen)
     def memory(self) -> str:
         """The memory the table lives in: hbm (the GPU's memory, or a unified pool), dram, cxl or ssd."""
         return "hbm" if self.tier == "unified" else self.tier.split("-")[0]
 
-    @property
+    @cached_property
     def path(self) -> str:
         return {"hbm": "hbm", "unified": "hbm", "ssd": "copy", "rdma": "rdma"}.get(self.tier, self.tier.split("-")[-1])
 
@@ -177,6 +178,7 @@ class Fetcher:
         self.row_bytes, self.link, self.host = row_bytes, link, host
         self.gpu, self.table_bytes, self.io = gpu, table_bytes, io
         self.socket = hw.topo.gpu_socket[gpu]
+        self._reads: dict = {}   # (memory, consumer) -> _memory's answer, which depends on nothing else
 
     def start(self, rows: float, dram_hit_rate: float = 0.0):
         """An event that fires when `rows` rows are in HBM; for the ssd tier, `dram_hit_rate` of
@@ -199,7 +201,14 @@ class Fetcher:
 
     def _memory(self, memory: str, consumer: int | None = None) -> tuple[list[tuple[Resource, float]], float]:
         """Resources a read of random rows from `memory` by a reader on socket `consumer` loads,
-        and its mean latency: host tables follow the placement's NUMA layout."""
+        and its mean latency: host tables follow the placement's NUMA layout. (Callers build
+        new lists from the loads, never change them, so one answer serves every step.)"""
+        key = (memory, consumer)
+        if key not in self._reads:
+            self._reads[key] = self._memory_reads(memory, consumer)
+        return self._reads[key]
+
+    def _memory_reads(self, memory: str, consumer: int | None) -> tuple[list[tuple[Resource, float]], float]:
         lines = costs.lines_per_row_bytes(self.row_bytes)
         if memory == "cxl":
             loads = [(self.host.cxl, lines)] + ([(self.host.switch, lines)] if self.host.switch else [])
