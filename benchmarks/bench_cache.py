@@ -6,6 +6,7 @@ The trace: Zipf(1.1) ranks folded onto 5M rows (numpy, seed 0); 12 capacities pe
 LFU is simulated per capacity in Python, so it runs on --lfu-accesses with 3 capacities.
 Target (issue 4): 10M accesses in at most 10 s.
 """
+
 import argparse
 import sys
 import time
@@ -31,9 +32,11 @@ def main():
         t = time.perf_counter()
         curve = hit_rate_curve(trace[:n], caps, policy)
         dt = time.perf_counter() - t
-        print(f"{policy:12s} {n:>11,} accesses in {dt:6.2f} s = {n / dt / 1e6:5.2f} M accesses/s "
-              f"({len(caps)} capacities{', each simulated' if policy == 'lfu' else ' from one pass'}); "
-              f"hit rate at {caps[-1]:,} rows: {curve[-1]:.1%}")
+        print(
+            f"{policy:12s} {n:>11,} accesses in {dt:6.2f} s = {n / dt / 1e6:5.2f} M accesses/s "
+            f"({len(caps)} capacities{', each simulated' if policy == 'lfu' else ' from one pass'}); "
+            f"hit rate at {caps[-1]:,} rows: {curve[-1]:.1%}"
+        )
 
 
 if __name__ == "__main__":

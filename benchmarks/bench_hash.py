@@ -5,9 +5,10 @@
 Times `hash_ngrams` on random compressed ids [B=64, T=N/64] after one warm-up call; prints the
 median of R runs as tokens/s per layer (one token = (N-1)*K head indices).
 """
+
 import argparse
-import sys
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -19,12 +20,23 @@ from engramsim.engram import hash_ngrams
 from engramsim.model import EngramSpec
 
 SPECS = {
-    "demo (2-3-grams x 8 heads)": EngramSpec(layer_ids=[1, 15], max_ngram_size=3, n_head_per_ngram=8,
-                                             engram_vocab_size=[646400, 646400], compressed_pad_id=2,
-                                             compressed_vocab_size=99546),
+    "demo (2-3-grams x 8 heads)": EngramSpec(
+        layer_ids=[1, 15],
+        max_ngram_size=3,
+        n_head_per_ngram=8,
+        engram_vocab_size=[646400, 646400],
+        compressed_pad_id=2,
+        compressed_vocab_size=99546,
+    ),
     "4-gram (2-4-grams x 8 heads, 16M rows/head)": EngramSpec(
-        layer_ids=[1, 14], max_ngram_size=4, n_head_per_ngram=8, engram_vocab_size=[16_000_000] * 3,
-        compressed_pad_id=2, compressed_vocab_size=99546, n_embed_per_ngram=2048),
+        layer_ids=[1, 14],
+        max_ngram_size=4,
+        n_head_per_ngram=8,
+        engram_vocab_size=[16_000_000] * 3,
+        compressed_pad_id=2,
+        compressed_vocab_size=99546,
+        n_embed_per_ngram=2048,
+    ),
 }
 
 
@@ -43,9 +55,11 @@ def main():
             hash_ngrams(x, spec, spec.layer_ids[0])
             times.append(time.perf_counter() - t)
         med = statistics.median(times)
-        print(f"{name}: {x.size / med / 1e6:.2f} M tokens/s per layer "
-              f"({x.size * spec.heads_per_layer / med / 1e6:.1f} M indices/s; "
-              f"median of {args.repeats}, spread {min(times) * 1e3:.0f}-{max(times) * 1e3:.0f} ms)")
+        print(
+            f"{name}: {x.size / med / 1e6:.2f} M tokens/s per layer "
+            f"({x.size * spec.heads_per_layer / med / 1e6:.1f} M indices/s; "
+            f"median of {args.repeats}, spread {min(times) * 1e3:.0f}-{max(times) * 1e3:.0f} ms)"
+        )
 
 
 if __name__ == "__main__":

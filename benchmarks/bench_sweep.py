@@ -5,6 +5,7 @@ one backbone, so its tiers share one baseline run, as in a real sweep. Targets o
 1,000 such configs in <= 60 s (projected from the measured rate), parallel efficiency >= 80% at 2
 workers. Run: python benchmarks/bench_sweep.py [--configs 24] [--workers 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,16 @@ TIERS = ["dram-uva", "dram-copy", "cxl-uva", "cxl-copy", "ssd"]  # all fit (a 20
 
 def grid(n_configs: int):
     seeds = -(-n_configs // len(TIERS))
-    g = parse_grid({"model": "dense-8b-engram100b", "hw": "h800", "workload": "paper-table4", "tier": TIERS,
-                    "seed": list(range(seeds))}, "bench")
+    g = parse_grid(
+        {
+            "model": "dense-8b-engram100b",
+            "hw": "h800",
+            "workload": "paper-table4",
+            "tier": TIERS,
+            "seed": list(range(seeds)),
+        },
+        "bench",
+    )
     return type(g)(configs=g.configs[:n_configs], axes=g.axes, source=g.source)
 
 
@@ -54,20 +63,30 @@ def main():
     rate = len(g.configs) / many_s
     efficiency = one_s / (args.workers * many_s)
     projected = 1000 / rate
-    print(json.dumps({"benchmark": "sweep paper-table4 dense-8b h800, 5 tiers per seed (shared baseline)",
-                      "configs": len(g.configs), "workers": args.workers,
-                      "wall_s_1_worker": round(one_s, 2), f"wall_s_{args.workers}_workers": round(many_s, 2),
-                      "configs_per_s_1_worker": round(len(g.configs) / one_s, 2),
-                      f"configs_per_s_{args.workers}_workers": round(rate, 2),
-                      "parallel_efficiency": round(efficiency, 3),
-                      # CPU time is what the machine's other load cannot stretch: with it, the
-                      # rate an idle machine would give at perfect parallel efficiency.
-                      "cpu_s_per_config": round(one_cpu_s / len(g.configs), 3),
-                      "projected_1000_configs_s_idle": round(1000 * one_cpu_s / len(g.configs) / args.workers, 1),
-                      "load_average_1min": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
-                      "projected_1000_configs_s": round(projected, 1),
-                      "target_1000_configs_s": 60, "target_parallel_efficiency": 0.8,
-                      "meets_targets": projected <= 60 and efficiency >= 0.8}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "sweep paper-table4 dense-8b h800, 5 tiers per seed (shared baseline)",
+                "configs": len(g.configs),
+                "workers": args.workers,
+                "wall_s_1_worker": round(one_s, 2),
+                f"wall_s_{args.workers}_workers": round(many_s, 2),
+                "configs_per_s_1_worker": round(len(g.configs) / one_s, 2),
+                f"configs_per_s_{args.workers}_workers": round(rate, 2),
+                "parallel_efficiency": round(efficiency, 3),
+                # CPU time is what the machine's other load cannot stretch: with it, the
+                # rate an idle machine would give at perfect parallel efficiency.
+                "cpu_s_per_config": round(one_cpu_s / len(g.configs), 3),
+                "projected_1000_configs_s_idle": round(1000 * one_cpu_s / len(g.configs) / args.workers, 1),
+                "load_average_1min": round(os.getloadavg()[0], 2),
+                "cores": os.cpu_count(),
+                "projected_1000_configs_s": round(projected, 1),
+                "target_1000_configs_s": 60,
+                "target_parallel_efficiency": 0.8,
+                "meets_targets": projected <= 60 and efficiency >= 0.8,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

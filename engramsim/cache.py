@@ -14,6 +14,7 @@ Policies (`hit_rate_curve(trace_rows, capacities_rows, policy)`):
 
 Hit rates count accesses; the first access to a row is a miss for LRU and LFU (cold start).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -29,8 +30,7 @@ POLICIES = ("static-topk", "lru", "lfu")
 UNSEEN = np.iinfo(np.int64).max  # rank of a row the training part never read: no cache holds it
 
 
-def hit_rate_curve(trace_rows, capacities_rows, policy: str = "static-topk",
-                   train_fraction: float = 0.5) -> np.ndarray:
+def hit_rate_curve(trace_rows, capacities_rows, policy: str = "static-topk", train_fraction: float = 0.5) -> np.ndarray:
     """Hit rate (0..1) of `policy` for each capacity in rows, over the accesses of `trace_rows`
     (a 1-D sequence of row ids in access order; for static-topk, over the evaluated part)."""
     trace = np.asarray(trace_rows).ravel()
@@ -52,6 +52,7 @@ def hit_rate_curve(trace_rows, capacities_rows, policy: str = "static-topk",
 
 
 # --- static top-K --------------------------------------------------------------------------
+
 
 def unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values and their counts (one SIMD sort; faster than np.unique here)."""
@@ -94,6 +95,7 @@ def weighted_hits_below(ranks: np.ndarray, weights: np.ndarray, capacities_rows)
 
 
 # --- LRU from stack distances ----------------------------------------------------------------
+
 
 def previous_access(trace: np.ndarray) -> np.ndarray:
     """Index of the previous access to the same row, -1 for a first access."""
@@ -169,10 +171,10 @@ def count_earlier_smaller(values: np.ndarray) -> np.ndarray:
         np.bitwise_and(bit, 1, out=bit)
         np.bitwise_and(cur, ~((1 << (b + 1)) - 1), out=start)  # my group's first position
         np.cumsum(bit, out=zeros)
-        np.subtract(zeros, bit, out=zeros)     # ones before me
-        np.subtract(pos, zeros, out=zeros)     # zeros before me
-        np.right_shift(start, 1, out=tmp)      # zeros in the earlier groups
-        np.subtract(zeros, tmp, out=zeros)     # zeros before me in my group
+        np.subtract(zeros, bit, out=zeros)  # ones before me
+        np.subtract(pos, zeros, out=zeros)  # zeros before me
+        np.right_shift(start, 1, out=tmp)  # zeros in the earlier groups
+        np.subtract(zeros, tmp, out=zeros)  # zeros before me in my group
         np.multiply(zeros, bit, out=tmp)
         cnt += tmp
         # New position: a 0 goes to start + zeros; a 1 after all 2^b zeros of its group, i.e.
@@ -201,6 +203,7 @@ def lru_curve(trace_rows, capacities_rows) -> np.ndarray:
 def lru_hits(trace_rows, capacity: int) -> int:
     """Direct LRU simulation (an ordered dict): the check for the stack-distance curve."""
     from collections import OrderedDict
+
     cache: OrderedDict = OrderedDict()
     hits = 0
     for row in np.asarray(trace_rows).ravel().tolist():
@@ -216,13 +219,14 @@ def lru_hits(trace_rows, capacity: int) -> int:
 
 # --- LFU ------------------------------------------------------------------------------------
 
+
 def lfu_hits(trace_rows, capacity: int) -> int:
     """Demand-filled LFU with perfect counts; the victim is the cached row with the lowest
     count, the least recently used among equals. A heap with lazy invalidation."""
     if capacity <= 0:
         return 0
     counts: dict[int, int] = {}
-    last: dict[int, int] = {}     # row -> time of its latest access while cached
+    last: dict[int, int] = {}  # row -> time of its latest access while cached
     heap: list[tuple[int, int, int]] = []
     hits = 0
     for t, row in enumerate(np.asarray(trace_rows).ravel().tolist()):
@@ -247,40 +251,62 @@ def _evict_lfu(heap, counts, last) -> None:
 
 # --- curves for reports ----------------------------------------------------------------------
 
+
 @dataclass
 class CacheCurves:
     """Hit rate against capacity for several policies on one layer's address stream."""
+
     layer_id: int
     rows_in_table: int
     row_bytes: int
     source: str
     capacities: np.ndarray
-    curves: dict[str, np.ndarray]      # policy -> hit rate per capacity
-    accesses: dict[str, int]           # policy -> accesses it was evaluated on
+    curves: dict[str, np.ndarray]  # policy -> hit rate per capacity
+    accesses: dict[str, int]  # policy -> accesses it was evaluated on
 
     def as_dict(self) -> dict:
-        return {"layer_id": self.layer_id, "rows_in_table": self.rows_in_table, "row_bytes": self.row_bytes,
-                "source": self.source, "capacities_rows": self.capacities.tolist(),
-                "hit_rate": {k: v.tolist() for k, v in self.curves.items()}, "accesses": self.accesses}
+        return {
+            "layer_id": self.layer_id,
+            "rows_in_table": self.rows_in_table,
+            "row_bytes": self.row_bytes,
+            "source": self.source,
+            "capacities_rows": self.capacities.tolist(),
+            "hit_rate": {k: v.tolist() for k, v in self.curves.items()},
+            "accesses": self.accesses,
+        }
 
     def __rich_console__(self, console, options):
         from rich.table import Table
         from rich.text import Text
+
         yield Text.assemble(("hot-row cache hit rates  ", "bold"), f"layer {self.layer_id}; {self.source}")
-        notes = {"static-topk": "first half trains, second half measured", "lru": "demand-filled, cold start",
-                 "lfu": "perfect counts, demand-filled"}
-        table = Table("cache rows", "size", "% of table",
-                      *(f"{p} ({self.accesses[p]:,} acc.)" for p in self.curves), title_justify="left",
-                      caption="; ".join(f"{p}: {notes[p]}" for p in self.curves))
+        notes = {
+            "static-topk": "first half trains, second half measured",
+            "lru": "demand-filled, cold start",
+            "lfu": "perfect counts, demand-filled",
+        }
+        table = Table(
+            "cache rows",
+            "size",
+            "% of table",
+            *(f"{p} ({self.accesses[p]:,} acc.)" for p in self.curves),
+            title_justify="left",
+            caption="; ".join(f"{p}: {notes[p]}" for p in self.curves),
+        )
         for i, c in enumerate(self.capacities):
-            table.add_row(f"{c:,}", _fmt_bytes(c * self.row_bytes), f"{c / self.rows_in_table:.3%}",
-                          *(f"{v[i]:.1%}" for v in self.curves.values()))
+            table.add_row(
+                f"{c:,}",
+                _fmt_bytes(c * self.row_bytes),
+                f"{c / self.rows_in_table:.3%}",
+                *(f"{v[i]:.1%}" for v in self.curves.values()),
+            )
         yield table
 
     def plot(self, path) -> None:
         """PNG of the curves (matplotlib, imported only here)."""
         try:
             import matplotlib
+
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
@@ -302,8 +328,16 @@ class CacheCurves:
         plt.close(fig)
 
 
-def cache_curves(trace_rows, policies, layer_id: int, rows_in_table: int, row_bytes: int, source: str,
-                 lfu_accesses: int = 500_000, progress=None) -> CacheCurves:
+def cache_curves(
+    trace_rows,
+    policies,
+    layer_id: int,
+    rows_in_table: int,
+    row_bytes: int,
+    source: str,
+    lfu_accesses: int = 500_000,
+    progress=None,
+) -> CacheCurves:
     """Curves for `policies` on one layer's accesses (LFU on the first `lfu_accesses` only: it is
     simulated per capacity in Python). Capacities: powers of 4 up to the distinct rows read."""
     trace = np.asarray(trace_rows).ravel()
@@ -318,8 +352,15 @@ def cache_curves(trace_rows, policies, layer_id: int, rows_in_table: int, row_by
         accesses[policy] = int(part.size if policy != "static-topk" else part.size - round(part.size / 2))
         if progress:
             progress(policy)
-    return CacheCurves(layer_id=layer_id, rows_in_table=rows_in_table, row_bytes=row_bytes, source=source,
-                       capacities=caps, curves=curves, accesses=accesses)
+    return CacheCurves(
+        layer_id=layer_id,
+        rows_in_table=rows_in_table,
+        row_bytes=row_bytes,
+        source=source,
+        capacities=caps,
+        curves=curves,
+        accesses=accesses,
+    )
 
 
 def _fmt_bytes(n: float) -> str:

@@ -17,6 +17,7 @@ Fits (each from the profile's long-format rows):
 Whatever was not measured comes from the base preset. `Calibration.provenance` maps every
 TOML key path to "measured: ...", "inherited: <base>" or "extrapolated: ...".
 """
+
 from __future__ import annotations
 
 import json
@@ -30,15 +31,23 @@ import numpy as np
 from engramsim import costs
 from engramsim.errors import UserError
 from engramsim.fileio import write_atomic
-from engramsim.hardware import (GPU, SECTIONS, SSD, Hardware, Host, Link, hardware_from_dict, hardware_to_dict,
-                                load_hardware)
+from engramsim.hardware import (
+    GPU,
+    SECTIONS,
+    SSD,
+    Hardware,
+    Host,
+    Link,
+    hardware_from_dict,
+    hardware_to_dict,
+    load_hardware,
+)
 from engramsim.presets import load_toml
 from engramsim.profile_io import Profile, load_profile
 from engramsim.units import GiB, MiB
 
-
-
 # --- fits -------------------------------------------------------------------------------------
+
 
 def fit_line(x, y, relative: bool = True) -> tuple[float, float]:
     """Least-squares (intercept, slope) of y = a + b x; `relative` weighs each point by 1/y."""
@@ -62,6 +71,7 @@ def fit_link(rows: list[dict]) -> tuple[float, float]:
 @dataclass(frozen=True)
 class GatherCurve:
     """Seconds per gathered row against table size: a + b log2(table_bytes), b >= 0."""
+
     intercept_s: float
     slope_s_per_doubling: float
     min_table_bytes: float
@@ -116,6 +126,7 @@ def _best(rows: list[dict], key: str) -> dict | None:
 
 # --- the CPU as a device (for validation on a CPU-only machine) -------------------------------
 
+
 def cpu_device_from_profile(profile: Profile | str | Path) -> dict:
     """The fitted figures that describe this CPU machine as if the CPU were the accelerator.
 
@@ -135,11 +146,15 @@ def cpu_device_from_profile(profile: Profile | str | Path) -> dict:
     """
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
     host = profile.host
-    out: dict = {"cpu_model": host.get("cpu_model"), "cores": host.get("cpu_cores_usable") or host.get("cpu_cores"),
-                 "dram_bytes": host.get("memory_total_bytes")}
+    out: dict = {
+        "cpu_model": host.get("cpu_model"),
+        "cores": host.get("cpu_cores_usable") or host.get("cpu_cores"),
+        "dram_bytes": host.get("memory_total_bytes"),
+    }
     mm = profile.find("cpu_matmul")
-    out["matmul_points"] = [{**{k: r["params"][k] for k in ("dtype", "m", "k", "n")},
-                             "flops_per_s": r["flops"] / r["median_s"]} for r in mm]
+    out["matmul_points"] = [
+        {**{k: r["params"][k] for k in ("dtype", "m", "k", "n")}, "flops_per_s": r["flops"] / r["median_s"]} for r in mm
+    ]
     out["matmul_flops"] = {}
     for p in out["matmul_points"]:
         out["matmul_flops"][p["dtype"]] = max(out["matmul_flops"].get(p["dtype"], 0.0), p["flops_per_s"])
@@ -150,29 +165,46 @@ def cpu_device_from_profile(profile: Profile | str | Path) -> dict:
     hashes = profile.find("hash")
     out["hash_s_per_token"] = max(hashes, key=lambda r: r["tokens"])["ns_per_token"] * 1e-9 if hashes else None
     out["hash_fit"] = _hash_fit(hashes)
-    out["overlap"] = {f"{stage}_slowdown": (r[0]["slowdown"] if r else None) for stage, r in
-                      (("matmul", profile.find("overlap", path="cpu", stage="matmul", **{"with": "gather"})),
-                       ("gather", profile.find("overlap", path="cpu", stage="gather", **{"with": "matmul"})))}
+    out["overlap"] = {
+        f"{stage}_slowdown": (r[0]["slowdown"] if r else None)
+        for stage, r in (
+            ("matmul", profile.find("overlap", path="cpu", stage="matmul", **{"with": "gather"})),
+            ("gather", profile.find("overlap", path="cpu", stage="gather", **{"with": "matmul"})),
+        )
+    }
     return out
 
 
 def _gather_figures(profile: Profile, name: str = "dram_gather") -> dict:
     one = _main_gather_rows(profile, name)
     if not one:
-        return {"gather_rows_per_s": {}, "gather_rows_per_s_per_thread": None, "gather_curve": None,
-                "gather_call_overhead_s": None}
+        return {
+            "gather_rows_per_s": {},
+            "gather_rows_per_s_per_thread": None,
+            "gather_curve": None,
+            "gather_call_overhead_s": None,
+        }
     curve = fit_gather_curve(one)
     row_bytes, largest = one[0]["params"]["row_bytes"], max(r["params"]["table_bytes"] for r in one)
     per_threads = {}
-    for r in profile.find(name, dist="uniform", row_bytes=row_bytes, table_bytes=largest, rows=one[0]["params"]["rows"]):
+    for r in profile.find(
+        name, dist="uniform", row_bytes=row_bytes, table_bytes=largest, rows=one[0]["params"]["rows"]
+    ):
         per_threads[r["params"]["threads"]] = r["rows_per_s"]
-    sweep = sorted(profile.find(name, dist="uniform", threads=1, row_bytes=row_bytes, table_bytes=largest),
-                   key=lambda r: r["params"]["rows"])
+    sweep = sorted(
+        profile.find(name, dist="uniform", threads=1, row_bytes=row_bytes, table_bytes=largest),
+        key=lambda r: r["params"]["rows"],
+    )
     overhead = None
     if len({r["params"]["rows"] for r in sweep}) >= 2:
         overhead = max(fit_line([r["params"]["rows"] for r in sweep], [r["median_s"] for r in sweep])[0], 0.0)
-    return {"gather_rows_per_s": per_threads, "gather_rows_per_s_per_thread": per_threads.get(1),
-            "gather_curve": curve, "gather_call_overhead_s": overhead, "gather_row_bytes": row_bytes}
+    return {
+        "gather_rows_per_s": per_threads,
+        "gather_rows_per_s_per_thread": per_threads.get(1),
+        "gather_curve": curve,
+        "gather_call_overhead_s": overhead,
+        "gather_row_bytes": row_bytes,
+    }
 
 
 def _ssd_figures(profile: Profile) -> dict:
@@ -182,20 +214,28 @@ def _ssd_figures(profile: Profile) -> dict:
             rows = profile.find("ssd_read", method=method, cache=cache)
             if not rows:
                 continue
-            page = max((r for r in rows if r["params"]["row_bytes"] <= 4096), key=lambda r: r["params"]["row_bytes"],
-                       default=rows[0])["params"]["row_bytes"]
+            page = max(
+                (r for r in rows if r["params"]["row_bytes"] <= 4096),
+                key=lambda r: r["params"]["row_bytes"],
+                default=rows[0],
+            )["params"]["row_bytes"]
             at_page = [r for r in rows if r["params"]["row_bytes"] == page]
             qd1 = [r for r in at_page if r["params"]["queue_depth"] == 1]
-            figures[f"{method}_{cache}"] = {"row_bytes": page, "iops": max(r["iops"] for r in at_page),
-                                            "latency_s": qd1[0]["latency_us"] * 1e-6 if qd1 else None}
+            figures[f"{method}_{cache}"] = {
+                "row_bytes": page,
+                "iops": max(r["iops"] for r in at_page),
+                "latency_s": qd1[0]["latency_us"] * 1e-6 if qd1 else None,
+            }
     return figures
 
 
 # --- profile -> hardware model ----------------------------------------------------------------
 
+
 @dataclass
 class Calibration:
     """A hardware model as TOML data, with where every figure came from."""
+
     data: dict
     provenance: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -209,16 +249,18 @@ class Calibration:
         return hardware_from_dict({**self.data, "provenance": dict(self.provenance)}, where)
 
 
-def calibrate(profile: Profile | None, base: str = "h800", table_GiB: float | None = None,
-              nvbandwidth=None) -> Calibration:
+def calibrate(
+    profile: Profile | None, base: str = "h800", table_GiB: float | None = None, nvbandwidth=None
+) -> Calibration:
     """Fit what `profile` measured onto the base preset. `table_GiB` evaluates the gather
     curves at that table size (flagged extrapolated beyond the measured sizes). `nvbandwidth`
     (engramsim.nvbandwidth.NvbandwidthRun) sets the link and HBM figures it measured, over the
     profile's."""
     base_hw = load_hardware(base)
     data = hardware_to_dict(base_hw)
-    sources = ([f"the profile of {profile.label} ({profile.created})"] if profile else []) + \
-              ([f"nvbandwidth {nvbandwidth.version}"] if nvbandwidth else [])
+    sources = ([f"the profile of {profile.label} ({profile.created})"] if profile else []) + (
+        [f"nvbandwidth {nvbandwidth.version}"] if nvbandwidth else []
+    )
     host = profile.host.get("hostname", "host") if profile else "nvbandwidth"
     data["name"] = f"{host}-calibrated"
     data["description"] = f"calibrated from {' and '.join(sources)}; unmeasured figures from {base}"
@@ -234,6 +276,7 @@ def calibrate(profile: Profile | None, base: str = "h800", table_GiB: float | No
         _calibrate_link(cal, profile, base_hw)
     if nvbandwidth:
         from engramsim.nvbandwidth import apply_nvbandwidth
+
         apply_nvbandwidth(cal, nvbandwidth, base_hw)
     cal.data["provenance"] = cal.provenance
     if profile:
@@ -263,16 +306,23 @@ def _calibrate_host(cal: Calibration, profile: Profile, base_hw: Hardware, table
         cal.set("host.dram_GiB", round(host["memory_total_bytes"] / GiB, 3), "measured: /proc/meminfo")
     cpu = cpu_device_from_profile(profile)
     if cpu["memcpy_Bps"]:
-        cal.set("host.dram_bw_GBps", round(2 * cpu["memcpy_Bps"] / 1e9, 3),
-                "measured: memcpy (read + write traffic, sustained)")
+        cal.set(
+            "host.dram_bw_GBps",
+            round(2 * cpu["memcpy_Bps"] / 1e9, 3),
+            "measured: memcpy (read + write traffic, sustained)",
+        )
         cal.set("host.dram_efficiency", 1.0, "measured: memcpy is already a sustained figure")
     curve = cpu["gather_curve"]
     if curve:
         at = _table_bytes(curve, table_GiB)
         s_per_row, extrapolated = curve.at(at)
         mlp = base_hw.host.dram_latency_s / s_per_row
-        cal.set("host.gather_mlp", round(mlp, 4), _curve_why("dram_gather", curve, at, extrapolated, table_GiB)
-                + f"; rows/s per thread x inherited dram_latency_ns {base_hw.host.dram_latency_s * 1e9:g}")
+        cal.set(
+            "host.gather_mlp",
+            round(mlp, 4),
+            _curve_why("dram_gather", curve, at, extrapolated, table_GiB)
+            + f"; rows/s per thread x inherited dram_latency_ns {base_hw.host.dram_latency_s * 1e9:g}",
+        )
     if cpu["hash_fit"]:
         call_s, per_token_s = cpu["hash_fit"]
         why = f"measured: hash, a + b x tokens through {len({r['tokens'] for r in profile.find('hash')})} batch sizes"
@@ -304,11 +354,17 @@ def _calibrate_ssd(cal: Calibration, profile: Profile):
     disk = profile.host.get("scratch_disk", {})
     cal.set("ssd.name", f"{disk.get('device', 'scratch disk')} ({disk.get('fstype', '?')})", "measured: /proc/mounts")
     cal.set("ssd.devices", 1, "measured: one scratch device")
-    cal.set("ssd.read_iops_per_device", round(cold["iops"], 1),
-            f"measured: ssd_read pread cold {cold['row_bytes']} B, best queue depth")
+    cal.set(
+        "ssd.read_iops_per_device",
+        round(cold["iops"], 1),
+        f"measured: ssd_read pread cold {cold['row_bytes']} B, best queue depth",
+    )
     if cold["latency_s"]:
-        cal.set("ssd.read_latency_us", round(cold["latency_s"] * 1e6, 3),
-                f"measured: ssd_read pread cold {cold['row_bytes']} B, queue depth 1")
+        cal.set(
+            "ssd.read_latency_us",
+            round(cold["latency_s"] * 1e6, 3),
+            f"measured: ssd_read pread cold {cold['row_bytes']} B, queue depth 1",
+        )
 
 
 def _calibrate_os(cal: Calibration, profile: Profile):
@@ -318,8 +374,11 @@ def _calibrate_os(cal: Calibration, profile: Profile):
     if not ahead or "os" not in cal.data:
         return
     pages = max(1, ahead // cal.data["os"]["page_bytes"])
-    cal.set("os.mmap_readahead_pages", pages,
-            f"measured: read_ahead_kb {ahead // 1024} of {disk.get('device', 'the scratch disk')} (/sys/class/bdi)")
+    cal.set(
+        "os.mmap_readahead_pages",
+        pages,
+        f"measured: read_ahead_kb {ahead // 1024} of {disk.get('device', 'the scratch disk')} (/sys/class/bdi)",
+    )
 
 
 def _calibrate_gpu(cal: Calibration, profile: Profile, base_hw: Hardware, table_GiB):
@@ -335,8 +394,12 @@ def _calibrate_gpu(cal: Calibration, profile: Profile, base_hw: Hardware, table_
         s_per_row, extrapolated = curve.at(at)
         bps = one[0]["params"]["row_bytes"] / s_per_row
         eff = min(1.0, bps / base_hw.gpu.hbm_bw_Bps)
-        cal.set("gpu.gather_efficiency", round(eff, 4), _curve_why("hbm_gather", curve, at, extrapolated, table_GiB)
-                + f"; over inherited hbm_bw_GBps {base_hw.gpu.hbm_bw_Bps / 1e9:g}")
+        cal.set(
+            "gpu.gather_efficiency",
+            round(eff, 4),
+            _curve_why("hbm_gather", curve, at, extrapolated, table_GiB)
+            + f"; over inherited hbm_bw_GBps {base_hw.gpu.hbm_bw_Bps / 1e9:g}",
+        )
     mm = profile.find("overlap", path="gpu", stage="matmul", **{"with": "none"})
     if mm:
         eff = min(1.0, mm[0]["GFLOPs"] * 1e9 / base_hw.gpu.bf16_flops)
@@ -353,8 +416,10 @@ def _calibrate_link(cal: Calibration, profile: Profile, base_hw: Hardware):
             latencies.append(latency)
     if latencies:
         cal.set("link.latency_us", round(float(np.mean(latencies)) * 1e6, 3), "measured: h2d/d2h pinned fit intercept")
-    uva = sorted(_main_gather_rows(profile, "uva_gather") and
-                 profile.find("uva_gather", dist="uniform", threads=1), key=lambda r: r["params"]["rows"])
+    uva = sorted(
+        _main_gather_rows(profile, "uva_gather") and profile.find("uva_gather", dist="uniform", threads=1),
+        key=lambda r: r["params"]["rows"],
+    )
     largest = max((r["params"]["table_bytes"] for r in uva), default=None)
     sweep = [r for r in uva if r["params"]["table_bytes"] == largest]
     if len({r["params"]["rows"] for r in sweep}) >= 2:
@@ -363,8 +428,11 @@ def _calibrate_link(cal: Calibration, profile: Profile, base_hw: Hardware):
         if s_per_row > 0:
             requests = math.ceil(rb / base_hw.link.read_request_bytes)
             outstanding = requests / s_per_row * base_hw.link.read_round_trip_s
-            cal.set("link.max_outstanding_reads", max(1, int(round(outstanding))),
-                    f"measured: uva_gather rows sweep ({rb} B rows) x inherited read_round_trip_us")
+            cal.set(
+                "link.max_outstanding_reads",
+                max(1, int(round(outstanding))),
+                f"measured: uva_gather rows sweep ({rb} B rows) x inherited read_round_trip_us",
+            )
 
 
 def hardware_from_profile(profile_path: str | Path, base: str = "h800", table_GiB: float | None = None) -> Hardware:
@@ -388,18 +456,40 @@ def cpu_hardware(cpu: dict, threads: int, row_bytes: int, table_bytes: float) ->
     inline = _rows_per_s(cpu, threads, table_bytes)
     sector = -(-row_bytes // costs.GPU_SECTOR_BYTES) * costs.GPU_SECTOR_BYTES
     latency_s = 100e-9  # nominal; the gather rate below is what was measured
-    gpu = GPU(name=f"{cpu.get('cpu_model') or 'CPU'} as device", bf16_flops=cpu["matmul_flops"]["fp32"],
-              hbm_bytes=float(cpu["dram_bytes"]), hbm_bw_Bps=read_Bps, matmul_efficiency=1.0, hbm_efficiency=1.0,
-              gather_efficiency=min(1.0, inline * sector / read_Bps),
-              kernel_launch_s=cpu.get("gather_call_overhead_s") or 0.0, compute_on_host=True, compute_threads=threads)
+    gpu = GPU(
+        name=f"{cpu.get('cpu_model') or 'CPU'} as device",
+        bf16_flops=cpu["matmul_flops"]["fp32"],
+        hbm_bytes=float(cpu["dram_bytes"]),
+        hbm_bw_Bps=read_Bps,
+        matmul_efficiency=1.0,
+        hbm_efficiency=1.0,
+        gather_efficiency=min(1.0, inline * sector / read_Bps),
+        kernel_launch_s=cpu.get("gather_call_overhead_s") or 0.0,
+        compute_on_host=True,
+        compute_threads=threads,
+    )
     # The prefetch thread gathers straight into the buffer the Engram layer reads: no link copy.
     link = Link(kind="none (CPU: staging is used in place)", h2d_Bps=1e15, d2h_Bps=1e15, latency_s=1e-9)
-    host = Host(name="this machine", dram_bw_Bps=read_Bps, dram_latency_s=latency_s,
-                dram_bytes=float(cpu["dram_bytes"]), dram_efficiency=1.0, cpu_cores=int(cpu["cores"]),
-                gather_threads_per_gpu=1, gather_mlp=per_thread * latency_s,
-                hash_s_per_token=cpu["hash_s_per_token"])
-    return Hardware(name="this-machine", description="this CPU as the accelerator, from a profile", gpus_per_host=1,
-                    gpu=gpu, link=link, host=host, ssd=_page_reads(cpu))
+    host = Host(
+        name="this machine",
+        dram_bw_Bps=read_Bps,
+        dram_latency_s=latency_s,
+        dram_bytes=float(cpu["dram_bytes"]),
+        dram_efficiency=1.0,
+        cpu_cores=int(cpu["cores"]),
+        gather_threads_per_gpu=1,
+        gather_mlp=per_thread * latency_s,
+        hash_s_per_token=cpu["hash_s_per_token"],
+    )
+    return Hardware(
+        name="this-machine",
+        description="this CPU as the accelerator, from a profile",
+        gpus_per_host=1,
+        gpu=gpu,
+        link=link,
+        host=host,
+        ssd=_page_reads(cpu),
+    )
 
 
 def gpu_hardware(profile: Profile, threads: int, table_bytes: float) -> Hardware:
@@ -446,8 +536,16 @@ def _rows_per_s(cpu: dict, threads: int, table_bytes: float) -> float:
 
 
 def _page_fault_ssd(iops: float, latency_s: float) -> SSD:
-    return SSD(name="scratch disk (mmap page faults)", devices=1, read_iops=iops, read_bw_Bps=1e12,
-               latency_s=latency_s, device_bytes=1e15, page_bytes=4096, queue_depth=1)
+    return SSD(
+        name="scratch disk (mmap page faults)",
+        devices=1,
+        read_iops=iops,
+        read_bw_Bps=1e12,
+        latency_s=latency_s,
+        device_bytes=1e15,
+        page_bytes=4096,
+        queue_depth=1,
+    )
 
 
 def _page_reads(cpu: dict) -> SSD | None:
@@ -466,6 +564,7 @@ def _require(cpu: dict, *keys):
 
 
 # --- TOML output ------------------------------------------------------------------------------
+
 
 def _toml_value(value) -> str:
     if isinstance(value, bool):
@@ -516,8 +615,10 @@ def profile_usage(profile: Profile, cal: Calibration) -> str:
     """How much of the profile the calibration used, in one line (partial profiles say so)."""
     benchmarks = sorted({m["name"] for m in profile.measurements})
     measured = sum(1 for why in cal.provenance.values() if not why.startswith("inherited"))
-    used = (f"{len(profile.measurements)} measured points from {len(benchmarks)} benchmarks "
-            f"({', '.join(benchmarks)}) gave {measured} of {len(cal.provenance)} figures; the rest are inherited")
+    used = (
+        f"{len(profile.measurements)} measured points from {len(benchmarks)} benchmarks "
+        f"({', '.join(benchmarks)}) gave {measured} of {len(cal.provenance)} figures; the rest are inherited"
+    )
     if profile.partial:
         return f"partial profile (interrupted): only {used}"
     return used

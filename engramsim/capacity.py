@@ -3,10 +3,11 @@ the model allocates with them, the Engram table shard or hot-row cache, the rese
 CUDA-graph pool, non-torch allocations, sparse-attention indexer buffer, Engram staging and module) and
 the KV cache from what is left. Moving the table off the GPU frees HBM for the KV cache, which
 is how offloading can *raise* throughput. Host copies of an off-GPU table decide host DRAM."""
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from engramsim import costs
 from engramsim.engine import EngineSpec
@@ -16,13 +17,14 @@ from engramsim.model import EngramSpec, ModelSpec
 from engramsim.topology import socket_table_bytes
 from engramsim.units import GiB, MiB
 
-ACT_BYTES = 2      # bf16 activations
-LOGIT_BYTES = 4    # fp32 logits of the sampler
+ACT_BYTES = 2  # bf16 activations
+LOGIT_BYTES = 4  # fp32 logits of the sampler
 
 
 @dataclass(frozen=True)
 class Parallel:
     """One replica spans `tp` ranks; `dp` replicas; routed experts divided across `ep` ranks."""
+
     tp: int = 1
     dp: int = 1
     ep: int = 1
@@ -53,8 +55,10 @@ def check_parallel(model: ModelSpec, par: Parallel, gpus: int) -> None:
         if par.ranks % par.ep:
             raise UserError(f"EP {par.ep} does not divide the DP x TP = {par.ranks} ranks")
     elif bb.is_moe and bb.moe_intermediate_size % par.tp:
-        raise UserError(f"TP {par.tp} does not divide the expert width {bb.moe_intermediate_size} "
-                        "(use --ep to divide whole experts instead)")
+        raise UserError(
+            f"TP {par.tp} does not divide the expert width {bb.moe_intermediate_size} "
+            "(use --ep to divide whole experts instead)"
+        )
 
 
 def activation_bytes(model: ModelSpec, engine: EngineSpec, tp: int) -> float:
@@ -152,17 +156,32 @@ class MemoryPlan:
     problems: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"tier": self.tier, "fits": self.fits, "usable_GiB": self.usable_GiB,
-                "per_rank_GiB": dict(self.per_rank_GiB), "kv_tokens_per_rank": self.kv_tokens_per_rank,
-                "max_concurrency": self.max_concurrency, "context_tokens": self.context_tokens,
-                "host_GiB_per_node": self.host_GiB_per_node, "kv_budget_GiB": self.kv_budget_GiB,
-                "table_split": self.table_split,
-                "problems": list(self.problems)}
+        return {
+            "tier": self.tier,
+            "fits": self.fits,
+            "usable_GiB": self.usable_GiB,
+            "per_rank_GiB": dict(self.per_rank_GiB),
+            "kv_tokens_per_rank": self.kv_tokens_per_rank,
+            "max_concurrency": self.max_concurrency,
+            "context_tokens": self.context_tokens,
+            "host_GiB_per_node": self.host_GiB_per_node,
+            "kv_budget_GiB": self.kv_budget_GiB,
+            "table_split": self.table_split,
+            "problems": list(self.problems),
+        }
 
 
-def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Parallel, tier_memory: str | None,
-                hbm_cache_bytes: float = 0.0, dram_cache_bytes: float = 0.0, context_tokens: int = 0,
-                max_model_len: int = 0) -> MemoryPlan:
+def plan_memory(
+    hw: Hardware,
+    model: ModelSpec,
+    engine: EngineSpec,
+    par: Parallel,
+    tier_memory: str | None,
+    hbm_cache_bytes: float = 0.0,
+    dram_cache_bytes: float = 0.0,
+    context_tokens: int = 0,
+    max_model_len: int = 0,
+) -> MemoryPlan:
     """`tier_memory` is where the table lives (hbm, dram, cxl, ssd), or None for no Engram.
     `context_tokens`: the sequence length concurrency is counted at; `max_model_len`: the
     server's limit (default: the model's, else the context)."""
@@ -199,37 +218,58 @@ def plan_memory(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Paralle
     stored = spec.table_bytes * (1 if tier_memory == "rdma" else copies) if spec else 0.0
     problems += _table_capacity_problems(hw, stored, tier_memory)
     if dram_cache_bytes + host > hw.host.dram_bytes and not hw.unified:
-        problems.append(f"DRAM: {(dram_cache_bytes + host) / GiB:.1f} GiB of tables and caches per node > "
-                        f"{hw.host.dram_bytes / GiB:.1f} GiB of DRAM")
+        problems.append(
+            f"DRAM: {(dram_cache_bytes + host) / GiB:.1f} GiB of tables and caches per node > "
+            f"{hw.host.dram_bytes / GiB:.1f} GiB of DRAM"
+        )
     per_rank = {k: v / GiB for k, v in reserves.items()} | {"kv": max(kv, 0.0) / GiB}
-    return MemoryPlan(tier_memory or "none", not problems, usable / GiB, per_rank, kv_tokens, blocks,
-                      concurrency, context_tokens, host / GiB, kv / GiB, split, tuple(problems))
+    return MemoryPlan(
+        tier_memory or "none",
+        not problems,
+        usable / GiB,
+        per_rank,
+        kv_tokens,
+        blocks,
+        concurrency,
+        context_tokens,
+        host / GiB,
+        kv / GiB,
+        split,
+        tuple(problems),
+    )
 
 
 def _hbm_problems(usable: float, reserves: dict, kv: float, kv_tokens: int, context_tokens: int) -> list[str]:
     if kv_tokens >= max(context_tokens, 1):
         return []
     parts = " - ".join(f"{k} {v / GiB:.1f}" for k, v in reserves.items() if v)
-    return [f"HBM: {usable / GiB:.1f} GiB usable per rank - {parts} leaves {kv / GiB:.1f} GiB: KV for "
-            f"{kv_tokens} tokens < one {context_tokens}-token sequence"]
+    return [
+        f"HBM: {usable / GiB:.1f} GiB usable per rank - {parts} leaves {kv / GiB:.1f} GiB: KV for "
+        f"{kv_tokens} tokens < one {context_tokens}-token sequence"
+    ]
 
 
 def _table_capacity_problems(hw: Hardware, table: float, tier_memory: str | None) -> list[str]:
     if not table or tier_memory in (None, "hbm", "dram"):  # dram: checked with the DRAM caches
         return []
-    capacity = {"dram": hw.host.dram_bytes,
-                "cxl": hw.cxl.devices * hw.cxl.device_bytes if hw.cxl else 0.0,
-                "ssd": hw.ssd.devices * hw.ssd.device_bytes if hw.ssd else 0.0,
-                "rdma": hw.rdma.remote_hosts * hw.rdma.remote_host_bytes if hw.rdma else 0.0}[tier_memory]
+    capacity = {
+        "dram": hw.host.dram_bytes,
+        "cxl": hw.cxl.devices * hw.cxl.device_bytes if hw.cxl else 0.0,
+        "ssd": hw.ssd.devices * hw.ssd.device_bytes if hw.ssd else 0.0,
+        "rdma": hw.rdma.remote_hosts * hw.rdma.remote_host_bytes if hw.rdma else 0.0,
+    }[tier_memory]
     if capacity == 0:
         return [f"{tier_memory.upper()}: this hardware has no {tier_memory} tier"]
     if table > capacity:
-        return [f"{tier_memory.upper()}: table copies {table / GiB:.1f} GiB > {capacity / GiB:.1f} GiB of {tier_memory}"]
+        return [
+            f"{tier_memory.upper()}: table copies {table / GiB:.1f} GiB > {capacity / GiB:.1f} GiB of {tier_memory}"
+        ]
     return []
 
 
-def with_socket_checks(plan: MemoryPlan, hw: Hardware, table: float, tier_memory: str | None, layout: str,
-                       copies: int = 1) -> MemoryPlan:
+def with_socket_checks(
+    plan: MemoryPlan, hw: Hardware, table: float, tier_memory: str | None, layout: str, copies: int = 1
+) -> MemoryPlan:
     """A host-DRAM table must fit each socket's DRAM under its NUMA layout: one full copy per
     socket (per-numa), a 1/sockets share of one copy (interleave), or all of it on socket 0,
     for each of the `copies` that replicas keep of their own."""
@@ -238,9 +278,11 @@ def with_socket_checks(plan: MemoryPlan, hw: Hardware, table: float, tier_memory
     topo = hw.topo
     if tier_memory == "ssd" or topo.sockets == 1:
         return plan
-    problems = [f"DRAM: socket {s} holds {need / GiB:.1f} GiB of the table ({layout}) > its {have:.1f} GiB"
-                for s, (need, have) in enumerate(zip(socket_table_bytes(topo, layout, table, copies), topo.socket_dram_GiB))
-                if need > have * GiB]
+    problems = [
+        f"DRAM: socket {s} holds {need / GiB:.1f} GiB of the table ({layout}) > its {have:.1f} GiB"
+        for s, (need, have) in enumerate(zip(socket_table_bytes(topo, layout, table, copies), topo.socket_dram_GiB))
+        if need > have * GiB
+    ]
     if not problems:
         return plan
     return replace(plan, fits=False, problems=plan.problems + tuple(problems))

@@ -3,6 +3,7 @@
 Commands live in engramsim/commands/<name>.py, each exporting a click command named `command`.
 They are imported lazily, so `engramsim simulate` never imports torch.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -21,6 +21,7 @@ The parts' documents are interleaved (`interleave`), so the first half of the co
 static hot-row cache is trained, holds half of each part. The exact text depends on the Python version and the installed manual pages, so traces built
 from it are keyed by `default_corpus_key`.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -37,7 +38,7 @@ import numpy as np
 from engramsim.errors import UserError
 from engramsim.fileio import input_file, read_input_text
 
-DEFAULT_MAX_BYTES = 1_500_000              # the `en` part
+DEFAULT_MAX_BYTES = 1_500_000  # the `en` part
 PART_BYTES = {"en": DEFAULT_MAX_BYTES, "code": 1_000_000, "zh": 1_000_000}
 PARTS = tuple(PART_BYTES)
 ZH_MAN_ROOT = Path("/usr/share/man/zh_CN")
@@ -65,7 +66,7 @@ def default_corpus(parts=PARTS, zh_root: Path = ZH_MAN_ROOT) -> Corpus:
     if unknown or not parts:
         raise UserError(f"unknown corpus part '{unknown[0] if unknown else ''}' (parts: {', '.join(PARTS)})")
     sources = _stdlib_sources()
-    en, en_desc = stdlib_corpus_part(sources)      # walks the sources `code` continues from
+    en, en_desc = stdlib_corpus_part(sources)  # walks the sources `code` continues from
     chosen = {"en": (en, en_desc)}
     if "code" in parts:
         chosen["code"] = _code_part(sources, PART_BYTES["code"])
@@ -102,6 +103,7 @@ def default_corpus_key(zh_root: Path = ZH_MAN_ROOT) -> str:
 def stdlib_corpus_part(sources, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[list[str], str]:
     """The `en` part: pydoc topics, then docstrings of `sources` until `max_bytes`."""
     from pydoc_data.topics import topics
+
     docs = [topics[k] for k in sorted(topics) if topics[k].strip()]
     size = sum(len(d.encode("utf-8")) for d in docs)
     n_topics, n_files = len(docs), 0
@@ -114,8 +116,10 @@ def stdlib_corpus_part(sources, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[lis
             size += len(s.encode("utf-8"))
         if size >= max_bytes:
             break
-    desc = (f"en: Python {_version()} stdlib docs ({n_topics} pydoc topics + docstrings of {n_files} "
-            f"modules, {size / 1e6:.2f} MB)")
+    desc = (
+        f"en: Python {_version()} stdlib docs ({n_topics} pydoc topics + docstrings of {n_files} "
+        f"modules, {size / 1e6:.2f} MB)"
+    )
     return docs, desc
 
 
@@ -159,8 +163,24 @@ def _version() -> str:
 # roff: drop comments and requests, keep the text arguments of font and heading macros, turn
 # escapes into the characters they print (the common ones) or nothing.
 _ROFF_TEXT_MACROS = {"SH", "SS", "B", "I", "BI", "BR", "IB", "IR", "RB", "RI", "SB", "SM", "IP", "TP", "HP", "Nm", "Nd"}
-_ROFF_CHARS = {"em": "—", "en": "–", "aq": "'", "dq": '"', "lq": "“", "rq": "”", "bu": "•", "co": "©",
-               "mi": "-", "hy": "-", "ga": "`", "ti": "~", "ha": "^", "rs": "\\", "oq": "‘", "cq": "’"}
+_ROFF_CHARS = {
+    "em": "—",
+    "en": "–",
+    "aq": "'",
+    "dq": '"',
+    "lq": "“",
+    "rq": "”",
+    "bu": "•",
+    "co": "©",
+    "mi": "-",
+    "hy": "-",
+    "ga": "`",
+    "ti": "~",
+    "ha": "^",
+    "rs": "\\",
+    "oq": "‘",
+    "cq": "’",
+}
 _ROFF_ESCAPE = re.compile(r"\\(?:f(?:\[[^\]]*\]|\(..|.)|s[-+]?\d+|\*(?:\[[^\]]*\]|\(..|.)|\((..)|\[([^\]]*)\]|(.))")
 
 

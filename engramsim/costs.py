@@ -4,6 +4,7 @@ Nothing here knows about time passing or about other work running; the simulator
 these numbers and the shared-resource model (engramsim.sim.flows) divides bandwidth. Every
 function takes all it needs as arguments and returns seconds, bytes, or a small breakdown.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,20 +24,20 @@ GPU_SECTOR_BYTES = 32
 
 def roofline_s(gpu: GPU, flops: float, hbm_bytes: float) -> float:
     """A kernel is bound by whichever of math or memory takes longer at achievable rates."""
-    return max(flops / (gpu.bf16_flops * gpu.matmul_efficiency),
-               hbm_bytes / (gpu.hbm_bw_Bps * gpu.hbm_efficiency))
+    return max(flops / (gpu.bf16_flops * gpu.matmul_efficiency), hbm_bytes / (gpu.hbm_bw_Bps * gpu.hbm_efficiency))
 
 
 @dataclass(frozen=True)
 class BatchShape:
     """What one engine step computes: `tokens` new tokens for `seqs` sequences, attending over
     `attn_pairs` (query, key) pairs and reading `kv_read_tokens` cached tokens per layer."""
+
     tokens: int
     seqs: int
     attn_pairs: float
     kv_read_tokens: float
     prefill: bool
-    logits: int = 0       # positions whose logits are computed (0: the last of each sequence)
+    logits: int = 0  # positions whose logits are computed (0: the last of each sequence)
 
 
 def batch_shape(seqs: Sequence[Sized], prefill: bool, positions: int = 1) -> BatchShape:
@@ -50,11 +51,22 @@ def batch_shape(seqs: Sequence[Sized], prefill: bool, positions: int = 1) -> Bat
 def lens_shape(lens: Sequence[int], prefill: bool, positions: int = 1) -> BatchShape:
     """batch_shape from the sequences' lengths."""
     if prefill:
-        return BatchShape(tokens=sum(lens), seqs=len(lens), attn_pairs=sum(n * (n + 1) / 2 for n in lens),
-                          kv_read_tokens=0.0, prefill=True)
+        return BatchShape(
+            tokens=sum(lens),
+            seqs=len(lens),
+            attn_pairs=sum(n * (n + 1) / 2 for n in lens),
+            kv_read_tokens=0.0,
+            prefill=True,
+        )
     context = sum(lens)
-    return BatchShape(tokens=len(lens) * positions, seqs=len(lens), attn_pairs=context * positions,
-                      kv_read_tokens=context, prefill=False, logits=len(lens) * positions)
+    return BatchShape(
+        tokens=len(lens) * positions,
+        seqs=len(lens),
+        attn_pairs=context * positions,
+        kv_read_tokens=context,
+        prefill=False,
+        logits=len(lens) * positions,
+    )
 
 
 def mixed_shape(decode_lens: Sequence[int], chunks: Sequence[tuple[int, int]], positions: int = 1) -> BatchShape:
@@ -63,10 +75,13 @@ def mixed_shape(decode_lens: Sequence[int], chunks: Sequence[tuple[int, int]], p
     own tokens and reads the cached ones, and samples at its last position."""
     context = sum(decode_lens)
     return BatchShape(
-        tokens=len(decode_lens) * positions + sum(n for _, n in chunks), seqs=len(decode_lens) + len(chunks),
+        tokens=len(decode_lens) * positions + sum(n for _, n in chunks),
+        seqs=len(decode_lens) + len(chunks),
         attn_pairs=context * positions + sum(n * (done + (n + 1) / 2) for done, n in chunks),
-        kv_read_tokens=context + sum(done for done, _ in chunks), prefill=False,
-        logits=len(decode_lens) * positions + len(chunks))
+        kv_read_tokens=context + sum(done for done, _ in chunks),
+        prefill=False,
+        logits=len(decode_lens) * positions + len(chunks),
+    )
 
 
 def experts_touched(n_experts: int, n_active: int, tokens: int) -> float:
@@ -80,6 +95,7 @@ def experts_touched(n_experts: int, n_active: int, tokens: int) -> float:
 @dataclass(frozen=True)
 class StepCompute:
     """Per-layer compute times of one step on one GPU of a `tp`-way tensor-parallel replica."""
+
     dense_layer_s: float
     moe_layer_s: float
     head_s: float
@@ -90,8 +106,9 @@ class StepCompute:
         return dense * self.dense_layer_s + (stop - start - dense) * self.moe_layer_s
 
 
-def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int,
-                 kv_layer_bytes_per_rank: float | None = None) -> StepCompute:
+def step_compute(
+    gpu: GPU, bb: Backbone, shape: BatchShape, tp: int, kv_layer_bytes_per_rank: float | None = None
+) -> StepCompute:
     """`kv_layer_bytes_per_rank`: one token's KV at one layer as one rank stores and reads it
     (default: the backbone's uniform layout; a shared KV head or MLA latent is read whole on
     every rank, never divided by TP)."""
@@ -116,8 +133,11 @@ def step_compute(gpu: GPU, bb: Backbone, shape: BatchShape, tp: int,
         touched = experts_touched(bb.n_routed_experts, bb.n_active_experts, shape.tokens) * bb.expert_params
         moe = layer_s(active, shared * wb + touched * bb.expert_bytes_per_param)
     # The LM head runs only on the last position of each sequence.
-    head = roofline_s(gpu, 2.0 * (shape.logits or shape.seqs) * bb.hidden_size * bb.vocab_size / tp,
-                      bb.hidden_size * bb.vocab_size * wb / tp)
+    head = roofline_s(
+        gpu,
+        2.0 * (shape.logits or shape.seqs) * bb.hidden_size * bb.vocab_size / tp,
+        bb.hidden_size * bb.vocab_size * wb / tp,
+    )
     return StepCompute(dense, moe, head)
 
 
@@ -151,13 +171,21 @@ def engram_module_params(bb: Backbone, spec: EngramSpec) -> int:
 # Hidden-wide bf16 vectors each op of one Engram module reads and writes per token, counted from
 # engram_demo_v1.py (`Engram.forward`, `ShortConv.forward`, `TransformerBlock.forward`) run
 # eagerly: every op materialises its output in HBM.
-ENGRAM_PASSES_PER_BRANCH = {    # once per hyper-connection branch
-    "key projection (write)": 1, "key norm": 2, "query norm": 2, "gate: product (2 in, 1 out), sum": 4,
-    "gate x value (write)": 1, "conv input norm": 2,
+ENGRAM_PASSES_PER_BRANCH = {  # once per hyper-connection branch
+    "key projection (write)": 1,
+    "key norm": 2,
+    "query norm": 2,
+    "gate: product (2 in, 1 out), sum": 4,
+    "gate x value (write)": 1,
+    "conv input norm": 2,
 }
-ENGRAM_PASSES_STREAM = {        # over the whole hc x hidden stream, counted per branch
-    "concatenate normed branches": 2, "depthwise conv": 2, "SiLU": 2, "transpose back, contiguous": 2,
-    "value + conv": 3, "residual add into the hidden state": 3,
+ENGRAM_PASSES_STREAM = {  # over the whole hc x hidden stream, counted per branch
+    "concatenate normed branches": 2,
+    "depthwise conv": 2,
+    "SiLU": 2,
+    "transpose back, contiguous": 2,
+    "value + conv": 3,
+    "residual add into the hidden state": 3,
 }
 ENGRAM_PASSES_SHARED = {"value projection (write)": 1, "gate x value (read value)": 1}
 
@@ -183,14 +211,23 @@ def engram_module_s(gpu: GPU, bb: Backbone, spec: EngramSpec, tokens: int, tp: i
 
 # Kernels eager PyTorch launches for one Engram module (engram_demo_v1.py `Engram.forward` and
 # `ShortConv.forward`), a linear or an RMSNorm counted as one kernel each.
-ENGRAM_KERNELS_PER_BRANCH = {   # once per hyper-connection branch
-    "key projection": 1, "key norm": 1, "query norm": 1,
-    "gate: product, sum, scale": 3, "gate: abs, clamp, sqrt, sign, multiply": 5, "gate: sigmoid": 1,
+ENGRAM_KERNELS_PER_BRANCH = {  # once per hyper-connection branch
+    "key projection": 1,
+    "key norm": 1,
+    "query norm": 1,
+    "gate: product, sum, scale": 3,
+    "gate: abs, clamp, sqrt, sign, multiply": 5,
+    "gate: sigmoid": 1,
     "conv input norm": 1,
 }
-ENGRAM_KERNELS_SHARED = {       # once per module
-    "row gather (hash offsets, embedding lookup)": 2, "stack gates": 1, "value projection": 1,
-    "gate x value": 1, "depthwise conv": 1, "SiLU": 1, "residual add": 1,
+ENGRAM_KERNELS_SHARED = {  # once per module
+    "row gather (hash offsets, embedding lookup)": 2,
+    "stack gates": 1,
+    "value projection": 1,
+    "gate x value": 1,
+    "depthwise conv": 1,
+    "SiLU": 1,
+    "residual add": 1,
 }
 
 
@@ -241,7 +278,10 @@ def zero_copy_wire_factor(link: Link, row_bytes: int) -> float:
     ratio of the two overheads is what zero-copy loses on the wire.
     """
     req = link.read_request_bytes
-    per_row = math.ceil(row_bytes / req) * link.packet_overhead_bytes + math.ceil(row_bytes / GPU_SECTOR_BYTES) * GPU_SECTOR_BYTES
+    per_row = (
+        math.ceil(row_bytes / req) * link.packet_overhead_bytes
+        + math.ceil(row_bytes / GPU_SECTOR_BYTES) * GPU_SECTOR_BYTES
+    )
     bulk = (req + link.packet_overhead_bytes) / req
     return per_row / row_bytes / bulk
 
@@ -266,6 +306,7 @@ def hash_s(host: Host, tokens: int, engram_layers: int, heads: int = 0) -> float
 
 # --- the ssd tier and its DRAM cache ---------------------------------------------------------
 
+
 def ssd_iops(ssd: SSD) -> float:
     """Random reads per second of a host's SSDs: each device is bounded both by its rated IOPS
     and by the reads its queue keeps in flight over one read latency (Little's law)."""
@@ -286,6 +327,7 @@ def dram_cache_hit_rate(hbm_hit: float, both_hit: float) -> float:
 
 # --- server topology: NUMA, address translation, RDMA ----------------------------------------
 
+
 def remote_socket_share(topo: Topology, layout: str, consumer: int) -> float:
     """Share of a reader's rows that sit on another socket's DRAM under a table layout."""
     return sum(share for s, share in table_sockets(topo, layout, consumer) if s != consumer)
@@ -294,8 +336,11 @@ def remote_socket_share(topo: Topology, layout: str, consumer: int) -> float:
 def host_read_latency_s(host: Host, topo: Topology, layout: str, consumer: int, table_bytes: float) -> float:
     """Mean latency of one random row read from host DRAM by a reader on socket `consumer`:
     local DRAM, plus the socket link for the remote share, plus page walks (translation_s)."""
-    return (host.dram_latency_s + remote_socket_share(topo, layout, consumer) * topo.upi_latency_s
-            + translation_s(topo, table_bytes))
+    return (
+        host.dram_latency_s
+        + remote_socket_share(topo, layout, consumer) * topo.upi_latency_s
+        + translation_s(topo, table_bytes)
+    )
 
 
 def translation_s(topo: Topology, table_bytes: float) -> float:
@@ -342,6 +387,7 @@ def peer_read_lookup_s(gpu: GPU, topo: Topology, rows: float, row_bytes: int, tp
 
 # --- how an engine reads rows from SSD (engramsim.iopolicy) ---------------------------------
 
+
 def ssd_iops_at(ssd: SSD, queue_depth: float) -> float:
     """Random-read IOPS of one device with `queue_depth` reads in flight: log-log interpolation
     of the part's measured IOPS-by-depth points, flat beyond the last; without points, the
@@ -358,11 +404,12 @@ def ssd_iops_at(ssd: SSD, queue_depth: float) -> float:
 @dataclass(frozen=True)
 class ReadPlan:
     """What reading one missing row costs under an engine's I/O policy."""
-    ssd_bytes: float         # bytes the SSD reads (a page, a read-around window, or the row's blocks)
-    dram_bytes: float        # bytes landing in memory (page cache or the engine's buffer)
-    cpu_s: float             # CPU time of the read on the thread that issues it
-    in_flight: float         # reads in flight (math.inf: as many as the SSD queues take)
-    op_s: float              # one read's time as its issuer sees it: device latency (+ CPU if blocking)
+
+    ssd_bytes: float  # bytes the SSD reads (a page, a read-around window, or the row's blocks)
+    dram_bytes: float  # bytes landing in memory (page cache or the engine's buffer)
+    cpu_s: float  # CPU time of the read on the thread that issues it
+    in_flight: float  # reads in flight (math.inf: as many as the SSD queues take)
+    op_s: float  # one read's time as its issuer sees it: device latency (+ CPU if blocking)
 
     @property
     def rows_per_s(self) -> float:

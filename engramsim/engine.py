@@ -5,6 +5,7 @@ Every reserve is a formula of the model, the parallel layout and the engine's se
 coefficients live in the preset with their sources. `EngineSpec.limits()` gives the scheduler
 limits the simulator runs with (a workload may override them in its [engine] table).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
@@ -85,21 +86,27 @@ class EngineSpec:
     def __post_init__(self):
         if not (self.memory_utilization or self.reserve_base_MiB):
             raise UserError(f"engine {self.name}: give memory_utilization, or a static reserve (reserve_base_MiB ...)")
-        for key, allowed in (("scheduling", SCHEDULING), ("engram_fetch_start", FETCH_STARTS),
-                             ("host_copies", HOST_COPIES)):
+        for key, allowed in (
+            ("scheduling", SCHEDULING),
+            ("engram_fetch_start", FETCH_STARTS),
+            ("host_copies", HOST_COPIES),
+        ):
             if getattr(self, key) not in allowed:
-                raise UserError(f"engine {self.name}: {key} must be one of {', '.join(allowed)}, "
-                                f"got '{getattr(self, key)}'")
+                raise UserError(
+                    f"engine {self.name}: {key} must be one of {', '.join(allowed)}, got '{getattr(self, key)}'"
+                )
 
     def memory_fraction(self, hbm_bytes: float, tp: int) -> float:
         """The share of device memory for weights, reserves and KV: the preset's, or one minus
         the static reserve (SGLang server_args `_handle_gpu_memory_settings`)."""
         if self.memory_utilization:
             return self.memory_utilization
-        reserve = (self.reserve_base_MiB
-                   + max(self.max_num_batched_tokens, self.reserve_min_chunk_tokens) * self.reserve_MiB_per_chunk_token
-                   + self.max_capture_size * self.reserve_MiB_per_graph_seq
-                   + tp / 8 * self.reserve_MiB_per_8_ranks) * MiB
+        reserve = (
+            self.reserve_base_MiB
+            + max(self.max_num_batched_tokens, self.reserve_min_chunk_tokens) * self.reserve_MiB_per_chunk_token
+            + self.max_capture_size * self.reserve_MiB_per_graph_seq
+            + tp / 8 * self.reserve_MiB_per_8_ranks
+        ) * MiB
         if hbm_bytes > self.reserve_floor_above_GiB * GiB:
             reserve = max(reserve, self.reserve_floor_GiB * GiB)
         return max(0.0, 1.0 - reserve / hbm_bytes)
@@ -110,13 +117,19 @@ class EngineSpec:
 
     def limits(self, overrides: dict | None = None) -> Engine:
         """The scheduler limits, with a workload's [engine] overrides applied."""
-        base = replace(self.steps, max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_num_batched_tokens,
-                       kv_block_tokens=self.block_size_tokens, prefetch=self.prefetch,
-                       max_prefill_seqs=self.max_prefill_seqs, prefill_lookahead=self.prefill_lookahead,
-                       chunked_prefill=self.scheduling == "chunked")
+        base = replace(
+            self.steps,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            kv_block_tokens=self.block_size_tokens,
+            prefetch=self.prefetch,
+            max_prefill_seqs=self.max_prefill_seqs,
+            prefill_lookahead=self.prefill_lookahead,
+            chunked_prefill=self.scheduling == "chunked",
+        )
         return replace(base, **(overrides or {}))
 
-    def with_overrides(self, **changes) -> "EngineSpec":
+    def with_overrides(self, **changes) -> EngineSpec:
         """Command-line overrides (None = keep the preset's value)."""
         known = {f.name for f in fields(self)}
         return replace(self, **{k: v for k, v in changes.items() if v is not None and k in known})

@@ -17,6 +17,7 @@ This reproduces `NgramHashMapping` of deepseek-ai/Engram (`engram_demo_v1.py`) b
 
 Everything is numpy. The hash takes compressed token ids (see engramsim.tokenize).
 """
+
 from __future__ import annotations
 
 import functools
@@ -83,14 +84,12 @@ def _table_sizes(spec: EngramSpec) -> tuple[tuple[tuple[int, ...], ...], ...]:
 
 def table_sizes(spec: EngramSpec) -> dict[int, list[list[int]]]:
     """{layer_id: [[prime per head] per order 2..N]}, exactly as the reference computes them."""
-    return {layer: [list(heads) for heads in orders]
-            for layer, orders in zip(spec.layer_ids, _table_sizes(spec))}
+    return {layer: [list(heads) for heads in orders] for layer, orders in zip(spec.layer_ids, _table_sizes(spec))}
 
 
 def head_sizes(spec: EngramSpec, layer_id: int) -> np.ndarray:
     """Prime size of each of the layer's (N-1)*K head tables, order-major, head-minor."""
-    return np.array([p for heads in _table_sizes(spec)[_layer_index(spec, layer_id)] for p in heads],
-                    dtype=np.int64)
+    return np.array([p for heads in _table_sizes(spec)[_layer_index(spec, layer_id)] for p in heads], dtype=np.int64)
 
 
 def row_offsets(spec: EngramSpec, layer_id: int) -> np.ndarray:
@@ -140,7 +139,7 @@ def _mix_to_indices(shifts: list[np.ndarray], spec: EngramSpec, layer_id: int) -
         # equals the reference's recomputation from scratch.
         mix = np.bitwise_xor(mix, shifts[n - 1] * mult[n - 1])
         o = n - 2
-        np.remainder(mix[..., None], sizes[o], out=out[..., o * K:(o + 1) * K])
+        np.remainder(mix[..., None], sizes[o], out=out[..., o * K : (o + 1) * K])
     return out
 
 
@@ -159,7 +158,7 @@ def hash_ngrams(compressed_ids, spec: EngramSpec, layer_id: int) -> np.ndarray:
     shifts = [x]
     for k in range(1, spec.max_ngram_size):
         s = np.full_like(x, spec.compressed_pad_id)
-        s[:, k:] = x[:, :T - k] if k < T else s[:, k:]
+        s[:, k:] = x[:, : T - k] if k < T else s[:, k:]
         shifts.append(s)
     return _mix_to_indices(shifts, spec, layer_id)
 
@@ -186,8 +185,7 @@ def hash_stream(ids: np.ndarray, seq_starts: np.ndarray, spec: EngramSpec, layer
 def position_in_sequence(n_tokens: int, seq_starts: np.ndarray) -> np.ndarray:
     """Index of each token inside its sequence, for a stream split at `seq_starts`."""
     starts = np.asarray(seq_starts, dtype=np.int64)
-    if n_tokens and (len(starts) == 0 or starts[0] != 0 or np.any(np.diff(starts) <= 0)
-                     or starts[-1] >= n_tokens):
+    if n_tokens and (len(starts) == 0 or starts[0] != 0 or np.any(np.diff(starts) <= 0) or starts[-1] >= n_tokens):
         raise UserError("sequence starts must begin at 0 and increase strictly inside the stream")
     lengths = np.diff(np.append(starts, n_tokens))
     return np.arange(n_tokens, dtype=np.int64) - np.repeat(starts, lengths)

@@ -8,6 +8,7 @@
   rename, the temporary removed on any failure) with the mode the umask gives a new file.
 - JSON: `jsonable` turns numpy values, tuples, paths and non-finite floats into what JSON holds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,13 @@ def input_file(path: str | Path, what: str = "input") -> Path:
 
 
 def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
@@ -57,7 +63,7 @@ def read_input_text(path: str | Path, what: str = "input") -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: {what} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
+        raise UserError(f"{path}: {what} is not UTF-8 text (byte {e.start}: {data[e.start : e.start + 1]!r})") from None
     if "\x00" in text:
         raise UserError(f"{path}: {what} is binary (it contains NUL bytes), expected text")
     return text

@@ -5,6 +5,7 @@ Host, CXL and SSD tables usually name a shared part (`part = "ddr5-2s-4800"`, a 
 hwmodels/parts/) and may override any of its keys, so a part's numbers and sources live once.
 TOML keys carry units (`hbm_bw_GBps`); the dataclasses hold SI units (bytes, seconds, FLOP/s).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
@@ -52,9 +53,13 @@ class GPU:
     layer_overhead_s: float = spec("layer_overhead_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
     # Fixed cost of the Engram fusion at each Engram layer per step (operator dispatch when it
     # is not captured in a graph; measured by `engramsim validate` on a CPU).
-    engram_module_overhead_s: float = spec("engram_module_overhead_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
+    engram_module_overhead_s: float = spec(
+        "engram_module_overhead_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6
+    )
     # ...and its cost per token beyond the roofline (small-tensor elementwise work on a CPU).
-    engram_module_s_per_token: float = spec("engram_module_ns_per_token", scale=NS, lo=0, lo_open=False, default=0.0, hi=1e9)
+    engram_module_s_per_token: float = spec(
+        "engram_module_ns_per_token", scale=NS, lo=0, lo_open=False, default=0.0, hi=1e9
+    )
     # A CPU standing in for the accelerator (`engramsim validate` on a CPU-only machine): its
     # compute runs on `compute_threads` host cores and competes with CPU gather threads.
     compute_on_host: bool = spec("compute_on_host", kind=bool, default=False)
@@ -64,6 +69,7 @@ class GPU:
 @dataclass(frozen=True)
 class Link:
     """One GPU's host link (PCIe or NVLink-C2C), per direction."""
+
     kind: str = spec("kind", kind=str)
     h2d_Bps: float = spec("h2d_GBps", scale=GB, hi=1e5)
     d2h_Bps: float = spec("d2h_GBps", scale=GB, hi=1e5)
@@ -150,6 +156,7 @@ class OS:
     macOS cluster reads) unless the engine asks for random access; pread of a buffered file
     reads whole pages through the page cache; O_DIRECT and io_uring read the row's own blocks.
     """
+
     name: str = spec("name", kind=str)
     page_bytes: int = spec("page_bytes", kind=int, hi=2**21)
     mmap_readahead_pages: int = spec("mmap_readahead_pages", kind=int, hi=4096)
@@ -196,8 +203,16 @@ class Hardware:
         return self.kind == "unified"
 
 
-SECTIONS = {"gpu": GPU, "link": Link, "host": Host, "cxl": CXL, "ssd": SSD, "topology": Topology, "rdma": RDMA,
-            "os": OS}
+SECTIONS = {
+    "gpu": GPU,
+    "link": Link,
+    "host": Host,
+    "cxl": CXL,
+    "ssd": SSD,
+    "topology": Topology,
+    "rdma": RDMA,
+    "os": OS,
+}
 TOP_KEYS = {"name", "description", "gpus_per_host", "provenance", "kind", *SECTIONS}
 
 
@@ -224,19 +239,30 @@ def hardware_from_dict(data: dict, where: str, path: Path | None = None) -> Hard
         raise UserError(f"{where}: 'gpus_per_host' must be a whole number in [1, {MAX_GPUS_PER_HOST}], got {gpus!r}")
     if not isinstance(data.get("provenance", {}), dict):
         raise UserError(f"{where}: 'provenance' must be a table")
-    sections = {name: build(cls, _with_part(data[name], f"{where} [{name}]"), f"{where} [{name}]")
-                for name, cls in SECTIONS.items() if name in data}
+    sections = {
+        name: build(cls, _with_part(data[name], f"{where} [{name}]"), f"{where} [{name}]")
+        for name, cls in SECTIONS.items()
+        if name in data
+    }
     topo = sections.get("topology")
     if topo:
         check_topology(topo, gpus, f"{where} [topology]")
         if sections["host"].numa_nodes != topo.sockets:
-            raise UserError(f"{where} [topology]: 'sockets' is {topo.sockets} but [host] 'numa_nodes' is "
-                            f"{sections['host'].numa_nodes}")
+            raise UserError(
+                f"{where} [topology]: 'sockets' is {topo.sockets} but [host] 'numa_nodes' is "
+                f"{sections['host'].numa_nodes}"
+            )
     if "rdma" in sections:
         check_rdma(sections["rdma"], topo or single_socket(gpus, 0.0), gpus, f"{where} [rdma]")
-    return Hardware(name=str(data.get("name", path.stem if path else "custom")),
-                    description=str(data.get("description", "")), gpus_per_host=gpus, kind=kind,
-                    source=path, provenance=dict(data.get("provenance", {})), **sections)
+    return Hardware(
+        name=str(data.get("name", path.stem if path else "custom")),
+        description=str(data.get("description", "")),
+        gpus_per_host=gpus,
+        kind=kind,
+        source=path,
+        provenance=dict(data.get("provenance", {})),
+        **sections,
+    )
 
 
 def hardware_to_dict(hw: Hardware) -> dict:
@@ -295,6 +321,14 @@ def with_nic_part(hw: Hardware, part: str) -> Hardware:
     if hw.rdma is None:
         raise UserError(f"--nic: {hw.name} has no [rdma] table to swap the NIC of")
     path = _part_path(part, "--nic")
-    nic_keys = ("name", "nic_Gbps", "read_latency_us", "reads_in_flight", "header_bytes", "doorbell_us", "doorbell_batch")
+    nic_keys = (
+        "name",
+        "nic_Gbps",
+        "read_latency_us",
+        "reads_in_flight",
+        "header_bytes",
+        "doorbell_us",
+        "doorbell_batch",
+    )
     table = {k: v for k, v in hardware_to_dict(hw)["rdma"].items() if k not in nic_keys} | load_toml(path)
     return replace(hw, rdma=build(RDMA, table, str(path)))

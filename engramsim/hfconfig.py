@@ -12,6 +12,7 @@ changes no byte or FLOP the simulator counts (NUMERICS_ONLY), or named in one no
 config.json does not say (KV entry layouts, the engine's weight sharding) comes from the
 architecture's reference preset, also with one note line each.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,24 +24,52 @@ from engramsim.presets import load_json
 
 # Fields that change numerics, not memory or time: read and set aside without a note.
 NUMERICS_ONLY = {
-    "rms_norm_eps", "rope_theta", "rope_scaling", "hidden_act", "swiglu_limit", "attention_bias",
-    "attention_dropout", "initializer_range", "scoring_func", "topk_method", "norm_topk_prob",
-    "routed_scaling_factor", "compress_rope_theta", "hc_sinkhorn_iters", "hc_eps", "bos_token_id",
-    "eos_token_id", "pad_token_id", "transformers_version", "use_cache", "model_type", "architectures",
-    "auto_map", "torch_dtype", "dtype", "n_group", "topk_group", "aux_loss_alpha", "seq_aux",
-    "tokenizer_name_or_path", "seed", "name_or_path", "_name_or_path",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "hidden_act",
+    "swiglu_limit",
+    "attention_bias",
+    "attention_dropout",
+    "initializer_range",
+    "scoring_func",
+    "topk_method",
+    "norm_topk_prob",
+    "routed_scaling_factor",
+    "compress_rope_theta",
+    "hc_sinkhorn_iters",
+    "hc_eps",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "transformers_version",
+    "use_cache",
+    "model_type",
+    "architectures",
+    "auto_map",
+    "torch_dtype",
+    "dtype",
+    "n_group",
+    "topk_group",
+    "aux_loss_alpha",
+    "seq_aux",
+    "tokenizer_name_or_path",
+    "seed",
+    "name_or_path",
+    "_name_or_path",
 }
 
 # DeepSeek-V4 family: the tokenizer its Engram tables are hashed with, and what config.json does
 # not say, from the family's preset (models/deepseek-v4.1-flash.toml cites each figure).
-DSV4_KV_ENTRY_BYTES = 584      # fp8 NoPE + scales + bf16 RoPE of the 512-wide head (vllm-ascend PR #9270)
-DSV4_INDEX_SCALE_BYTES = 4     # one fp32 scale per indexer key (DeepSeek-V3.2 indexer cache layout)
-DSV4_ENGRAM_SCALE_BLOCK = 32   # one E8M0 scale byte per 32 fp8 values of an Engram row (264 B rows)
+DSV4_KV_ENTRY_BYTES = 584  # fp8 NoPE + scales + bf16 RoPE of the 512-wide head (vllm-ascend PR #9270)
+DSV4_INDEX_SCALE_BYTES = 4  # one fp32 scale per indexer key (DeepSeek-V3.2 indexer cache layout)
+DSV4_ENGRAM_SCALE_BLOCK = 32  # one E8M0 scale byte per 32 fp8 values of an Engram row (264 B rows)
 
 
 @dataclass
 class MappedConfig:
     """Preset tables from a config, and one line per field that could not be mapped."""
+
     name: str
     architecture: str
     tables: dict
@@ -70,8 +99,10 @@ def architecture(data: dict, where: str) -> str:
     if {"n_head_per_ngram", "max_ngram_size", "layer_ids"} <= set(_flat_demo(data)):
         return "engram_demo"
     named = ", ".join(map(str, archs)) or data.get("model_type") or "none named"
-    raise UserError(f"{where}: unknown architecture ({named}); supported: DeepseekV4ForCausalLM, "
-                    "DeepseekV41ForCausalLM, the Engram demo config (engram_demo_v1.py)")
+    raise UserError(
+        f"{where}: unknown architecture ({named}); supported: DeepseekV4ForCausalLM, "
+        "DeepseekV41ForCausalLM, the Engram demo config (engram_demo_v1.py)"
+    )
 
 
 class _Fields:
@@ -94,11 +125,15 @@ class _Fields:
         return key in self.fields
 
     def unmapped(self, prefix: str = "") -> list[str]:
-        return [f"config field '{prefix}{k}' is not mapped (ignored)" for k in self.fields
-                if k not in self.used and k not in NUMERICS_ONLY]
+        return [
+            f"config field '{prefix}{k}' is not mapped (ignored)"
+            for k in self.fields
+            if k not in self.used and k not in NUMERICS_ONLY
+        ]
 
 
 # --- DeepSeek-V4 and V4.1 ----------------------------------------------------------------------
+
 
 def _deepseek_v4(data: dict, where: str, name: str, arch: str) -> MappedConfig:
     text = data.get("text_config") if arch == "deepseek_v41" else data
@@ -119,16 +154,24 @@ def _deepseek_v4(data: dict, where: str, name: str, arch: str) -> MappedConfig:
 def _dsv4_backbone(f: _Fields, quant: dict, notes: list[str]) -> dict:
     h, heads, hd = f.need("hidden_size"), f.need("num_attention_heads"), f.need("head_dim")
     bb = {
-        "n_layers": f.need("num_hidden_layers"), "n_mtp_layers": f.get("num_nextn_predict_layers", 0),
-        "hidden_size": h, "vocab_size": f.need("vocab_size"), "n_heads": heads, "head_dim": hd,
-        "n_kv_heads": f.need("num_key_value_heads"), "qk_rope_head_dim": f.get("qk_rope_head_dim", 0),
+        "n_layers": f.need("num_hidden_layers"),
+        "n_mtp_layers": f.get("num_nextn_predict_layers", 0),
+        "hidden_size": h,
+        "vocab_size": f.need("vocab_size"),
+        "n_heads": heads,
+        "head_dim": hd,
+        "n_kv_heads": f.need("num_key_value_heads"),
+        "qk_rope_head_dim": f.get("qk_rope_head_dim", 0),
         "attn_params_per_layer": _dsv4_attn_params(f, h, heads, hd),
         # wq_a and wkv: one replicated linear on every TP rank (vLLM fused_wqa_wkv, disable_tp)
         "attn_replicated_params_per_layer": h * (f.need("q_lora_rank") + hd),
         "extra_params_per_layer": _dsv4_extra_params(f, h, hd),
-        "n_routed_experts": f.need("n_routed_experts"), "n_active_experts": f.need("num_experts_per_tok"),
-        "n_shared_experts": f.get("n_shared_experts", 0), "moe_intermediate_size": f.need("moe_intermediate_size"),
-        "hc_mult": f.get("hc_mult", 1), "max_position_embeddings": f.get("max_position_embeddings", 0),
+        "n_routed_experts": f.need("n_routed_experts"),
+        "n_active_experts": f.need("num_experts_per_tok"),
+        "n_shared_experts": f.get("n_shared_experts", 0),
+        "moe_intermediate_size": f.need("moe_intermediate_size"),
+        "hc_mult": f.get("hc_mult", 1),
+        "max_position_embeddings": f.get("max_position_embeddings", 0),
         "tie_embeddings": bool(f.get("tie_word_embeddings", False)),
     }
     if f.get("dspark_n_routed_experts"):
@@ -142,9 +185,11 @@ def _dsv4_backbone(f: _Fields, quant: dict, notes: list[str]) -> dict:
     bb["kv_dtype"] = "fp8"
     bb["tp_shards_dense"] = True
     notes.append("kv_dtype: not in config.json; fp8, as DeepSeek-V4's own inference code stores KV")
-    notes.append("tp_shards_dense: not in config.json; true, as vLLM serves DeepSeek-V4 (wq_b/wo_a/wo_b, "
-                 "shared experts and embeddings divided across TP; wq_a|wkv, router, mixers, compressors "
-                 "and indexers whole on every rank)")
+    notes.append(
+        "tp_shards_dense: not in config.json; true, as vLLM serves DeepSeek-V4 (wq_b/wo_a/wo_b, "
+        "shared experts and embeddings divided across TP; wq_a|wkv, router, mixers, compressors "
+        "and indexers whole on every rank)"
+    )
     return bb
 
 
@@ -153,8 +198,7 @@ def _dsv4_attn_params(f: _Fields, h: int, heads: int, hd: int) -> int:
     hd) and the grouped low-rank output (wo_a o_groups x (heads*hd/o_groups x o_lora), wo_b
     (o_groups*o_lora) x h)."""
     q_lora, o_lora, groups = f.need("q_lora_rank"), f.need("o_lora_rank"), f.get("o_groups", 1)
-    return (h * q_lora + q_lora * heads * hd + h * hd
-            + groups * (heads * hd // groups) * o_lora + groups * o_lora * h)
+    return h * q_lora + q_lora * heads * hd + h * hd + groups * (heads * hd // groups) * o_lora + groups * o_lora * h
 
 
 def _dsv4_extra_params(f: _Fields, h: int, hd: int) -> int:
@@ -188,7 +232,11 @@ def _dsv4_dtypes(quant: dict, expert_dtype: str | None) -> dict:
     """Dense weights as quantization_config says (fp8 in 32x32 or 128x128 blocks), experts as
     its (or the config's) expert_dtype, embeddings and LM head in the checkpoint's bf16."""
     block = tuple(quant.get("weight_block_size") or [])
-    dense = {(32, 32): "fp8-b32", (128, 128): "fp8-b128"}.get(block, "fp8") if quant.get("quant_method") == "fp8" else "bf16"
+    dense = (
+        {(32, 32): "fp8-b32", (128, 128): "fp8-b128"}.get(block, "fp8")
+        if quant.get("quant_method") == "fp8"
+        else "bf16"
+    )
     return {"dtype": dense, "expert_dtype": quant.get("expert_dtype") or expert_dtype or dense, "embed_dtype": "bf16"}
 
 
@@ -200,18 +248,26 @@ def _dsv4_kv(f: _Fields, bb: dict, notes: list[str]) -> dict:
     if not ratios:
         ratios = [0] * layers
         notes.append("compress_ratios: not in config.json; every layer keeps only its sliding window")
-    kv = {"compress_ratios": ratios, "sliding_window": f.get("sliding_window", 0),
-          "entry_bytes": DSV4_KV_ENTRY_BYTES, "index_logits_dtype": "fp8"}
+    kv = {
+        "compress_ratios": ratios,
+        "sliding_window": f.get("sliding_window", 0),
+        "entry_bytes": DSV4_KV_ENTRY_BYTES,
+        "index_logits_dtype": "fp8",
+    }
     if f.get("kv_source_layer_ids"):
         kv["kv_source_layer_ids"] = list(f.get("kv_source_layer_ids"))
     if _index_layers(f):
         kv["index_source_layer_ids"] = _index_layers(f)
         if not f.has("index_source_layer_ids"):
-            notes.append("index_source_layer_ids: not in config.json; the layers of compress ratio 4 "
-                         "(DeepSeek-V4's CSA layers carry the lightning indexer)")
+            notes.append(
+                "index_source_layer_ids: not in config.json; the layers of compress ratio 4 "
+                "(DeepSeek-V4's CSA layers carry the lightning indexer)"
+            )
         kv["index_entry_bytes"] = f.need("index_head_dim") + DSV4_INDEX_SCALE_BYTES
-    notes.append(f"kv entry_bytes: not in config.json; {DSV4_KV_ENTRY_BYTES} B per entry of the "
-                 f"{bb['head_dim']}-wide head, as the deepseek-v4.1-flash preset (vllm-ascend PR #9270)")
+    notes.append(
+        f"kv entry_bytes: not in config.json; {DSV4_KV_ENTRY_BYTES} B per entry of the "
+        f"{bb['head_dim']}-wide head, as the deepseek-v4.1-flash preset (vllm-ascend PR #9270)"
+    )
     return kv
 
 
@@ -220,10 +276,14 @@ def _dsv4_engram(f: _Fields, quant: dict) -> dict:
     heads, head_dim = f.need("engram_n_heads"), f.need("engram_head_dim")
     fp8 = quant.get("quant_method") == "fp8"
     engram = {
-        "layer_ids": list(f.need("engram_layer_ids")), "max_ngram_size": orders + 1, "n_head_per_ngram": heads,
-        "engram_vocab_size": [f.need("engram_vocab_size")] * orders, "n_embed_per_ngram": heads * head_dim,
+        "layer_ids": list(f.need("engram_layer_ids")),
+        "max_ngram_size": orders + 1,
+        "n_head_per_ngram": heads,
+        "engram_vocab_size": [f.need("engram_vocab_size")] * orders,
+        "n_embed_per_ngram": heads * head_dim,
         "compressed_vocab_size": f.need("engram_compressed_vocab_size"),
-        "compressed_pad_id": f.get("engram_pad_token_id", 0), "tokenizer": "deepseek-v4",
+        "compressed_pad_id": f.get("engram_pad_token_id", 0),
+        "tokenizer": "deepseek-v4",
         "dtype": "fp8" if fp8 else "bf16",
     }
     if f.get("engram_num_embeddings"):
@@ -246,6 +306,7 @@ def _dsv4_unused(f: _Fields, top: _Fields, arch: str) -> list[str]:
 
 # --- the Engram demo ---------------------------------------------------------------------------
 
+
 def _flat_demo(data: dict) -> dict:
     """The demo's two dataclasses, flat or as {"engram_config": ..., "backbone_config": ...}."""
     flat = {k: v for k, v in data.items() if not isinstance(v, dict)}
@@ -259,21 +320,36 @@ def _engram_demo(data: dict, where: str, name: str, arch: str) -> MappedConfig:
     f = _Fields(_flat_demo(data), where)
     h = f.need("hidden_size")
     engram = {
-        "layer_ids": list(f.need("layer_ids")), "max_ngram_size": f.need("max_ngram_size"),
-        "n_head_per_ngram": f.need("n_head_per_ngram"), "engram_vocab_size": list(f.need("engram_vocab_size")),
-        "n_embed_per_ngram": f.get("n_embed_per_ngram", 512), "kernel_size": f.get("kernel_size", 4),
-        "compressed_pad_id": f.get("pad_id", 2), "seed": f.get("seed", 0),
+        "layer_ids": list(f.need("layer_ids")),
+        "max_ngram_size": f.need("max_ngram_size"),
+        "n_head_per_ngram": f.need("n_head_per_ngram"),
+        "engram_vocab_size": list(f.need("engram_vocab_size")),
+        "n_embed_per_ngram": f.get("n_embed_per_ngram", 512),
+        "kernel_size": f.get("kernel_size", 4),
+        "compressed_pad_id": f.get("pad_id", 2),
+        "seed": f.get("seed", 0),
     }
     # The demo mocks attention and MoE as identities: it has no shapes for them. The backbone is
     # the paper's dense one at the demo's width (ASSUMPTION, said in the notes).
-    backbone = {"n_layers": f.need("num_layers"), "hidden_size": h, "vocab_size": f.get("vocab_size", 129280),
-                "hc_mult": f.get("hc_mult", 1), "n_heads": max(1, h // 128), "head_dim": 128,
-                "n_kv_heads": max(1, h // 128), "intermediate_size": 4 * h}
-    notes = [f"attention and MLP: the Engram demo mocks them (no shapes); ASSUMPTION: {h // 128} heads of 128 "
-             f"(GQA, as many KV heads) and a gated MLP of {4 * h}",
-             "Engram table dtype: not in the demo config; bf16"]
+    backbone = {
+        "n_layers": f.need("num_layers"),
+        "hidden_size": h,
+        "vocab_size": f.get("vocab_size", 129280),
+        "hc_mult": f.get("hc_mult", 1),
+        "n_heads": max(1, h // 128),
+        "head_dim": 128,
+        "n_kv_heads": max(1, h // 128),
+        "intermediate_size": 4 * h,
+    }
+    notes = [
+        f"attention and MLP: the Engram demo mocks them (no shapes); ASSUMPTION: {h // 128} heads of 128 "
+        f"(GQA, as many KV heads) and a gated MLP of {4 * h}",
+        "Engram table dtype: not in the demo config; bf16",
+    ]
     if f.get("tokenizer_name_or_path") and "DeepSeek-V3" not in str(f.fields.get("tokenizer_name_or_path")):
-        notes.append(f"tokenizer_name_or_path '{f.fields['tokenizer_name_or_path']}': hashed with the built-in "
-                     "tokenizer unless --tokenizer is given")
+        notes.append(
+            f"tokenizer_name_or_path '{f.fields['tokenizer_name_or_path']}': hashed with the built-in "
+            "tokenizer unless --tokenizer is given"
+        )
     notes += f.unmapped()
     return MappedConfig(name, arch, {"backbone": backbone, "engram": engram}, notes)

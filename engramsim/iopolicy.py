@@ -6,6 +6,7 @@ flight (reader threads, io_uring depth), whether the reads sit inside the forwar
 ahead of it, and whether they go through mmap page faults, buffered pread, O_DIRECT or
 io_uring. The cost of each choice is in costs.ssd_read_plan; this module only holds the data.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -15,7 +16,7 @@ from engramsim.presets import build, spec
 
 READ_AT = ("forward", "prefetch", "prestage")
 IO_KINDS = ("pread", "mmap", "odirect", "io_uring")
-READERS_MAX = 4096   # threads issuing reads: far beyond any machine's cores
+READERS_MAX = 4096  # threads issuing reads: far beyond any machine's cores
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class IOPolicy:
             return 1
         return self.readers
 
-    def with_flags(self, readers: int | None = None, read_at: str | None = None, io: str | None = None) -> "IOPolicy":
+    def with_flags(self, readers: int | None = None, read_at: str | None = None, io: str | None = None) -> IOPolicy:
         """Command-line overrides (None keeps the preset's value)."""
         if readers is not None and readers < 1:
             raise UserError(f"--readers must be at least 1, got {readers}")

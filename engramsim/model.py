@@ -5,6 +5,7 @@
 `kernel_size`) and adds what a memory-system model needs: the bytes of one row, the dtype, the
 size of the compressed vocabulary and the compressed pad id.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,6 +20,7 @@ from engramsim.tokenize import PACKAGED_TOKENIZERS
 @dataclass(frozen=True)
 class DType:
     """A storage format: bits per value plus `scale_bytes` of block scale per `block_values`."""
+
     bits: int
     block_values: int = 1
     scale_bytes: float = 0.0
@@ -38,18 +40,28 @@ class DType:
 # - int4 / int2: group-wise integer quantization with a bf16 scale per 128 values (AWQ/GPTQ's
 #   default group size 128; int2 assumed to use the same grouping).
 DTYPES = {
-    "fp32": DType(32), "bf16": DType(16), "fp16": DType(16), "fp8": DType(8),
-    "fp8-b32": DType(8, 32 * 32, 1), "fp8-b128": DType(8, 128 * 128, 4),
-    "fp4": DType(4, 32, 1), "mxfp4": DType(4, 32, 1), "nvfp4": DType(4, 16, 1),
-    "int4": DType(4, 128, 2), "int2": DType(2, 128, 2),
+    "fp32": DType(32),
+    "bf16": DType(16),
+    "fp16": DType(16),
+    "fp8": DType(8),
+    "fp8-b32": DType(8, 32 * 32, 1),
+    "fp8-b128": DType(8, 128 * 128, 4),
+    "fp4": DType(4, 32, 1),
+    "mxfp4": DType(4, 32, 1),
+    "nvfp4": DType(4, 16, 1),
+    "int4": DType(4, 128, 2),
+    "int2": DType(2, 128, 2),
     # Table rows quantized along the row, as one-box engines store them:
     # - int4-g64 / int2-g64: MLX affine quantization (mx.quantize, default group_size 64): a bf16
     #   scale and a bf16 bias per 64 values. A 2-bit 256-value row is 64 + 16 = 80 B; the 2-bit
     #   DeepSeek-V4.1 tables of raullenchai/Rapid-MLX PR #3338 free 61.17 GB for 768M rows = 79.6 B.
     # - q2_k / q3_k / q4_k: llama.cpp k-quant super-blocks of 256 values, 84 / 110 / 144 bytes
     #   (ggml block_q2_K; "110 bytes at Q3_K, 144 at Q4_K", ggml-org/llama.cpp PR #28696).
-    "int4-g64": DType(4, 64, 4), "int2-g64": DType(2, 64, 4),
-    "q2_k": DType(2, 256, 20), "q3_k": DType(3, 256, 14), "q4_k": DType(4, 256, 16),
+    "int4-g64": DType(4, 64, 4),
+    "int2-g64": DType(2, 64, 4),
+    "q2_k": DType(2, 256, 20),
+    "q3_k": DType(3, 256, 14),
+    "q4_k": DType(4, 256, 16),
 }
 FP32_BYTES = 4
 ROW_DTYPES = ("fp8", "fp4", "int4", "int2", "int4-g64", "int2-g64", "q2_k", "q3_k", "q4_k")
@@ -98,8 +110,10 @@ class EngramSpec:
         if not self.layer_ids or min(self.layer_ids) < 0 or len(set(self.layer_ids)) != len(self.layer_ids):
             raise UserError(f"{where}: layer_ids must be distinct non-negative layer indices")
         if len(self.engram_vocab_size) != self.max_ngram_size - 1:
-            raise UserError(f"{where}: engram_vocab_size needs one entry per order 2..{self.max_ngram_size} "
-                            f"({self.max_ngram_size - 1}), got {len(self.engram_vocab_size)}")
+            raise UserError(
+                f"{where}: engram_vocab_size needs one entry per order 2..{self.max_ngram_size} "
+                f"({self.max_ngram_size - 1}), got {len(self.engram_vocab_size)}"
+            )
         if min(self.engram_vocab_size) < 2 or self.n_head_per_ngram < 1:
             raise UserError(f"{where}: engram_vocab_size entries must be >= 2 and n_head_per_ngram >= 1")
         if self.compressed_pad_id >= self.compressed_vocab_size:
@@ -107,16 +121,19 @@ class EngramSpec:
         if self.n_embed_per_ngram % self.n_head_per_ngram:
             raise UserError(f"{where}: n_embed_per_ngram must be a multiple of n_head_per_ngram")
         if self.tokenizer and self.tokenizer not in PACKAGED_TOKENIZERS:
-            raise UserError(f"{where}: unknown tokenizer '{self.tokenizer}' "
-                            f"(known: {', '.join(sorted(PACKAGED_TOKENIZERS))})")
+            raise UserError(
+                f"{where}: unknown tokenizer '{self.tokenizer}' (known: {', '.join(sorted(PACKAGED_TOKENIZERS))})"
+            )
         if self.num_embeddings and len(self.num_embeddings) != len(self.layer_ids):
             raise UserError(f"{where}: num_embeddings needs one entry per Engram layer ({len(self.layer_ids)})")
         values_bytes = self.n_embed_per_ngram // self.n_head_per_ngram * _dtype_bytes(self.dtype, where)
         if self.row_bytes == 0:
             object.__setattr__(self, "row_bytes", int(values_bytes))
         elif self.row_bytes < values_bytes:
-            raise UserError(f"{where}: row_bytes {self.row_bytes} cannot hold {self.n_embed_per_ngram // self.n_head_per_ngram} "
-                            f"{self.dtype} values ({values_bytes:g} bytes)")
+            raise UserError(
+                f"{where}: row_bytes {self.row_bytes} cannot hold {self.n_embed_per_ngram // self.n_head_per_ngram} "
+                f"{self.dtype} values ({values_bytes:g} bytes)"
+            )
 
     @property
     def orders(self) -> range:
@@ -159,6 +176,7 @@ class EngramSpec:
 @dataclass(frozen=True)
 class Backbone:
     """Transformer shapes from which weights, FLOPs and KV-cache bytes are derived."""
+
     n_layers: int = spec("n_layers", kind=int, hi=1024)
     hidden_size: int = spec("hidden_size", kind=int, hi=2**20)
     vocab_size: int = spec("vocab_size", kind=int, hi=2**24)
@@ -175,8 +193,9 @@ class Backbone:
     # The part of attn_params_per_layer every TP rank holds whole; the rest is divided across TP
     # (vLLM DeepSeek-V4/V4.1: the fused wq_a|wkv projection is replicated, wq_b/wo_a column-
     # and wo_b row-parallel).
-    attn_replicated_params_per_layer: int = spec("attn_replicated_params_per_layer", lo=0, lo_open=False,
-                                                 kind=int, default=0, hi=1e12)
+    attn_replicated_params_per_layer: int = spec(
+        "attn_replicated_params_per_layer", lo=0, lo_open=False, kind=int, default=0, hi=1e12
+    )
     intermediate_size: int = spec("intermediate_size", lo=0, lo_open=False, kind=int, default=0, hi=2**24)
     # Mixture of experts: the first `first_dense_layers` use the dense MLP.
     n_routed_experts: int = spec("n_routed_experts", lo=0, lo_open=False, kind=int, default=0, hi=2**20)
@@ -279,8 +298,7 @@ class Backbone:
         layers = self.n_layers + self.n_mtp_layers
         mlp_layers = self.n_dense_layers if self.is_moe else layers
         shared = (layers - mlp_layers) * self.n_shared_experts * self.expert_params
-        return (layers * (self.attn_params + self.extra_params_per_layer)
-                + mlp_layers * self.dense_mlp_params + shared)
+        return layers * (self.attn_params + self.extra_params_per_layer) + mlp_layers * self.dense_mlp_params + shared
 
     @property
     def hc_mixer_params_per_layer(self) -> int:
@@ -321,9 +339,12 @@ class Backbone:
         dense_shards = tp if self.tp_shards_dense else 1
         replicated = self.replicated_params if self.tp_shards_dense else 0
         mixers = (self.n_layers + self.n_mtp_layers) * self.hc_mixer_params_per_layer * FP32_BYTES
-        return (self.routed_expert_bytes_per_rank(tp, ep, align)
-                + ((self.dense_params - replicated) / dense_shards + replicated) * self.weight_bytes_per_param
-                + self.embedding_params * self.embed_bytes_per_param / dense_shards + mixers)
+        return (
+            self.routed_expert_bytes_per_rank(tp, ep, align)
+            + ((self.dense_params - replicated) / dense_shards + replicated) * self.weight_bytes_per_param
+            + self.embedding_params * self.embed_bytes_per_param / dense_shards
+            + mixers
+        )
 
     @property
     def weight_bytes(self) -> float:
@@ -356,11 +377,16 @@ class KVLayout:
     `kv_source_layer_ids` store that compressed KV and the layers after them reuse it (empty:
     every layer stores its own); `index_source_layer_ids` keep sparse-attention indexer keys at
     their layer's ratio. A single shared KV head: every TP rank holds it whole."""
+
     compress_ratios: tuple[int, ...] = spec("compress_ratios", lo=0, lo_open=False, hi=1e6, kind=list)
     entry_bytes: int = spec("entry_bytes", kind=int, hi=2**20)
     sliding_window: int = spec("sliding_window", lo=0, lo_open=False, kind=int, default=0, hi=2**24)
-    kv_source_layer_ids: tuple[int, ...] = spec("kv_source_layer_ids", lo=0, lo_open=False, kind=list, default=(), hi=1023)
-    index_source_layer_ids: tuple[int, ...] = spec("index_source_layer_ids", lo=0, lo_open=False, kind=list, default=(), hi=1023)
+    kv_source_layer_ids: tuple[int, ...] = spec(
+        "kv_source_layer_ids", lo=0, lo_open=False, kind=list, default=(), hi=1023
+    )
+    index_source_layer_ids: tuple[int, ...] = spec(
+        "index_source_layer_ids", lo=0, lo_open=False, kind=list, default=(), hi=1023
+    )
     index_entry_bytes: int = spec("index_entry_bytes", lo=0, lo_open=False, kind=int, default=0, hi=2**20)
     # The lightning indexer scores every query token against the whole context: a logits
     # buffer of [batched tokens, max_model_len] values of this dtype.
@@ -371,15 +397,20 @@ class KVLayout:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         _dtype_bytes(self.index_logits_dtype, "[kv]")
         n = len(self.compress_ratios)
-        if min(self.compress_ratios) < 0 or any(not 0 <= i < n for i in self.kv_source_layer_ids + self.index_source_layer_ids):
+        if min(self.compress_ratios) < 0 or any(
+            not 0 <= i < n for i in self.kv_source_layer_ids + self.index_source_layer_ids
+        ):
             raise UserError("[kv]: ratios must be >= 0 and source layer ids within compress_ratios")
 
     def bytes_per_token(self) -> float:
         """Cached bytes per token of context (one rank, window excluded)."""
         kv_layers = self.kv_source_layer_ids or range(len(self.compress_ratios))
         kv = sum(self.entry_bytes / self.compress_ratios[i] for i in kv_layers if self.compress_ratios[i])
-        index = sum(self.index_entry_bytes / self.compress_ratios[i]
-                    for i in self.index_source_layer_ids if self.compress_ratios[i])
+        index = sum(
+            self.index_entry_bytes / self.compress_ratios[i]
+            for i in self.index_source_layer_ids
+            if self.compress_ratios[i]
+        )
         return kv + index
 
     def bytes_per_seq(self) -> float:
@@ -464,12 +495,23 @@ def model_from_tables(data: dict, where: str, path: Path, notes: tuple[str, ...]
     kv = None
     if "kv" in data:
         kv = _with_where(lambda: build(KVLayout, data["kv"], f"{where} [kv]"), f"{where} [kv]")
-    return _with_where(lambda: ModelSpec(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
-                                         backbone=backbone, engram=engram, source=path, kv=kv, notes=notes), where)
+    return _with_where(
+        lambda: ModelSpec(
+            name=str(data.get("name", path.stem)),
+            description=str(data.get("description", "")),
+            backbone=backbone,
+            engram=engram,
+            source=path,
+            kv=kv,
+            notes=notes,
+        ),
+        where,
+    )
 
 
 def _model_from_config(path: Path) -> ModelSpec:
     from engramsim.hfconfig import map_config, read_config
+
     name = path.parent.name if path.name == "config.json" else path.stem
     mapped = map_config(read_config(path), str(path), name)
     tables = {**mapped.tables, "name": name, "description": f"{mapped.architecture} config.json ({path})"}
@@ -485,7 +527,7 @@ def _with_where(make, where: str):
         raise UserError(msg if msg.startswith(where.split(" ")[0]) else f"{where}: {msg}") from None
 
 
-def with_row_dtype(model: "ModelSpec", dtype: str) -> "ModelSpec":
+def with_row_dtype(model: ModelSpec, dtype: str) -> ModelSpec:
     """`model` with its Engram table rows stored as `dtype` (`simulate --row-dtype`): the row's
     values at that format's bits plus its scale bytes."""
     if dtype not in ROW_DTYPES:

@@ -19,6 +19,7 @@ Testcases used, and what they set (TOML keys of the hardware model):
 
 Testcases whose status is not "Passed" (Waived, Error, Not Found) are skipped with a note.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,22 +30,30 @@ from pathlib import Path
 from engramsim.errors import UserError
 from engramsim.presets import load_json
 
-USED = ("host_to_device_memcpy_ce", "device_to_host_memcpy_ce", "host_device_latency_sm",
-        "host_to_device_memcpy_sm", "device_to_host_memcpy_sm", "device_local_copy")
+USED = (
+    "host_to_device_memcpy_ce",
+    "device_to_host_memcpy_ce",
+    "host_device_latency_sm",
+    "host_to_device_memcpy_sm",
+    "device_to_host_memcpy_sm",
+    "device_local_copy",
+)
 
 
 @dataclass(frozen=True)
 class Testcase:
     name: str
-    values: tuple[float, ...]   # measured cells (GB/s, or ns for latency tests)
-    unit: str                   # "GB/s" or "ns"
+    values: tuple[float, ...]  # measured cells (GB/s, or ns for latency tests)
+    unit: str  # "GB/s" or "ns"
 
     @property
     def mean(self) -> float:
         return statistics.fmean(self.values)
 
     def describe(self) -> str:
-        spread = "" if len(self.values) == 1 else f", {min(self.values):g}-{max(self.values):g} over {len(self.values)} GPUs"
+        spread = (
+            "" if len(self.values) == 1 else f", {min(self.values):g}-{max(self.values):g} over {len(self.values)} GPUs"
+        )
         return f"nvbandwidth {self.name} (mean {self.mean:.4g} {self.unit}{spread})"
 
 
@@ -64,8 +73,10 @@ def load_nvbandwidth(path: str | Path) -> NvbandwidthRun:
 def parse_nvbandwidth(data, where: str) -> NvbandwidthRun:
     body = data.get("nvbandwidth") if isinstance(data, dict) else None
     if not isinstance(body, dict) or not isinstance(body.get("testcases"), list):
-        raise UserError(f"{where}: not nvbandwidth JSON: expected {{\"nvbandwidth\": {{\"testcases\": [...]}}}} "
-                        f"(the output of `nvbandwidth -j`)")
+        raise UserError(
+            f'{where}: not nvbandwidth JSON: expected {{"nvbandwidth": {{"testcases": [...]}}}} '
+            f"(the output of `nvbandwidth -j`)"
+        )
     notes, cases = [], {}
     if body.get("error"):
         notes.append(f"nvbandwidth reported an error: {body['error']}")
@@ -83,7 +94,11 @@ def parse_nvbandwidth(data, where: str) -> NvbandwidthRun:
         if not values:
             notes.append(f"skipped nvbandwidth {name}: no measured cell")
             continue
-        unit = "ns" if str(case.get("bandwidth_description", "")).rstrip().endswith("(ns)") or "latency" in name else "GB/s"
+        unit = (
+            "ns"
+            if str(case.get("bandwidth_description", "")).rstrip().endswith("(ns)") or "latency" in name
+            else "GB/s"
+        )
         cases[name] = Testcase(name, values, unit)
     return NvbandwidthRun(str(body.get("version", "?")), cases, tuple(notes))
 
@@ -124,16 +139,24 @@ def apply_nvbandwidth(cal, run: NvbandwidthRun, base_hw) -> None:
         req = base_hw.link.read_request_bytes
         outstanding = max(1, round(sm.mean * 1e9 * round_trip_s / req))
         rtt_from = "measured" if "host_device_latency_sm" in cases else "inherited"
-        cal.set("link.max_outstanding_reads", int(outstanding),
-                f"measured: {sm.describe()} x {rtt_from} read_round_trip_us / read_request_bytes {req} "
-                "(Little's law; a lower bound if the link limited the copy)")
+        cal.set(
+            "link.max_outstanding_reads",
+            int(outstanding),
+            f"measured: {sm.describe()} x {rtt_from} read_round_trip_us / read_request_bytes {req} "
+            "(Little's law; a lower bound if the link limited the copy)",
+        )
     if "device_to_host_memcpy_sm" in cases:
-        cal.notes.append(f"{cases['device_to_host_memcpy_sm'].describe()}: read, not used (no GPU writes to host are modeled)")
+        cal.notes.append(
+            f"{cases['device_to_host_memcpy_sm'].describe()}: read, not used (no GPU writes to host are modeled)"
+        )
     if "device_local_copy" in cases:
         local = cases["device_local_copy"]
         eff = min(1.0, 2 * local.mean * 1e9 / base_hw.gpu.hbm_bw_Bps)
-        cal.set("gpu.hbm_efficiency", round(eff, 4), f"measured: {local.describe()} x 2 (read + write) over "
-                f"hbm_bw_GBps {base_hw.gpu.hbm_bw_Bps / 1e9:g}")
+        cal.set(
+            "gpu.hbm_efficiency",
+            round(eff, 4),
+            f"measured: {local.describe()} x 2 (read + write) over hbm_bw_GBps {base_hw.gpu.hbm_bw_Bps / 1e9:g}",
+        )
     cal.notes.extend(run.notes)
     if not cases:
         cal.notes.append("the nvbandwidth file has none of the testcases used: " + ", ".join(USED))

@@ -11,6 +11,7 @@ One arm of a case may be marked `fit = true`: the engine's per-step host cost on
 fitted on it (the engine preset's [fitted_step_host_us]; `engramsim onebox --fit` recomputes
 it), so it is shown but not checked: the other arms then check the Engram effect against it.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
@@ -32,8 +33,22 @@ from engramsim.sim.tiers import Placement, tier_for
 from engramsim.workload import Workload, with_engine
 
 CHECKS_DIR = ROOT / "checks" / "onebox"
-CASE_KEYS = {"name", "source", "what", "hardware", "pool_GiB", "model", "engine", "row_dtype", "prompt_tokens",
-             "output_tokens", "spec_tokens", "accept_rate", "arms", "measured_tok_s"}
+CASE_KEYS = {
+    "name",
+    "source",
+    "what",
+    "hardware",
+    "pool_GiB",
+    "model",
+    "engine",
+    "row_dtype",
+    "prompt_tokens",
+    "output_tokens",
+    "spec_tokens",
+    "accept_rate",
+    "arms",
+    "measured_tok_s",
+}
 ARM_KEYS = {"name", "tier", "measured_tok_s", "io", "fit"}
 WITHIN = 2.0
 GiB = 2.0**30
@@ -64,16 +79,22 @@ class CaseResult:
     @property
     def direction_right(self) -> bool:
         pairs = zip(self.arms, self.arms[1:])
-        return all((b.predicted_tok_s - a.predicted_tok_s) * (b.measured_tok_s - a.measured_tok_s) > 0
-                   or b.measured_tok_s == a.measured_tok_s for a, b in pairs)
+        return all(
+            (b.predicted_tok_s - a.predicted_tok_s) * (b.measured_tok_s - a.measured_tok_s) > 0
+            or b.measured_tok_s == a.measured_tok_s
+            for a, b in pairs
+        )
 
     @property
     def within_2x(self) -> bool:
         return all(1 / WITHIN <= a.ratio <= WITHIN for a in self.arms if not a.fit)
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"direction_right": self.direction_right, "within_2x": self.within_2x,
-                               "arms": [asdict(a) | {"ratio": a.ratio} for a in self.arms]}
+        return asdict(self) | {
+            "direction_right": self.direction_right,
+            "within_2x": self.within_2x,
+            "arms": [asdict(a) | {"ratio": a.ratio} for a in self.arms],
+        }
 
 
 @dataclass(frozen=True)
@@ -85,16 +106,26 @@ class OneboxReport:
 
     def __rich_console__(self, console, options):
         from rich.table import Table
-        t = Table(title="One-box checks: predicted vs measured decode tok/s (no per-case tuning)",
-                  title_justify="left", header_style="bold")
+
+        t = Table(
+            title="One-box checks: predicted vs measured decode tok/s (no per-case tuning)",
+            title_justify="left",
+            header_style="bold",
+        )
         for col in ("case", "arm", "tier", "measured", "predicted", "pred/meas", "direction", "within 2x"):
             t.add_column(col, justify="left" if col in ("case", "arm", "tier") else "right")
         for c in self.cases:
             for i, a in enumerate(c.arms):
-                t.add_row(c.name if i == 0 else "", a.name, a.tier, f"{a.measured_tok_s:.2f}",
-                          f"{a.predicted_tok_s:.2f}", "fit" if a.fit else f"{a.ratio:.2f}",
-                          ("yes" if c.direction_right else "NO") if i == 0 else "",
-                          ("yes" if c.within_2x else "NO") if i == 0 else "")
+                t.add_row(
+                    c.name if i == 0 else "",
+                    a.name,
+                    a.tier,
+                    f"{a.measured_tok_s:.2f}",
+                    f"{a.predicted_tok_s:.2f}",
+                    "fit" if a.fit else f"{a.ratio:.2f}",
+                    ("yes" if c.direction_right else "NO") if i == 0 else "",
+                    ("yes" if c.within_2x else "NO") if i == 0 else "",
+                )
         yield t
         for c in self.cases:
             yield f"  {c.name}: {c.source}" + (f"; {c.note}" if c.note else "")
@@ -143,9 +174,15 @@ def fit_step_host_us(path: Path) -> dict:
         tpots.append(_arm_tpot_s(hw, model, engine, workload, arm, f"{path}: arm '{arm['name']}'"))
     per_step = (tpots[1] - tpots[0]) / probe_s
     fitted_s = (1.0 / arm["measured_tok_s"] - tpots[0]) / per_step
-    return {"case": data["name"], "arm": arm["name"], "engine": data["engine"], "model": model.name,
-            "measured_tok_s": arm["measured_tok_s"], "simulated_without_step_host_tok_s": 1.0 / tpots[0],
-            "step_host_us": fitted_s * 1e6}
+    return {
+        "case": data["name"],
+        "arm": arm["name"],
+        "engine": data["engine"],
+        "model": model.name,
+        "measured_tok_s": arm["measured_tok_s"],
+        "simulated_without_step_host_tok_s": 1.0 / tpots[0],
+        "step_host_us": fitted_s * 1e6,
+    }
 
 
 def fit_all(directory: Path = CHECKS_DIR) -> list[dict]:
@@ -161,7 +198,7 @@ def _setup(data: dict, path: Path, step_host_s: float | None = None):
     """The hardware, model, engine and one-request workload a case or calibration describes."""
     here = path.parent
     hw = load_hardware(_local(here, data["hardware"]))
-    if "pool_GiB" in data:   # another memory size of the same machine
+    if "pool_GiB" in data:  # another memory size of the same machine
         pool = data["pool_GiB"] * GiB
         hw = replace(hw, gpu=replace(hw.gpu, hbm_bytes=pool), host=replace(hw.host, dram_bytes=pool))
     model = load_model(_local(here, data["model"]))
@@ -171,10 +208,19 @@ def _setup(data: dict, path: Path, step_host_s: float | None = None):
     if step_host_s is not None:
         fitted = dict(engine.steps.fitted_step_host_s) | {model.name: step_host_s}
         engine = replace(engine, steps=replace(engine.steps, fitted_step_host_s=tuple(sorted(fitted.items()))))
-    workload = with_engine(Workload(name=data["name"], kind="closed", concurrency=1, num_seqs=1,
-                                    input_len_min=data["prompt_tokens"], input_len_max=data["prompt_tokens"],
-                                    output_len_min=data["output_tokens"], output_len_max=data["output_tokens"]),
-                           engine)
+    workload = with_engine(
+        Workload(
+            name=data["name"],
+            kind="closed",
+            concurrency=1,
+            num_seqs=1,
+            input_len_min=data["prompt_tokens"],
+            input_len_max=data["prompt_tokens"],
+            output_len_min=data["output_tokens"],
+            output_len_max=data["output_tokens"],
+        ),
+        engine,
+    )
     return hw, model, engine, _with_speculation(workload, data, str(path))
 
 
@@ -186,12 +232,23 @@ def fit_step_overhead_us(path: Path = CHECKS_DIR / "calibration-m3-ultra-ds4.tom
     hw = replace(hw, gpu=replace(hw.gpu, step_overhead_s=0.0))
     par = Parallel()
     plan = plan_memory(hw, model, engine, par, None, context_tokens=workload.max_seq_len)
-    setup = ServerSetup(hw=hw, model=model, workload=workload, placement=None, gpus=1, tp=1,
-                        kv_blocks=plan.kv_blocks_per_rank, row_model=None)
+    setup = ServerSetup(
+        hw=hw,
+        model=model,
+        workload=workload,
+        placement=None,
+        gpus=1,
+        tp=1,
+        kv_blocks=plan.kv_blocks_per_rank,
+        row_model=None,
+    )
     tpot = summarize_run(run_server(setup, workload.requests(0)))["tpot_p50_s"]
-    return {"source": data["source"], "measured_tok_s": data["measured_tok_s"],
-            "simulated_without_step_cost_tok_s": 1.0 / tpot,
-            "step_overhead_us": (1.0 / data["measured_tok_s"] - tpot) * 1e6}
+    return {
+        "source": data["source"],
+        "measured_tok_s": data["measured_tok_s"],
+        "simulated_without_step_cost_tok_s": 1.0 / tpot,
+        "step_overhead_us": (1.0 / data["measured_tok_s"] - tpot) * 1e6,
+    }
 
 
 def _with_speculation(workload: Workload, data: dict, where: str) -> Workload:
@@ -205,6 +262,7 @@ def _with_speculation(workload: Workload, data: dict, where: str) -> Workload:
 
 def speculation_modeled() -> bool:
     from engramsim.workload import Engine
+
     return "spec_tokens" in {f.name for f in fields(Engine)}
 
 
@@ -219,6 +277,7 @@ def run_checks(directory: Path = CHECKS_DIR) -> OneboxReport:
 
 
 # --- the CPU validation harness: this machine's reads, measured and predicted ------------------
+
 
 @dataclass(frozen=True)
 class HarnessRow:
@@ -242,8 +301,10 @@ class HarnessReport:
 
     def __rich_console__(self, console, options):
         from rich.table import Table
-        t = Table(title="One-box reads on this machine: predicted vs measured", title_justify="left",
-                  header_style="bold")
+
+        t = Table(
+            title="One-box reads on this machine: predicted vs measured", title_justify="left", header_style="bold"
+        )
         for col in ("what", "measured", "predicted", "pred/meas"):
             t.add_column(col, justify="left" if col == "what" else "right")
         for r in self.rows:
@@ -257,8 +318,12 @@ def machine_os(m: dict) -> OS:
     where the device's is unknown)."""
     part = build(OS, load_toml(PARTS_DIR / "os-linux.toml"), "os-linux")
     window = m.get("read_ahead_bytes", 0) // m["page_bytes"]
-    return replace(part, page_bytes=m["page_bytes"], pread_cpu_s=m["pread_cpu_s"],
-                   mmap_readahead_pages=max(1, window) if window else part.mmap_readahead_pages)
+    return replace(
+        part,
+        page_bytes=m["page_bytes"],
+        pread_cpu_s=m["pread_cpu_s"],
+        mmap_readahead_pages=max(1, window) if window else part.mmap_readahead_pages,
+    )
 
 
 def fresh_bytes_per_fault(window_bytes: float, file_bytes: float, faults: int) -> float:
@@ -276,22 +341,44 @@ def harness(scratch: Path, file_bytes: int = 1 << 30, readers: tuple[int, ...] =
     page size and the part's read-around, never the decode-step times they are compared with."""
     m = measure(Path(scratch), file_bytes, readers=readers)
     depths = sorted(m["iops_at_depth"])
-    ssd = SSD(name="this machine", devices=1, read_iops=max(m["iops_at_depth"].values()), read_bw_Bps=1e9,
-              latency_s=1.0 / m["iops_at_depth"][depths[0]], device_bytes=float(file_bytes), page_bytes=m["page_bytes"],
-              queue_depth=max(depths), iops_qd=tuple(depths),
-              iops_at_qd=tuple(round(m["iops_at_depth"][d]) for d in depths))
+    ssd = SSD(
+        name="this machine",
+        devices=1,
+        read_iops=max(m["iops_at_depth"].values()),
+        read_bw_Bps=1e9,
+        latency_s=1.0 / m["iops_at_depth"][depths[0]],
+        device_bytes=float(file_bytes),
+        page_bytes=m["page_bytes"],
+        queue_depth=max(depths),
+        iops_qd=tuple(depths),
+        iops_at_qd=tuple(round(m["iops_at_depth"][d]) for d in depths),
+    )
     os_part = machine_os(m)
     rows = []
     for n in readers:
         plan = costs.ssd_read_plan(ssd, os_part, IOPolicy(readers=n, io="odirect"), m["row_bytes"], m["rows_per_layer"])
         layer_s = plan.lead_s(m["rows_per_layer"]) + m["rows_per_layer"] / plan.rows_per_s
-        rows.append(HarnessRow(f"decode step reads, {m['layers']} x {m['rows_per_layer']} rows, {n} reader(s), O_DIRECT",
-                               m["decode_step_s"][n] * 1e3, m["layers"] * layer_s * 1e3, "ms"))
+        rows.append(
+            HarnessRow(
+                f"decode step reads, {m['layers']} x {m['rows_per_layer']} rows, {n} reader(s), O_DIRECT",
+                m["decode_step_s"][n] * 1e3,
+                m["layers"] * layer_s * 1e3,
+                "ms",
+            )
+        )
     for key, random in (("mmap_default", False), ("mmap_random", True)):
-        plan = costs.ssd_read_plan(ssd, os_part, IOPolicy(readers=1, io="mmap", madvise_random=random), m["row_bytes"], 1)
+        plan = costs.ssd_read_plan(
+            ssd, os_part, IOPolicy(readers=1, io="mmap", madvise_random=random), m["row_bytes"], 1
+        )
         fresh = fresh_bytes_per_fault(plan.ssd_bytes, m["file_bytes"], m[key]["faults"])
-        rows.append(HarnessRow(f"mmap fault, {m['page_bytes'] // 1024} KiB pages, "
-                               f"{'MADV_RANDOM' if random else f'default read-around ({os_part.mmap_readahead_pages} pages)'}",
-                               m[key]["bytes_per_fault"] / 1024, fresh / 1024, "KiB"))
+        rows.append(
+            HarnessRow(
+                f"mmap fault, {m['page_bytes'] // 1024} KiB pages, "
+                f"{'MADV_RANDOM' if random else f'default read-around ({os_part.mmap_readahead_pages} pages)'}",
+                m[key]["bytes_per_fault"] / 1024,
+                fresh / 1024,
+                "KiB",
+            )
+        )
     machine = {k: m[k] for k in ("page_bytes", "read_ahead_bytes", "iops_at_depth", "pread_cpu_s")}
     return HarnessReport(machine, rows)

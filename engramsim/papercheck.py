@@ -6,6 +6,7 @@ per-step host cost, so that each baseline gives the paper's tok/s. Every Engram 
 a mechanism (hashing, index copies, launches, fusion compute, HBM taken from the KV cache,
 stalls, SM contention), so both Engram overheads are predictions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -34,8 +35,9 @@ ENGINE = "nano-vllm"
 def paper_scenario(name: str, hw: Hardware, seed: int = 0, workload: Workload | None = None) -> Scenario:
     engine = load_engine(ENGINE)
     workload = workload or with_engine(load_workload("paper-table4"), engine)
-    return Scenario(hw=hw, model=load_model(name), workload=workload, seed=seed, engine=engine,
-                    prefetch=engine.prefetch)
+    return Scenario(
+        hw=hw, model=load_model(name), workload=workload, seed=seed, engine=engine, prefetch=engine.prefetch
+    )
 
 
 @dataclass(frozen=True)
@@ -66,22 +68,36 @@ class PaperRow:
 class PaperReport:
     """The rows of `paper_rows`, rendered: predicted vs reported, then the overhead of each
     placement by mechanism (mechanisms as rows, so it fits 80 columns)."""
+
     rows: list[PaperRow]
     seed: int = 0
 
     def __rich_console__(self, console, options):
-        t = Table(title=f"Engram paper Table 4 (H800), seed {self.seed}: predicted / paper", title_justify="left",
-                  header_style="bold", box=box.SIMPLE_HEAD)
+        t = Table(
+            title=f"Engram paper Table 4 (H800), seed {self.seed}: predicted / paper",
+            title_justify="left",
+            header_style="bold",
+            box=box.SIMPLE_HEAD,
+        )
         for col in ("model", "tier", "baseline tok/s", "Engram tok/s", "overhead", "error"):
             t.add_column(col, justify="left" if col in ("model", "tier") else "right", no_wrap=True)
         for r in self.rows:
-            t.add_row(_short(r.model), r.tier, f"{r.predicted_baseline_tok_s:,.0f}/{r.reported_baseline_tok_s:,.0f}",
-                      f"{r.predicted_tok_s:,.0f}/{r.reported_tok_s:,.0f}",
-                      f"{r.predicted_overhead_pct:.2f}/{r.reported_overhead_pct:.2f}%", f"{r.overhead_error_pp:+.2f} pp")
+            t.add_row(
+                _short(r.model),
+                r.tier,
+                f"{r.predicted_baseline_tok_s:,.0f}/{r.reported_baseline_tok_s:,.0f}",
+                f"{r.predicted_tok_s:,.0f}/{r.reported_tok_s:,.0f}",
+                f"{r.predicted_overhead_pct:.2f}/{r.reported_overhead_pct:.2f}%",
+                f"{r.overhead_error_pp:+.2f} pp",
+            )
         yield t
         yield "baselines: fitted (the engine's per-step host cost, per model); Engram overheads: predicted"
-        b = Table(title="Predicted overhead by mechanism (percentage points)", title_justify="left",
-                  header_style="bold", box=box.SIMPLE_HEAD)
+        b = Table(
+            title="Predicted overhead by mechanism (percentage points)",
+            title_justify="left",
+            header_style="bold",
+            box=box.SIMPLE_HEAD,
+        )
         b.add_column("mechanism", no_wrap=True)
         for r in self.rows:
             b.add_column(f"{_short(r.model)} {r.tier}", justify="right")
@@ -104,9 +120,19 @@ def paper_rows(hw: Hardware | None = None, seed: int = 0) -> list[PaperRow]:
         scenario = paper_scenario(name, hw, seed)
         report = simulate(scenario, [Placement(t) for t in TIERS])
         for run in report.runs:
-            rows.append(PaperRow(name, run.tier, report.baseline_tok_s, ref["baseline_tok_s"],
-                                 run.throughput_tok_s, ref["engram_tok_s"], run.overhead_pct, ref["overhead_pct"],
-                                 breakdown(scenario, run, report.baseline_tok_s)))
+            rows.append(
+                PaperRow(
+                    name,
+                    run.tier,
+                    report.baseline_tok_s,
+                    ref["baseline_tok_s"],
+                    run.throughput_tok_s,
+                    ref["engram_tok_s"],
+                    run.overhead_pct,
+                    ref["overhead_pct"],
+                    breakdown(scenario, run, report.baseline_tok_s),
+                )
+            )
     return rows
 
 
@@ -123,9 +149,16 @@ def breakdown(scenario: Scenario, run, baseline_tok_s: float) -> dict:
 
 
 def baseline_tok_s_with_kv(scenario: Scenario, kv_tokens: int) -> float:
-    setup = ServerSetup(hw=scenario.hw, model=scenario.model, workload=scenario.workload, placement=None,
-                        gpus=scenario.gpus, tp=scenario.tp,
-                        kv_blocks=kv_tokens // scenario.workload.engine.kv_block_tokens, row_model=scenario.rows)
+    setup = ServerSetup(
+        hw=scenario.hw,
+        model=scenario.model,
+        workload=scenario.workload,
+        placement=None,
+        gpus=scenario.gpus,
+        tp=scenario.tp,
+        kv_blocks=kv_tokens // scenario.workload.engine.kv_block_tokens,
+        row_model=scenario.rows,
+    )
     return summarize_run(run_server(setup, scenario.workload.requests(scenario.seed)))["throughput_tok_s"]
 
 
@@ -150,6 +183,7 @@ def fit_step_host(progress=None) -> dict:
     workload = with_engine(load_workload("paper-table4"), load_engine(ENGINE))
     fitted = {}
     for name, ref in PAPER.items():
+
         def baseline(us: float) -> float:
             if progress:
                 progress(f"{name}: step_host_us={us:.1f}")

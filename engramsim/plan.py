@@ -5,6 +5,7 @@ It sweeps the candidates (engramsim.sweep), keeps the configs that fit and meet 
 prices them (engramsim.prices), ranks them by $/Mtok, finds the Pareto front of tokens/s per GPU
 against tokens/s per user, and bisects the Engram table size per tier against the overhead bound.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,7 @@ from engramsim.sweep.run import run_sweep
 from engramsim.units import GiB
 
 TABLE_KEY = "model.engram.engram_vocab_size"
-BISECT_STEPS = 7          # after bracketing: the table size is known to within 2^(1/2^7) ~ 0.5%
+BISECT_STEPS = 7  # after bracketing: the table size is known to within 2^(1/2^7) ~ 0.5%
 MAX_DOUBLINGS = 12
 
 
@@ -37,10 +38,11 @@ class SLOs:
             return {"fits": math.inf}
         out = {}
         for name, value, bound, upper in (
-                ("p99_ttft_ms", row["p99_ttft_ms"], self.max_p99_ttft_ms, True),
-                ("p99_tpot_ms", row["p99_tpot_ms"], self.max_p99_tpot_ms, True),
-                ("output_throughput", row["output_throughput"], self.min_tok_s, False),
-                ("overhead_pct", row["overhead_pct"], self.max_overhead_pct, True)):
+            ("p99_ttft_ms", row["p99_ttft_ms"], self.max_p99_ttft_ms, True),
+            ("p99_tpot_ms", row["p99_tpot_ms"], self.max_p99_tpot_ms, True),
+            ("output_throughput", row["output_throughput"], self.min_tok_s, False),
+            ("overhead_pct", row["overhead_pct"], self.max_overhead_pct, True),
+        ):
             if bound is None or value is None:
                 continue
             excess = (value - bound) / max(abs(bound), 1e-9) if upper else (bound - value) / bound
@@ -55,10 +57,10 @@ class PlanResult:
     workload: str
     prices: str
     slos: dict
-    choices: list[dict]          # feasible, cheapest $/Mtok first
-    pareto: list[dict]           # feasible choices no other beats on both tok/s per GPU and per user
-    largest_table: list[dict]    # per tier: the largest table under the overhead bound
-    closest_misses: list[dict] = field(default_factory=list)   # when nothing is feasible
+    choices: list[dict]  # feasible, cheapest $/Mtok first
+    pareto: list[dict]  # feasible choices no other beats on both tok/s per GPU and per user
+    largest_table: list[dict]  # per tier: the largest table under the overhead bound
+    closest_misses: list[dict] = field(default_factory=list)  # when nothing is feasible
     candidates: int = 0
 
     def to_dict(self) -> dict:
@@ -66,18 +68,41 @@ class PlanResult:
 
     def __rich_console__(self, console, options):
         from engramsim.report.plan import render_plan
+
         yield from render_plan(self)
 
 
-def candidate_grid(model: str, workload: str, hws, gpus, tps, tiers, caches_gib, seed: int = 0,
-                   concurrency: int | None = None, engines=("nano-vllm",), eps=(1,), context: int = 0) -> Grid:
+def candidate_grid(
+    model: str,
+    workload: str,
+    hws,
+    gpus,
+    tps,
+    tiers,
+    caches_gib,
+    seed: int = 0,
+    concurrency: int | None = None,
+    engines=("nano-vllm",),
+    eps=(1,),
+    context: int = 0,
+) -> Grid:
     """Every candidate server, engine, layout and placement; layouts that do not divide are
     dropped (DP = GPUs / TP). The serving point: `concurrency` users, each sending its next
     request when its last one ends (`simulate --concurrency`; None: the workload's arrivals), and
     `context` tokens in every prompt (0: the workload's lengths)."""
-    keys = {"model": model, "workload": workload, "engine": list(engines), "hw": list(hws),
-            "gpus": list(gpus), "tp": list(tps), "ep": list(eps), "tier": list(tiers),
-            "hbm_cache_gib": list(caches_gib), "seed": seed, "concurrency": concurrency}
+    keys = {
+        "model": model,
+        "workload": workload,
+        "engine": list(engines),
+        "hw": list(hws),
+        "gpus": list(gpus),
+        "tp": list(tps),
+        "ep": list(eps),
+        "tier": list(tiers),
+        "hbm_cache_gib": list(caches_gib),
+        "seed": seed,
+        "concurrency": concurrency,
+    }
     if context:
         keys.update({"workload.input_len_min": context, "workload.input_len_max": context})
     grid = parse_grid(keys, "plan")
@@ -87,31 +112,68 @@ def candidate_grid(model: str, workload: str, hws, gpus, tps, tiers, caches_gib,
     return Grid(configs=configs, axes=grid.axes, source="plan")
 
 
-def plan(grid: Grid, slos: SLOs, prices: Prices, workers: int = 1, executor: str = "local",
-         address: str | None = None, progress=None, table_search: bool = True,
-         max_steps: float | None = DEFAULT_MAX_STEPS) -> PlanResult:
+def plan(
+    grid: Grid,
+    slos: SLOs,
+    prices: Prices,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    progress=None,
+    table_search: bool = True,
+    max_steps: float | None = DEFAULT_MAX_STEPS,
+) -> PlanResult:
     for hw in {c["hw"] for c in grid.configs}:
         prices.per_gpu_hour(hw)  # every candidate server needs a price before anything runs
-    sweep = run_sweep(grid, executor=executor, workers=workers, address=address, progress=progress,
-                      max_steps=max_steps)
+    sweep = run_sweep(grid, executor=executor, workers=workers, address=address, progress=progress, max_steps=max_steps)
     rows = [choice_row(c, r, prices) for c, r in zip(grid.configs, sweep.rows)]
     feasible = sorted((r for r in rows if not slos.misses(r)), key=lambda r: r["usd_per_mtok"])
     misses = [] if feasible else closest_misses(rows, slos)
     largest = largest_tables(grid, feasible, slos, workers, executor, address, max_steps) if table_search else []
     first = grid.configs[0]
-    return PlanResult(model=first["model"], workload=first["workload"], prices=f"{prices.name} ({prices.date})",
-                      slos=asdict(slos), choices=feasible, pareto=pareto_front(feasible),
-                      largest_table=largest, closest_misses=misses, candidates=len(rows))
+    return PlanResult(
+        model=first["model"],
+        workload=first["workload"],
+        prices=f"{prices.name} ({prices.date})",
+        slos=asdict(slos),
+        choices=feasible,
+        pareto=pareto_front(feasible),
+        largest_table=largest,
+        closest_misses=misses,
+        candidates=len(rows),
+    )
 
 
 def choice_row(config: dict, row: dict, prices: Prices) -> dict:
     """A sweep row with the layout spelled out and its price per hour and per million tokens."""
-    out = {"hw": config["hw"], "engine": config["engine"], "gpus": config["gpus"], "tp": config["tp"],
-           "dp": config["gpus"] // config["tp"], "ep": config["ep"], "tier": config["tier"],
-           "cache_GiB": config["hbm_cache_gib"] if config["tier"] != "hbm" else 0.0}
-    out.update({k: row[k] for k in ("fits", "output_throughput", "overhead_pct", "p99_ttft_ms", "p99_tpot_ms",
-                                    "mean_tpot_ms", "tok_s_per_gpu", "tok_s_per_user", "kv_tokens_per_rank",
-                                    "problems", "key")})
+    out = {
+        "hw": config["hw"],
+        "engine": config["engine"],
+        "gpus": config["gpus"],
+        "tp": config["tp"],
+        "dp": config["gpus"] // config["tp"],
+        "ep": config["ep"],
+        "tier": config["tier"],
+        "cache_GiB": config["hbm_cache_gib"] if config["tier"] != "hbm" else 0.0,
+    }
+    out.update(
+        {
+            k: row[k]
+            for k in (
+                "fits",
+                "output_throughput",
+                "overhead_pct",
+                "p99_ttft_ms",
+                "p99_tpot_ms",
+                "mean_tpot_ms",
+                "tok_s_per_gpu",
+                "tok_s_per_user",
+                "kv_tokens_per_rank",
+                "problems",
+                "key",
+            )
+        }
+    )
     out.update({k: v for k, v in row.items() if k.startswith("mem_")})  # the per-rank HBM plan
     out["usd_per_hour"] = usd_per_hour(config, prices) if row["fits"] else None
     tok_s = row["output_throughput"]
@@ -127,8 +189,9 @@ def usd_per_hour(config: dict, prices: Prices) -> float:
     cost = config["gpus"] * prices.per_gpu_hour(config["hw"])
     memory = build.placement(config).memory
     if memory != "hbm":
-        copies = host_copies_per_node(hw, engine, Parallel(tp=config["tp"], dp=config["gpus"] // config["tp"],
-                                                           ep=config["ep"]))
+        copies = host_copies_per_node(
+            hw, engine, Parallel(tp=config["tp"], dp=config["gpus"] // config["tp"], ep=config["ep"])
+        )
         cost += prices.memory_usd_per_hour(memory, model.engram.table_bytes * copies * hosts)
     if config["tier"] == "ssd" and config["ssd_dram_cache_gib"]:
         cost += prices.memory_usd_per_hour("dram", config["ssd_dram_cache_gib"] * GiB * hosts)
@@ -142,10 +205,12 @@ def pareto_front(choices: list[dict], tolerance: float = 1e-3) -> list[dict]:
     pts = [c for c in choices if c["tok_s_per_gpu"] and c["tok_s_per_user"]]
 
     def beats(o, c):
-        at_least = o["tok_s_per_gpu"] >= c["tok_s_per_gpu"] * (1 - tolerance) and \
-            o["tok_s_per_user"] >= c["tok_s_per_user"] * (1 - tolerance)
-        better = o["tok_s_per_gpu"] > c["tok_s_per_gpu"] * (1 + tolerance) or \
-            o["tok_s_per_user"] > c["tok_s_per_user"] * (1 + tolerance)
+        at_least = o["tok_s_per_gpu"] >= c["tok_s_per_gpu"] * (1 - tolerance) and o["tok_s_per_user"] >= c[
+            "tok_s_per_user"
+        ] * (1 - tolerance)
+        better = o["tok_s_per_gpu"] > c["tok_s_per_gpu"] * (1 + tolerance) or o["tok_s_per_user"] > c[
+            "tok_s_per_user"
+        ] * (1 + tolerance)
         return at_least and better
 
     front = []
@@ -166,8 +231,15 @@ def closest_misses(rows: list[dict], slos: SLOs, n: int = 5) -> list[dict]:
     return [{**rows[i], "missed": {k: round(v, 4) for k, v in slos.misses(rows[i]).items()}} for _, i in best]
 
 
-def largest_tables(grid: Grid, feasible: list[dict], slos: SLOs, workers: int, executor: str,
-                   address: str | None, max_steps: float | None = DEFAULT_MAX_STEPS) -> list[dict]:
+def largest_tables(
+    grid: Grid,
+    feasible: list[dict],
+    slos: SLOs,
+    workers: int,
+    executor: str,
+    address: str | None,
+    max_steps: float | None = DEFAULT_MAX_STEPS,
+) -> list[dict]:
     """Per tier, on its cheapest feasible config (or, where the tier has none, the replica with
     the most HBM: TP ranks x HBM per GPU): scale the table (rows per head) up or down and bisect
     on the largest scale that still fits and keeps overhead within --max-overhead-pct (latency
@@ -182,8 +254,13 @@ def largest_tables(grid: Grid, feasible: list[dict], slos: SLOs, workers: int, e
     while any(not s.done for s in searches.values()):
         active = [s for s in searches.values() if not s.done]
         probes = [s.probe_config() for s in active]
-        rows = run_sweep(Grid(configs=probes, axes=[], source="plan"), executor=executor, workers=workers,
-                         address=address, max_steps=max_steps).rows
+        rows = run_sweep(
+            Grid(configs=probes, axes=[], source="plan"),
+            executor=executor,
+            workers=workers,
+            address=address,
+            max_steps=max_steps,
+        ).rows
         for s, probe, row in zip(active, probes, rows):
             ok = row["fits"] and (bound is None or (row["overhead_pct"] is not None and row["overhead_pct"] <= bound))
             s.record(ok, probe, row)
@@ -196,7 +273,7 @@ class TableSearch:
     def __init__(self, config: dict):
         self.config = config
         self.vocab = build.presets(config)[1].engram.engram_vocab_size
-        self.lo = self.hi = None       # largest scale known feasible, smallest known infeasible
+        self.lo = self.hi = None  # largest scale known feasible, smallest known infeasible
         self.scale, self.steps, self.done = 1.0, 0, False
         self.best = self.hi_fits = None
 
@@ -219,10 +296,28 @@ class TableSearch:
 
     def result(self) -> dict:
         c = self.config
-        out = {"tier": c["tier"], "hw": c["hw"], "engine": c["engine"], "gpus": c["gpus"], "tp": c["tp"], "ep": c["ep"],
-               "cache_GiB": c["hbm_cache_gib"] if c["tier"] != "hbm" else 0.0}
+        out = {
+            "tier": c["tier"],
+            "hw": c["hw"],
+            "engine": c["engine"],
+            "gpus": c["gpus"],
+            "tp": c["tp"],
+            "ep": c["ep"],
+            "cache_GiB": c["hbm_cache_gib"] if c["tier"] != "hbm" else 0.0,
+        }
         if self.lo is None:
-            return {**out, "table_GiB": 0.0, "scale": 0.0, "overhead_pct": None, "limited_by": "no size meets the bound"}
+            return {
+                **out,
+                "table_GiB": 0.0,
+                "scale": 0.0,
+                "overhead_pct": None,
+                "limited_by": "no size meets the bound",
+            }
         limited = "search range" if self.hi is None else ("overhead" if self.hi_fits else "capacity")
-        return {**out, "table_GiB": self.best[0] / GiB, "scale": self.lo, "overhead_pct": self.best[1],
-                "limited_by": limited}
+        return {
+            **out,
+            "table_GiB": self.best[0] / GiB,
+            "scale": self.lo,
+            "overhead_pct": self.best[1],
+            "limited_by": limited,
+        }

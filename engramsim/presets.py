@@ -5,6 +5,7 @@ malformed, and builds frozen dataclasses from TOML tables. A dataclass field dec
 TOML key it comes from (with its unit in the name), the scale to SI, and its allowed range,
 so every check names the file, the key and the range.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,15 @@ PRESET_DIRS = {
 }
 
 
-def spec(key: str, scale: float = 1.0, lo: float | None = 0.0, lo_open: bool = True,
-         hi: float | None = None, default: Any = dataclasses.MISSING, kind: type = float):
+def spec(
+    key: str,
+    scale: float = 1.0,
+    lo: float | None = 0.0,
+    lo_open: bool = True,
+    hi: float | None = None,
+    default: Any = dataclasses.MISSING,
+    kind: type = float,
+):
     """A dataclass field read from TOML key `key`, multiplied by `scale` into SI units.
 
     `lo`/`hi` bound the TOML value; `lo_open` makes the lower bound exclusive (the default:
@@ -125,7 +133,9 @@ def _convert(value: Any, meta: dict, where: str):
         if not isinstance(value, list) or not value:
             raise UserError(f"{where} must be a non-empty list")
         return tuple(_number(v, meta, where, int) for v in value)
-    return _number(value, meta, where, kind) * meta["scale"] if meta["scale"] != 1 else _number(value, meta, where, kind)
+    return (
+        _number(value, meta, where, kind) * meta["scale"] if meta["scale"] != 1 else _number(value, meta, where, kind)
+    )
 
 
 def _number(value: Any, meta: dict, where: str, kind: type):
@@ -136,8 +146,10 @@ def _number(value: Any, meta: dict, where: str, kind: type):
     lo, hi = meta["lo"], meta["hi"]
     too_low = lo is not None and (value < lo or (meta["lo_open"] and value == lo))
     if not math.isfinite(value) or too_low or (hi is not None and value > hi):
-        raise UserError(f"{where} must be {'a whole number' if kind is int else 'a number'} in "
-                        f"{allowed_range(lo, hi, meta['lo_open'])}, got {value!r}")
+        raise UserError(
+            f"{where} must be {'a whole number' if kind is int else 'a number'} in "
+            f"{allowed_range(lo, hi, meta['lo_open'])}, got {value!r}"
+        )
     return int(value) if kind is int else float(value)
 
 

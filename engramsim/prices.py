@@ -5,6 +5,7 @@ DRAM, CXL memory and NVMe that hold an Engram table, or a DRAM hot-row cache in 
 are priced per GB bought and spread the same way: the table's memory is charged on top of the
 GPU-hour, since it is capacity a server must add or give up for the table.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,13 +36,15 @@ class Prices:
     cxl_usd_per_GB: float = spec("cxl_usd_per_GB", hi=10000)
     ssd_usd_per_GB: float = spec("ssd_usd_per_GB", hi=10000)
     description: str = spec("description", kind=str, default="")
-    gpu_usd_per_hour: dict = field(default_factory=dict)   # hardware preset name -> $/GPU-hour
+    gpu_usd_per_hour: dict = field(default_factory=dict)  # hardware preset name -> $/GPU-hour
 
     def per_gpu_hour(self, hw_name: str) -> float:
         if hw_name not in self.gpu_usd_per_hour:
             known = ", ".join(sorted(self.gpu_usd_per_hour))
-            raise UserError(f"prices '{self.name}' have no GPU price for hardware '{hw_name}' "
-                            f"(priced: {known}); add [gpu.{hw_name}] to a prices file")
+            raise UserError(
+                f"prices '{self.name}' have no GPU price for hardware '{hw_name}' "
+                f"(priced: {known}); add [gpu.{hw_name}] to a prices file"
+            )
         return self.gpu_usd_per_hour[hw_name]
 
     def memory_usd_per_hour(self, memory: str, nbytes: float) -> float:
@@ -58,9 +61,10 @@ def load_prices(name_or_path: str | Path) -> Prices:
     if not isinstance(gpus, dict) or not gpus:
         raise UserError(f"{where}: missing [gpu.<hardware>] tables with usd_per_gpu_hour or usd_per_gpu")
     prices = build(Prices, data, where)
-    hourly = {name: _hourly(build(GPUPrice, table, f"{where} [gpu.{name}]"), prices.amortize_years,
-                            f"{where} [gpu.{name}]")
-              for name, table in gpus.items()}
+    hourly = {
+        name: _hourly(build(GPUPrice, table, f"{where} [gpu.{name}]"), prices.amortize_years, f"{where} [gpu.{name}]")
+        for name, table in gpus.items()
+    }
     return Prices(**{**prices.__dict__, "gpu_usd_per_hour": hourly})
 
 

@@ -10,13 +10,14 @@
 One row per measured point, so a new benchmark needs no schema change. Derived rates are
 added next to the raw times, never instead of them.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from engramsim.errors import UserError
@@ -38,17 +39,19 @@ class Profile:
     source: Path | None = field(default=None, compare=False)
 
     @classmethod
-    def new(cls, host: dict, gpu: dict | None, quick: bool = False) -> "Profile":
-        return cls(created=datetime.now(timezone.utc).isoformat(timespec="seconds"), host=host, gpu=gpu,
-                   quick=quick)
+    def new(cls, host: dict, gpu: dict | None, quick: bool = False) -> Profile:
+        return cls(created=datetime.now(UTC).isoformat(timespec="seconds"), host=host, gpu=gpu, quick=quick)
 
     def add(self, rec: dict):
         (self.skipped if "reason" in rec else self.measurements).append(rec)
 
     def find(self, name: str, **params) -> list[dict]:
         """Measured rows of benchmark `name` whose params include every given key=value."""
-        return [m for m in self.measurements
-                if m["name"] == name and all(m["params"].get(k) == v for k, v in params.items())]
+        return [
+            m
+            for m in self.measurements
+            if m["name"] == name and all(m["params"].get(k) == v for k, v in params.items())
+        ]
 
     @property
     def label(self) -> str:
@@ -56,9 +59,16 @@ class Profile:
         return f"{self.host.get('hostname', 'unknown')} / {device}"
 
     def to_dict(self) -> dict:
-        return {"schema_version": SCHEMA_VERSION, "created": self.created, "partial": self.partial,
-                "quick": self.quick, "host": self.host, "gpu": self.gpu,
-                "measurements": self.measurements, "skipped": self.skipped}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "partial": self.partial,
+            "quick": self.quick,
+            "host": self.host,
+            "gpu": self.gpu,
+            "measurements": self.measurements,
+            "skipped": self.skipped,
+        }
 
 
 def _slug(text: str) -> str:
@@ -91,8 +101,10 @@ def profile_from_dict(data, where: str, path: Path | None = None) -> Profile:
     if not isinstance(data, dict) or "schema_version" not in data or "measurements" not in data:
         raise UserError(f"{where}: not an engramsim profile (no schema_version/measurements)")
     if data["schema_version"] != SCHEMA_VERSION:
-        raise UserError(f"{where}: profile schema_version {data['schema_version']!r} is not supported "
-                        f"(this engramsim reads {SCHEMA_VERSION})")
+        raise UserError(
+            f"{where}: profile schema_version {data['schema_version']!r} is not supported "
+            f"(this engramsim reads {SCHEMA_VERSION})"
+        )
     for key, kind in (("host", dict), ("measurements", list), ("skipped", list), ("created", str)):
         if not isinstance(data.get(key, [] if key == "skipped" else None), kind):
             raise UserError(f"{where}: '{key}' must be a {kind.__name__}")
@@ -106,9 +118,16 @@ def profile_from_dict(data, where: str, path: Path | None = None) -> Profile:
         _check_row(s, f"{where}: skipped[{i}]", ())
         if not isinstance(s.get("reason"), str):
             raise UserError(f"{where}: skipped[{i}] needs a 'reason' string")
-    return Profile(created=data["created"], host=data["host"], gpu=data.get("gpu"),
-                   measurements=data["measurements"], skipped=data.get("skipped", []),
-                   partial=bool(data.get("partial", False)), quick=bool(data.get("quick", False)), source=path)
+    return Profile(
+        created=data["created"],
+        host=data["host"],
+        gpu=data.get("gpu"),
+        measurements=data["measurements"],
+        skipped=data.get("skipped", []),
+        partial=bool(data.get("partial", False)),
+        quick=bool(data.get("quick", False)),
+        source=path,
+    )
 
 
 def _check_row(row, where: str, times: tuple[str, ...]):
@@ -130,5 +149,6 @@ def _check_spread(row: dict, where: str):
     if median == 0:
         raise UserError(f"{where} ({row['name']}): 'median_s' is 0, a measurement that took no time")
     if not p10 <= median <= p90:
-        raise UserError(f"{where} ({row['name']}): 'median_s' {median!r} lies outside [p10_s, p90_s] = "
-                        f"[{p10!r}, {p90!r}]")
+        raise UserError(
+            f"{where} ({row['name']}): 'median_s' {median!r} lies outside [p10_s, p90_s] = [{p10!r}, {p90!r}]"
+        )

@@ -5,6 +5,7 @@ placements whose measured relative change the simulator must predict.
 A check passes when the predicted change has the measured sign and lies within a factor of two
 of it. Nothing here is fitted: the presets' constants are used as they are.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -20,8 +21,23 @@ from engramsim.sim.tiers import Placement
 from engramsim.workload import load_workload, with_engine
 
 CHECKS_DIR = ROOT / "checks"
-KEYS = {"name", "source", "what", "model", "hw", "hw_overrides", "engine", "workload", "gpus", "tp", "reference",
-        "variant", "measured_change_pct", "measured_reference_tok_s", "notes"}
+KEYS = {
+    "name",
+    "source",
+    "what",
+    "model",
+    "hw",
+    "hw_overrides",
+    "engine",
+    "workload",
+    "gpus",
+    "tp",
+    "reference",
+    "variant",
+    "measured_change_pct",
+    "measured_reference_tok_s",
+    "notes",
+}
 
 
 @dataclass(frozen=True)
@@ -59,8 +75,12 @@ class CheckResult:
         return self.direction_right and 0.5 <= self.ratio <= 2.0
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"direction_right": self.direction_right, "ratio": self.ratio, "passes": self.passes,
-                               "baseline_ratio": self.baseline_ratio}
+        return asdict(self) | {
+            "direction_right": self.direction_right,
+            "ratio": self.ratio,
+            "passes": self.passes,
+            "baseline_ratio": self.baseline_ratio,
+        }
 
 
 def check_paths(paths=()) -> list[Path]:
@@ -83,17 +103,32 @@ def run_check(path: Path) -> CheckResult:
     hw = _hardware(data["hw"], data.get("hw_overrides", {}), path)
     engine = load_engine(_near(data.get("engine", "nano-vllm"), path))
     workload = with_engine(load_workload(_near(data["workload"], path)), engine)
-    scenario = Scenario(hw=hw, model=load_model(data["model"]), workload=workload, engine=engine,
-                        gpus=int(data.get("gpus", 1)), tp=int(data.get("tp", 1)), prefetch=engine.prefetch)
+    scenario = Scenario(
+        hw=hw,
+        model=load_model(data["model"]),
+        workload=workload,
+        engine=engine,
+        gpus=int(data.get("gpus", 1)),
+        tp=int(data.get("tp", 1)),
+        prefetch=engine.prefetch,
+    )
     placements = [_placement(data[k], f"{where} [{k}]") for k in ("reference", "variant")]
     ref, var = simulate(scenario, placements).runs
     for run in (ref, var):
         if not run.fits:
             raise UserError(f"{where}: {run.tier} does not fit: {'; '.join(run.problems)}")
     change = 100.0 * (var.throughput_tok_s - ref.throughput_tok_s) / ref.throughput_tok_s
-    return CheckResult(data["name"], data["source"], data.get("what", ""), ref.throughput_tok_s,
-                       var.throughput_tok_s, change, float(data["measured_change_pct"]), var.fetch_bounds,
-                       measured_reference)
+    return CheckResult(
+        data["name"],
+        data["source"],
+        data.get("what", ""),
+        ref.throughput_tok_s,
+        var.throughput_tok_s,
+        change,
+        float(data["measured_change_pct"]),
+        var.fetch_bounds,
+        measured_reference,
+    )
 
 
 def _measured_reference(data: dict, where: str) -> float | None:

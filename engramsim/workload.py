@@ -1,6 +1,7 @@
 """Workloads: which requests arrive when and how long their prompts and outputs are. Presets
 live in workloads/*.toml. The engine limits that serve them come from an engine preset
 (engines/*.toml); a workload's optional [engine] table overrides some of them."""
+
 from __future__ import annotations
 
 import random
@@ -20,6 +21,7 @@ LENGTHS_FROM = ("numpy", "bench.py")
 @dataclass(frozen=True)
 class Requests:
     """Request arrivals (s) and lengths (tokens), as parallel arrays."""
+
     arrival_s: np.ndarray
     input_len: np.ndarray
     output_len: np.ndarray
@@ -36,6 +38,7 @@ class Requests:
 class Engine:
     """Continuous-batching limits the scheduler runs with (defaults: nano-vLLM's Config,
     nanovllm/config.py). Engine presets build it (`EngineSpec.limits`)."""
+
     max_num_seqs: int = spec("max_num_seqs", kind=int, default=512, hi=1e6)
     max_num_batched_tokens: int = spec("max_num_batched_tokens", kind=int, default=16384, hi=1e8)
     kv_block_tokens: int = spec("kv_block_tokens", kind=int, default=256, hi=65536)
@@ -93,7 +96,6 @@ class Engine:
     # whose profiled hash call is k times slower runs them k times slower (0: no scaling).
     ref_hash_call_s: float = spec("ref_hash_call_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e7)
 
-
     def step_host_for(self, model: str) -> float:
         """The per-step host cost: fitted on this model's baseline if it was, else the default."""
         return dict(self.fitted_step_host_s).get(model, self.step_host_s)
@@ -138,17 +140,21 @@ class Workload:
         if self.input_len_min > self.input_len_max or self.output_len_min > self.output_len_max:
             raise UserError(f"workload {self.name}: a length range has min > max")
         if self.lengths_from not in LENGTHS_FROM:
-            raise UserError(f"workload {self.name}: lengths_from must be one of {', '.join(LENGTHS_FROM)}, "
-                            f"got '{self.lengths_from}'")
+            raise UserError(
+                f"workload {self.name}: lengths_from must be one of {', '.join(LENGTHS_FROM)}, "
+                f"got '{self.lengths_from}'"
+            )
         if self.kind == "poisson" and self.rate_per_s <= 0:
             raise UserError(f"workload {self.name}: a poisson workload needs rate_per_s > 0")
         if self.kind == "offline" and self.rate_per_s:
-            raise UserError(f"workload {self.name}: rate_per_s does nothing in an offline workload (every "
-                            f"request arrives at once); remove it or set kind = \"poisson\"")
+            raise UserError(
+                f"workload {self.name}: rate_per_s does nothing in an offline workload (every "
+                f'request arrives at once); remove it or set kind = "poisson"'
+            )
         if self.kind == "closed" and self.concurrency < 1:
             raise UserError(f"workload {self.name}: a closed workload needs concurrency >= 1")
 
-    def closed_loop(self, concurrency: int) -> "Workload":
+    def closed_loop(self, concurrency: int) -> Workload:
         """The same requests sent by `concurrency` streams (`simulate --concurrency`)."""
         if concurrency < 1:
             raise UserError(f"--concurrency must be at least 1, got {concurrency}")
@@ -180,7 +186,7 @@ class Workload:
         inputs = []
         for _ in range(self.num_seqs):
             inputs.append(self.input_len_min + int(words.below(self.input_len_max - self.input_len_min + 1, 1)[0]))
-            words.below(10001, inputs[-1])   # the prompt's token ids: randint(0, 10000) each
+            words.below(10001, inputs[-1])  # the prompt's token ids: randint(0, 10000) each
         outputs = self.output_len_min + words.below(self.output_len_max - self.output_len_min + 1, self.num_seqs)
         return np.array(inputs), outputs.astype(np.int64)
 
@@ -216,8 +222,14 @@ def with_speculation(workload, spec_tokens: int | None, accept_rate: float | Non
     if spec_tokens and accept_rate is None:
         raise UserError("speculative decoding needs --accept-rate (the share of drafted tokens accepted)")
     eng = workload.engine
-    return replace(workload, engine=replace(eng, spec_tokens=eng.spec_tokens if spec_tokens is None else spec_tokens,
-                                            accept_rate=eng.accept_rate if accept_rate is None else accept_rate))
+    return replace(
+        workload,
+        engine=replace(
+            eng,
+            spec_tokens=eng.spec_tokens if spec_tokens is None else spec_tokens,
+            accept_rate=eng.accept_rate if accept_rate is None else accept_rate,
+        ),
+    )
 
 
 class _PythonRandomWords:
@@ -239,9 +251,9 @@ class _PythonRandomWords:
         while True:
             if self.pos + window > len(self.buf):
                 more = self.rs.randint(0, 2**32, size=max(window, 1 << 20), dtype=np.uint64)
-                self.buf = np.concatenate([self.buf[self.pos:], more])
+                self.buf = np.concatenate([self.buf[self.pos :], more])
                 self.pos = 0
-            values = self.buf[self.pos:self.pos + window] >> shift
+            values = self.buf[self.pos : self.pos + window] >> shift
             taken = np.flatnonzero(values < n)
             if len(taken) >= count:
                 break

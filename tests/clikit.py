@@ -4,6 +4,7 @@ Much faster than a subprocess (no interpreter start, no re-import), and it exerc
 code: main() turns UserError into one line and exit 2 exactly as the console script does.
 tests/test_cli.py keeps one subprocess test of `python cli.py --help` for the entry point.
 """
+
 import io
 from contextlib import redirect_stderr, redirect_stdout
 from typing import NamedTuple

@@ -4,6 +4,7 @@ Hypothesis profiles: `CI=true` selects `ci`, which runs 1,000 examples of every 
 that does not set its own count (the simulator and flow-network invariants leave it to the
 profile); elsewhere `dev` runs a few dozen so the suite stays quick on a laptop.
 """
+
 import os
 
 import pytest

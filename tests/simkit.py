@@ -1,4 +1,5 @@
 """Small scenarios for simulator tests: tiny workloads that run in milliseconds."""
+
 from dataclasses import replace
 from functools import lru_cache
 
@@ -9,9 +10,17 @@ from engramsim.workload import Engine, Workload
 
 
 def tiny_workload(num_seqs=8, inp=(16, 64), out=(4, 12), kind="offline", rate=0.0, max_seqs=8) -> Workload:
-    return Workload(name="tiny", kind=kind, num_seqs=num_seqs, input_len_min=inp[0], input_len_max=inp[1],
-                    output_len_min=out[0], output_len_max=out[1], rate_per_s=rate,
-                    engine=Engine(max_num_seqs=max_seqs, max_num_batched_tokens=4096, kv_block_tokens=16))
+    return Workload(
+        name="tiny",
+        kind=kind,
+        num_seqs=num_seqs,
+        input_len_min=inp[0],
+        input_len_max=inp[1],
+        output_len_min=out[0],
+        output_len_max=out[1],
+        rate_per_s=rate,
+        engine=Engine(max_num_seqs=max_seqs, max_num_batched_tokens=4096, kv_block_tokens=16),
+    )
 
 
 # Presets are frozen dataclasses: parse each once, so property tests spend their time simulating.
@@ -20,8 +29,12 @@ preset_model = lru_cache(load_model)
 
 
 def scenario(workload=None, hw="h800", model="dense-4b-engram100b", **kw) -> Scenario:
-    return Scenario(hw=preset_hardware(hw) if isinstance(hw, str) else hw, model=preset_model(model),
-                    workload=workload or tiny_workload(), **kw)
+    return Scenario(
+        hw=preset_hardware(hw) if isinstance(hw, str) else hw,
+        model=preset_model(model),
+        workload=workload or tiny_workload(),
+        **kw,
+    )
 
 
 def with_gpu(hw, **changes):

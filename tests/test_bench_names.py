@@ -1,4 +1,5 @@
 """`vllm bench serve`'s figures from a hand-checkable set of finished sequences."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -8,8 +9,14 @@ from engramsim.sim.scheduler import Scheduler
 
 
 def _seq(arrival, prompt, token_times):
-    return SimpleNamespace(arrival_s=arrival, prompt_len=prompt, out=len(token_times), first_token_s=token_times[0],
-                           finish_s=token_times[-1], token_s=list(token_times))
+    return SimpleNamespace(
+        arrival_s=arrival,
+        prompt_len=prompt,
+        out=len(token_times),
+        first_token_s=token_times[0],
+        finish_s=token_times[-1],
+        token_s=list(token_times),
+    )
 
 
 def test_hand_checked_figures():
@@ -19,15 +26,16 @@ def test_hand_checked_figures():
     assert b["duration"] == 4.0 and b["completed"] == 2
     assert b["request_throughput"] == 0.5 and b["output_throughput"] == 1.0
     assert b["total_input_tokens"] == 16 and b["total_token_throughput"] == 5.0
-    assert b["mean_ttft_ms"] == 1500.0 and b["median_ttft_ms"] == 1500.0   # TTFTs 1 s and 2 s
-    assert b["mean_tpot_ms"] == 1500.0                                        # only A: (4 - 1) / 2
-    assert b["mean_itl_ms"] == 1500.0 and b["median_itl_ms"] == 1500.0       # gaps 1 s and 2 s
-    assert b["p99_itl_ms"] == pytest.approx(1990.0)                            # np.percentile, linear
-    assert b["mean_e2el_ms"] == 3000.0                                        # 4 s and 2 s
+    assert b["mean_ttft_ms"] == 1500.0 and b["median_ttft_ms"] == 1500.0  # TTFTs 1 s and 2 s
+    assert b["mean_tpot_ms"] == 1500.0  # only A: (4 - 1) / 2
+    assert b["mean_itl_ms"] == 1500.0 and b["median_itl_ms"] == 1500.0  # gaps 1 s and 2 s
+    assert b["p99_itl_ms"] == pytest.approx(1990.0)  # np.percentile, linear
+    assert b["mean_e2el_ms"] == 3000.0  # 4 s and 2 s
 
 
 def test_scheduler_records_inter_token_gaps():
     from engramsim.sim.scheduler import Seq
+
     sched = Scheduler.__new__(Scheduler)
     sched.running, sched.free_blocks = [], 0
     seq = Seq(0, 0.0, 4, 3)

@@ -1,7 +1,9 @@
 """Hot-row cache policies on tiny hand-checked traces, and the LRU stack-distance curve."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engramsim import cache
 from engramsim.errors import UserError
@@ -16,8 +18,7 @@ def test_stack_distances_by_hand():
 def test_lru_by_hand():
     trace = [0, 1, 2, 0, 1, 1, 3, 0]
     # C=1: only the repeated b hits. C=2: b b. C=3: a, b, b, and the last a (d is 3rd distinct).
-    np.testing.assert_allclose(cache.hit_rate_curve(trace, [0, 1, 2, 3, 4], "lru"),
-                               np.array([0, 1, 1, 4, 4]) / 8)
+    np.testing.assert_allclose(cache.hit_rate_curve(trace, [0, 1, 2, 3, 4], "lru"), np.array([0, 1, 1, 4, 4]) / 8)
 
 
 def test_lfu_by_hand():
@@ -32,8 +33,9 @@ def test_lfu_by_hand():
 def test_static_topk_by_hand():
     # Train half: a a a b b c -> ranks a, b, c. Eval half: a b d a c d.
     trace = [0, 0, 0, 1, 1, 2, 0, 1, 3, 0, 2, 3]
-    np.testing.assert_allclose(cache.hit_rate_curve(trace, [0, 1, 2, 3, 10], "static-topk"),
-                               np.array([0, 2, 3, 4, 4]) / 6)
+    np.testing.assert_allclose(
+        cache.hit_rate_curve(trace, [0, 1, 2, 3, 10], "static-topk"), np.array([0, 2, 3, 4, 4]) / 6
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -48,8 +50,9 @@ def test_lru_curve_equals_direct_simulation_on_zipf():
     rng = np.random.default_rng(3)
     trace = rng.zipf(1.2, 30000) % 2000
     caps = [1, 7, 64, 300, 1999, 5000]
-    np.testing.assert_allclose(cache.hit_rate_curve(trace, caps, "lru"),
-                               [cache.lru_hits(trace, c) / trace.size for c in caps])
+    np.testing.assert_allclose(
+        cache.hit_rate_curve(trace, caps, "lru"), [cache.lru_hits(trace, c) / trace.size for c in caps]
+    )
 
 
 @settings(max_examples=40, deadline=None)

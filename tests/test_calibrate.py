@@ -1,13 +1,22 @@
 """Calibration from a synthetic profile whose figures are known: link fit, gather curve and
 its extrapolation, host, SSD, hash, UVA; the TOML loads as a hardware model; bad input."""
+
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engramsim.calibrate import (GatherCurve, calibrate, cpu_device_from_profile, fit_gather_curve, fit_line, fit_link,
-                                 hardware_from_profile, write_calibration)
+from engramsim.calibrate import (
+    GatherCurve,
+    calibrate,
+    cpu_device_from_profile,
+    fit_gather_curve,
+    fit_line,
+    fit_link,
+    hardware_from_profile,
+    write_calibration,
+)
 from engramsim.cli import main
 from engramsim.hardware import load_hardware
 from engramsim.measure.plan import record
@@ -30,41 +39,91 @@ def per_row(size):
 
 
 def synthetic(gpu=True) -> Profile:
-    p = Profile(created="2026-01-01T00:00:00+00:00", gpu={"name": "H200", "memory_bytes": 141 * GiB} if gpu else None,
-                host={"hostname": "lab", "cpu_model": "Lab CPU", "cpu_cores": 16, "cpu_cores_usable": 16,
-                      "memory_total_bytes": 128 * GiB, "scratch_disk": {"device": "/dev/nvme0n1", "fstype": "ext4"}})
+    p = Profile(
+        created="2026-01-01T00:00:00+00:00",
+        gpu={"name": "H200", "memory_bytes": 141 * GiB} if gpu else None,
+        host={
+            "hostname": "lab",
+            "cpu_model": "Lab CPU",
+            "cpu_cores": 16,
+            "cpu_cores_usable": 16,
+            "memory_total_bytes": 128 * GiB,
+            "scratch_disk": {"device": "/dev/nvme0n1", "fstype": "ext4"},
+        },
+    )
     add = p.add
     for size in SIZES:
         for threads in (1, 4):
             rows = 65536
             t = per_row(size) * rows / (threads * 0.75 if threads > 1 else 1)
-            add(record("dram_gather", {"table_bytes": size, "row_bytes": 160, "rows": rows, "threads": threads,
-                                       "dist": "uniform"}, st_(t), rows=rows, bytes=rows * 160))
+            add(
+                record(
+                    "dram_gather",
+                    {"table_bytes": size, "row_bytes": 160, "rows": rows, "threads": threads, "dist": "uniform"},
+                    st_(t),
+                    rows=rows,
+                    bytes=rows * 160,
+                )
+            )
             if gpu:
-                add(record("hbm_gather", {"table_bytes": size, "row_bytes": 160, "rows": rows, "threads": 1,
-                                          "dist": "uniform"}, st_(rows * 160 / 1e12), rows=rows, bytes=rows * 160))
+                add(
+                    record(
+                        "hbm_gather",
+                        {"table_bytes": size, "row_bytes": 160, "rows": rows, "threads": 1, "dist": "uniform"},
+                        st_(rows * 160 / 1e12),
+                        rows=rows,
+                        bytes=rows * 160,
+                    )
+                )
     for rows in (1, 1024):  # rows-per-call sweep: 2 us per call + the per-row cost
-        add(record("dram_gather", {"table_bytes": GiB, "row_bytes": 160, "rows": rows, "threads": 1, "dist": "uniform"},
-                   st_(2e-6 + rows * per_row(GiB)), rows=rows, bytes=rows * 160))
+        add(
+            record(
+                "dram_gather",
+                {"table_bytes": GiB, "row_bytes": 160, "rows": rows, "threads": 1, "dist": "uniform"},
+                st_(2e-6 + rows * per_row(GiB)),
+                rows=rows,
+                bytes=rows * 160,
+            )
+        )
     add(record("memcpy", {"bytes": 256 * MiB, "threads": 16}, st_(256 * MiB / 10e9), bytes=256 * MiB))
     add(record("memcpy", {"bytes": 256 * MiB, "threads": 1}, st_(256 * MiB / 4e9), bytes=256 * MiB))
     for tokens, ns in ((128, 400.0), (4096, 50.0)):
         add(record("hash", {"tokens": tokens}, st_(tokens * ns * 1e-9), tokens=tokens))
-    add(record("cpu_matmul", {"dtype": "fp32", "m": 256, "k": 2048, "n": 8192, "threads": 16},
-               st_(2 * 256 * 2048 * 8192 / 100e9), flops=2 * 256 * 2048 * 8192))
+    add(
+        record(
+            "cpu_matmul",
+            {"dtype": "fp32", "m": 256, "k": 2048, "n": 8192, "threads": 16},
+            st_(2 * 256 * 2048 * 8192 / 100e9),
+            flops=2 * 256 * 2048 * 8192,
+        )
+    )
     for qd, iops in ((1, 10_000), (8, 60_000)):
         for cache, scale in (("cold", 1), ("warm", 20)):
             t = 256 / (iops * scale)
-            add(record("ssd_read", {"method": "pread", "cache": cache, "row_bytes": 4096, "queue_depth": qd,
-                                    "file_bytes": GiB}, st_(t), ops=256, bytes=256 * 4096,
-                       latency_us=t * qd / 256 * 1e6))
+            add(
+                record(
+                    "ssd_read",
+                    {"method": "pread", "cache": cache, "row_bytes": 4096, "queue_depth": qd, "file_bytes": GiB},
+                    st_(t),
+                    ops=256,
+                    bytes=256 * 4096,
+                    latency_us=t * qd / 256 * 1e6,
+                )
+            )
     if gpu:
         for size in (4096, 65536, 2**20, 2**24, 2**28):
             for name, bw in (("h2d", H2D_BW), ("d2h", D2H_BW)):
                 add(record(name, {"memory": "pinned", "bytes": size}, st_(LINK_LAT + size / bw), bytes=size))
         for rows in (1, 1024, 65536):  # 0.1 us per 160-byte row (2 read requests)
-            add(record("uva_gather", {"table_bytes": GiB, "row_bytes": 160, "rows": rows, "threads": 1,
-                                      "dist": "uniform"}, st_(5e-6 + rows * 1e-7), rows=rows, bytes=rows * 160))
+            add(
+                record(
+                    "uva_gather",
+                    {"table_bytes": GiB, "row_bytes": 160, "rows": rows, "threads": 1, "dist": "uniform"},
+                    st_(5e-6 + rows * 1e-7),
+                    rows=rows,
+                    bytes=rows * 160,
+                )
+            )
     return p
 
 
@@ -158,8 +217,11 @@ def test_cpu_device_figures():
     assert cpu["gather_rows_per_s"][4] == pytest.approx(3 / per_row(GiB))
     assert cpu["gather_call_overhead_s"] == pytest.approx(2e-6, rel=1e-3)
     assert isinstance(cpu["gather_curve"], GatherCurve)
-    assert cpu["ssd"]["pread_cold"] == {"row_bytes": 4096, "iops": pytest.approx(60_000),
-                                        "latency_s": pytest.approx(100e-6)}
+    assert cpu["ssd"]["pread_cold"] == {
+        "row_bytes": 4096,
+        "iops": pytest.approx(60_000),
+        "latency_s": pytest.approx(100e-6),
+    }
     assert cpu["ssd"]["pread_warm"]["iops"] == pytest.approx(1.2e6)
     assert cpu["hash_s_per_token"] == pytest.approx(50e-9)
     assert cpu["overlap"] == {"matmul_slowdown": None, "gather_slowdown": None}
@@ -177,10 +239,16 @@ def test_cli_calibrate_writes_a_loadable_model(tmp_path, capsys):
     assert written == hardware_from_profile(profile_path, base="h100", table_GiB=100)
 
 
-@pytest.mark.parametrize("argv_tail, message", [([], "not valid JSON"), (["--base", "nope"], "unknown hardware preset"),
-                                                (["--table-GiB", "-1"], "'--table-GiB': must be a number in (0, 1048576]"),
-                                                (["--table-GiB", "inf"], "'--table-GiB': must be a number in (0, 1048576]"),
-                                                (["--table-GiB", "nan"], "'--table-GiB': must be a number in (0, 1048576]")])
+@pytest.mark.parametrize(
+    "argv_tail, message",
+    [
+        ([], "not valid JSON"),
+        (["--base", "nope"], "unknown hardware preset"),
+        (["--table-GiB", "-1"], "'--table-GiB': must be a number in (0, 1048576]"),
+        (["--table-GiB", "inf"], "'--table-GiB': must be a number in (0, 1048576]"),
+        (["--table-GiB", "nan"], "'--table-GiB': must be a number in (0, 1048576]"),
+    ],
+)
 def test_cli_calibrate_bad_input(tmp_path, capsys, argv_tail, message):
     path = tmp_path / "p.json"
     path.write_text('{"schema_version": 1, "meas' if not argv_tail else save_profile(synthetic(), path).read_text())
@@ -226,5 +294,7 @@ def test_simulate_says_how_much_of_a_partial_profile_it_used(tmp_path, capsys):
         main(["simulate", "--profile", str(path), "--tier", "dram-copy", "--workload", "fixed", "--max-seqs", "16"])
     err = capsys.readouterr().err
     assert e.value.code == 0 and err.count("\n") == 1
-    assert err.startswith(f"warning: --profile {path}: partial profile (interrupted): only "
-                          f"{len(profile.measurements)} measured points from ")
+    assert err.startswith(
+        f"warning: --profile {path}: partial profile (interrupted): only "
+        f"{len(profile.measurements)} measured points from "
+    )

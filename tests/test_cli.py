@@ -1,4 +1,5 @@
 """The CLI in-process (tests/clikit.py), plus one subprocess check of the `cli.py` entry point."""
+
 import json
 import subprocess
 import sys
@@ -15,8 +16,9 @@ FAST = ["--workload", "fixed", "--max-seqs", "16"]
 
 
 def test_entry_point_help_in_a_fresh_interpreter():
-    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True, text=True,
-                       cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert r.returncode == 0 and "simulate" in r.stdout and "presets" in r.stdout
 
 
@@ -58,16 +60,19 @@ def test_simulate_table_shows_the_runs_figures(monkeypatch):
     assert f"{run['throughput_tok_s']:,.1f}" in row and f"{run['overhead_pct']:+.2f}%" in row
 
 
-@pytest.mark.parametrize("args, message", [
-    (["simulate", "--hw", "nope"], "unknown hardware preset"),
-    (["simulate", "--model", "nope"], "unknown model preset"),
-    (["simulate", "--workload", "nope"], "unknown workload preset"),
-    (["simulate", "--gpus", "0"], "in [1, 1000000]"),
-    (["simulate", "--gpus", "3", "--tp", "2"], "not a multiple"),
-    (["simulate", "--max-seqs", "0"], "in [1, 1000000]"),
-    (["simulate", "--hw", "missing/file.toml"], "not found"),
-    (["simulate", "--tier", "floppy"], "floppy"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["simulate", "--hw", "nope"], "unknown hardware preset"),
+        (["simulate", "--model", "nope"], "unknown model preset"),
+        (["simulate", "--workload", "nope"], "unknown workload preset"),
+        (["simulate", "--gpus", "0"], "in [1, 1000000]"),
+        (["simulate", "--gpus", "3", "--tp", "2"], "not a multiple"),
+        (["simulate", "--max-seqs", "0"], "in [1, 1000000]"),
+        (["simulate", "--hw", "missing/file.toml"], "not found"),
+        (["simulate", "--tier", "floppy"], "floppy"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, message):
     r = cli(*args)
     assert r.returncode == 2
@@ -99,8 +104,19 @@ def test_presets_json_gives_each_presets_numbers():
 
 
 def test_cache_sweep_and_cxl_pool_options():
-    r = cli("simulate", "--tier", "cxl-uva", "--hbm-cache-gib", "0", "--hbm-cache-gib", "10",
-            "--cxl", "cxl-pool", "--json", *FAST)
+    r = cli(
+        "simulate",
+        "--tier",
+        "cxl-uva",
+        "--hbm-cache-gib",
+        "0",
+        "--hbm-cache-gib",
+        "10",
+        "--cxl",
+        "cxl-pool",
+        "--json",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr
     runs = json.loads(r.stdout)["runs"]
     assert [run["hbm_cache_GiB"] for run in runs] == [0.0, 10.0]
@@ -122,6 +138,7 @@ def test_simulate_json_speaks_vllm_bench_serve():
     data = json.loads(r.stdout)
     assert data["schema_version"] == 2 and list(data)[0] == "schema_version"
     from engramsim.results import BENCH_KEYS
+
     run, unfit, base = data["runs"][0], data["runs"][1], data["baseline"]
     for d in (run, unfit, base):
         assert set(BENCH_KEYS) <= set(d)

@@ -1,4 +1,5 @@
 """The offline default corpus: English docs, Python source and Chinese man pages."""
+
 import ast
 import gzip
 
@@ -8,7 +9,7 @@ from engramsim.corpus import default_corpus, default_corpus_key, roff_to_text
 from engramsim.errors import UserError
 from engramsim.tokenize import WordTokenizer
 
-ROFF = r'''.\" a comment
+ROFF = r""".\" a comment
 .TH LS 1 2022年9月 "GNU coreutils 9.1" 用户命令
 .SH 名称
 ls \- 列出目录内容
@@ -19,12 +20,19 @@ ls \- 列出目录内容
 不要忽略以点号\(lq.\(rq起始的条目
 .br
 .B "\-\-help"
-'''
+"""
 
 
 def test_roff_markup_is_stripped():
     assert roff_to_text(ROFF).splitlines() == [
-        "名称", "ls - 列出目录内容", "概述", "ls [选项]...", "-a, --all", "不要忽略以点号“.”起始的条目", "--help"]
+        "名称",
+        "ls - 列出目录内容",
+        "概述",
+        "ls [选项]...",
+        "-a, --all",
+        "不要忽略以点号“.”起始的条目",
+        "--help",
+    ]
 
 
 def _man_root(tmp_path, pages):
@@ -78,5 +86,6 @@ def test_word_tokenizer_splits_chinese_into_characters():
 
 def test_interleave_spreads_each_part_by_its_bytes():
     from engramsim.corpus import interleave
+
     assert interleave([["a" * 10, "b" * 10], ["x" * 30]]) == ["a" * 10, "x" * 30, "b" * 10]
     assert interleave([["a", "b", "c"]]) == ["a", "b", "c"]

@@ -1,4 +1,5 @@
 """Pure cost functions of the fetch path, on hand-computed values."""
+
 from dataclasses import replace
 
 import pytest
@@ -25,12 +26,15 @@ def test_one_row_from_ssd_reads_one_whole_page_into_dram():
     assert read.in_flight == float("inf") and read.op_s == ssd.latency_s  # the SSD queues set the pace
 
 
-@pytest.mark.parametrize("hbm, both, expected", [
-    (0.0, 0.4, 0.4),      # no HBM cache: the DRAM cache's own hit rate
-    (0.5, 0.75, 0.5),     # half of the misses of a 50% HBM cache
-    (0.3, 0.3, 0.0),      # a DRAM cache that adds nothing
-    (1.0, 1.0, 0.0),      # the HBM cache already holds everything
-])
+@pytest.mark.parametrize(
+    "hbm, both, expected",
+    [
+        (0.0, 0.4, 0.4),  # no HBM cache: the DRAM cache's own hit rate
+        (0.5, 0.75, 0.5),  # half of the misses of a 50% HBM cache
+        (0.3, 0.3, 0.0),  # a DRAM cache that adds nothing
+        (1.0, 1.0, 0.0),  # the HBM cache already holds everything
+    ],
+)
 def test_dram_cache_hit_rate_is_the_share_of_hbm_misses(hbm, both, expected):
     assert costs.dram_cache_hit_rate(hbm, both) == pytest.approx(expected)
 

@@ -1,19 +1,34 @@
 """The Engram hash against an independent transcription of deepseek-ai/Engram's NgramHashMapping."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engramsim import engram
 from engramsim.errors import UserError
 from engramsim.model import EngramSpec
 
-DEMO = EngramSpec(layer_ids=[1, 15], max_ngram_size=3, n_head_per_ngram=8,
-                  engram_vocab_size=[646400, 646400], seed=0, compressed_vocab_size=99546,
-                  compressed_pad_id=2)
+DEMO = EngramSpec(
+    layer_ids=[1, 15],
+    max_ngram_size=3,
+    n_head_per_ngram=8,
+    engram_vocab_size=[646400, 646400],
+    seed=0,
+    compressed_vocab_size=99546,
+    compressed_pad_id=2,
+)
 # DeepSeek-V4.1-Flash-like: orders 2..4, 8 heads, 16M rows per head.
-FOUR_GRAM = EngramSpec(layer_ids=[1, 14], max_ngram_size=4, n_head_per_ngram=8,
-                       engram_vocab_size=[16_000_000] * 3, seed=0, compressed_vocab_size=99546,
-                       compressed_pad_id=2, n_embed_per_ngram=2048)
+FOUR_GRAM = EngramSpec(
+    layer_ids=[1, 14],
+    max_ngram_size=4,
+    n_head_per_ngram=8,
+    engram_vocab_size=[16_000_000] * 3,
+    seed=0,
+    compressed_vocab_size=99546,
+    compressed_pad_id=2,
+    n_embed_per_ngram=2048,
+)
 
 
 def _trial_division_prime(n):
@@ -72,8 +87,7 @@ def _reference_hash(x, spec, layer_id, sizes):
 
 @pytest.mark.parametrize("spec", [DEMO, FOUR_GRAM], ids=["demo", "four-gram"])
 def test_table_sizes_match_reference(spec):
-    assert engram.table_sizes(spec) == _reference_sizes(spec.engram_vocab_size, spec.n_head_per_ngram,
-                                                          spec.layer_ids)
+    assert engram.table_sizes(spec) == _reference_sizes(spec.engram_vocab_size, spec.n_head_per_ngram, spec.layer_ids)
 
 
 def test_demo_first_primes_by_hand():

@@ -7,6 +7,7 @@ A deliberate change to the model's figures regenerates the file:
 
     ENGRAMSIM_REGEN_GOLDEN=1 python -m pytest -q tests/test_exact_runs.py
 """
+
 import hashlib
 import json
 import os
@@ -15,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from engramsim.rows.uniform import UniformRows
 from engramsim.sim.engine import ServerSetup, run_server
 from engramsim.sim.tiers import Placement
-from engramsim.rows.uniform import UniformRows
 from tests.simkit import scenario, tiny_workload
 
 GOLDEN = Path(__file__).parent / "golden" / "exact_runs.json"
 
-CASES = {   # name -> (engine changes, tier, gpus, KV blocks per rank)
+CASES = {  # name -> (engine changes, tier, gpus, KV blocks per rank)
     "full-kv-cache": ({}, "dram-copy", 1, 24),
     "drafts": ({"spec_tokens": 2, "accept_rate": 0.7}, "dram-uva", 1, 40),
     "chunked": ({"chunked_prefill": True, "max_num_batched_tokens": 256}, "ssd", 1, 40),
@@ -35,13 +36,25 @@ def digest(name: str) -> dict:
     w = tiny_workload(num_seqs=24, inp=(16, 96), out=(4, 40), max_seqs=12)
     w = replace(w, engine=replace(w.engine, **changes))
     sc = scenario(w)
-    setup = ServerSetup(hw=sc.hw, model=sc.model, workload=w, placement=Placement(tier), gpus=gpus, tp=1,
-                        kv_blocks=kv_blocks, row_model=UniformRows(sc.model.engram))
+    setup = ServerSetup(
+        hw=sc.hw,
+        model=sc.model,
+        workload=w,
+        placement=Placement(tier),
+        gpus=gpus,
+        tp=1,
+        kv_blocks=kv_blocks,
+        row_model=UniformRows(sc.model.engram),
+    )
     raw = run_server(setup, w.requests(0))
     seqs = [(q.id, q.out, q.first_token_s, q.finish_s, q.itl_s) for q in raw.seqs]
-    return {"makespan_s": repr(raw.makespan_s), "preemptions": raw.preemptions, "steps": raw.stats.steps,
-            "stall_s": repr(raw.stats.stall_s),
-            "seqs_sha256": hashlib.sha256(repr(seqs).encode()).hexdigest()}
+    return {
+        "makespan_s": repr(raw.makespan_s),
+        "preemptions": raw.preemptions,
+        "steps": raw.stats.steps,
+        "stall_s": repr(raw.stats.stall_s),
+        "seqs_sha256": hashlib.sha256(repr(seqs).encode()).hexdigest(),
+    }
 
 
 def test_small_runs_give_exactly_the_stored_outcomes():

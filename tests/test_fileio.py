@@ -1,4 +1,5 @@
 """The one input helper, the one atomic writer and the one JSON-safe converter."""
+
 import json
 import math
 import os
@@ -56,12 +57,19 @@ def test_input_file_accepts_only_readable_regular_files(tmp_path):
 
 
 def test_jsonable_makes_numpy_tuples_and_non_finite_values_plain():
-    value = {"a": np.int64(3), "b": (1, np.float32(0.5)), "c": np.arange(3), "d": math.nan, 4: -math.inf,
-             "e": tmp_path_like()}
+    value = {
+        "a": np.int64(3),
+        "b": (1, np.float32(0.5)),
+        "c": np.arange(3),
+        "d": math.nan,
+        4: -math.inf,
+        "e": tmp_path_like(),
+    }
     assert jsonable(value) == {"a": 3, "b": [1, 0.5], "c": [0, 1, 2], "d": None, "4": None, "e": "some/where"}
     assert json.loads(dumps_json({"x": math.inf, "y": [np.nan]})) == {"x": None, "y": [None]}
 
 
 def tmp_path_like():
     from pathlib import Path
+
     return Path("some/where")

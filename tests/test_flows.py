@@ -64,8 +64,11 @@ def test_flow_without_resource_or_cap_is_rejected():
 
 
 @settings(deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 2), st.floats(0.1, 50), st.floats(0.5, 3), st.floats(0.5, 100)),
-                min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 2), st.floats(0.1, 50), st.floats(0.5, 3), st.floats(0.5, 100)), min_size=1, max_size=6
+    )
+)
 def test_bytes_are_conserved_and_capacity_respected(specs):
     finish, res, _ = run_flows(specs)
     assert res.units == pytest.approx(sum(a * c for _, a, c, _ in specs), rel=1e-6)
@@ -88,12 +91,15 @@ def processor_sharing_finish(start_s, capacity, coef, amounts):
 
 def magnitudes(lo, hi):
     """Positive floats spread evenly over orders of magnitude 10**lo .. 10**hi."""
-    return st.floats(lo, hi).map(lambda e: 10.0 ** e)
+    return st.floats(lo, hi).map(lambda e: 10.0**e)
 
 
 # Groups of flows, each on its own resource; a group is (capacity, coefficient, amounts).
-flow_groups = st.lists(st.tuples(magnitudes(-6, 6), magnitudes(-2, 2), st.lists(magnitudes(-6, 6), min_size=1, max_size=4)),
-                       min_size=1, max_size=3)
+flow_groups = st.lists(
+    st.tuples(magnitudes(-6, 6), magnitudes(-2, 2), st.lists(magnitudes(-6, 6), min_size=1, max_size=4)),
+    min_size=1,
+    max_size=3,
+)
 
 
 @settings(deadline=None)
@@ -145,13 +151,16 @@ def test_a_tiny_remainder_at_a_large_clock_finishes(start_s):
 
 
 @settings(max_examples=300, deadline=None)
-@given(caps=st.lists(st.floats(1e-3, 1e12), min_size=0, max_size=4),
-       coefs=st.lists(st.floats(1e-3, 1e3), min_size=4, max_size=4),
-       cap=st.one_of(st.just(math.inf), st.floats(1e-3, 1e12)),
-       kinds=st.lists(st.sampled_from(["link", "dram", "ssd_iops"]), min_size=4, max_size=4))
+@given(
+    caps=st.lists(st.floats(1e-3, 1e12), min_size=0, max_size=4),
+    coefs=st.lists(st.floats(1e-3, 1e3), min_size=4, max_size=4),
+    cap=st.one_of(st.just(math.inf), st.floats(1e-3, 1e12)),
+    kinds=st.lists(st.sampled_from(["link", "dram", "ssd_iops"]), min_size=4, max_size=4),
+)
 def test_a_lone_flow_gets_the_rate_and_limit_the_general_filling_gives(caps, coefs, cap, kinds):
     """The lone-flow shortcut of _fill_rates is exact: same float rate, same limit."""
     from engramsim.sim.flows import Flow, _fill_one, _fill_rounds
+
     if not caps and math.isinf(cap):
         return
     resources = [Resource(f"host{i}.{kind}", c) for i, (c, kind) in enumerate(zip(caps, kinds))]
@@ -164,5 +173,6 @@ def test_a_lone_flow_gets_the_rate_and_limit_the_general_filling_gives(caps, coe
 
 def test_a_flow_naming_a_resource_twice_takes_the_general_path():
     from engramsim.sim.flows import Flow, _fill_one
+
     link = Resource("host0.link", 10.0)
     assert not _fill_one(Flow(1.0, [(link, 1.0), (link, 1.0)], math.inf, "cap", None))

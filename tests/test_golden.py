@@ -7,6 +7,7 @@ A deliberate change to the report's layout or to the model's figures regenerates
 
 then review `git diff tests/golden/` and commit it with the change that caused it.
 """
+
 import os
 from io import StringIO
 from pathlib import Path
@@ -33,8 +34,16 @@ def test_simulate_report_renders_as_the_golden_file():
     # does not fit in HBM, the copy paths, zero-copy with an HBM cache, and an SSD.
     hw = with_link(load_hardware("h800"), h2d_Bps=2e9)
     sc = scenario(tiny_workload(num_seqs=16, inp=(64, 512), out=(8, 32), max_seqs=16), hw=hw)
-    report = simulate(sc, [Placement("hbm"), Placement("dram-copy"), Placement("dram-uva", hbm_cache_bytes=2**30),
-                           Placement("cxl-copy"), Placement("ssd", ssd_dram_hit_rate=0.5)])
+    report = simulate(
+        sc,
+        [
+            Placement("hbm"),
+            Placement("dram-copy"),
+            Placement("dram-uva", hbm_cache_bytes=2**30),
+            Placement("cxl-copy"),
+            Placement("ssd", ssd_dram_hit_rate=0.5),
+        ],
+    )
     text = render(report)
     if os.environ.get("ENGRAMSIM_REGEN_GOLDEN"):
         GOLDEN.parent.mkdir(exist_ok=True)
@@ -53,4 +62,3 @@ def test_the_placement_table_shows_each_runs_figures():
         cells = [c.strip() for c in row.strip("│").split("│")]
         assert cells[2:4] == [f"{run.throughput_tok_s:,.1f}", f"{run.overhead_pct:+.2f}%"]
         assert cells[6] == f"{run.stall_s:.3f}" and cells[7] == f"{run.kv_tokens_per_rank:,}"
-

@@ -1,6 +1,7 @@
 """--model path/to/config.json: Hugging Face configs mapped onto the preset schema.
 
 Fixtures under tests/fixtures/hf/ are written from public configs (their README says which)."""
+
 import json
 import shutil
 from pathlib import Path
@@ -70,13 +71,19 @@ def test_a_model_directory_holding_config_json(tmp_path):
     assert m.name == "DeepSeek-V4.1-Flash" and m.engram.layer_ids == (1, 14)
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}', r"unknown architecture \(LlamaForCausalLM\)"),
-    ('{"model_type": "deepseek_v41"}', "keeps its text model under 'text_config'"),
-    ('{"architectures": ["DeepseekV4ForCausalLM"], "hidden_size": 4096}', "missing field 'num_attention_heads'"),
-    ("{not json", "not JSON"),
-    ("[1, 2]", "a config.json is a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            '{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}',
+            r"unknown architecture \(LlamaForCausalLM\)",
+        ),
+        ('{"model_type": "deepseek_v41"}', "keeps its text model under 'text_config'"),
+        ('{"architectures": ["DeepseekV4ForCausalLM"], "hidden_size": 4096}', "missing field 'num_attention_heads'"),
+        ("{not json", "not JSON"),
+        ("[1, 2]", "a config.json is a JSON object"),
+    ],
+)
 def test_bad_configs_are_one_line(tmp_path, content, message):
     path = tmp_path / "config.json"
     path.write_text(content)
@@ -87,8 +94,26 @@ def test_bad_configs_are_one_line(tmp_path, content, message):
 
 
 def test_simulate_takes_a_config_and_names_what_it_did_not_map():
-    r = run_cli("simulate", "--model", HF / "deepseek-v4.1-flash.json", "--hw", "h200", "--gpus", "8", "--tp", "4",
-                "--workload", "fixed", "--engine", "vllm", "--tier", "dram-uva", "--max-seqs", "32", "--json")
+    r = run_cli(
+        "simulate",
+        "--model",
+        HF / "deepseek-v4.1-flash.json",
+        "--hw",
+        "h200",
+        "--gpus",
+        "8",
+        "--tp",
+        "4",
+        "--workload",
+        "fixed",
+        "--engine",
+        "vllm",
+        "--tier",
+        "dram-uva",
+        "--max-seqs",
+        "32",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["model"] == "deepseek-v4.1-flash" and data["runs"][0]["fits"]
@@ -96,33 +121,69 @@ def test_simulate_takes_a_config_and_names_what_it_did_not_map():
 
 
 def test_engram_config_cpu_offload_gives_the_dram_uva_tier():
-    base = ("simulate", "--model", "deepseek-v4.1-flash", "--hw", "h200", "--gpus", "8", "--tp", "4", "--workload",
-            "fixed", "--engine", "vllm", "--max-seqs", "32", "--json")
-    runs = {flag: json.loads(run_cli(*base, "--engram-config", flag).stdout)["runs"]
-            for flag in ('{"cpu_offload": true}', '{"cpu_offload": false}')}
+    base = (
+        "simulate",
+        "--model",
+        "deepseek-v4.1-flash",
+        "--hw",
+        "h200",
+        "--gpus",
+        "8",
+        "--tp",
+        "4",
+        "--workload",
+        "fixed",
+        "--engine",
+        "vllm",
+        "--max-seqs",
+        "32",
+        "--json",
+    )
+    runs = {
+        flag: json.loads(run_cli(*base, "--engram-config", flag).stdout)["runs"]
+        for flag in ('{"cpu_offload": true}', '{"cpu_offload": false}')
+    }
     assert [r["tier"] for r in runs['{"cpu_offload": true}']] == ["dram-uva"]
     assert [r["tier"] for r in runs['{"cpu_offload": false}']] == ["hbm"]
 
 
 def test_from_cmd_runs_the_command_and_says_what_it_understood():
-    cmd = ("vllm serve deepseek-ai/DeepSeek-V4.1-Flash --tensor-parallel-size 4 --data-parallel-size 2 "
-           "--gpu-memory-utilization 0.85 --max-num-seqs 32 --engram-config '{\"cpu_offload\": true}' --port 8000")
+    cmd = (
+        "vllm serve deepseek-ai/DeepSeek-V4.1-Flash --tensor-parallel-size 4 --data-parallel-size 2 "
+        "--gpu-memory-utilization 0.85 --max-num-seqs 32 --engram-config '{\"cpu_offload\": true}' --port 8000"
+    )
     r = run_cli("simulate", "--hw", "h200", "--workload", "fixed", "--json", "--from-cmd", cmd)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert (data["model"], data["gpus"], data["tp"]) == ("deepseek-v4.1-flash", 8, 4)
     assert [run["tier"] for run in data["runs"]] == ["dram-uva"]
-    for said in ("TP 4", "DP 2", "memory_utilization 0.85", "max_num_seqs 32", "tier dram-uva", "--port 8000: read, not modeled"):
+    for said in (
+        "TP 4",
+        "DP 2",
+        "memory_utilization 0.85",
+        "max_num_seqs 32",
+        "tier dram-uva",
+        "--port 8000: read, not modeled",
+    ):
         assert said in r.stderr, said
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--engine", "vllm", "--engram-config", "{cpu_offload}"), "--engram-config is not JSON"),
-    (("--engine", "vllm", "--engram-config", '{"cpu_offload": true, "mmap": 1}'), r"unknown vllm key\(s\) mmap"),
-    (("--from-cmd", "vllm serve deepseek-ai/DeepSeek-V4.1-Flash --tp 4 --frobnicate 3"), "cannot map --frobnicate 3"),
-    (("--from-cmd", "vllm serve m --tp 4", "--max-num-seqs", "8"), "--from-cmd carries the serve flags"),
-    (("--engine", "vllm", "--tier", "ssd", "--engram-config", '{"cpu_offload": true}'), "give --tier or an --engram-config"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--engine", "vllm", "--engram-config", "{cpu_offload}"), "--engram-config is not JSON"),
+        (("--engine", "vllm", "--engram-config", '{"cpu_offload": true, "mmap": 1}'), r"unknown vllm key\(s\) mmap"),
+        (
+            ("--from-cmd", "vllm serve deepseek-ai/DeepSeek-V4.1-Flash --tp 4 --frobnicate 3"),
+            "cannot map --frobnicate 3",
+        ),
+        (("--from-cmd", "vllm serve m --tp 4", "--max-num-seqs", "8"), "--from-cmd carries the serve flags"),
+        (
+            ("--engine", "vllm", "--tier", "ssd", "--engram-config", '{"cpu_offload": true}'),
+            "give --tier or an --engram-config",
+        ),
+    ],
+)
 def test_bad_engine_flags_are_one_line(args, message):
     r = run_cli("simulate", "--model", "deepseek-v4.1-flash", "--hw", "h200", "--workload", "fixed", *args)
     assert r.returncode == 2 and message.replace("\\", "") in r.stderr.replace("\\", "")

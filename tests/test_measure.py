@@ -1,6 +1,7 @@
 """Measurement logic on CPU: statistics, bounded repeats, sweeps under a memory budget, index
 streams, records, system probes, the CPU benchmarks end to end on tiny sizes, and the CUDA
 benchmarks' device-agnostic parts driven with CPU tensors."""
+
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -12,8 +13,18 @@ from hypothesis import strategies as st
 
 from engramsim.errors import UserError
 from engramsim.measure import cpu, cuda, import_torch
-from engramsim.measure.plan import (KiB, MiB, Context, fit_sizes, gather_points, make_config, memory_budget, record,
-                                    scatter, zipf_indices)
+from engramsim.measure.plan import (
+    Context,
+    KiB,
+    MiB,
+    fit_sizes,
+    gather_points,
+    make_config,
+    memory_budget,
+    record,
+    scatter,
+    zipf_indices,
+)
 from engramsim.measure.run import BENCHMARKS, run_profile, select
 from engramsim.measure.system import cpu_model, disk_info, meminfo, numa_nodes
 from engramsim.measure.timing import PerfTimer, Stats, measure, percentile, summarize
@@ -22,15 +33,27 @@ torch = pytest.importorskip("torch")
 
 
 def tiny_config(**over):
-    cfg = replace(make_config(quick=True, cores=2), point_budget_s=0.05, repeats=3,
-                  table_bytes=(64 * KiB, 256 * KiB), row_bytes=(128, 256), rows_per_call=(1, 64, 512),
-                  memcpy_bytes=1 * MiB, ssd_file_bytes=1 * MiB, ssd_row_bytes=(256,), ssd_queue_depths=(1, 2),
-                  ssd_reads_per_call=16, hash_tokens=(8,), matmul_shapes=(("fp32", 4, 32, 64),),
-                  memory_margin_bytes=0)
+    cfg = replace(
+        make_config(quick=True, cores=2),
+        point_budget_s=0.05,
+        repeats=3,
+        table_bytes=(64 * KiB, 256 * KiB),
+        row_bytes=(128, 256),
+        rows_per_call=(1, 64, 512),
+        memcpy_bytes=1 * MiB,
+        ssd_file_bytes=1 * MiB,
+        ssd_row_bytes=(256,),
+        ssd_queue_depths=(1, 2),
+        ssd_reads_per_call=16,
+        hash_tokens=(8,),
+        matmul_shapes=(("fp32", 4, 32, 64),),
+        memory_margin_bytes=0,
+    )
     return replace(cfg, **over)
 
 
 # --- statistics and bounded repeats -----------------------------------------------------------
+
 
 def test_summarize_uses_interpolated_percentiles():
     s = summarize([float(v) for v in range(10, 0, -1)])  # unsorted 1..10
@@ -51,8 +74,15 @@ class FakeClock:
 def test_measure_warms_up_then_repeats_and_runs_setup_before_each_call():
     calls, setups = [], []
     clock = FakeClock(0.001)
-    stats = measure(lambda: calls.append(1), PerfTimer(clock), warmup=2, repeats=4, budget_s=100, setup=lambda: setups.append(1),
-                    clock=clock)
+    stats = measure(
+        lambda: calls.append(1),
+        PerfTimer(clock),
+        warmup=2,
+        repeats=4,
+        budget_s=100,
+        setup=lambda: setups.append(1),
+        clock=clock,
+    )
     assert stats.n == 4 and len(calls) == 6 and len(setups) == 6
     assert stats.median_s == pytest.approx(0.001)
 
@@ -71,6 +101,7 @@ def test_perf_timer_waits_for_sync():
 
 
 # --- planning ---------------------------------------------------------------------------------
+
 
 def test_memory_budget_and_fit_sizes_skip_what_does_not_fit_with_a_reason():
     budget = memory_budget(free_bytes=10 * MiB, margin_bytes=2 * MiB, fraction=0.5)
@@ -118,9 +149,12 @@ def test_record_derives_rates_from_the_median_and_keeps_raw_times():
 
 # --- system probes ----------------------------------------------------------------------------
 
+
 def test_meminfo_and_cpu_model_parse_proc_text():
-    assert meminfo("MemTotal:  2048 kB\nMemAvailable:   1024 kB\n") == {"total_bytes": 2048 * 1024,
-                                                                         "available_bytes": 1024 * 1024}
+    assert meminfo("MemTotal:  2048 kB\nMemAvailable:   1024 kB\n") == {
+        "total_bytes": 2048 * 1024,
+        "available_bytes": 1024 * 1024,
+    }
     assert cpu_model("processor\t: 0\nmodel name\t: Test CPU 9000\n") == "Test CPU 9000"
 
 
@@ -163,21 +197,25 @@ def test_unknown_benchmark_is_a_user_error():
 
 # --- CPU benchmarks end to end on tiny sizes --------------------------------------------------
 
+
 def test_cpu_subset_end_to_end(tmp_path):
     seen = []
-    profile = run_profile(quick=True, scratch=tmp_path, config=tiny_config(),
-                          progress=lambda name, rec: seen.append((name, rec)))
+    profile = run_profile(
+        quick=True, scratch=tmp_path, config=tiny_config(), progress=lambda name, rec: seen.append((name, rec))
+    )
     names = {m["name"] for m in profile.measurements}
     assert {"dram_gather", "memcpy", "cpu_matmul", "overlap", "ssd_read"} <= names
     assert not profile.partial and not list(tmp_path.iterdir())  # the scratch file is gone
     gathers = profile.find("dram_gather", dist="uniform", rows=65536)
-    assert {(g["params"]["table_bytes"], g["params"]["row_bytes"], g["params"]["threads"]) for g in gathers} == \
-        {(t, r, th) for t in (64 * KiB, 256 * KiB) for r in (128, 256) for th in (1, 2)}
+    assert {(g["params"]["table_bytes"], g["params"]["row_bytes"], g["params"]["threads"]) for g in gathers} == {
+        (t, r, th) for t in (64 * KiB, 256 * KiB) for r in (128, 256) for th in (1, 2)
+    }
     for m in profile.measurements:
         assert m["p10_s"] <= m["median_s"] <= m["p90_s"] and m["n"] >= 1
     ssd = profile.find("ssd_read")
-    assert {(r["params"]["method"], r["params"]["cache"]) for r in ssd} == \
-        {(m, c) for m in ("pread", "mmap") for c in ("cold", "warm")}
+    assert {(r["params"]["method"], r["params"]["cache"]) for r in ssd} == {
+        (m, c) for m in ("pread", "mmap") for c in ("cold", "warm")
+    }
     assert all(r["iops"] > 0 and r["latency_us"] > 0 for r in ssd)
     if torch.cuda.is_available():
         return
@@ -221,6 +259,7 @@ def test_run_gather_records_every_point_with_rates():
 
 # --- the CUDA benchmarks' logic, driven with CPU tensors --------------------------------------
 
+
 def test_pipeline_points_gather_the_right_rows_then_copy_them():
     ctx = Context(tiny_config(), torch, ".")
     rows2d = torch.arange(1000 * 8, dtype=torch.int64).view(1000, 8)
@@ -244,6 +283,7 @@ def test_link_copies_move_each_prefix(direction):
 
 
 # --- on a GPU ---------------------------------------------------------------------------------
+
 
 @pytest.mark.gpu
 def test_uva_view_reads_host_memory_in_place():

@@ -1,5 +1,6 @@
 """Engine mechanisms: Engram kernel counts and launches, Engram HBM, speculative decoding and
 chunked prefill, with hand-checked timelines and properties."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,7 @@ from engramsim.model import load_model
 from engramsim.sim.run import simulate
 from engramsim.sim.scheduler import ChunkedScheduler, Scheduler, Seq
 from engramsim.sim.tiers import Placement
-from engramsim.workload import Engine, load_workload
+from engramsim.workload import Engine
 from tests.simkit import scenario, tiny_workload, with_gpu
 
 
@@ -37,11 +38,11 @@ def test_launches_cost_dispatch_plus_driver_launch_per_kernel():
 def test_engram_hbm_is_weights_plus_one_step_of_rows():
     model, engine = load_model("dense-8b-engram100b"), load_engine("nano-vllm")
     bb, spec = model.backbone, model.engram
-    assert bb.hc_mult == 4 and spec.memory_dim == 1280 and spec.layer_ids == (1,)   # paper §2.4, §6.4
-    weights = (5 * 1280 * 4096 + 4 * 4 * 4096) * 2               # value + 4 key projections, conv
+    assert bb.hc_mult == 4 and spec.memory_dim == 1280 and spec.layer_ids == (1,)  # paper §2.4, §6.4
+    weights = (5 * 1280 * 4096 + 4 * 4 * 4096) * 2  # value + 4 key projections, conv
     # Qwen3-8B's peak (4 x 4 hc-wide copies and the MLP) is above the module's: nothing extra.
     assert engram_module_bytes(model, engine, tp=1) == pytest.approx(weights)
-    assert staging_bytes(spec, engine, 1) == 16384 * spec.heads_per_layer * 80 * 2    # a full step's bf16 rows
+    assert staging_bytes(spec, engine, 1) == 16384 * spec.heads_per_layer * 80 * 2  # a full step's bf16 rows
 
 
 def test_engram_activation_passes_counted_from_the_demo():
@@ -61,7 +62,9 @@ def test_engram_module_time_grows_with_branches_hidden_and_tokens():
     # At 4,096 tokens the module is HBM-bound: its bytes over the HBM bandwidth, plus fixed costs.
     moved = costs.engram_module_params(bb, spec) * 2 + 4096 * (1280 + 106 * 2560) * 2
     fixed = gpu.engram_module_overhead_s + 4096 * gpu.engram_module_s_per_token
-    assert base == pytest.approx(fixed + costs.roofline_s(gpu, 2.0 * 4096 * costs.engram_module_params(bb, spec), moved))
+    assert base == pytest.approx(
+        fixed + costs.roofline_s(gpu, 2.0 * 4096 * costs.engram_module_params(bb, spec), moved)
+    )
 
 
 def test_speculative_tokens_per_step_follow_acceptance():
@@ -82,7 +85,7 @@ def test_speculative_timeline_one_sequence():
     batch, prefill = s.schedule()
     shape = costs.batch_shape(batch, prefill, positions=2)
     assert shape.tokens == 2 and shape.logits == 2 and shape.attn_pairs == 2 * 17
-    assert seq.blocks == 5          # 17 tokens + 1 draft need ceil(18 / 4) blocks
+    assert seq.blocks == 5  # 17 tokens + 1 draft need ceil(18 / 4) blocks
     assert not s.finish_step(batch, 2.0, prefill) and seq.out == 3
     batch, prefill = s.schedule()
     assert s.finish_step(batch, 3.0, prefill) == [seq] and seq.out == 5 and s.free_blocks == 10
@@ -92,12 +95,13 @@ def test_speculative_emission_is_whole_tokens_at_the_expected_rate():
     s = Scheduler(Engine(spec_tokens=2, accept_rate=0.5), kv_blocks=10)
     seq = Seq(0, 0.0, 4, 10**6)
     emitted = [s._accepted(seq) for _ in range(400)]
-    assert set(emitted) <= {1, 2} and sum(emitted) == 700   # 1.75 per step
+    assert set(emitted) <= {1, 2} and sum(emitted) == 700  # 1.75 per step
 
 
 def chunk_shape(batch, chunks):
-    return costs.mixed_shape([len(q) for q in batch if q.id not in chunks],
-                             [(q.computed, chunks[q.id]) for q in batch if q.id in chunks])
+    return costs.mixed_shape(
+        [len(q) for q in batch if q.id not in chunks], [(q.computed, chunks[q.id]) for q in batch if q.id in chunks]
+    )
 
 
 def test_chunked_prefill_timeline_mixes_chunks_with_decodes():
@@ -180,11 +184,16 @@ def test_cuda_graph_decode_stages_cpu_gathered_rows_before_the_replay():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 8), st.integers(8, 128), st.sampled_from([4, 16]),
-       st.lists(st.tuples(st.integers(1, 60), st.integers(1, 20)), min_size=1, max_size=10), st.integers(1, 4))
+@given(
+    st.integers(1, 8),
+    st.integers(8, 128),
+    st.sampled_from([4, 16]),
+    st.lists(st.tuples(st.integers(1, 60), st.integers(1, 20)), min_size=1, max_size=10),
+    st.integers(1, 4),
+)
 def test_chunked_scheduling_finishes_every_sequence_and_frees_its_blocks(max_seqs, budget, block, lens, room):
     engine = Engine(max_num_seqs=max_seqs, max_num_batched_tokens=budget, kv_block_tokens=block, chunked_prefill=True)
-    kv = room * max(-(-(p + o) // block) for p, o in lens)   # at least one whole sequence fits
+    kv = room * max(-(-(p + o) // block) for p, o in lens)  # at least one whole sequence fits
     s = ChunkedScheduler(engine, kv)
     for i, (p, o) in enumerate(lens):
         s.add(Seq(i, 0.0, p, o))
@@ -211,6 +220,7 @@ def test_engine_presets_carry_how_steps_run_and_the_fitted_step_costs():
 
 def test_a_bad_fitted_step_cost_names_the_file_and_the_model(tmp_path):
     from engramsim.errors import UserError
+
     text = (load_engine("nano-vllm").source).read_text().replace("dense-8b-engram100b = ", "dense-8b-engram100b = -")
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -222,6 +232,7 @@ def test_a_slower_host_cpu_scales_the_engine_host_work():
     # One sequence, one output token: one prefill step whose host work is step_host_s times the
     # ratio of this host's hash call to the CPU the engine's costs were measured on.
     from tests.simkit import with_host
+
     w = with_engine(tiny_workload(num_seqs=1, out=(1, 1)), step_host_s=1e-3, ref_hash_call_s=20e-6)
     same = simulate(scenario(w, hw=with_host(load_hardware("h800"), hash_call_s=20e-6)), [])
     slower = simulate(scenario(w, hw=with_host(load_hardware("h800"), hash_call_s=60e-6)), [])
@@ -241,9 +252,11 @@ def test_speculative_steps_timeline_by_hand():
     w = with_engine(tiny_workload(num_seqs=1, inp=(16, 16), out=(5, 5)), spec_tokens=1, accept_rate=1.0)
     sc = scenario(w)
     report = simulate(sc, [])
-    expected = (_step_s(sc, costs.batch_shape([[0] * 16], True))
-                + _step_s(sc, costs.batch_shape([[0] * 17], False, positions=2))
-                + _step_s(sc, costs.batch_shape([[0] * 19], False, positions=2)))
+    expected = (
+        _step_s(sc, costs.batch_shape([[0] * 16], True))
+        + _step_s(sc, costs.batch_shape([[0] * 17], False, positions=2))
+        + _step_s(sc, costs.batch_shape([[0] * 19], False, positions=2))
+    )
     assert report.baseline["steps"] == 3
     assert report.baseline["makespan_s"] == pytest.approx(expected, rel=1e-12)
 
@@ -252,15 +265,18 @@ def test_chunked_prefill_timeline_by_hand():
     # Budget 64, 3 output tokens each. Step 1: prompt 0 whole (50, samples) + 14 of prompt 1.
     # Step 2: decode sequence 0 (length 51) + the last 26 of prompt 1 (14 cached; samples).
     # Step 3: decode both (lengths 52 and 41; sequence 0 finishes). Step 4: decode sequence 1.
-    w = with_engine(tiny_workload(num_seqs=2, inp=(40, 50), out=(3, 3)), chunked_prefill=True,
-                    max_num_batched_tokens=64)
+    w = with_engine(
+        tiny_workload(num_seqs=2, inp=(40, 50), out=(3, 3)), chunked_prefill=True, max_num_batched_tokens=64
+    )
     sc = scenario(w)
     requests = replace(w.requests(0), input_len=np.array([50, 40]))
     report = simulate(sc, [], requests=requests)
-    expected = (_step_s(sc, costs.mixed_shape([], [(0, 50), (0, 14)]))
-                + _step_s(sc, costs.mixed_shape([51], [(14, 26)]))
-                + _step_s(sc, costs.mixed_shape([52, 41], []))
-                + _step_s(sc, costs.mixed_shape([42], [])))
+    expected = (
+        _step_s(sc, costs.mixed_shape([], [(0, 50), (0, 14)]))
+        + _step_s(sc, costs.mixed_shape([51], [(14, 26)]))
+        + _step_s(sc, costs.mixed_shape([52, 41], []))
+        + _step_s(sc, costs.mixed_shape([42], []))
+    )
     assert report.baseline["steps"] == 4
     assert report.baseline["makespan_s"] == pytest.approx(expected, rel=1e-12)
 
@@ -270,6 +286,7 @@ def test_the_engine_host_costs_are_stated_for_the_cpu_the_committed_hash_profile
     # nano-vllm preset names as its reference CPU, so the h800 host runs its costs at scale 1.
     from engramsim.calibrate import hardware_from_profile
     from engramsim.presets import ROOT
+
     host = hardware_from_profile(ROOT / "profiles" / "vm-cpu-hash-2026-11-29.json", base="h800").host
     assert host.hash_call_s == pytest.approx(load_engine("nano-vllm").steps.ref_hash_call_s, rel=0.01)
     assert load_hardware("h800").host.hash_call_s == pytest.approx(host.hash_call_s, rel=0.01)
@@ -280,6 +297,7 @@ def test_bench_py_lengths_are_pythons_random_draws(seed):
     # nano-vLLM bench.py: seed(s); per request randint(100, max_in) prompt ids of randint(0, 10000)
     # each; then every output length. The fast path must consume the generator identically.
     import random
+
     w = replace(tiny_workload(num_seqs=40, inp=(100, 1024), out=(100, 1024)), lengths_from="bench.py")
     r = random.Random(seed)
     inputs = []
@@ -294,6 +312,7 @@ def test_bench_py_lengths_are_pythons_random_draws(seed):
 
 def test_hashing_costs_a_call_plus_tokens_per_head():
     from tests.simkit import with_host
+
     host = with_host(load_hardware("h800"), hash_call_s=30e-6, hash_s_per_token=60e-9, hash_heads=16).host
     assert costs.hash_s(host, 1000, 2, heads=16) == pytest.approx(2 * (30e-6 + 1000 * 60e-9))
     assert costs.hash_s(host, 1000, 2, heads=24) == pytest.approx(2 * (30e-6 + 1000 * 90e-9))

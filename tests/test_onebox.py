@@ -1,5 +1,6 @@
 """One-box inference: unified-memory machines, how an engine reads rows from SSD, closed-loop
 streams and caches that start cold. Hand-computed values on tiny scenarios."""
+
 import math
 from dataclasses import replace
 
@@ -32,6 +33,7 @@ def decode_heavy(num_seqs=2, concurrency=None):
 
 # --- unified memory ---------------------------------------------------------------------------
 
+
 def test_a_unified_machine_names_its_in_memory_tier_unified_and_refuses_host_tiers():
     assert tier_for(M3, "hbm") == "unified" and tier_for(M3, "ssd") == "ssd"
     assert default_tiers(M3) == ("unified", "ssd")
@@ -49,7 +51,7 @@ def test_a_unified_pool_holds_the_ssd_tiers_row_cache_and_the_os_keeps_its_share
     free = plan_memory(M3, sc.model, engine, Parallel(), "ssd", 0.0, 0.0)
     cached = plan_memory(M3, sc.model, engine, Parallel(), "ssd", 0.0, 8 * 2**30)
     assert free.per_rank_GiB["kv"] - cached.per_rank_GiB["kv"] == pytest.approx(8.0)
-    assert free.usable_GiB == pytest.approx(512 - 32)   # the pool less the OS's reserve
+    assert free.usable_GiB == pytest.approx(512 - 32)  # the pool less the OS's reserve
 
 
 def test_unified_ssd_reads_stage_rows_without_a_host_link():
@@ -60,12 +62,13 @@ def test_unified_ssd_reads_stage_rows_without_a_host_link():
 
 # --- how rows are read ------------------------------------------------------------------------
 
+
 def test_iops_by_queue_depth_interpolates_the_parts_measured_points():
-    ssd = M3.ssd   # Apple internal: 13.3K at QD1, 38.5K at QD8, 250K at QD64
+    ssd = M3.ssd  # Apple internal: 13.3K at QD1, 38.5K at QD8, 250K at QD64
     assert costs.ssd_iops_at(ssd, 1) == pytest.approx(13333)
     assert costs.ssd_iops_at(ssd, 8) == pytest.approx(38500)
     assert costs.ssd_iops_at(ssd, 0.5) == pytest.approx(13333 / 2)
-    between = costs.ssd_iops_at(ssd, math.sqrt(8 * 64))   # geometric middle of 8 and 64
+    between = costs.ssd_iops_at(ssd, math.sqrt(8 * 64))  # geometric middle of 8 and 64
     assert between == pytest.approx(math.sqrt(38500 * 250000))
     assert costs.ssd_iops_at(ssd, 4096) == pytest.approx(ssd.read_iops)
 
@@ -76,7 +79,7 @@ def test_serial_reads_take_latency_plus_cpu_each_and_more_readers_keep_more_in_f
     assert one.op_s == pytest.approx(ssd.latency_s + os.pread_cpu_s, rel=1e-4)
     assert one.rows_per_s == pytest.approx(1 / (75e-6 + 2e-6), rel=1e-4)
     eight = costs.ssd_read_plan(ssd, os, IOPolicy(readers=8), 264, rows=24)
-    assert eight.op_s == pytest.approx(8 / 38500 + os.pread_cpu_s)   # the device's time at QD8
+    assert eight.op_s == pytest.approx(8 / 38500 + os.pread_cpu_s)  # the device's time at QD8
     assert eight.rows_per_s > 2.5 * one.rows_per_s
 
 
@@ -93,12 +96,15 @@ def test_an_engine_that_reads_decode_rows_serially_fans_out_only_big_reads():
     assert small.in_flight == 1
 
 
-@pytest.mark.parametrize("io, madvise, ssd_bytes, cpu_attr", [
-    ("pread", False, 16384, "pread_cpu_s"),          # a buffered read loads one 16 KiB page
-    ("mmap", False, 4 * 16384, "fault_cpu_s"),       # a fault reads the OS's read-around window
-    ("mmap", True, 16384, "fault_cpu_s"),            # MADV_RANDOM: one page
-    ("odirect", False, 4096, "pread_cpu_s"),         # the row's own 4 KiB block
-])
+@pytest.mark.parametrize(
+    "io, madvise, ssd_bytes, cpu_attr",
+    [
+        ("pread", False, 16384, "pread_cpu_s"),  # a buffered read loads one 16 KiB page
+        ("mmap", False, 4 * 16384, "fault_cpu_s"),  # a fault reads the OS's read-around window
+        ("mmap", True, 16384, "fault_cpu_s"),  # MADV_RANDOM: one page
+        ("odirect", False, 4096, "pread_cpu_s"),  # the row's own 4 KiB block
+    ],
+)
 def test_bytes_and_cpu_per_read_follow_the_io_kind_and_page_size(io, madvise, ssd_bytes, cpu_attr):
     plan = costs.ssd_read_plan(M3.ssd, M3.os, IOPolicy(readers=1, io=io, madvise_random=madvise), 264, rows=1)
     assert plan.ssd_bytes == ssd_bytes and plan.cpu_s == getattr(M3.os, cpu_attr)
@@ -148,6 +154,7 @@ def test_prestaged_reads_hide_behind_the_steps_host_work():
 
 # --- closed loop --------------------------------------------------------------------------------
 
+
 def test_a_closed_loop_sends_each_request_when_a_stream_frees_up():
     w = decode_heavy(num_seqs=3, concurrency=1)
     report = simulate(scenario(w, hw=M3, model=MODEL), [Placement("unified")])
@@ -167,6 +174,7 @@ def test_concurrency_below_one_is_refused():
 
 
 # --- a cache that starts cold ---------------------------------------------------------------------
+
 
 def test_lru_from_empty_warms_in_the_first_pass_over_the_working_set():
     d = stack_distances(np.array([1, 2, 3] * 4))
@@ -195,11 +203,18 @@ def test_a_cold_hot_row_cache_hits_less_than_a_warm_one():
 
 # --- row formats -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype, row_bytes", [
-    ("int2-g64", 80),    # 256 x 2 bits + 4 groups x (bf16 scale + bias)
-    ("int2", 68),        # 256 x 2 bits + 2 groups x bf16 scale
-    ("int4", 132), ("fp4", 136), ("q2_k", 84), ("q4_k", 144),
-])
+
+@pytest.mark.parametrize(
+    "dtype, row_bytes",
+    [
+        ("int2-g64", 80),  # 256 x 2 bits + 4 groups x (bf16 scale + bias)
+        ("int2", 68),  # 256 x 2 bits + 2 groups x bf16 scale
+        ("int4", 132),
+        ("fp4", 136),
+        ("q2_k", 84),
+        ("q4_k", 144),
+    ],
+)
 def test_row_dtypes_carry_their_scale_bytes(dtype, row_bytes):
     model = with_row_dtype(load_model("deepseek-v4.1-flash"), dtype)
     assert model.engram.row_bytes == row_bytes
@@ -208,12 +223,16 @@ def test_row_dtypes_carry_their_scale_bytes(dtype, row_bytes):
 
 # --- command line ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, message", [
-    (["--hw", "apple-m3-ultra", "--tier", "dram-uva"], "unified-memory machine"),
-    (["--readers", "0"], "'--readers': must be a whole number in [1, 4096], got '0'"),
-    (["--read-at", "later"], "--read-at"),
-    (["--concurrency", "0"], "'--concurrency': must be a whole number in [1, 1000000], got '0'"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hw", "apple-m3-ultra", "--tier", "dram-uva"], "unified-memory machine"),
+        (["--readers", "0"], "'--readers': must be a whole number in [1, 4096], got '0'"),
+        (["--read-at", "later"], "--read-at"),
+        (["--concurrency", "0"], "'--concurrency': must be a whole number in [1, 1000000], got '0'"),
+    ],
+)
 def test_bad_one_box_input_is_one_line_and_exit_2(args, message):
     r = run_cli("simulate", *args)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -221,8 +240,10 @@ def test_bad_one_box_input_is_one_line_and_exit_2(args, message):
 
 # --- public measurements (checks/onebox) ------------------------------------------------------------
 
+
 def test_every_public_case_moves_in_the_measured_direction():
     from engramsim.onebox import run_checks
+
     report = run_checks()
     assert len(report.cases) >= 3
     for case in report.cases:
@@ -234,11 +255,13 @@ def test_every_public_case_moves_in_the_measured_direction():
 
 def test_the_m3_ultra_step_cost_in_the_preset_is_the_calibrations():
     from engramsim.onebox import fit_step_overhead_us
+
     assert M3.gpu.step_overhead_s * 1e6 == pytest.approx(fit_step_overhead_us()["step_overhead_us"], rel=0.01)
 
 
 def test_mlx_step_cost_is_fitted_on_the_resident_arm_and_the_ssd_arms_check_it():
     from engramsim.onebox import CHECKS_DIR, fit_step_host_us, run_case
+
     path = CHECKS_DIR / "rapid-mlx-pr3338-resident-vs-ssd.toml"
     fitted = fit_step_host_us(path)
     preset = dict(load_engine("mlx").steps.fitted_step_host_s)[fitted["model"]]
@@ -253,18 +276,35 @@ def test_mlx_step_cost_is_fitted_on_the_resident_arm_and_the_ssd_arms_check_it()
 
 def test_a_case_to_fit_needs_exactly_one_fit_arm(tmp_path):
     from engramsim.onebox import fit_step_host_us
+
     path = tmp_path / "case.toml"
-    path.write_text('name = "x"\nsource = "s"\nhardware = "apple-m3-ultra"\nmodel = "deepseek-v4.1-flash"\n'
-                    'engine = "mlx"\nprompt_tokens = 8\noutput_tokens = 8\n'
-                    '[[arms]]\nname = "a"\ntier = "unified"\nmeasured_tok_s = 1\n')
+    path.write_text(
+        'name = "x"\nsource = "s"\nhardware = "apple-m3-ultra"\nmodel = "deepseek-v4.1-flash"\n'
+        'engine = "mlx"\nprompt_tokens = 8\noutput_tokens = 8\n'
+        '[[arms]]\nname = "a"\ntier = "unified"\nmeasured_tok_s = 1\n'
+    )
     with pytest.raises(UserError, match="exactly one arm with fit = true, found 0"):
         fit_step_host_us(path)
 
 
 def test_acceptance_ordering_on_the_m3_ultra_in_json():
     import json
-    base = ["simulate", "--hw", "apple-m3-ultra", "--model", "deepseek-v4.1-flash", "--concurrency", "1",
-            "--workload", "fixed", "--engine", "ds4", "--json"]
+
+    base = [
+        "simulate",
+        "--hw",
+        "apple-m3-ultra",
+        "--model",
+        "deepseek-v4.1-flash",
+        "--concurrency",
+        "1",
+        "--workload",
+        "fixed",
+        "--engine",
+        "ds4",
+        "--json",
+    ]
+
     def tok_s(*extra):
         r = run_cli(*base, *extra)
         assert r.returncode == 0, r.stderr
@@ -279,25 +319,32 @@ def test_acceptance_ordering_on_the_m3_ultra_in_json():
     pre = tok_s("--tier", "ssd", "--read-at", "prefetch")
     resident = tok_s("--tier", "unified")
     assert sync < pre <= resident
-    assert tok_s("--tier", "ssd", "--read-at", "forward", "--readers", "16") > \
-        tok_s("--tier", "ssd", "--read-at", "forward", "--readers", "1")
+    assert tok_s("--tier", "ssd", "--read-at", "forward", "--readers", "16") > tok_s(
+        "--tier", "ssd", "--read-at", "forward", "--readers", "1"
+    )
 
 
 def _one_request_workload():
     import tempfile
     from pathlib import Path
+
     path = Path(tempfile.mkdtemp()) / "one.toml"  # pytest's tmp_path is per test; this is shared
-    path.write_text('name = "one"\nkind = "offline"\nnum_seqs = 1\ninput_len_min = 64\ninput_len_max = 64\n'
-                    'output_len_min = 32\noutput_len_max = 32\n')
+    path.write_text(
+        'name = "one"\nkind = "offline"\nnum_seqs = 1\ninput_len_min = 64\ninput_len_max = 64\n'
+        "output_len_min = 32\noutput_len_max = 32\n"
+    )
     return path
 
 
 # --- the harness on this machine -------------------------------------------------------------------
 
+
 def test_mmap_with_madv_random_reads_one_page_per_fault(tmp_path):
     import mmap as _mmap
+
     from engramsim.measure.cpu import write_scratch_file
     from engramsim.measure.onebox import mmap_fault_bytes
+
     path = tmp_path / "table.bin"
     write_scratch_file(path, 32 * 2**20)
     got = mmap_fault_bytes(path, 32 * 2**20, faults=20, madvise_random=True)
@@ -308,26 +355,39 @@ def test_mmap_with_madv_random_reads_one_page_per_fault(tmp_path):
 
 # --- engine presets carry their read policy -----------------------------------------------------
 
+
 def test_one_box_engines_read_as_their_sources_say():
     ds4, mlx, llama = (load_engine(n).io for n in ("ds4", "mlx", "llama-cpp"))
     assert (ds4.io, ds4.read_at, ds4.parallel_min_rows) == ("odirect", "forward", 256)
     assert (mlx.io, mlx.read_at, mlx.readers) == ("mmap", "prefetch", 1)
     assert (llama.io, llama.read_at) == ("mmap", "forward")
     assert not load_engine("ds4").prefetch and load_engine("mlx").prefetch
-    assert load_engine("vllm").io == IOPolicy()   # GPU servers: as many reads in flight as the SSD takes
+    assert load_engine("vllm").io == IOPolicy()  # GPU servers: as many reads in flight as the SSD takes
 
 
-@pytest.mark.parametrize("table, message", [
-    ({"readerz": 2}, "unknown key 'readerz'"),
-    ({"readers": -1}, "'readers' must be a whole number in \\[0, 4096\\]"),
-    ({"read_at": "later"}, "unknown read-at 'later'"),
-    ({"io": "aio"}, "unknown io 'aio'"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"readerz": 2}, "unknown key 'readerz'"),
+        ({"readers": -1}, "'readers' must be a whole number in \\[0, 4096\\]"),
+        ({"read_at": "later"}, "unknown read-at 'later'"),
+        ({"io": "aio"}, "unknown io 'aio'"),
+    ],
+)
 def test_a_bad_io_table_is_one_clear_error(table, message):
     from engramsim.engine import engine_from_dict
-    data = {"name": "x", "scheduling": "whole-prompt", "max_num_seqs": 1, "max_num_batched_tokens": 64,
-            "block_size_tokens": 16, "memory_utilization": 1.0, "act_hidden_copies": 1, "act_mlp_copies": 1,
-            "io": table}
+
+    data = {
+        "name": "x",
+        "scheduling": "whole-prompt",
+        "max_num_seqs": 1,
+        "max_num_batched_tokens": 64,
+        "block_size_tokens": 16,
+        "memory_utilization": 1.0,
+        "act_hidden_copies": 1,
+        "act_mlp_copies": 1,
+        "io": table,
+    }
     with pytest.raises(UserError, match=message):
         engine_from_dict(data, "x.toml")
 
@@ -341,7 +401,7 @@ def test_each_read_takes_its_cpu_time_from_the_hosts_cores():
         moved[cpu_us] = (run.resources["cpu"]["moved"], run.fetched_rows)
     (a, rows), (b, rows_b) = moved[2.0], moved[12.0]
     assert rows == pytest.approx(rows_b)
-    assert b - a == pytest.approx(rows * 10e-6, rel=1e-6)   # thread-seconds: 10 us more per read
+    assert b - a == pytest.approx(rows * 10e-6, rel=1e-6)  # thread-seconds: 10 us more per read
 
 
 def test_speculative_decoding_reads_rows_for_every_verified_position():
@@ -359,33 +419,37 @@ def test_speculative_decoding_reads_rows_for_every_verified_position():
 
 def test_the_harness_predicts_from_figures_measured_apart(tmp_path):
     from engramsim.onebox import harness
+
     report = harness(tmp_path, file_bytes=64 * 2**20)
     serial, eight, default, random = report.rows
     assert serial.measured > 0 and eight.measured > 0
-    assert eight.predicted < serial.predicted                # more readers, fewer waves
+    assert eight.predicted < serial.predicted  # more readers, fewer waves
     page, ahead = report.machine["page_bytes"], report.machine["read_ahead_bytes"]
-    window = ahead if ahead else 32 * page                   # the device's read-ahead, else the part's
+    window = ahead if ahead else 32 * page  # the device's read-ahead, else the part's
     assert random.predicted == pytest.approx(fresh_bytes_per_fault(page, 64 * 2**20, 200) / 1024)
     assert default.predicted == pytest.approx(fresh_bytes_per_fault(window, 64 * 2**20, 200) / 1024)
 
 
 def test_a_fault_reads_its_window_less_what_earlier_windows_already_read():
     assert fresh_bytes_per_fault(4096, 2**30, 1) == pytest.approx(4096)
-    assert fresh_bytes_per_fault(2**30, 2**30, 10) == pytest.approx(2**30 / 10)   # the whole file, once
+    assert fresh_bytes_per_fault(2**30, 2**30, 10) == pytest.approx(2**30 / 10)  # the whole file, once
     # This VM's 8 MiB read-ahead, 200 faults over 1 GiB: ~4.25 MB each (measured ~3.8 MB).
     assert fresh_bytes_per_fault(8 * 2**20, 2**30, 200) == pytest.approx(4.25e6, rel=0.01)
 
 
 def test_the_machines_read_ahead_sets_the_read_around_window():
     from engramsim.onebox import machine_os
+
     m = {"page_bytes": 4096, "pread_cpu_s": 1e-6}
     assert machine_os(m | {"read_ahead_bytes": 8192 * 1024}).mmap_readahead_pages == 2048
-    assert machine_os(m | {"read_ahead_bytes": 0}).mmap_readahead_pages == 32   # unknown: the part's
+    assert machine_os(m | {"read_ahead_bytes": 0}).mmap_readahead_pages == 32  # unknown: the part's
 
 
 def test_read_ahead_comes_from_the_backing_devices_bdi(tmp_path):
     import os
+
     from engramsim.measure.system import read_ahead_bytes
+
     dev = os.stat(tmp_path).st_dev
     bdi = tmp_path / "bdi" / f"{os.major(dev)}:{os.minor(dev)}"
     bdi.mkdir(parents=True)
@@ -398,8 +462,15 @@ def test_read_ahead_comes_from_the_backing_devices_bdi(tmp_path):
 def test_calibration_takes_the_profiled_read_ahead_as_the_read_around():
     from engramsim.calibrate import calibrate
     from engramsim.profile_io import Profile
-    profile = Profile.new(host={"hostname": "box", "cpu_cores": 2,
-                                "scratch_disk": {"device": "/dev/vda", "read_ahead_bytes": 8192 * 1024}}, gpu=None)
+
+    profile = Profile.new(
+        host={
+            "hostname": "box",
+            "cpu_cores": 2,
+            "scratch_disk": {"device": "/dev/vda", "read_ahead_bytes": 8192 * 1024},
+        },
+        gpu=None,
+    )
     cal = calibrate(profile, base="dgx-spark")
     assert cal.hardware().os.mmap_readahead_pages == 2048
     assert "read_ahead_kb 8192" in cal.provenance["os.mmap_readahead_pages"]

@@ -4,6 +4,7 @@ The pin is not a target: it is what the model predicts today (README, "Check aga
 paper"). A change that moves these numbers on purpose (a new mechanism, a refit with
 `engramsim paper --fit`) updates PINNED here and the README's Table 4 in the same commit.
 """
+
 import json
 
 import pytest
@@ -37,10 +38,14 @@ def test_predictions_are_pinned(rows):
 def test_rows_compare_with_the_paper_consistently(rows):
     for r in rows:
         ref = PAPER[r.model]
-        assert (r.reported_baseline_tok_s, r.reported_tok_s, r.reported_overhead_pct) == \
-            (ref["baseline_tok_s"], ref["engram_tok_s"], ref["overhead_pct"])
+        assert (r.reported_baseline_tok_s, r.reported_tok_s, r.reported_overhead_pct) == (
+            ref["baseline_tok_s"],
+            ref["engram_tok_s"],
+            ref["overhead_pct"],
+        )
         assert r.predicted_overhead_pct == pytest.approx(
-            100 * (1 - r.predicted_tok_s / r.predicted_baseline_tok_s), rel=1e-12)
+            100 * (1 - r.predicted_tok_s / r.predicted_baseline_tok_s), rel=1e-12
+        )
         assert r.overhead_error_pp == pytest.approx(r.predicted_overhead_pct - ref["overhead_pct"])
         assert r.baseline_error_pct == pytest.approx(100 * (r.predicted_baseline_tok_s / ref["baseline_tok_s"] - 1))
 
@@ -51,8 +56,16 @@ def test_only_baselines_are_fitted_and_the_breakdown_adds_up(rows):
     for r in rows:
         assert abs(r.baseline_error_pct) < 0.01
         parts = r.breakdown_pp
-        assert set(parts) == {"hashing", "index copy", "launches", "fusion compute", "stall",
-                              "SM contention", "KV lost", "interaction"}
+        assert set(parts) == {
+            "hashing",
+            "index copy",
+            "launches",
+            "fusion compute",
+            "stall",
+            "SM contention",
+            "KV lost",
+            "interaction",
+        }
         assert sum(parts.values()) == pytest.approx(r.predicted_overhead_pct, abs=1e-9)
         assert abs(parts["interaction"]) < 0.05
         # Mechanisms that a tier does not have cost nothing.
@@ -62,6 +75,7 @@ def test_only_baselines_are_fitted_and_the_breakdown_adds_up(rows):
 
 def test_paper_json_reports_the_same_rows(rows):
     from tests.clikit import run_cli
+
     r = run_cli("paper", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -77,6 +91,7 @@ def test_the_report_shows_each_mechanism_at_80_columns(rows):
     from rich.console import Console
 
     from engramsim.papercheck import PaperReport
+
     out = StringIO()
     Console(file=out, width=80, color_system=None).print(PaperReport(rows))
     text = out.getvalue()
@@ -85,4 +100,4 @@ def test_the_report_shows_each_mechanism_at_80_columns(rows):
     assert f"{first.predicted_overhead_pct:.2f}/{first.reported_overhead_pct:.2f}%" in text
     for name in first.breakdown_pp:
         line = next(x for x in text.splitlines() if x.strip().startswith(name))
-        assert line.split()[-len(rows):] == [f"{r.breakdown_pp[name]:.2f}" for r in rows]
+        assert line.split()[-len(rows) :] == [f"{r.breakdown_pp[name]:.2f}" for r in rows]

@@ -37,19 +37,31 @@ def test_the_price_preset_loads_with_a_price_for_every_server():
 
 def test_a_purchase_price_is_spread_over_the_amortization_period(tmp_path):
     path = tmp_path / "p.toml"
-    path.write_text('name = "mine"\ndate = "2026-11"\namortize_years = 2.0\ndram_usd_per_GB = 5\n'
-                    'cxl_usd_per_GB = 6\nssd_usd_per_GB = 0.1\n[gpu.h100]\nusd_per_gpu = 17520\n')
+    path.write_text(
+        'name = "mine"\ndate = "2026-11"\namortize_years = 2.0\ndram_usd_per_GB = 5\n'
+        "cxl_usd_per_GB = 6\nssd_usd_per_GB = 0.1\n[gpu.h100]\nusd_per_gpu = 17520\n"
+    )
     assert load_prices(str(path)).per_gpu_hour("h100") == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("text, message", [
-    ('name = "x"\ndate = "d"\namortize_years = 3\ndram_usd_per_GB = 1\ncxl_usd_per_GB = 1\n[gpu.h100]\nusd_per_gpu_hour = 1\n',
-     "missing key 'ssd_usd_per_GB'"),
-    ('name = "x"\ndate = "d"\namortize_years = 3\ndram_usd_per_GB = 1\ncxl_usd_per_GB = 1\nssd_usd_per_GB = 1\n',
-     "missing [gpu.<hardware>]"),
-    ('name = "x"\ndate = "d"\namortize_years = 3\ndram_usd_per_GB = 1\ncxl_usd_per_GB = 1\nssd_usd_per_GB = 1\n'
-     '[gpu.h100]\nusd_per_gpu_hour = 1\nusd_per_gpu = 9\n', "give one of usd_per_gpu_hour or usd_per_gpu"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            'name = "x"\ndate = "d"\namortize_years = 3\ndram_usd_per_GB = 1\ncxl_usd_per_GB = 1\n[gpu.h100]\nusd_per_gpu_hour = 1\n',
+            "missing key 'ssd_usd_per_GB'",
+        ),
+        (
+            'name = "x"\ndate = "d"\namortize_years = 3\ndram_usd_per_GB = 1\ncxl_usd_per_GB = 1\nssd_usd_per_GB = 1\n',
+            "missing [gpu.<hardware>]",
+        ),
+        (
+            'name = "x"\ndate = "d"\namortize_years = 3\ndram_usd_per_GB = 1\ncxl_usd_per_GB = 1\nssd_usd_per_GB = 1\n'
+            "[gpu.h100]\nusd_per_gpu_hour = 1\nusd_per_gpu = 9\n",
+            "give one of usd_per_gpu_hour or usd_per_gpu",
+        ),
+    ],
+)
 def test_a_price_file_with_missing_parts_is_one_error(tmp_path, text, message):
     path = tmp_path / "p.toml"
     path.write_text(text)
@@ -85,8 +97,12 @@ def test_slo_misses_are_relative_excesses():
 
 
 def test_the_pareto_front_keeps_only_undominated_choices_and_one_of_each_tie():
-    pts = [dict(n=1, tok_s_per_gpu=1000.0, tok_s_per_user=10.0), dict(n=2, tok_s_per_gpu=800.0, tok_s_per_user=30.0),
-           dict(n=3, tok_s_per_gpu=700.0, tok_s_per_user=20.0), dict(n=4, tok_s_per_gpu=1000.0, tok_s_per_user=10.0)]
+    pts = [
+        dict(n=1, tok_s_per_gpu=1000.0, tok_s_per_user=10.0),
+        dict(n=2, tok_s_per_gpu=800.0, tok_s_per_user=30.0),
+        dict(n=3, tok_s_per_gpu=700.0, tok_s_per_user=20.0),
+        dict(n=4, tok_s_per_gpu=1000.0, tok_s_per_user=10.0),
+    ]
     assert [p["n"] for p in pareto_front(pts)] == [1, 2]
 
 
@@ -99,14 +115,33 @@ def test_table_search_brackets_then_bisects_to_the_largest_feasible_scale(worklo
         search.record(ok, search.probe_config(), {"fits": ok, "overhead_pct": 1.0})
     result = search.result()
     assert limit / 1.006 <= result["scale"] <= limit
-    assert result["limited_by"] == "capacity"   # the probe above the limit did not fit
+    assert result["limited_by"] == "capacity"  # the probe above the limit did not fit
     base = build.presets(grid.configs[0])[1].engram.table_bytes / 2**30
     assert result["table_GiB"] == pytest.approx(base * result["scale"], rel=1e-3)
 
 
 def test_plan_json_ranks_choices_by_usd_per_mtok(workload):
-    r = cli("plan", "--workload", workload, "--hw", "h100", "--hw", "h200", "--gpus", "1", "--tier", "dram-copy",
-            "--tier", "ssd", "--max-overhead-pct", "50", "--no-table-search", "--workers", "1", "--json")
+    r = cli(
+        "plan",
+        "--workload",
+        workload,
+        "--hw",
+        "h100",
+        "--hw",
+        "h200",
+        "--gpus",
+        "1",
+        "--tier",
+        "dram-copy",
+        "--tier",
+        "ssd",
+        "--max-overhead-pct",
+        "50",
+        "--no-table-search",
+        "--workers",
+        "1",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     costs = [c["usd_per_mtok"] for c in data["choices"]]
@@ -117,8 +152,22 @@ def test_plan_json_ranks_choices_by_usd_per_mtok(workload):
 
 
 def test_plan_finds_the_largest_table_per_tier(workload):
-    r = cli("plan", "--workload", workload, "--hw", "h100", "--gpus", "1", "--tier", "hbm", "--max-overhead-pct", "50",
-            "--workers", "1", "--json")
+    r = cli(
+        "plan",
+        "--workload",
+        workload,
+        "--hw",
+        "h100",
+        "--gpus",
+        "1",
+        "--tier",
+        "hbm",
+        "--max-overhead-pct",
+        "50",
+        "--workers",
+        "1",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     (largest,) = json.loads(r.stdout)["largest_table"]
     # 80 GB of HBM cannot hold a 100B-parameter table: the search shrinks it until it fits.
@@ -126,8 +175,23 @@ def test_plan_finds_the_largest_table_per_tier(workload):
 
 
 def test_nothing_feasible_lists_the_closest_misses_and_exits_zero(workload):
-    r = cli("plan", "--workload", workload, "--hw", "h100", "--gpus", "1", "--tier", "ssd", "--tier", "dram-copy",
-            "--max-p99-tpot-ms", "0.001", "--workers", "1")
+    r = cli(
+        "plan",
+        "--workload",
+        workload,
+        "--hw",
+        "h100",
+        "--gpus",
+        "1",
+        "--tier",
+        "ssd",
+        "--tier",
+        "dram-copy",
+        "--max-p99-tpot-ms",
+        "0.001",
+        "--workers",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     assert "no feasible choice" in r.stdout and "p99_tpot_ms" in r.stdout
 
@@ -147,8 +211,14 @@ def test_a_price_file_with_missing_parts_is_one_line_on_the_command_line(tmp_pat
 
 def test_context_and_concurrency_set_the_served_point():
     from engramsim.sweep import build
-    g = candidate_grid("dense-4b-engram100b", "fixed", ["h200"], [1], [1], ["dram-uva"], [0.0], concurrency=32,
-                       context=2048)
+
+    g = candidate_grid(
+        "dense-4b-engram100b", "fixed", ["h200"], [1], [1], ["dram-uva"], [0.0], concurrency=32, context=2048
+    )
     workload = build.presets(g.configs[0])[2]
-    assert (workload.input_len_min, workload.input_len_max, workload.kind, workload.concurrency) == \
-        (2048, 2048, "closed", 32)
+    assert (workload.input_len_min, workload.input_len_max, workload.kind, workload.concurrency) == (
+        2048,
+        2048,
+        "closed",
+        32,
+    )

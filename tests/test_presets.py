@@ -1,12 +1,11 @@
 import pytest
 
-from engramsim.errors import UserError
 from engramsim.engine import load_engine
+from engramsim.errors import UserError
 from engramsim.hardware import load_hardware
 from engramsim.model import EngramSpec, load_model
 from engramsim.presets import PRESET_DIRS, preset_names
 from engramsim.workload import load_workload
-
 
 ONE_BOX = {"apple-m3-ultra", "apple-m4-max", "dgx-spark", "rtx-pro-6000-ws"}
 
@@ -36,8 +35,9 @@ def test_every_model_preset_loads(name):
 
 def test_required_hardware_and_model_presets_exist():
     assert {"h800", "h100", "h200", "b200", "gh200"} <= set(preset_names("hardware"))
-    assert {"engram-27b", "engram-40b", "dense-4b-engram100b", "dense-8b-engram100b",
-            "deepseek-v4.1-flash"} <= set(preset_names("model"))
+    assert {"engram-27b", "engram-40b", "dense-4b-engram100b", "dense-8b-engram100b", "deepseek-v4.1-flash"} <= set(
+        preset_names("model")
+    )
     assert {"paper-table4", "poisson", "fixed"} <= set(preset_names("workload"))
 
 
@@ -55,16 +55,26 @@ def test_v41_flash_geometry():
 
 
 def test_engram_spec_from_keywords_with_lists():
-    s = EngramSpec(layer_ids=[1, 15], max_ngram_size=3, n_head_per_ngram=8,
-                   engram_vocab_size=[646400, 646400], seed=0, compressed_vocab_size=100000, compressed_pad_id=2)
+    s = EngramSpec(
+        layer_ids=[1, 15],
+        max_ngram_size=3,
+        n_head_per_ngram=8,
+        engram_vocab_size=[646400, 646400],
+        seed=0,
+        compressed_vocab_size=100000,
+        compressed_pad_id=2,
+    )
     assert s.layer_ids == (1, 15) and s.row_bytes == 128 and s.heads_per_layer == 16
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(engram_vocab_size=[10]), "one entry per order"),
-    (dict(layer_ids=[1, 1]), "distinct"),
-    (dict(compressed_pad_id=10**9), "compressed_pad_id"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(engram_vocab_size=[10]), "one entry per order"),
+        (dict(layer_ids=[1, 1]), "distinct"),
+        (dict(compressed_pad_id=10**9), "compressed_pad_id"),
+    ],
+)
 def test_engram_spec_rejects_bad_values(kwargs, message):
     base = dict(layer_ids=[1], max_ngram_size=3, n_head_per_ngram=8, engram_vocab_size=[1000, 1000])
     with pytest.raises(UserError, match=message):

@@ -1,5 +1,6 @@
 """The real Engram model: exact addressing and fusion, identical activations on every row path,
 KV-cache decode equal to a full forward, and the measured-case shape."""
+
 import dataclasses
 import json
 import subprocess
@@ -48,8 +49,9 @@ def capture_engram(model):
     """Record every Engram fusion call: (hidden, memory rows, conv state) in, output out."""
     calls = []
     for layer, fusion in model.engram.items():
-        fusion.register_forward_hook(lambda m, args, out, layer=int(layer): calls.append(
-            (layer, [a.clone() for a in args], out[0].clone())))
+        fusion.register_forward_hook(
+            lambda m, args, out, layer=int(layer): calls.append((layer, [a.clone() for a in args], out[0].clone()))
+        )
     return calls
 
 
@@ -139,8 +141,14 @@ def test_kv_cache_decode_equals_a_full_forward(tmp_path):
         source.begin_step({layer: addressing.rows(prefix[None], layer) for layer in model.engram_layers})
         conv = {layer: model.engram[str(layer)].initial_state(1) for layer in model.engram_layers}
         with torch.inference_mode():
-            full = model(torch.from_numpy(prefix)[None], torch.arange(length)[None],
-                         KVCache(cfg.model, 1, length), conv, source.rows, prefill_row=0)
+            full = model(
+                torch.from_numpy(prefix)[None],
+                torch.arange(length)[None],
+                KVCache(cfg.model, 1, length),
+                conv,
+                source.rows,
+                prefill_row=0,
+            )
         torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-5)
 
 
@@ -201,8 +209,15 @@ def test_to_model_spec_describes_the_same_model():
     spec = to_model_spec(cfg)
     m = cfg.model
     b = spec.backbone
-    assert (b.n_layers, b.hidden_size, b.n_heads, b.head_dim, b.n_kv_heads, b.intermediate_size, b.vocab_size) == \
-        (m.n_layers, m.hidden_size, m.n_heads, m.head_dim, m.n_kv_heads, m.intermediate_size, m.vocab_size)
+    assert (b.n_layers, b.hidden_size, b.n_heads, b.head_dim, b.n_kv_heads, b.intermediate_size, b.vocab_size) == (
+        m.n_layers,
+        m.hidden_size,
+        m.n_heads,
+        m.head_dim,
+        m.n_kv_heads,
+        m.intermediate_size,
+        m.vocab_size,
+    )
     assert spec.engram.row_bytes == m.row_dim * 4 and spec.engram.layer_ids == m.engram_layer_ids
     addressing = Addressing(spec.engram)
     assert addressing.total_rows == sum(engram.layer_rows(spec.engram, layer) for layer in m.engram_layer_ids)
@@ -230,8 +245,10 @@ def test_importing_the_package_needs_no_torch():
 
 # --- device selection and the GPU placements' pure parts (run everywhere) ---------------------
 
+
 def test_device_selection():
     from engramsim.realmodel import CPU_PLACEMENTS, GPU_PLACEMENTS, placements_for, resolve_device
+
     assert resolve_device("auto", True) == "cuda" and resolve_device("auto", False) == "cpu"
     assert resolve_device("cpu", True) == "cpu"  # forcing the CPU on a GPU machine
     with pytest.raises(UserError, match="no CUDA"):
@@ -243,17 +260,24 @@ def test_device_selection():
 
 
 def test_gpu_placement_names_parse():
-    got = {n: (p.tier, p.prefetch, p.on_gpu) for n in ("gpu-hbm", "pinned-copy-prefetch", "pinned-copy-sync",
-                                                       "pinned-uva-prefetch", "pinned-uva-sync")
-           for p in [placement(n)]}
-    assert got == {"gpu-hbm": ("hbm", False, True), "pinned-copy-prefetch": ("pinned-copy", True, True),
-                   "pinned-copy-sync": ("pinned-copy", False, True), "pinned-uva-prefetch": ("pinned-uva", True, True),
-                   "pinned-uva-sync": ("pinned-uva", False, True)}
+    got = {
+        n: (p.tier, p.prefetch, p.on_gpu)
+        for n in ("gpu-hbm", "pinned-copy-prefetch", "pinned-copy-sync", "pinned-uva-prefetch", "pinned-uva-sync")
+        for p in [placement(n)]
+    }
+    assert got == {
+        "gpu-hbm": ("hbm", False, True),
+        "pinned-copy-prefetch": ("pinned-copy", True, True),
+        "pinned-copy-sync": ("pinned-copy", False, True),
+        "pinned-uva-prefetch": ("pinned-uva", True, True),
+        "pinned-uva-sync": ("pinned-uva", False, True),
+    }
     assert not placement("host-prefetch").on_gpu and not placement("baseline").has_engram
 
 
 def test_placements_of_the_other_device_are_refused():
     from engramsim.realmodel.config import check_placements
+
     check_placements("cuda", ["baseline", "pinned-uva-sync"])
     check_placements("cpu", ["baseline", "mmap-sync-cold"])
     with pytest.raises(UserError, match="needs device cuda"):
@@ -264,18 +288,21 @@ def test_placements_of_the_other_device_are_refused():
 
 def test_run_config_rejects_an_unknown_device():
     from engramsim.realmodel import RunConfig
+
     with pytest.raises(UserError, match="unknown device"):
         RunConfig(device="gpu")
 
 
 def test_staging_holds_the_largest_step():
     from engramsim.realmodel.config import staging_rows
+
     assert staging_rows([5, 40, 9], 3, 16) == 40 * 16  # the longest prefill
-    assert staging_rows([5, 4], 64, 16) == 64 * 16     # a decode step of the whole batch
+    assert staging_rows([5, 4], 64, 16) == 64 * 16  # a decode step of the whole batch
 
 
 def test_gpu_quick_config_is_sized_for_a_gpu():
     from engramsim.realmodel import gpu_quick_config
+
     cfg = gpu_quick_config()
     spec = to_model_spec(cfg)
     assert cfg.device == "cuda" and spec.backbone.dtype == "bf16" and spec.engram.row_bytes == cfg.model.row_dim * 2
@@ -306,12 +333,27 @@ def test_bf16_model_runs_on_the_cpu_too(tmp_path):
 
 def test_each_round_starts_with_its_micro_timing(monkeypatch):
     from engramsim.realmodel import harness
+
     monkeypatch.setattr(harness, "_timed", lambda run, reqs: run)
     plist = [placement("baseline"), placement("device")]
     order = []
-    runs = harness._rounds(plist, lambda p, r: order.append((p.name, r)) or p.name, "reqs", "warm",
-                   lambda timed, spent: "done" if len(timed["device"]) == 2 else None, lambda msg: None,
-                   each_round=lambda: order.append("timing"))
+    runs = harness._rounds(
+        plist,
+        lambda p, r: order.append((p.name, r)) or p.name,
+        "reqs",
+        "warm",
+        lambda timed, spent: "done" if len(timed["device"]) == 2 else None,
+        lambda msg: None,
+        each_round=lambda: order.append("timing"),
+    )
     assert runs == {"baseline": ["baseline"] * 2, "device": ["device"] * 2}
-    assert order == ["timing", ("baseline", "warm"), ("baseline", "reqs"), ("device", "warm"), ("device", "reqs"),
-                     "timing", ("baseline", "reqs"), ("device", "reqs")]
+    assert order == [
+        "timing",
+        ("baseline", "warm"),
+        ("baseline", "reqs"),
+        ("device", "warm"),
+        ("device", "reqs"),
+        "timing",
+        ("baseline", "reqs"),
+        ("device", "reqs"),
+    ]

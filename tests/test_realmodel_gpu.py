@@ -1,5 +1,6 @@
 """The real model's GPU placements end to end on a tiny config. Marked `gpu`: skipped without
 CUDA (tests/conftest.py); `benchmarks/gpu_check.sh` runs them on a lent GPU machine."""
+
 import dataclasses
 
 import numpy as np
@@ -25,6 +26,7 @@ def gpu_config(tmp_path, **model):
 
 def run_paths(cfg):
     from engramsim.realmodel.gpu import GpuTables, make_gpu_source
+
     addressing = Addressing(engram_spec(cfg.model))
     reqs = make_requests(cfg.workload, cfg.model.vocab_size)
     model = build_models(cfg, reqs.max_len, "cuda")[True]
@@ -58,6 +60,7 @@ def test_gpu_model_computes_what_the_cpu_model_does(tmp_path):
     """Same weights and rows on both devices: the first prefill's logits agree to float error."""
     cfg = gpu_config(tmp_path)
     from engramsim.realmodel.placements import TableStore, make_source
+
     addressing = Addressing(engram_spec(cfg.model))
     reqs = make_requests(cfg.workload, cfg.model.vocab_size)
     first = dataclasses.replace(reqs, prompts=reqs.prompts[:1], output_lens=[1])
@@ -65,6 +68,7 @@ def test_gpu_model_computes_what_the_cpu_model_does(tmp_path):
     cpu_model = build_models(cfg, reqs.max_len, "cpu")[True]
     gpu_model = build_models(cfg, reqs.max_len, "cuda")[True]
     from engramsim.realmodel.gpu import HbmRows
+
     cpu = run_workload(cpu_model, make_source(placement("device"), store.table), addressing, first, keep_logits=True)
     gpu = run_workload(gpu_model, HbmRows(store.table.cuda()), addressing, first, keep_logits=True)
     torch.testing.assert_close(gpu.logits[0].cpu(), cpu.logits[0], rtol=2e-2, atol=2e-2)  # TF32 convs on GPU
@@ -90,6 +94,7 @@ def test_measure_gpu_placements_end_to_end(tmp_path):
 def test_closing_the_tables_unregisters_host_memory():
     from engramsim.measure.cuda import mapped_view
     from engramsim.realmodel.gpu import GpuTables
+
     tables = GpuTables(4096, 16, 0, "fp32")
     view = tables.open(placement("pinned-uva-sync"))[0]
     assert view.is_cuda and torch.equal(view.cpu(), tables.host)

@@ -1,3 +1,6 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engramsim.sim.scheduler import Scheduler, Seq
 from engramsim.workload import Engine
 
@@ -26,10 +29,10 @@ def test_decode_runs_every_running_sequence_and_finishes_them():
     for q in seqs(10, 12, out=2):
         s.add(q)
     batch, _ = s.schedule()
-    s.finish_step(batch, 1.0)            # prefill samples the first token
+    s.finish_step(batch, 1.0)  # prefill samples the first token
     batch, prefill = s.schedule()
     assert not prefill and len(batch) == 2
-    done = s.finish_step(batch, 2.0)     # second token: both reach max_out = 2
+    done = s.finish_step(batch, 2.0)  # second token: both reach max_out = 2
     assert len(done) == 2 and s.idle() and s.free_blocks == 100
 
 
@@ -45,15 +48,18 @@ def test_decode_preempts_the_newest_sequence_when_blocks_run_out():
     assert s.preemptions == 1 and s.waiting[0].id == 1
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-
 @settings(max_examples=200, deadline=None)
-@given(lens=st.lists(st.integers(1, 40), min_size=0, max_size=12), block=st.sampled_from([1, 2, 4, 16]),
-       free=st.integers(0, 6), max_seqs=st.integers(1, 12), drafts=st.sampled_from([0, 0, 1, 3]))
+@given(
+    lens=st.lists(st.integers(1, 40), min_size=0, max_size=12),
+    block=st.sampled_from([1, 2, 4, 16]),
+    free=st.integers(0, 6),
+    max_seqs=st.integers(1, 12),
+    drafts=st.sampled_from([0, 0, 1, 3]),
+)
 def test_the_no_preemption_shortcut_decodes_as_the_stepwise_loop(lens, block, free, max_seqs, drafts):
     """_decode takes a shortcut when no one needs preempting; it must agree with the loop, with
     or without speculative drafts."""
+
     def state():
         s = Scheduler(Engine(max_num_seqs=max_seqs, kv_block_tokens=block, spec_tokens=drafts), kv_blocks=free)
         for i, n in enumerate(lens):
@@ -64,8 +70,14 @@ def test_the_no_preemption_shortcut_decodes_as_the_stepwise_loop(lens, block, fr
 
     fast, slow = state(), state()
     got, want = fast._decode(), slow._decode_stepwise()
-    summary = lambda s, b: ([q.id for q in b], [q.id for q in s.running], [q.id for q in s.waiting],
-                            s.free_blocks, s.preemptions, [q.blocks for q in s.running])
+    summary = lambda s, b: (
+        [q.id for q in b],
+        [q.id for q in s.running],
+        [q.id for q in s.waiting],
+        s.free_blocks,
+        s.preemptions,
+        [q.blocks for q in s.running],
+    )
     assert summary(fast, got) == summary(slow, want)
 
 
@@ -91,14 +103,19 @@ def _plain_stepwise(s: Scheduler) -> list[Seq]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(seqs_=st.lists(st.tuples(st.integers(1, 40), st.integers(0, 2)), min_size=0, max_size=12),
-       block=st.sampled_from([1, 2, 4, 16]), free=st.integers(0, 6), max_seqs=st.integers(1, 12),
-       drafts=st.sampled_from([0, 0, 1, 3]))
-def test_the_stepwise_decode_visits_only_sequences_needing_blocks_with_the_loops_outcome(seqs_, block, free,
-                                                                                        max_seqs, drafts):
+@given(
+    seqs_=st.lists(st.tuples(st.integers(1, 40), st.integers(0, 2)), min_size=0, max_size=12),
+    block=st.sampled_from([1, 2, 4, 16]),
+    free=st.integers(0, 6),
+    max_seqs=st.integers(1, 12),
+    drafts=st.sampled_from([0, 0, 1, 3]),
+)
+def test_the_stepwise_decode_visits_only_sequences_needing_blocks_with_the_loops_outcome(
+    seqs_, block, free, max_seqs, drafts
+):
     def state():
         s = Scheduler(Engine(max_num_seqs=max_seqs, kv_block_tokens=block, spec_tokens=drafts), kv_blocks=free)
-        for i, (n, short) in enumerate(seqs_):   # `short`: blocks fewer than the cached tokens fill
+        for i, (n, short) in enumerate(seqs_):  # `short`: blocks fewer than the cached tokens fill
             q = Seq(i, 0.0, n, 99)
             q.out, q.blocks = 1, max(0, -(-n // block) - short)
             s.running.append(q)
@@ -106,6 +123,12 @@ def test_the_stepwise_decode_visits_only_sequences_needing_blocks_with_the_loops
 
     fast, slow = state(), state()
     got, want = fast._decode_stepwise(), _plain_stepwise(slow)
-    summary = lambda s, b: ([q.id for q in b], [q.id for q in s.running], [q.id for q in s.waiting],
-                            s.free_blocks, s.preemptions, [(q.blocks, q.computed) for q in s.waiting + s.running])
+    summary = lambda s, b: (
+        [q.id for q in b],
+        [q.id for q in s.running],
+        [q.id for q in s.waiting],
+        s.free_blocks,
+        s.preemptions,
+        [(q.blocks, q.computed) for q in s.waiting + s.running],
+    )
     assert summary(fast, got) == summary(slow, want)

@@ -23,9 +23,11 @@ def slow_link_hw():
 def expected_uva_fetch_s(sc: Scenario, tokens: int) -> float:
     hw, spec = sc.hw, sc.model.engram
     rows = UniformRows(spec).unique_rows(tokens, spec.layer_ids[0])
-    rate = min(costs.zero_copy_cap_Bps(hw.link, spec.row_bytes),
-               hw.link.h2d_Bps / costs.zero_copy_wire_factor(hw.link, spec.row_bytes),
-               hw.host.dram_bw_Bps * hw.host.dram_efficiency / costs.lines_per_row_bytes(spec.row_bytes))
+    rate = min(
+        costs.zero_copy_cap_Bps(hw.link, spec.row_bytes),
+        hw.link.h2d_Bps / costs.zero_copy_wire_factor(hw.link, spec.row_bytes),
+        hw.host.dram_bw_Bps * hw.host.dram_efficiency / costs.lines_per_row_bytes(spec.row_bytes),
+    )
     return hw.gpu.kernel_launch_s + hw.link.read_round_trip_s + rows * spec.row_bytes / rate
 
 
@@ -82,6 +84,7 @@ def test_offloading_frees_hbm_for_kv_cache():
 def test_eight_gpus_contend_for_one_host():
     # With a slow host DRAM, 8 GPUs stall more than 1 GPU: they share it.
     from tests.simkit import with_host
+
     hw = with_host(load_hardware("h800"), dram_bw_Bps=2e8)
     one = simulate(scenario(tiny_workload(num_seqs=8), hw=hw, gpus=1), [Placement("dram-uva")]).runs[0]
     eight = simulate(scenario(tiny_workload(num_seqs=64), hw=hw, gpus=8), [Placement("dram-uva")]).runs[0]
@@ -105,7 +108,8 @@ def test_every_tier_runs_and_reports_bytes_where_they_flow():
     rows = runs["cxl-uva"].fetched_rows
     assert rows > 0
     assert runs["cxl-uva"].resources["cxl"]["moved"] == pytest.approx(
-        rows * row_bytes * costs.lines_per_row_bytes(row_bytes) / 1e9)  # whole cache lines, GB
+        rows * row_bytes * costs.lines_per_row_bytes(row_bytes) / 1e9
+    )  # whole cache lines, GB
     rows = runs["ssd"].fetched_rows
     assert runs["ssd"].resources["ssd_iops"]["moved"] == pytest.approx(rows / 1e6)  # one page read per row, Mops
     assert runs["ssd"].resources["ssd_bw"]["moved"] == pytest.approx(rows * ssd.page_bytes / 1e9)
@@ -118,7 +122,9 @@ def test_ssd_page_cache_hits_reduce_ssd_reads():
 
 
 def test_hbm_cache_hits_reduce_host_traffic():
-    none, cached = simulate(scenario(), [Placement("dram-copy"), Placement("dram-copy", hbm_cache_bytes=40 * 2**30)]).runs
+    none, cached = simulate(
+        scenario(), [Placement("dram-copy"), Placement("dram-copy", hbm_cache_bytes=40 * 2**30)]
+    ).runs
     assert cached.hbm_hit_rate > 0.2
     assert cached.resources["link"]["moved"] < none.resources["link"]["moved"]
 
@@ -148,7 +154,9 @@ TINY = tiny_workload(num_seqs=3, inp=(16, 48), out=(2, 6))
 @given(link_GBps, st.floats(1.5, 10), hw_seeds, st.sampled_from(["dram-uva", "dram-copy", "cxl-uva"]))
 def test_more_link_bandwidth_never_lowers_throughput(gbps, factor, seed, tier):
     slow = simulate(scenario(TINY, hw=with_link(H800, h2d_Bps=gbps * 1e9), seed=seed), [Placement(tier)]).runs[0]
-    fast = simulate(scenario(TINY, hw=with_link(H800, h2d_Bps=gbps * factor * 1e9), seed=seed), [Placement(tier)]).runs[0]
+    fast = simulate(scenario(TINY, hw=with_link(H800, h2d_Bps=gbps * factor * 1e9), seed=seed), [Placement(tier)]).runs[
+        0
+    ]
     assert fast.throughput_tok_s >= slow.throughput_tok_s * (1 - 1e-9)
 
 
@@ -184,6 +192,7 @@ def test_bytes_are_conserved_along_the_copy_path(seed, cache_gib):
 def cpu_device_hw(threads=2, cores=2, gather_threads=1):
     """A CPU standing in for the GPU: compute is thread-seconds on the host's cores."""
     from dataclasses import replace
+
     hw = with_gpu(load_hardware("h800"), compute_on_host=True, compute_threads=threads)
     return replace(hw, host=replace(hw.host, cpu_cores=cores, gather_threads_per_gpu=gather_threads))
 
@@ -198,6 +207,7 @@ def test_prefetch_thread_slows_host_compute_on_two_cores():
     # With 2 cores, 2 compute threads and 1 gather thread, the overlap costs compute time that a
     # GPU would not pay; with 3 cores it does not.
     from tests.simkit import with_host
+
     slow_gather = dict(gather_mlp=0.01)
     tight = simulate(scenario(hw=with_host(cpu_device_hw(cores=2), **slow_gather)), [Placement("dram-copy")]).runs[0]
     roomy = simulate(scenario(hw=with_host(cpu_device_hw(cores=3), **slow_gather)), [Placement("dram-copy")]).runs[0]
@@ -206,6 +216,7 @@ def test_prefetch_thread_slows_host_compute_on_two_cores():
 
 class HalfRows:
     """A row model whose steps touch half the uniform expectation's rows, and caches that hit 60%."""
+
     source = "test: half of uniform"
 
     def __init__(self, spec):
@@ -226,8 +237,9 @@ def test_fetch_volume_moves_with_the_row_model():
     assert half_report.rows_source == "test: half of uniform"
     assert half.fetched_rows == pytest.approx(uniform.fetched_rows / 2)
     assert half.resources["link"]["moved"] == pytest.approx(uniform.resources["link"]["moved"] / 2)
-    cached = simulate(scenario(row_model=HalfRows(sc.model.engram)),
-                      [Placement("dram-copy", hbm_cache_bytes=2**30)]).runs[0]
+    cached = simulate(
+        scenario(row_model=HalfRows(sc.model.engram)), [Placement("dram-copy", hbm_cache_bytes=2**30)]
+    ).runs[0]
     assert cached.hbm_hit_rate == pytest.approx(0.6)
     assert cached.fetched_rows == pytest.approx(half.fetched_rows * 0.4)
 
@@ -236,6 +248,7 @@ def test_prefill_lookahead_overlaps_the_next_prompts_fetch():
     # Two prompts that each fill the token budget: two prefill steps. With lookahead, the second
     # step's rows are fetched while the first computes, so the second stalls less.
     from dataclasses import replace
+
     w = tiny_workload(num_seqs=2, inp=(300, 300), out=(1, 1), max_seqs=2)
     w = replace(w, engine=replace(w.engine, max_num_batched_tokens=300))
     hw = slow_link_hw()
@@ -256,6 +269,7 @@ def test_allreduce_follows_the_ring_formula():
 
 def test_tensor_parallel_without_nvlink_is_a_clear_error():
     from engramsim.errors import UserError
+
     hw = with_gpu(load_hardware("h800"), nvlink_Bps=0.0)
     with pytest.raises(UserError, match="nvlink_GBps"):
         simulate(scenario(hw=hw, gpus=2, tp=2), [Placement("dram-copy")])
@@ -276,13 +290,17 @@ def test_dram_cache_is_checked_against_host_dram():
     assert not run.fits and run.problems[0].startswith("DRAM:") and "caches" in run.problems[0]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(tier="ssd", dram_cache_bytes=1.0, ssd_dram_hit_rate=0.5), "not both"),
-    (dict(tier="dram-copy", dram_cache_bytes=1.0), "only fronts the ssd tier"),
-    (dict(tier="ssd", ssd_dram_hit_rate=2.0), "within"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(tier="ssd", dram_cache_bytes=1.0, ssd_dram_hit_rate=0.5), "not both"),
+        (dict(tier="dram-copy", dram_cache_bytes=1.0), "only fronts the ssd tier"),
+        (dict(tier="ssd", ssd_dram_hit_rate=2.0), "within"),
+    ],
+)
 def test_bad_cache_placements_are_user_errors(kwargs, message):
     from engramsim.errors import UserError
+
     with pytest.raises(UserError, match=message):
         Placement(**kwargs)
 
@@ -311,12 +329,15 @@ def test_a_very_slow_gpu_finishes():
 @pytest.mark.parametrize("num_seqs, max_seqs, kv_blocks", [(8, 8, None), (64, 4, None), (40, 64, 30), (200, 64, 60)])
 def test_the_work_estimate_tracks_the_steps_simulated(num_seqs, max_seqs, kv_blocks):
     from engramsim.sim.work import estimate_work
+
     workload = tiny_workload(num_seqs=num_seqs, max_seqs=max_seqs)
     sc = scenario(workload)
     kv = sc.plan(None).kv_blocks_per_rank if kv_blocks is None else kv_blocks
     from engramsim.sim.engine import ServerSetup, run_server
-    setup = ServerSetup(hw=sc.hw, model=sc.model, workload=workload, placement=None, gpus=1, tp=1, kv_blocks=kv,
-                        row_model=sc.rows)
+
+    setup = ServerSetup(
+        hw=sc.hw, model=sc.model, workload=workload, placement=None, gpus=1, tp=1, kv_blocks=kv, row_model=sc.rows
+    )
     steps = run_server(setup, workload.requests(0)).stats.steps
     estimate = estimate_work(workload, 1, 1, kv * workload.engine.kv_block_tokens).steps_per_run
     assert steps / 3 <= estimate <= steps * 1.5

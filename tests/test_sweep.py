@@ -4,8 +4,7 @@ import pytest
 
 from engramsim.errors import UserError
 from engramsim.sim import run as sim_run
-from engramsim.sweep import config_key, parse_grid, run_sweep
-from engramsim.sweep import build
+from engramsim.sweep import build, config_key, parse_grid, run_sweep
 from engramsim.sweep.output import read_rows, write_rows
 from engramsim.sweep.runner import make_tasks
 from tests.clikit import run_cli as cli
@@ -27,8 +26,16 @@ def grid(**axes):
 
 
 def test_the_grid_is_the_product_of_its_axes_minus_excludes():
-    g = parse_grid({**FAST, "hw": ["h800", "h200"], "tier": ["dram-uva", "ssd"], "gpus": [1, 2],
-                    "exclude": [{"hw": "h200", "tier": "ssd"}, {"gpus": 2, "tier": ["dram-uva"]}]}, "t")
+    g = parse_grid(
+        {
+            **FAST,
+            "hw": ["h800", "h200"],
+            "tier": ["dram-uva", "ssd"],
+            "gpus": [1, 2],
+            "exclude": [{"hw": "h200", "tier": "ssd"}, {"gpus": 2, "tier": ["dram-uva"]}],
+        },
+        "t",
+    )
     assert g.axes == ["hw", "tier", "gpus"]
     combos = [(c["hw"], c["tier"], c["gpus"]) for c in g.configs]
     assert combos == [("h800", "dram-uva", 1), ("h800", "ssd", 1), ("h800", "ssd", 2), ("h200", "dram-uva", 1)]
@@ -45,14 +52,17 @@ def test_an_absent_tier_sweeps_every_tier_as_simulate_does():
     assert [c["tier"] for c in grid().configs] == ["hbm", "dram-uva", "dram-copy", "cxl-uva", "cxl-copy", "ssd"]
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"foo": 1}, "unknown grid key 'foo'"),
-    ({"tier": []}, "axis 'tier' is empty"),
-    ({"tier": "floppy"}, "unknown tier 'floppy'"),
-    ({"gpus": "two"}, "'gpus' takes int values"),
-    ({"exclude": [{"hw.gpu.hbm_GiB": 80}]}, "[[exclude]] names 'hw.gpu.hbm_GiB'"),
-    ({"tier": "ssd", "exclude": [{"tier": "ssd"}]}, "every config is excluded"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"foo": 1}, "unknown grid key 'foo'"),
+        ({"tier": []}, "axis 'tier' is empty"),
+        ({"tier": "floppy"}, "unknown tier 'floppy'"),
+        ({"gpus": "two"}, "'gpus' takes int values"),
+        ({"exclude": [{"hw.gpu.hbm_GiB": 80}]}, "[[exclude]] names 'hw.gpu.hbm_GiB'"),
+        ({"tier": "ssd", "exclude": [{"tier": "ssd"}]}, "every config is excluded"),
+    ],
+)
 def test_bad_grids_are_one_clear_error(data, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_grid({**FAST, **data}, "g.toml")
@@ -98,7 +108,11 @@ def test_a_config_the_simulator_rejects_is_a_row_that_says_why():
 def test_engine_dp_and_ep_are_axes_and_gpus_default_to_dp_x_tp():
     g = grid(tier="dram-copy", engine=["nano-vllm", "vllm"], dp=[1, 2])
     assert [(c["engine"], c["dp"], c["gpus"]) for c in g.configs] == [
-        ("nano-vllm", 1, 1), ("nano-vllm", 2, 2), ("vllm", 1, 1), ("vllm", 2, 2)]
+        ("nano-vllm", 1, 1),
+        ("nano-vllm", 2, 2),
+        ("vllm", 1, 1),
+        ("vllm", 2, 2),
+    ]
     rows = run_sweep(g).rows
     assert all(r["fits"] for r in rows)
     # Two replicas serve the same requests faster; another engine plans another KV budget.
@@ -121,8 +135,17 @@ def test_a_bad_preset_field_fails_before_anything_runs():
 def test_results_files_round_trip(tmp_path, suffix):
     if suffix == ".parquet":
         pytest.importorskip("pyarrow")
-    rows = [{"key": "0123456789012345", "hw": "h800", "fits": True, "output_throughput": 1.5, "problems": "",
-             "p99_ttft_ms": None, "kv_tokens_per_rank": 512}]
+    rows = [
+        {
+            "key": "0123456789012345",
+            "hw": "h800",
+            "fits": True,
+            "output_throughput": 1.5,
+            "problems": "",
+            "p99_ttft_ms": None,
+            "kv_tokens_per_rank": 512,
+        }
+    ]
     path = tmp_path / f"r{suffix}"
     write_rows(path, rows)
     back = read_rows(path)
@@ -158,13 +181,16 @@ def test_ray_and_local_give_identical_rows():
     assert run_sweep(g, executor="ray", workers=2).rows == run_sweep(g, workers=1).rows
 
 
-@pytest.mark.parametrize("grid_text, extra, message", [
-    ('foo = 1\n', [], "unknown grid key 'foo'"),
-    ('tier = []\n', [], "axis 'tier' is empty"),
-    ('tier = "ssd"\n', ["--executor", "ray", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
-    ('tier = "ssd"\n', ["--resume"], "--resume needs --out"),
-    ('tier = "ssd"\n', ["--out", "r.xlsx"], "ending in .csv"),
-])
+@pytest.mark.parametrize(
+    "grid_text, extra, message",
+    [
+        ("foo = 1\n", [], "unknown grid key 'foo'"),
+        ("tier = []\n", [], "axis 'tier' is empty"),
+        ('tier = "ssd"\n', ["--executor", "ray", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
+        ('tier = "ssd"\n', ["--resume"], "--resume needs --out"),
+        ('tier = "ssd"\n', ["--out", "r.xlsx"], "ending in .csv"),
+    ],
+)
 def test_bad_sweep_input_is_one_line(tmp_path, grid_text, extra, message):
     if "ray" in extra:
         pytest.importorskip("ray")
@@ -186,11 +212,13 @@ def test_an_interrupted_sweep_keeps_the_rows_it_finished(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     real_run_tasks = __import__("engramsim.sweep.executors", fromlist=["run_tasks"]).run_tasks
-    monkeypatch.setattr("engramsim.sweep.run.run_tasks",
-                        lambda tasks, on_result, *a: real_run_tasks(tasks, lambda i, r: interrupt_after_one(i, r, on_result), *a))
+    monkeypatch.setattr(
+        "engramsim.sweep.run.run_tasks",
+        lambda tasks, on_result, *a: real_run_tasks(tasks, lambda i, r: interrupt_after_one(i, r, on_result), *a),
+    )
     with pytest.raises(KeyboardInterrupt):
         run_sweep(g, out=out)
-    assert len(read_rows(out)) == 2          # one task: one seed's two tiers
+    assert len(read_rows(out)) == 2  # one task: one seed's two tiers
     monkeypatch.undo()
     resumed = run_sweep(g, out=out, resume=True)
     assert resumed.ran == 4 and resumed.resumed == 2 and len(read_rows(out)) == 6
@@ -199,11 +227,13 @@ def test_an_interrupted_sweep_keeps_the_rows_it_finished(tmp_path, monkeypatch):
 def _simulate_options():
     """`simulate`'s options, each named by its first long flag as a grid key spells it."""
     from engramsim.commands.simulate import command
+
     return {next(o for o in p.opts if o.startswith("--"))[2:].replace("-", "_") for p in command.params}
 
 
 def test_every_simulate_option_is_a_grid_key_or_excluded_with_a_reason():
     from engramsim.sweep.grid import NOT_KEYS, OPTIONS
+
     options = _simulate_options()
     missing = sorted(options - set(OPTIONS) - set(NOT_KEYS))
     assert not missing, f"simulate options neither grid keys nor in grid.NOT_KEYS: {missing}"
@@ -213,7 +243,9 @@ def test_every_simulate_option_is_a_grid_key_or_excluded_with_a_reason():
 
 def test_keys_added_later_leave_old_configs_keys_as_they_were():
     import hashlib
+
     from engramsim.sweep.grid import FIRST_OPTIONS, OPTIONS
+
     config = grid(tier="ssd").configs[0]
     first = {k: v for k, v in config.items() if k in FIRST_OPTIONS or k not in OPTIONS}
     old = hashlib.sha256(json.dumps(first, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
@@ -221,47 +253,81 @@ def test_keys_added_later_leave_old_configs_keys_as_they_were():
     assert config_key({**config, "numa": "interleave"}) != old
 
 
-@pytest.mark.parametrize("keys, flags", [
-    ({"spec_tokens": 2, "accept_rate": 0.6}, ["--spec-tokens", "2", "--accept-rate", "0.6"]),
-    ({"gpu_memory_utilization": 0.5, "max_num_batched_tokens": 4096},
-     ["--gpu-memory-utilization", "0.5", "--max-num-batched-tokens", "4096"]),
-    ({"hw": "h200", "tp": 2, "rank_rows": "all", "gather_socket": "remote", "numa": "interleave"},
-     ["--hw", "h200", "--tp", "2", "--rank-rows", "all", "--gather-socket", "remote", "--numa", "interleave"]),
-    ({"hw": "h200", "tier": "rdma", "nic": "connectx7-200g", "rdma_path": "host"},
-     ["--hw", "h200", "--tier", "rdma", "--nic", "connectx7-200g", "--rdma-path", "host"]),
-    ({"tier": "ssd", "readers": 4, "read_at": "prestage", "io": "odirect"},
-     ["--tier", "ssd", "--readers", "4", "--read-at", "prestage", "--io", "odirect"]),
-    ({"concurrency": 4, "row_dtype": "int4", "tier": "dram-uva", "hbm_cache_gib": 1.0, "cache_start": "cold"},
-     ["--concurrency", "4", "--row-dtype", "int4", "--tier", "dram-uva", "--hbm-cache-gib", "1", "--cache-start", "cold"]),
-])
+@pytest.mark.parametrize(
+    "keys, flags",
+    [
+        ({"spec_tokens": 2, "accept_rate": 0.6}, ["--spec-tokens", "2", "--accept-rate", "0.6"]),
+        (
+            {"gpu_memory_utilization": 0.5, "max_num_batched_tokens": 4096},
+            ["--gpu-memory-utilization", "0.5", "--max-num-batched-tokens", "4096"],
+        ),
+        (
+            {"hw": "h200", "tp": 2, "rank_rows": "all", "gather_socket": "remote", "numa": "interleave"},
+            ["--hw", "h200", "--tp", "2", "--rank-rows", "all", "--gather-socket", "remote", "--numa", "interleave"],
+        ),
+        (
+            {"hw": "h200", "tier": "rdma", "nic": "connectx7-200g", "rdma_path": "host"},
+            ["--hw", "h200", "--tier", "rdma", "--nic", "connectx7-200g", "--rdma-path", "host"],
+        ),
+        (
+            {"tier": "ssd", "readers": 4, "read_at": "prestage", "io": "odirect"},
+            ["--tier", "ssd", "--readers", "4", "--read-at", "prestage", "--io", "odirect"],
+        ),
+        (
+            {"concurrency": 4, "row_dtype": "int4", "tier": "dram-uva", "hbm_cache_gib": 1.0, "cache_start": "cold"},
+            [
+                "--concurrency",
+                "4",
+                "--row-dtype",
+                "int4",
+                "--tier",
+                "dram-uva",
+                "--hbm-cache-gib",
+                "1",
+                "--cache-start",
+                "cold",
+            ],
+        ),
+    ],
+)
 def test_new_keys_give_what_simulate_gives_with_those_flags(keys, flags, tmp_path):
     """Each key reaches the simulator as simulate's own flag does: the same figures."""
     workload = tmp_path / "small.toml"
-    workload.write_text('kind = "offline"\nnum_seqs = 16\ninput_len_min = 1024\ninput_len_max = 1024\n'
-                        'output_len_min = 256\noutput_len_max = 256\n')
+    workload.write_text(
+        'kind = "offline"\nnum_seqs = 16\ninput_len_min = 1024\ninput_len_max = 1024\n'
+        "output_len_min = 256\noutput_len_max = 256\n"
+    )
     keys = {"model": FAST["model"], "workload": str(workload), "max_seqs": 8, "tier": "dram-copy", **keys}
     row = run_sweep(parse_grid(keys, "t")).rows[0]
     flags = flags + ([] if "--tier" in flags else ["--tier", "dram-copy"])
     got = cli("simulate", "--json", "--model", FAST["model"], "--workload", workload, "--max-seqs", "8", *flags)
     run = json.loads(got.stdout)["runs"][0]
     assert got.returncode == 0 and row["fits"] and run["fits"]
-    assert (row["output_throughput"], row["kv_tokens_per_rank"], row["p99_tpot_ms"]) == \
-        (run["output_throughput"], run["kv_tokens_per_rank"], run["p99_tpot_ms"])
+    assert (row["output_throughput"], row["kv_tokens_per_rank"], row["p99_tpot_ms"]) == (
+        run["output_throughput"],
+        run["kv_tokens_per_rank"],
+        run["p99_tpot_ms"],
+    )
 
 
 def test_new_keys_change_the_figures():
     """...and do act: speculation and a smaller memory share move the figures."""
-    plain, spec, small = (run_sweep(grid(tier="dram-copy", **k)).rows[0] for k in
-                          ({}, {"spec_tokens": 2, "accept_rate": 0.6}, {"gpu_memory_utilization": 0.5}))
+    plain, spec, small = (
+        run_sweep(grid(tier="dram-copy", **k)).rows[0]
+        for k in ({}, {"spec_tokens": 2, "accept_rate": 0.6}, {"gpu_memory_utilization": 0.5})
+    )
     assert spec["output_throughput"] != plain["output_throughput"]
     assert small["kv_tokens_per_rank"] < plain["kv_tokens_per_rank"]
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"numa": "everywhere"}, "unknown numa 'everywhere'"),
-    ({"accept_rate": 1.5}, "'accept_rate' must be in [0, 1.0]"),
-    ({"kv_cache_dtype": "fp4"}, "unknown kv_cache_dtype 'fp4'"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"numa": "everywhere"}, "unknown numa 'everywhere'"),
+        ({"accept_rate": 1.5}, "'accept_rate' must be in [0, 1.0]"),
+        ({"kv_cache_dtype": "fp4"}, "unknown kv_cache_dtype 'fp4'"),
+    ],
+)
 def test_bad_new_keys_are_one_clear_error(data, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_grid({**FAST, **data}, "g.toml")

@@ -6,8 +6,8 @@ import pytest
 from engramsim.report.timeline import Timeline
 from engramsim.sim.run import simulate
 from engramsim.sim.tiers import Placement
-from tests.simkit import scenario, tiny_workload
 from tests.clikit import run_cli as cli
+from tests.simkit import scenario, tiny_workload
 
 PLACEMENTS = [Placement("dram-copy"), Placement("ssd")]
 
@@ -61,7 +61,9 @@ def test_a_replicas_steps_follow_one_another_and_stalls_nest_inside_them(traced)
             for a, b in zip(steps, steps[1:]):
                 assert a["ts"] + a["dur"] <= b["ts"] + 1e-6
             for stall in (e for e in events if e["tid"] == replica and e["cat"] == "stall"):
-                assert any(s["ts"] <= stall["ts"] and stall["ts"] + stall["dur"] <= s["ts"] + s["dur"] + 1e-3 for s in steps)
+                assert any(
+                    s["ts"] <= stall["ts"] and stall["ts"] + stall["dur"] <= s["ts"] + s["dur"] + 1e-3 for s in steps
+                )
 
 
 def test_stall_spans_add_up_to_the_reported_stall_time(traced):
@@ -71,7 +73,7 @@ def test_stall_spans_add_up_to_the_reported_stall_time(traced):
         stalls = [e["dur"] for e in spans[pid] if e["cat"] == "stall"]
         # Each span is kept to the ns: the sum may differ by a ns per span.
         assert sum(stalls) / 1e6 == pytest.approx(run.stall_s, abs=1e-9 * len(stalls))
-    assert report.runs[1].stall_s > 0                      # synchronous SSD reads stall
+    assert report.runs[1].stall_s > 0  # synchronous SSD reads stall
     assert not [e for e in spans[1] if e["cat"] == "stall"]  # the baseline fetches nothing
 
 
@@ -113,7 +115,9 @@ def test_recording_changes_nothing_in_the_results():
 
 def test_simulate_timeline_writes_a_valid_trace(tmp_path):
     path = tmp_path / "run.json"
-    r = cli("simulate", "--workload", "fixed", "--max-seqs", "8", "--tier", "dram-uva", "--timeline", str(path), "--json")
+    r = cli(
+        "simulate", "--workload", "fixed", "--max-seqs", "8", "--tier", "dram-uva", "--timeline", str(path), "--json"
+    )
     assert r.returncode == 0, r.stderr
     trace = json.loads(path.read_text())
     assert {"prefill", "decode", "fetch L1"} <= {e["name"] for e in trace["traceEvents"]}

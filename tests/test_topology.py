@@ -1,11 +1,13 @@
 """Server topology: sockets and their DRAM, the socket link, PCIe switches, NICs, the rdma tier,
 NUMA table layouts, sharded-table lookups in HBM, per-layer stalls and what bounds each fetch."""
+
 import math
 from dataclasses import replace
 
 import pytest
-
 from clikit import run_cli
+from simkit import scenario, tiny_workload, with_link
+
 from engramsim import costs
 from engramsim.errors import UserError
 from engramsim.hardware import hardware_from_dict, load_hardware
@@ -15,7 +17,6 @@ from engramsim.published import CHECKS_DIR, run_check
 from engramsim.sim.run import simulate
 from engramsim.sim.tiers import Placement
 from engramsim.topology import Topology, check_path
-from simkit import scenario, tiny_workload, with_link
 
 GiB = 2.0**30
 
@@ -30,6 +31,7 @@ def h200(drop=(), **tables):
 
 # --- bad input: one line each ----------------------------------------------------------------
 
+
 def test_gpu_affinity_to_a_missing_socket_is_one_line():
     with pytest.raises(UserError, match=r"GPU 7 has affinity to socket 2, but the host has 2 socket\(s\)"):
         h200(topology={"gpu_socket": [0, 0, 0, 0, 1, 1, 1, 2]})
@@ -43,7 +45,9 @@ def test_nic_bandwidth_must_be_positive():
 
 def test_a_gpu_without_a_path_to_the_table_is_refused():
     hw = h200(topology={"socket_dram_GiB": [2048, 0]})
-    with pytest.raises(UserError, match="GPU 4 has no path to the table: with the per-numa layout its rows sit on socket 1"):
+    with pytest.raises(
+        UserError, match="GPU 4 has no path to the table: with the per-numa layout its rows sit on socket 1"
+    ):
         check_path(hw, "dram-uva", "per-numa")
     check_path(hw, "dram-uva", "node0")  # one copy on socket 0 reaches every GPU
     with pytest.raises(UserError, match="no GPU has a path to a remote table"):
@@ -52,11 +56,16 @@ def test_a_gpu_without_a_path_to_the_table_is_refused():
 
 def test_cli_bad_inputs_exit_2_with_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
-    text = resolve("hardware", "h200").read_text().replace("nic_switch = [0, 0, 1, 1, 2, 2, 3, 3]",
-                                                          "nic_switch = [0, 0, 1, 1, 2, 2, 3, 3]\nnic_Gbps = 0")
+    text = (
+        resolve("hardware", "h200")
+        .read_text()
+        .replace("nic_switch = [0, 0, 1, 1, 2, 2, 3, 3]", "nic_switch = [0, 0, 1, 1, 2, 2, 3, 3]\nnic_Gbps = 0")
+    )
     bad.write_text(text)
     res = run_cli("simulate", "--hw", bad, "--tier", "rdma")
-    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "'nic_Gbps' must be a number in (0, 3200]" in res.stderr
+    assert (
+        res.returncode == 2 and res.stderr.count("\n") == 1 and "'nic_Gbps' must be a number in (0, 3200]" in res.stderr
+    )
     res = run_cli("simulate", "--hw", "h800", "--tier", "rdma")
     assert res.returncode == 2 and "no GPU has a path to a remote table" in res.stderr
 
@@ -75,26 +84,35 @@ def test_switch_and_nic_lists_must_match_the_host():
 
 # --- pure costs ------------------------------------------------------------------------------
 
+
 def test_read_latency_follows_the_numa_layout():
     hw = load_hardware("h200")
     local = costs.host_read_latency_s(hw.host, hw.topo, "per-numa", 1, 1e11)
     inter = costs.host_read_latency_s(hw.host, hw.topo, "interleave", 1, 1e11)
     node0 = costs.host_read_latency_s(hw.host, hw.topo, "node0", 1, 1e11)
     assert local == pytest.approx(115e-9)
-    assert inter == pytest.approx(115e-9 + 0.5 * 75e-9)     # half the rows on the other socket
-    assert node0 == pytest.approx(115e-9 + 75e-9)           # all of them
+    assert inter == pytest.approx(115e-9 + 0.5 * 75e-9)  # half the rows on the other socket
+    assert node0 == pytest.approx(115e-9 + 75e-9)  # all of them
 
 
 def test_huge_pages_widen_tlb_reach():
-    topo = Topology(sockets=1, socket_dram_GiB=(1,), gpu_socket=(0,), upi_Bps=1.0, upi_latency_s=0.0,
-                    sysmem_tlb_entries=4096, table_page_bytes=4096.0, page_walk_s=1e-6)
+    topo = Topology(
+        sockets=1,
+        socket_dram_GiB=(1,),
+        gpu_socket=(0,),
+        upi_Bps=1.0,
+        upi_latency_s=0.0,
+        sysmem_tlb_entries=4096,
+        table_page_bytes=4096.0,
+        page_walk_s=1e-6,
+    )
     table = 64 * GiB
     small = costs.translation_s(topo, table)
     huge = costs.translation_s(replace(topo, table_page_bytes=2.0**21), table)
     assert small == pytest.approx((1 - 4096 * 4096 / table) * 1e-6)
     assert huge == pytest.approx((1 - 4096 * 2.0**21 / table) * 1e-6)
-    assert costs.translation_s(replace(topo, table_page_bytes=2.0**30), table) == 0.0   # reach > table
-    assert costs.translation_s(replace(topo, sysmem_tlb_entries=0), table) == 0.0       # not modelled
+    assert costs.translation_s(replace(topo, table_page_bytes=2.0**30), table) == 0.0  # reach > table
+    assert costs.translation_s(replace(topo, sysmem_tlb_entries=0), table) == 0.0  # not modelled
 
 
 def test_rdma_cap_is_reads_in_flight_or_doorbells():
@@ -211,11 +229,12 @@ def test_a_layer_1_engram_layer_stalls_where_layer_14_does_not():
     wl = tiny_workload(num_seqs=32, inp=(1024, 1024), out=(4, 4), max_seqs=32)
     wl = replace(wl, engine=replace(wl.engine, max_num_batched_tokens=16384, prefill_lookahead=False))
     sc = scenario(wl, hw="h200", model="deepseek-v4.1-flash", gpus=8, tp=8)
-    shared, own_heads = simulate(sc, [Placement("dram-uva", numa="node0", rank_rows="all"),
-                                      Placement("dram-uva", numa="node0")]).runs
+    shared, own_heads = simulate(
+        sc, [Placement("dram-uva", numa="node0", rank_rows="all"), Placement("dram-uva", numa="node0")]
+    ).runs
     assert shared.stall_by_layer_s["1"] > 0 and shared.stall_by_layer_s["14"] == 0
-    assert shared.fetched_rows == pytest.approx(8 * own_heads.fetched_rows)   # TP 8: 8x the rows
-    assert own_heads.stall_by_layer_s["1"] == 0      # a rank's own heads only: hidden by layer 0
+    assert shared.fetched_rows == pytest.approx(8 * own_heads.fetched_rows)  # TP 8: 8x the rows
+    assert own_heads.stall_by_layer_s["1"] == 0  # a rank's own heads only: hidden by layer 0
 
 
 def test_a_slow_zero_copy_path_stalls_layer_1_first():
@@ -231,8 +250,9 @@ def test_a_slow_zero_copy_path_stalls_layer_1_first():
 def test_sharded_hbm_lookups_cost_time_at_tp8():
     wl = tiny_workload(num_seqs=8, inp=(512, 512), out=(4, 4), max_seqs=8)
     sc = scenario(wl, hw="h200", model="deepseek-v4.1-flash", gpus=8, tp=8)
-    runs = simulate(sc, [Placement("hbm"), Placement("hbm", hbm_lookup="collective"),
-                         Placement("hbm", hbm_lookup="peer_read")]).runs
+    runs = simulate(
+        sc, [Placement("hbm"), Placement("hbm", hbm_lookup="collective"), Placement("hbm", hbm_lookup="peer_read")]
+    ).runs
     local, coll, peer = (r.throughput_tok_s for r in runs)
     assert coll < local and peer < local
     with pytest.raises(UserError, match="needs --tp >= 2"):
@@ -245,16 +265,33 @@ def test_sharded_hbm_lookups_cost_time_at_tp8():
 
 def test_json_carries_what_bounded_each_fetch():
     import json
-    res = run_cli("simulate", "--hw", "h200", "--gpus", "2", "--tier", "rdma", "--tier", "dram-uva",
-                  "--workload", "fixed", "--no-prefetch", "--json")
+
+    res = run_cli(
+        "simulate",
+        "--hw",
+        "h200",
+        "--gpus",
+        "2",
+        "--tier",
+        "rdma",
+        "--tier",
+        "dram-uva",
+        "--workload",
+        "fixed",
+        "--no-prefetch",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     runs = json.loads(res.stdout)["runs"]
     for r in runs:
         assert r["fetch_bounds"] and all(isinstance(v, int) and v > 0 for v in r["fetch_bounds"].values())
-        assert set(r["stall_by_layer_s"]) == {str(layer) for layer in load_model("dense-4b-engram100b").engram.layer_ids}
+        assert set(r["stall_by_layer_s"]) == {
+            str(layer) for layer in load_model("dense-4b-engram100b").engram.layer_ids
+        }
 
 
 # --- published measurements ------------------------------------------------------------------
+
 
 def test_a_published_check_reports_its_own_arithmetic():
     r = run_check(CHECKS_DIR / "mooncake-4065-store-1k.toml")
@@ -282,6 +319,7 @@ def test_a_bad_measured_baseline_is_one_line(tmp_path, value):
 
 def test_topology_and_rdma_survive_the_toml_round_trip():
     from engramsim.hardware import hardware_to_dict
+
     hw = load_hardware("h200")
     unplaced = replace(hw, rdma=replace(hw.rdma, nic_switch=()), topology=replace(hw.topology, gpus_per_switch=0))
     for h in (hw, unplaced):
@@ -291,6 +329,7 @@ def test_topology_and_rdma_survive_the_toml_round_trip():
 
 def test_nic_parts_swap_and_a_200g_nic_is_slower_when_nics_bound():
     from engramsim.hardware import with_nic_part
+
     hw = load_hardware("h200")
     slow = with_nic_part(hw, "connectx7-200g")
     assert slow.rdma.nic_Bps == pytest.approx(hw.rdma.nic_Bps / 2)
@@ -298,8 +337,12 @@ def test_nic_parts_swap_and_a_200g_nic_is_slower_when_nics_bound():
     assert with_nic_part(hw, "bluefield3-400g").rdma.read_latency_s > hw.rdma.read_latency_s
     wl = tiny_workload(num_seqs=32, inp=(1024, 1024), out=(4, 4), max_seqs=32)
     wl = replace(wl, engine=replace(wl.engine, max_num_batched_tokens=16384, prefill_lookahead=False))
-    fast, half = (simulate(scenario(wl, hw=h, model="deepseek-v4.1-flash", gpus=8, tp=8),
-                           [Placement("rdma", rank_rows="all")]).runs[0] for h in (hw, slow))
+    fast, half = (
+        simulate(
+            scenario(wl, hw=h, model="deepseek-v4.1-flash", gpus=8, tp=8), [Placement("rdma", rank_rows="all")]
+        ).runs[0]
+        for h in (hw, slow)
+    )
     assert half.fetch_bounds == {"remote_nic": half.fetch_bounds["remote_nic"]}
     assert half.stall_s > fast.stall_s and half.throughput_tok_s < fast.throughput_tok_s
     with pytest.raises(UserError, match="--nic: h800 has no \\[rdma\\] table"):
@@ -308,6 +351,7 @@ def test_nic_parts_swap_and_a_200g_nic_is_slower_when_nics_bound():
 
 def test_remote_hosts_are_shared_by_every_host_and_counted_once():
     from engramsim.sim.tiers import HostResources, pool_list, pool_resources
+
     hw = load_hardware("h200")
     pool = pool_resources(hw)
     a, b = HostResources(hw, 0, pool), HostResources(hw, 1, pool)
@@ -316,20 +360,30 @@ def test_remote_hosts_are_shared_by_every_host_and_counted_once():
     assert {r.name for r in a.resources()}.isdisjoint(r.name for r in b.resources())  # each host its own
     # Two hosts' GPUs through one remote host's NIC: it carries both hosts' rows.
     one_store = h200(rdma={"remote_hosts": 1})
-    _, runs = run([Placement("rdma")], hw=one_store, gpus=16, tp=1,
-                  workload=tiny_workload(num_seqs=16, inp=(256, 512), out=(4, 8), max_seqs=16))
+    _, runs = run(
+        [Placement("rdma")],
+        hw=one_store,
+        gpus=16,
+        tp=1,
+        workload=tiny_workload(num_seqs=16, inp=(256, 512), out=(4, 8), max_seqs=16),
+    )
     r = runs[("rdma", 0)]
     assert r.resources["remote_nic"]["moved"] == pytest.approx(r.resources["nic"]["moved"])
 
 
-@pytest.mark.parametrize("variant, message", [
-    ('tier = "dram-uva"\nbogus = 1', "unknown key 'bogus'"),
-    ('tier = "dram-uva"\nprefetch = "yes"', "'prefetch' has the wrong type"),
-    ('tier = "nope"', "unknown tier 'nope'"),
-])
+@pytest.mark.parametrize(
+    "variant, message",
+    [
+        ('tier = "dram-uva"\nbogus = 1', "unknown key 'bogus'"),
+        ('tier = "dram-uva"\nprefetch = "yes"', "'prefetch' has the wrong type"),
+        ('tier = "nope"', "unknown tier 'nope'"),
+    ],
+)
 def test_a_bad_check_file_is_one_line(tmp_path, variant, message):
     path = tmp_path / "bad.toml"
-    path.write_text('name = "x"\nsource = "s"\nmodel = "dense-4b-engram100b"\nhw = "h800"\nworkload = "fixed"\n'
-                    f'measured_change_pct = 1\n[reference]\ntier = "dram-uva"\n[variant]\n{variant}\n')
+    path.write_text(
+        'name = "x"\nsource = "s"\nmodel = "dense-4b-engram100b"\nhw = "h800"\nworkload = "fixed"\n'
+        f'measured_change_pct = 1\n[reference]\ntier = "dram-uva"\n[variant]\n{variant}\n'
+    )
     res = run_cli("checks", path)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and message in res.stderr

@@ -1,12 +1,15 @@
 """`engramsim trace` and `engramsim cache` end to end, on small text files."""
+
 import json
 
 import pytest
 
 from tests.clikit import run_cli as run
 
-TEXT = ("Engram adds conditional memory to a transformer. At a few layers every token looks up rows "
-        "of huge hashed n-gram tables and fuses them into the hidden state through a gate. ") * 40
+TEXT = (
+    "Engram adds conditional memory to a transformer. At a few layers every token looks up rows "
+    "of huge hashed n-gram tables and fuses them into the hidden state through a gate. "
+) * 40
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +48,11 @@ def test_trace_table_shows_the_measured_figures(text_files, saved_trace, monkeyp
     for key, layer in stats["layers"].items():
         assert f"layer {key}: {layer['rows_in_table']:,} rows" in r.stdout
         assert f"{layer['n_accesses']:,} / {layer['n_distinct']:,}" in r.stdout
-        one_token = next(line for line in r.stdout.splitlines()
-                         if line.startswith("│ 1 ") and f"{layer['unique_decode'][0]:,.0f}" in line)
+        one_token = next(
+            line
+            for line in r.stdout.splitlines()
+            if line.startswith("│ 1 ") and f"{layer['unique_decode'][0]:,.0f}" in line
+        )
         assert f"{layer['unique_decode'][0]:.2f}" in one_token  # rows per token at batch 1
 
 
@@ -68,13 +74,16 @@ def test_cache_from_saved_trace(saved_trace, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["trace", "--text", "EMPTY"], "empty text"),
-    (["trace", "--text", "A", "--tokenizer", "NOTJSON"], "not a Hugging Face tokenizer"),
-    (["cache", "--trace", "TRACE", "--model", "deepseek-v4.1-flash"], "trace was built for"),
-    (["cache", "--trace", "TRACE", "--layer", "7"], "--layer 7"),
-    (["trace", "--ids", "IDS"], "out of range"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["trace", "--text", "EMPTY"], "empty text"),
+        (["trace", "--text", "A", "--tokenizer", "NOTJSON"], "not a Hugging Face tokenizer"),
+        (["cache", "--trace", "TRACE", "--model", "deepseek-v4.1-flash"], "trace was built for"),
+        (["cache", "--trace", "TRACE", "--layer", "7"], "--layer 7"),
+        (["trace", "--ids", "IDS"], "out of range"),
+    ],
+)
 def test_bad_input_is_one_line(args, message, text_files, saved_trace, tmp_path):
     empty, notjson, ids = tmp_path / "empty.txt", tmp_path / "tok.json", tmp_path / "ids.txt"
     empty.write_text("  \n")

@@ -1,4 +1,5 @@
 """Address traces from text, their statistics, trace files and the RowModels built on them."""
+
 import dataclasses
 import json
 import math
@@ -13,23 +14,33 @@ from engramsim.addresses.stats import analyze, zipf_fit
 from engramsim.addresses.store import load_stats, load_trace, save_trace
 from engramsim.corpus import Corpus, read_token_ids
 from engramsim.errors import UserError
+from engramsim.model import Backbone, EngramSpec, ModelSpec
 from engramsim.rows import trace as row_trace
 from engramsim.rows.load import load_row_model
 from engramsim.rows.trace import TraceRows, default_row_model
 from engramsim.rows.uniform import UniformRows
 from engramsim.rows.zipf import ZipfRows
 from engramsim.rows.zipf_fit import zipf_row_model
-from engramsim.model import Backbone, EngramSpec, ModelSpec
 from engramsim.tokenize import Compression, WordTokenizer, normalize_key
 
-SPEC = EngramSpec(layer_ids=[1, 3], max_ngram_size=3, n_head_per_ngram=4, engram_vocab_size=[50000, 50000],
-                  seed=0, compressed_vocab_size=99546, compressed_pad_id=2)
-BACKBONE = Backbone(n_layers=4, hidden_size=64, vocab_size=1000, n_heads=4, head_dim=16, n_kv_heads=4,
-                    intermediate_size=128)
+SPEC = EngramSpec(
+    layer_ids=[1, 3],
+    max_ngram_size=3,
+    n_head_per_ngram=4,
+    engram_vocab_size=[50000, 50000],
+    seed=0,
+    compressed_vocab_size=99546,
+    compressed_pad_id=2,
+)
+BACKBONE = Backbone(
+    n_layers=4, hidden_size=64, vocab_size=1000, n_heads=4, head_dim=16, n_kv_heads=4, intermediate_size=128
+)
 MODEL = ModelSpec(name="tiny", description="", backbone=BACKBONE, engram=SPEC)
 
-WORDS = ("the memory of a model is a table of rows that the hash of recent tokens selects at every "
-         "layer where engram reads and the gate decides how much of it to keep").split()
+WORDS = (
+    "the memory of a model is a table of rows that the hash of recent tokens selects at every "
+    "layer where engram reads and the gate decides how much of it to keep"
+).split()
 
 
 def _random_text(n_docs=40, words=120, seed=0):
@@ -187,6 +198,7 @@ def test_compression_merges_normalized_variants():
 def test_normalizer_matches_reference():
     pytest.importorskip("tokenizers")
     from engramsim.tokenize import reference_normalizer
+
     norm = reference_normalizer()
     for s in ["Hello  World", " ", "\t\n", "Café", "ﬁne", " The", "ÅNGSTRÖM ", "x\u0301", "  a b ", "ǅ", "Ⅻ"]:
         assert normalize_key(s) == norm.normalize_str(s), s
@@ -200,6 +212,7 @@ def test_hf_tokenizer_compression(tmp_path):
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
     from engramsim.tokenize import HFTokenizer
+
     comp = HFTokenizer(path).compression()
     assert comp.lookup[3] == comp.lookup[4] == comp.lookup[5] and comp.lookup[6] == comp.lookup[7]
     assert comp.size == 5
@@ -211,6 +224,7 @@ def test_hf_tokenizer_compression(tmp_path):
 def default_corpus_fit():
     """The default model on the default corpus, and the Zipf model fitted to its measurements."""
     from engramsim.model import load_model
+
     model = load_model("dense-4b-engram100b")
     stats = analyze(build_trace(model.engram))
     return model, stats, zipf_row_model(model, stats=stats)

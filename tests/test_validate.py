@@ -1,5 +1,6 @@
 """Validation: the real model beside the simulator. Shapes and the calibration arithmetic are
 tested; measured figures are not (they depend on the machine and its load)."""
+
 import json
 import subprocess
 import sys
@@ -24,10 +25,19 @@ from engramsim.validate import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-CPU = {"cpu_model": "test CPU", "cores": 2, "dram_bytes": 16 * 2**30, "matmul_flops": {"fp32": 50e9},
-       "memcpy_Bps": 5e9, "gather_rows_per_s": {1: 3e6, 2: 5e6}, "gather_rows_per_s_per_thread": 3e6,
-       "gather_curve": None, "gather_call_overhead_s": 5e-6, "hash_s_per_token": 1e-7,
-       "ssd": {"mmap_cold": {"iops": 20000.0, "latency_s": 50e-6}}}
+CPU = {
+    "cpu_model": "test CPU",
+    "cores": 2,
+    "dram_bytes": 16 * 2**30,
+    "matmul_flops": {"fp32": 50e9},
+    "memcpy_Bps": 5e9,
+    "gather_rows_per_s": {1: 3e6, 2: 5e6},
+    "gather_rows_per_s_per_thread": 3e6,
+    "gather_curve": None,
+    "gather_call_overhead_s": 5e-6,
+    "hash_s_per_token": 1e-7,
+    "ssd": {"mmap_cold": {"iops": 20000.0, "latency_s": 50e-6}},
+}
 
 
 def test_cpu_hardware_uses_the_measured_rates():
@@ -50,6 +60,7 @@ def test_backbone_overheads_are_recovered_from_synthetic_steps():
     model = to_model_spec(quick_config())
     hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
     from engramsim.validate import _record_compute
+
     layer_s, step_s, seq_s, first = 2e-3, 5e-3, 4e-4, min(model.engram.layer_ids)
     gap_s = 1e-4  # between steps: in the run's wall time, not in any step timer
     records = []
@@ -58,18 +69,54 @@ def test_backbone_overheads_are_recovered_from_synthetic_steps():
         c = _record_compute(hw, model, rec)
         pre = first * (layer_s + c.dense_layer_s)
         total = model.backbone.n_layers * (layer_s + c.dense_layer_s) + c.head_s + step_s + seq_s * seqs
-        records.append(StepRecord(phase, seqs, tokens, context, 0, pre, 0, 0, 0, total - pre, total, 0,
-                                  thread_cpu_s=total, run_delay_s=0.0))
+        records.append(
+            StepRecord(
+                phase,
+                seqs,
+                tokens,
+                context,
+                0,
+                pre,
+                0,
+                0,
+                0,
+                total - pre,
+                total,
+                0,
+                thread_cpu_s=total,
+                run_delay_s=0.0,
+            )
+        )
     # A step another process kept off its core for 90% of it: only its running 10% is ours.
     like = records[1]
-    slow = StepRecord("decode", 8, 8, 400, 0, 10 * like.pre_s, 0, 0, 0, 10 * like.rest_s, 10 * like.total_s, 0,
-                      thread_cpu_s=like.total_s, run_delay_s=9 * like.total_s)
+    slow = StepRecord(
+        "decode",
+        8,
+        8,
+        400,
+        0,
+        10 * like.pre_s,
+        0,
+        0,
+        0,
+        10 * like.rest_s,
+        10 * like.total_s,
+        0,
+        thread_cpu_s=like.total_s,
+        run_delay_s=9 * like.total_s,
+    )
     steps = tuple(records)
     wall = sum(r.total_s for r in steps) + gap_s * len(steps)
-    run = TimedRun(wall_s=wall, cpu_s=wall, tok_s=1.0, stall_s=0.0, busy_s=0.0, noise=quiet_noise(wall),
-                   steps=steps)
-    noisy_run = TimedRun(wall_s=wall + slow.total_s + gap_s, cpu_s=wall, tok_s=1.0, stall_s=0.0, busy_s=0.0,
-                         noise=quiet_noise(wall), steps=steps + (slow,))
+    run = TimedRun(wall_s=wall, cpu_s=wall, tok_s=1.0, stall_s=0.0, busy_s=0.0, noise=quiet_noise(wall), steps=steps)
+    noisy_run = TimedRun(
+        wall_s=wall + slow.total_s + gap_s,
+        cpu_s=wall,
+        tok_s=1.0,
+        stall_s=0.0,
+        busy_s=0.0,
+        noise=quiet_noise(wall),
+        steps=steps + (slow,),
+    )
     got = fit_backbone_overheads(hw, model, [run])
     assert got == pytest.approx((layer_s, step_s + gap_s, seq_s))
     got_layer, _, got_seq = fit_backbone_overheads(hw, model, [run, noisy_run])
@@ -78,16 +125,24 @@ def test_backbone_overheads_are_recovered_from_synthetic_steps():
 
 def test_the_simulator_logs_every_step_with_its_per_sequence_overhead():
     from engramsim.validate import simulate_steps
+
     model = to_model_spec(quick_config())
     hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
     workload = sim_workload(3, [10, 20, 30], [4, 2, 3])
     from engramsim.workload import Requests
+
     reqs = Requests(np.zeros(3), np.array([10, 20, 30]), np.array([4, 2, 3]))
     raw, plain = simulate_steps(hw, model, workload, reqs, None)
     more = simulate_steps(hw, model, sim_workload(3, [10, 20, 30], [4, 2, 3], seq_host_s=1e-3), reqs, None)[1]
     # Three prefills of one prompt each, then decodes of 3, 2 (one finished after 2 tokens) and 1.
-    assert [(s.kind, s.tokens) for s in plain] == \
-        [("prefill", 10), ("prefill", 20), ("prefill", 30), ("decode", 3), ("decode", 2), ("decode", 1)]
+    assert [(s.kind, s.tokens) for s in plain] == [
+        ("prefill", 10),
+        ("prefill", 20),
+        ("prefill", 30),
+        ("decode", 3),
+        ("decode", 2),
+        ("decode", 1),
+    ]
     assert sum(s.seconds for s in plain) == pytest.approx(raw.makespan_s)
     seqs = [1, 1, 1, 3, 2, 1]
     assert [b.seconds - a.seconds for a, b in zip(plain, more)] == pytest.approx([1e-3 * n for n in seqs])
@@ -99,13 +154,20 @@ def test_compute_rate_and_weight_bandwidth_are_recovered_from_synthetic_baseline
     from dataclasses import replace
 
     from engramsim.validate import _record_compute, fit_compute_rates
+
     model = to_model_spec(quick_config())
     hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
     true = replace(hw, gpu=replace(hw.gpu, bf16_flops=20e9, hbm_bw_Bps=4e9))
     first = min(model.engram.layer_ids)
     steps = []
-    for phase, seqs, tokens, context in [("prefill", 1, 33, 33), ("prefill", 1, 60, 60), ("decode", 12, 12, 600),
-                                         ("decode", 4, 4, 300), ("decode", 2, 2, 150), ("decode", 1, 1, 90)]:
+    for phase, seqs, tokens, context in [
+        ("prefill", 1, 33, 33),
+        ("prefill", 1, 60, 60),
+        ("decode", 12, 12, 600),
+        ("decode", 4, 4, 300),
+        ("decode", 2, 2, 150),
+        ("decode", 1, 1, 90),
+    ]:
         rec = StepRecord(phase, seqs, tokens, context, 0, 0, 0, 0, 0, 0, 0, 0)
         pre = first * (1e-3 + _record_compute(true, model, rec).dense_layer_s)
         steps.append(StepRecord(phase, seqs, tokens, context, 0, pre, 0, 0, 0, 0, pre, 0))
@@ -120,14 +182,17 @@ def quiet_noise(wall_s=1.0, outside=0.0, delay=0.0):
 
 
 def timed(tok_s, outside=0.0):
-    return TimedRun(wall_s=1.0, cpu_s=1.0, tok_s=tok_s, stall_s=0.0, busy_s=0.0, noise=quiet_noise(outside=outside),
-                    steps=())
+    return TimedRun(
+        wall_s=1.0, cpu_s=1.0, tok_s=tok_s, stall_s=0.0, busy_s=0.0, noise=quiet_noise(outside=outside), steps=()
+    )
 
 
 def test_rounds_with_outside_load_are_dropped_from_the_overheads():
     # Round 2 ran beside another job that slowed the placement only: it must not count.
-    runs = {"baseline": [timed(100), timed(100), timed(50), timed(100)],
-            "device": [timed(90), timed(60, outside=1.2), timed(45), timed(90)]}
+    runs = {
+        "baseline": [timed(100), timed(100), timed(50), timed(100)],
+        "device": [timed(90), timed(60, outside=1.2), timed(45), timed(90)],
+    }
     sel = select_rounds(runs, NoiseLimits())
     assert sel.kept == [0, 2, 3] and sel.quiet_only and list(sel.reasons) == [1]
     assert "device: outside load 1.20 cores" in sel.reasons[1]
@@ -158,6 +223,7 @@ def test_a_profile_from_another_machine_is_named():
     import socket
 
     from engramsim.measure.system import cpu_model
+
     here = {"hostname": socket.gethostname(), "cpu_model": cpu_model(), "cpu_cores": os.cpu_count()}
     assert profile_mismatch(here, None, "cpu") is None
     line = profile_mismatch({**here, "hostname": "elsewhere", "cpu_cores": 64}, None, "cpu")
@@ -185,9 +251,28 @@ def test_tiny_validation_end_to_end(tmp_path):
     profile = tmp_path / "other.json"
     profile.write_text(json.dumps(data))
     saved = tmp_path / "validation.json"
-    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "validate", "--tiny", "--profile", str(profile),
-                        "--scratch", str(tmp_path), "--json", "--budget-s", "2", "--save", str(saved)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "validate",
+            "--tiny",
+            "--profile",
+            str(profile),
+            "--scratch",
+            str(tmp_path),
+            "--json",
+            "--budget-s",
+            "2",
+            "--save",
+            str(saved),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     warnings = [line for line in r.stderr.splitlines() if "warning:" in line]
     assert len(warnings) == 1 and "host 'another-host'" in warnings[0]
@@ -213,6 +298,7 @@ def test_tiny_validation_end_to_end(tmp_path):
 
 def test_budget_must_be_positive(capsys):
     from engramsim.cli import main
+
     for bad in ("0", "-5", "nan"):
         with pytest.raises(SystemExit) as e:
             main(["validate", "--tiny", "--budget-s", bad])
@@ -225,15 +311,21 @@ def test_every_placement_maps_to_a_simulator_tier():
     from engramsim.realmodel import CPU_PLACEMENTS, GPU_PLACEMENTS
     from engramsim.sim.tiers import TIERS
     from engramsim.validate import GPU_TIER_OF, TIER_OF
+
     assert set(TIER_OF) == set(CPU_PLACEMENTS + GPU_PLACEMENTS) - {"baseline"}
     assert all(tier in TIERS for tier, _ in TIER_OF.values())
-    assert GPU_TIER_OF == {"gpu-hbm": ("hbm", True), "pinned-copy-prefetch": ("dram-copy", True),
-                           "pinned-copy-sync": ("dram-copy", False), "pinned-uva-prefetch": ("dram-uva", True),
-                           "pinned-uva-sync": ("dram-uva", False)}
+    assert GPU_TIER_OF == {
+        "gpu-hbm": ("hbm", True),
+        "pinned-copy-prefetch": ("dram-copy", True),
+        "pinned-copy-sync": ("dram-copy", False),
+        "pinned-uva-prefetch": ("dram-uva", True),
+        "pinned-uva-sync": ("dram-uva", False),
+    }
 
 
 def test_gpu_hardware_needs_gpu_measurements():
     from engramsim.profile_io import load_profile
+
     profile = load_profile(ROOT / "profiles" / "vm-cpu-2026-11-29.json")
     with pytest.raises(UserError, match="no GPU"):
         gpu_hardware(profile, threads=4, table_bytes=2**32)
@@ -244,6 +336,7 @@ def test_gpu_hardware_is_one_gpu_over_the_h200_preset():
     baseline fit instead of the preset's nano-vLLM figures."""
     from engramsim.hardware import load_hardware
     from engramsim.profile_io import load_profile
+
     profile = load_profile(ROOT / "profiles" / "vm-cpu-2026-11-29.json")
     profile.gpu = {"name": "NVIDIA H200", "memory_bytes": 141 * 10**9}  # as system.gpu_info reports it
     hw = gpu_hardware(profile, threads=16, table_bytes=2**32)
@@ -270,16 +363,66 @@ def test_the_report_renders_cis_consistency_and_noise():
 
     from engramsim.realmodel.stats import StepComparison
     from engramsim.validate import ValidationCase, ValidationReport
+
     step = StepComparison("decode", "8-15", 40, 3, 13.0, (12.5, 13.4), 14.0, 13.6, 13.7, 4.6, 0.0, 0.0, 13.1, 3.8)
-    noise = {"steal_pct": 0.5, "outside_load_cores": 0.2, "run_delay_pct": 1.0, "rounds": 6, "rounds_kept": 5,
-             "rounds_dropped": 1, "quiet_only": True, "steps_dropped": 3}
-    base = ValidationCase("baseline", "no Engram", "calibration", 300.0, (290.0, 310.0), 301.0, 0.33, 0.0, (0.0, 0.0),
-                          0.0, True, 0.0, 0.0, (step,), noise)
-    host = ValidationCase("host-sync", "dram-copy (sync)", "prediction", 282.0, (279.0, 285.0), 283.0, 0.35, 6.0,
-                          (5.2, 6.8), 9.1, False, 0.0, 0.001, (step,), noise)
-    report = ValidationReport("test CPU", "p.json", {}, 1, [base, host], rounds=6, rounds_kept=5,
-                              dropped_rounds={3: ["baseline: outside load 1.20 cores"]}, stopped_by="ci", budget_s=300,
-                              worst_overhead_ci_half_width_pp=0.8, pinned="compute on cores [0], prefetch on [1]")
+    noise = {
+        "steal_pct": 0.5,
+        "outside_load_cores": 0.2,
+        "run_delay_pct": 1.0,
+        "rounds": 6,
+        "rounds_kept": 5,
+        "rounds_dropped": 1,
+        "quiet_only": True,
+        "steps_dropped": 3,
+    }
+    base = ValidationCase(
+        "baseline",
+        "no Engram",
+        "calibration",
+        300.0,
+        (290.0, 310.0),
+        301.0,
+        0.33,
+        0.0,
+        (0.0, 0.0),
+        0.0,
+        True,
+        0.0,
+        0.0,
+        (step,),
+        noise,
+    )
+    host = ValidationCase(
+        "host-sync",
+        "dram-copy (sync)",
+        "prediction",
+        282.0,
+        (279.0, 285.0),
+        283.0,
+        0.35,
+        6.0,
+        (5.2, 6.8),
+        9.1,
+        False,
+        0.0,
+        0.001,
+        (step,),
+        noise,
+    )
+    report = ValidationReport(
+        "test CPU",
+        "p.json",
+        {},
+        1,
+        [base, host],
+        rounds=6,
+        rounds_kept=5,
+        dropped_rounds={3: ["baseline: outside load 1.20 cores"]},
+        stopped_by="ci",
+        budget_s=300,
+        worst_overhead_ci_half_width_pp=0.8,
+        pinned="compute on cores [0], prefetch on [1]",
+    )
     out = StringIO()
     Console(file=out, width=220, color_system=None).print(report)
     text = out.getvalue()
@@ -294,6 +437,7 @@ def test_page_faults_are_the_median_of_the_kept_rounds_timings():
     from types import SimpleNamespace
 
     from engramsim.validate import page_fault_s_of
+
     cold = SimpleNamespace(page_fault_s=90e-6, page_fault_s_rounds=(60e-6, 180e-6, 70e-6, 80e-6))
     device = SimpleNamespace(page_fault_s=None, page_fault_s_rounds=())
     # Round 1 was dropped (noisy): its 180 us does not count.
@@ -309,6 +453,7 @@ def test_a_cold_map_warms_with_the_runs_own_re_reads():
 
     def step(rows, new):
         return StepRecord("decode", 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, rows, new_pages=new)
+
     # 100 reads, 80 of them to pages the run had not read yet; 25% resident at the start.
     steps = [step(40, 40), step(60, 40)]
     assert cold_hit_rate(0.25, steps) == pytest.approx(1 - 0.75 * 0.8)
@@ -318,8 +463,9 @@ def test_a_cold_map_warms_with_the_runs_own_re_reads():
 
 def test_page_touches_count_each_page_once_per_run():
     from engramsim.realmodel.harness import PageTouches
-    touches = PageTouches(row_bytes=1024, page_bytes=4096)   # four rows a page
-    assert touches.new(np.array([0, 1, 5])) == 2             # pages 0 and 1
-    assert touches.new(np.array([2, 4, 8])) == 1             # only page 2 is new
+
+    touches = PageTouches(row_bytes=1024, page_bytes=4096)  # four rows a page
+    assert touches.new(np.array([0, 1, 5])) == 2  # pages 0 and 1
+    assert touches.new(np.array([2, 4, 8])) == 1  # only page 2 is new
     spanning = PageTouches(row_bytes=3000, page_bytes=4096)  # row 1 spans pages 0 and 1
     assert spanning.new(np.array([1])) == 2 and spanning.new(np.array([0])) == 0

@@ -1,4 +1,5 @@
 """The validation's statistics and noise guards, on synthetic data with known answers."""
+
 import numpy as np
 import pytest
 
@@ -31,8 +32,9 @@ def test_bootstrap_ci_of_a_mean_has_the_textbook_width():
 
 def test_bootstrap_ci_covers_the_true_mean_about_95_percent_of_the_time():
     rng = np.random.default_rng(7)
-    covered = sum(lo <= 0.0 <= hi for lo, hi in (bootstrap_ci(rng.normal(0, 1, 12), n_boot=1000, seed=k)
-                                                 for k in range(300)))
+    covered = sum(
+        lo <= 0.0 <= hi for lo, hi in (bootstrap_ci(rng.normal(0, 1, 12), n_boot=1000, seed=k) for k in range(300))
+    )
     assert 0.85 <= covered / 300 <= 0.99  # the percentile bootstrap undercovers a little at n = 12
 
 
@@ -61,8 +63,16 @@ def test_noisy_rounds_are_dropped_unless_too_few_quiet_ones_remain():
 
 
 def test_batch_buckets_are_powers_of_two():
-    assert [batch_bucket(n) for n in (1, 2, 3, 4, 12, 15, 16, 64)] == \
-        ["1", "2-3", "2-3", "4-7", "8-15", "8-15", "16-31", "64-127"]
+    assert [batch_bucket(n) for n in (1, 2, 3, 4, 12, 15, 16, 64)] == [
+        "1",
+        "2-3",
+        "2-3",
+        "4-7",
+        "8-15",
+        "8-15",
+        "16-31",
+        "64-127",
+    ]
 
 
 def test_compare_steps_drops_descheduled_steps_and_reports_the_error():
@@ -106,8 +116,10 @@ def test_noise_readings_from_synthetic_counters():
     assert n.steal_pct == pytest.approx(5.0) and n.outside_cores == pytest.approx(0.6)
     assert n.run_delay_pct == pytest.approx(3.0)
     assert n.reasons(NoiseLimits()) == ["outside load 0.60 cores"]
-    assert n.reasons(NoiseLimits(max_steal_pct=4, max_outside_cores=1, max_run_delay_pct=2)) == \
-        ["steal 5.0%", "run-queue wait 3.0%"]
+    assert n.reasons(NoiseLimits(max_steal_pct=4, max_outside_cores=1, max_run_delay_pct=2)) == [
+        "steal 5.0%",
+        "run-queue wait 3.0%",
+    ]
 
 
 def test_noise_without_kernel_counters_is_unknown_not_noisy():

@@ -1,4 +1,5 @@
 """Build an AddressTrace from real text or token-id files."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +15,9 @@ from engramsim.model import EngramSpec, ModelSpec
 from engramsim.tokenize import load_tokenizer
 
 
-def build_trace(spec: EngramSpec, corpus: Corpus | None = None, tokenizer_path=None,
-                token_id_files=None) -> AddressTrace:
+def build_trace(
+    spec: EngramSpec, corpus: Corpus | None = None, tokenizer_path=None, token_id_files=None
+) -> AddressTrace:
     """Tokenize, compress and stream real text (or token-id files) for `spec`.
 
     With a tokenizer (`tokenizer_path`, else the model's own packaged one, else the built-in
@@ -38,8 +40,9 @@ def build_trace(spec: EngramSpec, corpus: Corpus | None = None, tokenizer_path=N
     comp = tok.compression()
     seqs = [comp(s) for s in seqs]
     if comp.size > np.iinfo(np.int64).max // 4 or spec.compressed_pad_id >= comp.size:
-        raise UserError(f"compressed pad id {spec.compressed_pad_id} is outside the tokenizer's "
-                        f"{comp.size} compressed ids")
+        raise UserError(
+            f"compressed pad id {spec.compressed_pad_id} is outside the tokenizer's {comp.size} compressed ids"
+        )
     spec = dataclasses.replace(spec, compressed_vocab_size=comp.size)
     return _stream(spec, seqs, source, f"{tok.description}, compressed to {comp.size:,} ids")
 

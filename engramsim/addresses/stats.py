@@ -8,6 +8,7 @@
 * reuse distances in tokens, the working set as tokens accumulate, and the Zipf exponent of
   row frequency against rank per n-gram order.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,17 +20,27 @@ import numpy as np
 from engramsim import engram
 from engramsim.addresses.trace import AddressTrace
 from engramsim.cache import eval_ranks, frequency_ranks, previous_access, unique_counts, weighted_hits_below
-from engramsim.model import EngramSpec
 from engramsim.fileio import jsonable
+from engramsim.model import EngramSpec
 
-BATCH_REF = 256          # decode batch at which the hit-rate curve counts distinct rows per step
-MAX_BATCH = 1 << 16      # largest measured step
+BATCH_REF = 256  # decode batch at which the hit-rate curve counts distinct rows per step
+MAX_BATCH = 1 << 16  # largest measured step
 SAMPLE_TOKENS = 1 << 16  # tokens sampled per measured batch size (repeats x batch)
 # The EngramSpec fields that decide the row ids: a trace's statistics hold for these only.
 GEOMETRY = ("layer_ids", "max_ngram_size", "n_head_per_ngram", "engram_vocab_size", "seed")
 # LayerStats fields that are arrays (stored as arrays in a trace file, lists in JSON).
-ARRAY_FIELDS = ("batch_tokens", "unique_decode", "unique_prefill", "capacities", "hit_step", "hit_access",
-                "zipf_alpha", "zipf_support", "ws_tokens", "ws_rows")
+ARRAY_FIELDS = (
+    "batch_tokens",
+    "unique_decode",
+    "unique_prefill",
+    "capacities",
+    "hit_step",
+    "hit_access",
+    "zipf_alpha",
+    "zipf_support",
+    "ws_tokens",
+    "ws_rows",
+)
 
 
 @dataclass
@@ -38,20 +49,20 @@ class LayerStats:
     rows_in_table: int
     n_accesses: int
     n_distinct: int
-    batch_tokens: np.ndarray        # measured step sizes (tokens)
-    unique_decode: np.ndarray       # mean distinct rows per decode step of that many tokens
-    unique_prefill: np.ndarray      # mean distinct rows per prefill chunk of that many tokens
-    capacities: np.ndarray          # cache sizes (rows) of the hit-rate curve
-    hit_step: np.ndarray            # static top-K hit rate of a decode step's distinct rows
-    hit_access: np.ndarray          # static top-K hit rate per access
-    n_train_distinct: int           # rows seen in the training half: the most top-K can rank
-    zipf_alpha: np.ndarray          # fitted exponent per n-gram order
-    zipf_support: np.ndarray        # distinct rows per head table, per order
-    reuse_fraction: float           # accesses whose row was read before
+    batch_tokens: np.ndarray  # measured step sizes (tokens)
+    unique_decode: np.ndarray  # mean distinct rows per decode step of that many tokens
+    unique_prefill: np.ndarray  # mean distinct rows per prefill chunk of that many tokens
+    capacities: np.ndarray  # cache sizes (rows) of the hit-rate curve
+    hit_step: np.ndarray  # static top-K hit rate of a decode step's distinct rows
+    hit_access: np.ndarray  # static top-K hit rate per access
+    n_train_distinct: int  # rows seen in the training half: the most top-K can rank
+    zipf_alpha: np.ndarray  # fitted exponent per n-gram order
+    zipf_support: np.ndarray  # distinct rows per head table, per order
+    reuse_fraction: float  # accesses whose row was read before
     reuse_p50_tokens: float
     reuse_p90_tokens: float
-    ws_tokens: np.ndarray           # working set: tokens seen ...
-    ws_rows: np.ndarray             # ... and distinct rows among them
+    ws_tokens: np.ndarray  # working set: tokens seen ...
+    ws_rows: np.ndarray  # ... and distinct rows among them
 
 
 @dataclass
@@ -67,28 +78,41 @@ class TraceStats:
 
     @property
     def source(self) -> str:
-        return (f"trace: {self.corpus}; {self.n_tokens:,} tokens; static top-K trained on the first "
-                f"half, hit rate of decode-step rows at batch {self.batch_ref}")
+        return (
+            f"trace: {self.corpus}; {self.n_tokens:,} tokens; static top-K trained on the first "
+            f"half, hit rate of decode-step rows at batch {self.batch_ref}"
+        )
 
     def header(self) -> dict:
         """The scalars, as plain JSON types (a trace file's header)."""
-        layers = {str(layer): {k: jsonable(v) for k, v in dataclasses.asdict(ls).items() if k not in ARRAY_FIELDS}
-                  for layer, ls in self.layers.items()}
-        return {"geometry": self.geometry, "compressed_vocab_size": self.compressed_vocab_size,
-                "corpus": self.corpus, "tokenizer": self.tokenizer, "n_tokens": self.n_tokens,
-                "n_sequences": self.n_sequences, "batch_ref": self.batch_ref, "layers": layers}
+        layers = {
+            str(layer): {k: jsonable(v) for k, v in dataclasses.asdict(ls).items() if k not in ARRAY_FIELDS}
+            for layer, ls in self.layers.items()
+        }
+        return {
+            "geometry": self.geometry,
+            "compressed_vocab_size": self.compressed_vocab_size,
+            "corpus": self.corpus,
+            "tokenizer": self.tokenizer,
+            "n_tokens": self.n_tokens,
+            "n_sequences": self.n_sequences,
+            "batch_ref": self.batch_ref,
+            "layers": layers,
+        }
 
     def to_dict(self) -> dict:
         """Everything, as plain JSON types (for --json)."""
         out = self.header()
         for layer, ls in self.layers.items():
-            out["layers"][str(layer)].update({name: jsonable(np.asarray(getattr(ls, name)).tolist())
-                                              for name in ARRAY_FIELDS})
+            out["layers"][str(layer)].update(
+                {name: jsonable(np.asarray(getattr(ls, name)).tolist()) for name in ARRAY_FIELDS}
+            )
         out["source"] = self.source
         return out
 
     def __rich_console__(self, console, options):
         from engramsim.report.traces import render_trace_stats
+
         yield from render_trace_stats(self)
 
 
@@ -99,10 +123,16 @@ def analyze(trace: AddressTrace, batch_ref: int = BATCH_REF, seed: int = 0, prog
         layers[layer] = analyze_layer(trace, layer, batch_ref, np.random.default_rng(seed + layer))
         if progress:
             progress(layer)
-    return TraceStats(geometry=geometry(trace.spec),
-                      compressed_vocab_size=trace.spec.compressed_vocab_size, corpus=trace.corpus,
-                      tokenizer=trace.tokenizer, n_tokens=trace.n_tokens, n_sequences=len(trace.seq_starts),
-                      batch_ref=batch_ref, layers=layers)
+    return TraceStats(
+        geometry=geometry(trace.spec),
+        compressed_vocab_size=trace.spec.compressed_vocab_size,
+        corpus=trace.corpus,
+        tokenizer=trace.tokenizer,
+        n_tokens=trace.n_tokens,
+        n_sequences=len(trace.seq_starts),
+        batch_ref=batch_ref,
+        layers=layers,
+    )
 
 
 def analyze_layer(trace: AddressTrace, layer_id: int, batch_ref: int, rng) -> LayerStats:
@@ -115,13 +145,25 @@ def analyze_layer(trace: AddressTrace, layer_id: int, batch_ref: int, rng) -> La
     reuse = _reuse_summary(prev, H)
     ws_t, ws_r = working_set(prev, H)
     return LayerStats(
-        layer_id=layer_id, rows_in_table=engram.layer_rows(trace.spec, layer_id), n_accesses=rows.size,
-        n_distinct=int(ws_r[-1]), batch_tokens=grid,
+        layer_id=layer_id,
+        rows_in_table=engram.layer_rows(trace.spec, layer_id),
+        n_accesses=rows.size,
+        n_distinct=int(ws_r[-1]),
+        batch_tokens=grid,
         unique_decode=np.array([_mean_unique(rows, _decode_steps(T, b, rng)) for b in grid]),
         unique_prefill=np.array([_mean_unique(rows, _prefill_steps(T, b, rng)) for b in grid]),
-        capacities=caps, hit_step=hit_step, hit_access=hit_access, n_train_distinct=n_train,
-        zipf_alpha=alpha, zipf_support=support, reuse_fraction=reuse[0], reuse_p50_tokens=reuse[1],
-        reuse_p90_tokens=reuse[2], ws_tokens=ws_t, ws_rows=ws_r)
+        capacities=caps,
+        hit_step=hit_step,
+        hit_access=hit_access,
+        n_train_distinct=n_train,
+        zipf_alpha=alpha,
+        zipf_support=support,
+        reuse_fraction=reuse[0],
+        reuse_p50_tokens=reuse[1],
+        reuse_p90_tokens=reuse[2],
+        ws_tokens=ws_t,
+        ws_rows=ws_r,
+    )
 
 
 def batch_grid(n_tokens: int) -> np.ndarray:
@@ -135,7 +177,7 @@ def _decode_steps(T: int, batch: int, rng) -> np.ndarray:
     """[repeats, batch] token positions, distinct within and across steps: B sequences at
     unrelated places of the corpus, one token each."""
     reps = max(1, min(64, SAMPLE_TOKENS // batch, T // batch))
-    return rng.permutation(T)[:reps * batch].reshape(reps, batch)
+    return rng.permutation(T)[: reps * batch].reshape(reps, batch)
 
 
 def _prefill_steps(T: int, batch: int, rng) -> np.ndarray:
@@ -182,7 +224,7 @@ def zipf_fit(rows: np.ndarray, spec: EngramSpec) -> tuple[np.ndarray, np.ndarray
     K = spec.n_head_per_ngram
     alphas, supports = [], []
     for o in range(spec.max_ngram_size - 1):
-        block = rows[:, o * K:(o + 1) * K]
+        block = rows[:, o * K : (o + 1) * K]
         _, counts = unique_counts(block)
         counts = np.sort(counts)[::-1]
         supports.append(counts.size / K)

@@ -1,5 +1,6 @@
 """Trace files (.npz: the id stream, its statistics and a JSON header) and the cache of the
 default-corpus trace."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,9 +57,16 @@ def load_stats(path: str | Path) -> TraceStats:
         raise
     except Exception as e:  # not a zip, not our keys, bad JSON: one line, no traceback
         raise UserError(f"{path}: not an engramsim trace file ({type(e).__name__}: {str(e)[:100]})") from None
-    return TraceStats(geometry=meta["geometry"], compressed_vocab_size=meta["compressed_vocab_size"],
-                      corpus=meta["corpus"], tokenizer=meta["tokenizer"], n_tokens=meta["n_tokens"],
-                      n_sequences=meta["n_sequences"], batch_ref=meta["batch_ref"], layers=layers)
+    return TraceStats(
+        geometry=meta["geometry"],
+        compressed_vocab_size=meta["compressed_vocab_size"],
+        corpus=meta["corpus"],
+        tokenizer=meta["tokenizer"],
+        n_tokens=meta["n_tokens"],
+        n_sequences=meta["n_sequences"],
+        batch_ref=meta["batch_ref"],
+        layers=layers,
+    )
 
 
 def load_trace(path: str | Path, spec: EngramSpec) -> AddressTrace:
@@ -88,16 +96,26 @@ def default_cache_dir() -> Path:
 def usable_cache_dir() -> Path:
     """The trace cache directory, created if need be, or one line naming the variable that
     chose it; checked before a trace is built, so minutes of work are never lost to it."""
-    flag = next((f"${v}" for v in ("ENGRAMSIM_CACHE_DIR", "XDG_CACHE_HOME") if os.environ.get(v)),
-                "the cache directory (set $ENGRAMSIM_CACHE_DIR)")
+    flag = next(
+        (f"${v}" for v in ("ENGRAMSIM_CACHE_DIR", "XDG_CACHE_HOME") if os.environ.get(v)),
+        "the cache directory (set $ENGRAMSIM_CACHE_DIR)",
+    )
     return check_output_dir(default_cache_dir() / "traces", flag, create=True)
 
 
 def default_trace_path(spec: EngramSpec) -> Path:
     """Cache file of the default-corpus trace for this geometry and tokenizer, this corpus (this
     Python's stdlib, the installed Chinese manual pages) and this trace format."""
-    key = json.dumps({"geometry": geometry(spec),
-                      "pad": spec.compressed_pad_id, "tokenizer": spec.tokenizer, "corpus": default_corpus_key(), "parts": PART_BYTES,
-                      "format": TRACE_FORMAT, "batch_ref": BATCH_REF}, sort_keys=True)
+    key = json.dumps(
+        {
+            "geometry": geometry(spec),
+            "pad": spec.compressed_pad_id,
+            "tokenizer": spec.tokenizer,
+            "corpus": default_corpus_key(),
+            "parts": PART_BYTES,
+            "format": TRACE_FORMAT,
+            "batch_ref": BATCH_REF,
+        },
+        sort_keys=True,
+    )
     return usable_cache_dir() / f"stdlib-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-

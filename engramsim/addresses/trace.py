@@ -1,4 +1,5 @@
 """AddressTrace: one compressed token-id stream and the Engram spec that hashes it into rows."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,9 +12,9 @@ from engramsim.model import EngramSpec
 
 @dataclass
 class AddressTrace:
-    spec: EngramSpec          # the model's spec, with the tokenizer's compressed vocabulary
-    ids: np.ndarray           # compressed token ids, one stream
-    seq_starts: np.ndarray    # where each document starts in `ids`
+    spec: EngramSpec  # the model's spec, with the tokenizer's compressed vocabulary
+    ids: np.ndarray  # compressed token ids, one stream
+    seq_starts: np.ndarray  # where each document starts in `ids`
     corpus: str
     tokenizer: str
     _rows: dict = field(default_factory=dict, repr=False)
@@ -27,4 +28,3 @@ class AddressTrace:
         if layer_id not in self._rows:
             self._rows[layer_id] = engram.row_ids(self.ids, self.seq_starts, self.spec, layer_id)
         return self._rows[layer_id]
-

@@ -1,4 +1,5 @@
 """`engramsim cache`: hot-row cache hit rates against capacity for a real address stream."""
+
 from __future__ import annotations
 
 import click
@@ -15,19 +16,39 @@ LFU_ACCESSES = 500_000
 
 
 @click.command("cache")
-@click.option("--model", "-m", "model_name", default="engram-27b", show_default=True,
-              help="Model preset name or TOML file.")
-@click.option("--trace", "trace_file", type=click.Path(dir_okay=False),
-              help="Trace saved by `engramsim trace --save`. Default: trace the offline corpus.")
+@click.option(
+    "--model", "-m", "model_name", default="engram-27b", show_default=True, help="Model preset name or TOML file."
+)
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False),
+    help="Trace saved by `engramsim trace --save`. Default: trace the offline corpus.",
+)
 @click.option("--text", "texts", multiple=True, type=click.Path(dir_okay=False), help="Text file(s) to trace instead.")
-@click.option("--corpus", "parts", multiple=True, type=click.Choice(PARTS),
-              help="Only this part of the offline corpus (repeatable; default: all): en, code, zh.")
+@click.option(
+    "--corpus",
+    "parts",
+    multiple=True,
+    type=click.Choice(PARTS),
+    help="Only this part of the offline corpus (repeatable; default: all): en, code, zh.",
+)
 @click.option("--tokenizer", type=click.Path(dir_okay=False), help="Hugging Face tokenizer.json for --text.")
 @click.option("--layer", type=whole(0, 1023), help="Engram layer to evaluate (default: the first).")
-@click.option("--policy", "policies", multiple=True, type=click.Choice(POLICIES),
-              help="Policy to evaluate (repeatable; default: all).")
-@click.option("--lfu-accesses", default=LFU_ACCESSES, show_default=True, type=whole(1, 10**9),
-              help="LFU is simulated per capacity in Python: evaluate it on this many first accesses.")
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    type=click.Choice(POLICIES),
+    help="Policy to evaluate (repeatable; default: all).",
+)
+@click.option(
+    "--lfu-accesses",
+    default=LFU_ACCESSES,
+    show_default=True,
+    type=whole(1, 10**9),
+    help="LFU is simulated per capacity in Python: evaluate it on this many first accesses.",
+)
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write the curves as a PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the curves as JSON instead of a table.")
 def command(model_name, trace_file, texts, parts, tokenizer, layer, policies, lfu_accesses, plot, as_json):
@@ -40,6 +61,7 @@ def command(model_name, trace_file, texts, parts, tokenizer, layer, policies, lf
     evicted rows too.
     """
     from rich.console import Console
+
     from engramsim import cache, engram
     from engramsim.addresses.build import trace_for
 
@@ -61,9 +83,16 @@ def command(model_name, trace_file, texts, parts, tokenizer, layer, policies, lf
         step(f"hashing layer {layer}")
         rows = trace.rows(layer)
         source = f"{trace.corpus}; {trace.n_tokens:,} tokens x {rows.shape[1]} heads"
-        curves = cache.cache_curves(rows, policies or POLICIES, layer, engram.layer_rows(trace.spec, layer),
-                                    model.engram.row_bytes, source, lfu_accesses,
-                                    progress=lambda p: step(f"{p} done"))
+        curves = cache.cache_curves(
+            rows,
+            policies or POLICIES,
+            layer,
+            engram.layer_rows(trace.spec, layer),
+            model.engram.row_bytes,
+            source,
+            lfu_accesses,
+            progress=lambda p: step(f"{p} done"),
+        )
     if plot:
         curves.plot(plot)
         err.print(f"wrote {plot}")

@@ -1,4 +1,5 @@
 """`engramsim checks`: published measurements (checks/*.toml) against the simulator."""
+
 from __future__ import annotations
 
 import json
@@ -30,14 +31,29 @@ def command(files, as_json):
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
     t = Table(title="Published measurements: predicted vs measured", title_justify="left", header_style="bold")
-    for col in ("check", "predicted", "measured", "pred/meas", "direction", "within 2x", "baseline sim/meas",
-                "fetches bounded by"):
+    for col in (
+        "check",
+        "predicted",
+        "measured",
+        "pred/meas",
+        "direction",
+        "within 2x",
+        "baseline sim/meas",
+        "fetches bounded by",
+    ):
         t.add_column(col, justify="left" if col in ("check", "fetches bounded by") else "right")
     for r in results:
         bound = max(r.bounds, key=r.bounds.get) if r.bounds else "-"
-        t.add_row(r.name, f"{r.predicted_change_pct:+.2f}%", f"{r.measured_change_pct:+.2f}%", f"{r.ratio:.2f}",
-                  "right" if r.direction_right else "WRONG", "yes" if r.passes else "NO",
-                  "-" if r.baseline_ratio is None else f"{r.baseline_ratio:.1f}x", bound)
+        t.add_row(
+            r.name,
+            f"{r.predicted_change_pct:+.2f}%",
+            f"{r.measured_change_pct:+.2f}%",
+            f"{r.ratio:.2f}",
+            "right" if r.direction_right else "WRONG",
+            "yes" if r.passes else "NO",
+            "-" if r.baseline_ratio is None else f"{r.baseline_ratio:.1f}x",
+            bound,
+        )
     console.print(t)
     for r in results:
         console.print(f"  {r.name}: {r.what} ({r.source})", style="dim")

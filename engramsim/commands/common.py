@@ -1,4 +1,5 @@
 """Helpers shared by several commands' terminal output."""
+
 from __future__ import annotations
 
 
@@ -26,6 +27,7 @@ class Progress:
 def print_notes(lines, prefix: str, style: str = "") -> None:
     """One line per note on stderr, never wrapped (a model's config notes, the flags understood)."""
     from rich.console import Console
+
     err = Console(stderr=True)
     for line in lines:
         err.print(f"{prefix}: {line}", style=style, highlight=False, markup=False, soft_wrap=True)

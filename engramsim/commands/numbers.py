@@ -4,6 +4,7 @@ click's FloatRange lets NaN through (every comparison with NaN is false), so eve
 flag of engramsim uses `number(...)`: the error is one line naming the flag, the allowed
 range and the value given.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,15 @@ import math
 import click
 
 from engramsim.presets import (  # noqa: F401  (the shared bounds, re-exported for the commands)
-    DRAM_GIB_MAX, HBM_GIB_MAX, MAX_BATCHED_TOKENS, MAX_CONTEXT, MAX_GPUS, MAX_SEQS, MAX_TP, allowed_range)
+    DRAM_GIB_MAX,
+    HBM_GIB_MAX,
+    MAX_BATCHED_TOKENS,
+    MAX_CONTEXT,
+    MAX_GPUS,
+    MAX_SEQS,
+    MAX_TP,
+    allowed_range,
+)
 
 SEED_MAX = 2**32 - 1  # a 32-bit seed, as most tools take
 

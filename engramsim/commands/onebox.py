@@ -1,4 +1,5 @@
 """`engramsim onebox`: the one-box model against public measurements (checks/onebox/)."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,11 @@ from engramsim.onebox import fit_all, run_checks
 
 
 @click.command(name="onebox")
-@click.option("--fit", is_flag=True, help="Recompute the calibrations instead: the M3 Ultra's per-step cost (ds4) and each case's fit arm.")
+@click.option(
+    "--fit",
+    is_flag=True,
+    help="Recompute the calibrations instead: the M3 Ultra's per-step cost (ds4) and each case's fit arm.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(fit, as_json):
     """Predicted vs measured decode tok/s for public one-box A/B measurements.
@@ -28,11 +33,15 @@ def command(fit, as_json):
         if as_json:
             click.echo(json.dumps([machine, *engines], indent=2))
             return
-        click.echo(f"step_overhead_us = {machine['step_overhead_us']:.0f}  (hwmodels/apple-m3-ultra.toml [gpu]; "
-                   f"{machine['source']})")
+        click.echo(
+            f"step_overhead_us = {machine['step_overhead_us']:.0f}  (hwmodels/apple-m3-ultra.toml [gpu]; "
+            f"{machine['source']})"
+        )
         for f in engines:
-            click.echo(f"{f['model']} = {f['step_host_us']:.0f}  (engines/{f['engine']}.toml [fitted_step_host_us]; "
-                       f"{f['case']}, arm '{f['arm']}')")
+            click.echo(
+                f"{f['model']} = {f['step_host_us']:.0f}  (engines/{f['engine']}.toml [fitted_step_host_us]; "
+                f"{f['case']}, arm '{f['arm']}')"
+            )
         return
     with console.status("simulating the one-box checks..."):
         report = run_checks()

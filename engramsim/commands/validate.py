@@ -1,4 +1,5 @@
 """`engramsim validate`: a real Engram model here, measured beside the simulator's prediction."""
+
 from __future__ import annotations
 
 import tempfile
@@ -10,29 +11,60 @@ from engramsim.fileio import check_output, check_output_dir, dumps_json, write_a
 
 
 @click.command(name="validate")
-@click.option("--quick", is_flag=True, help="A smaller model and workload: about 6 minutes on 2 cores with the "
-              "default budget; on a GPU, a model sized for it with a 4 GiB table.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="A smaller model and workload: about 6 minutes on 2 cores with the "
+    "default budget; on a GPU, a model sized for it with a 4 GiB table.",
+)
 @click.option("--tiny", is_flag=True, hidden=True, help="Seconds-long run for tests; not a measurement.")
-@click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
-              help="Use this profile of the machine instead of measuring a quick one first.")
-@click.option("--scratch", default=tempfile.gettempdir(), show_default=True,
-              help="Directory for the table file of the mmap placements.")
+@click.option(
+    "--profile",
+    "profile_path",
+    type=click.Path(dir_okay=False),
+    help="Use this profile of the machine instead of measuring a quick one first.",
+)
+@click.option(
+    "--scratch",
+    default=tempfile.gettempdir(),
+    show_default=True,
+    help="Directory for the table file of the mmap placements.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the model runs: auto takes the GPU when torch sees one.")
-@click.option("--budget-s", type=float, default=None,
-              help="Seconds of measured rounds: rounds go on until every overhead CI is within +-1 pp or "
-                   "this runs out (at least the configured minimum of rounds is run). Default: 300 with "
-                   "--quick, 900 without, 5 with --tiny.")
-@click.option("--pin/--no-pin", default=True, show_default=True,
-              help="Pin the compute thread and the prefetch thread to cores of their own, where the machine "
-                   "has enough cores.")
-@click.option("--save", "save_path", type=click.Path(dir_okay=False),
-              help="Also write the JSON report to this file (atomically), e.g. under profiles/validation/.")
-@click.option("--reads", is_flag=True,
-              help="Instead: one-box SSD reads here (a 1 GiB file under --scratch): a decode step's rows by "
-                   "serial vs 8-thread O_DIRECT pread, and mmap faults with this machine's page size, "
-                   "measured beside the read model's prediction (engramsim.onebox.harness).")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the model runs: auto takes the GPU when torch sees one.",
+)
+@click.option(
+    "--budget-s",
+    type=float,
+    default=None,
+    help="Seconds of measured rounds: rounds go on until every overhead CI is within +-1 pp or "
+    "this runs out (at least the configured minimum of rounds is run). Default: 300 with "
+    "--quick, 900 without, 5 with --tiny.",
+)
+@click.option(
+    "--pin/--no-pin",
+    default=True,
+    show_default=True,
+    help="Pin the compute thread and the prefetch thread to cores of their own, where the machine has enough cores.",
+)
+@click.option(
+    "--save",
+    "save_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the JSON report to this file (atomically), e.g. under profiles/validation/.",
+)
+@click.option(
+    "--reads",
+    is_flag=True,
+    help="Instead: one-box SSD reads here (a 1 GiB file under --scratch): a decode step's rows by "
+    "serial vs 8-thread O_DIRECT pread, and mmap faults with this machine's page size, "
+    "measured beside the read model's prediction (engramsim.onebox.harness).",
+)
 def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, save_path, reads):
     """Run a real Engram-augmented transformer on this machine with its table in every placement
     the machine supports, and print measured throughput beside the simulator's prediction.
@@ -83,8 +115,14 @@ def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, 
         check_output(save_path, "--save")
     console = Console(stderr=as_json)
     with console.status("validating...") as status:
-        report = run_validation(config, profile_path, scratch, budget_s, progress=status.update,
-                                warn=lambda msg: console.print(f"warning: {msg}", style="yellow", highlight=False))
+        report = run_validation(
+            config,
+            profile_path,
+            scratch,
+            budget_s,
+            progress=status.update,
+            warn=lambda msg: console.print(f"warning: {msg}", style="yellow", highlight=False),
+        )
     text = dumps_json(report.to_dict())
     if save_path:
         write_atomic(save_path, text + "\n")
@@ -97,6 +135,7 @@ def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, 
 def _reads(scratch: str, as_json: bool, save_path: str | None):
     """The one-box read harness: no model, no torch, a minute at most."""
     from engramsim.onebox import harness
+
     if save_path:
         check_output(save_path, "--save")
     console = Console(stderr=as_json)

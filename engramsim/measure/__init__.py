@@ -10,6 +10,7 @@ This package is the only place that imports torch or NVML, always lazily (`impor
   cuda.py     GPU benchmarks: hbm_gather, h2d/d2h, uva_gather, copy_pipeline, overlap
   run.py      the benchmark registry and the run loop (progress, Ctrl-C -> partial profile)
 """
+
 from __future__ import annotations
 
 from engramsim.errors import UserError

@@ -5,6 +5,7 @@ Each benchmark is a generator over a `Context` that yields records (plan.record)
 `run_gather` is device-agnostic: the CUDA benchmarks reuse it with a device table and a CUDA
 timer, which is how their sweep logic is exercised on CPU.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engramsim.measure.plan import (GiB, MiB, gather_points, indices, memory_budget, record, sizes_within,
-                                    skipped)
+from engramsim.measure.plan import GiB, MiB, gather_points, indices, memory_budget, record, sizes_within, skipped
 from engramsim.measure.system import disk_info, free_memory_bytes, numa_nodes
 from engramsim.measure.timing import PerfTimer, measure
 
@@ -44,8 +44,7 @@ def torch_threads(torch, n: int):
 
 def time_point(ctx, fn, timer=None, setup=None):
     cfg = ctx.config
-    return measure(fn, timer or PerfTimer(), warmup=1, repeats=cfg.repeats, budget_s=cfg.point_budget_s,
-                   setup=setup)
+    return measure(fn, timer or PerfTimer(), warmup=1, repeats=cfg.repeats, budget_s=cfg.point_budget_s, setup=setup)
 
 
 def single_threaded_pool(torch, workers: int) -> ThreadPoolExecutor:
@@ -126,8 +125,9 @@ def cpu_matmul(ctx):
             a = torch.randn(m, k).to(getattr(torch, DTYPES[dtype]))
             b = torch.randn(k, n).to(getattr(torch, DTYPES[dtype]))
             stats = time_point(ctx, lambda: torch.matmul(a, b))
-            yield record("cpu_matmul", {"dtype": dtype, "m": m, "k": k, "n": n, "threads": cores}, stats,
-                         flops=2 * m * k * n)
+            yield record(
+                "cpu_matmul", {"dtype": dtype, "m": m, "k": k, "n": n, "threads": cores}, stats, flops=2 * m * k * n
+            )
 
 
 def overlap(ctx):
@@ -145,8 +145,18 @@ def overlap(ctx):
     table = torch.ones(table_bytes // rb, rb, dtype=torch.uint8)
     gather = cycling_gather(torch, table, ctx.rng(), rows=rows)
     mm_threads = max(1, max(cfg.threads) - 1)
-    params = {"path": "cpu", "dtype": dtype, "m": m, "k": k, "n": n, "matmul_threads": mm_threads,
-              "gather_threads": 1, "gather_rows": rows, "row_bytes": rb, "table_bytes": table.numel()}
+    params = {
+        "path": "cpu",
+        "dtype": dtype,
+        "m": m,
+        "k": k,
+        "n": n,
+        "matmul_threads": mm_threads,
+        "gather_threads": 1,
+        "gather_rows": rows,
+        "row_bytes": rb,
+        "table_bytes": table.numel(),
+    }
     with torch_threads(torch, mm_threads):
         gather = with_one_thread(torch, gather)
         gather_alone = background_stats(gather, lambda: time.sleep(cfg.point_budget_s))
@@ -156,11 +166,22 @@ def overlap(ctx):
         mm_with = holder["s"]
     flops = 2 * m * k * n
     yield record("overlap", {**params, "stage": "matmul", "with": "none"}, mm_alone, flops=flops)
-    yield record("overlap", {**params, "stage": "matmul", "with": "gather"}, mm_with, flops=flops,
-                 slowdown=mm_with.median_s / mm_alone.median_s)
+    yield record(
+        "overlap",
+        {**params, "stage": "matmul", "with": "gather"},
+        mm_with,
+        flops=flops,
+        slowdown=mm_with.median_s / mm_alone.median_s,
+    )
     yield record("overlap", {**params, "stage": "gather", "with": "none"}, gather_alone, rows=rows, bytes=rows * rb)
-    yield record("overlap", {**params, "stage": "gather", "with": "matmul"}, gather_with, rows=rows,
-                 bytes=rows * rb, slowdown=gather_with.median_s / gather_alone.median_s)
+    yield record(
+        "overlap",
+        {**params, "stage": "gather", "with": "matmul"},
+        gather_with,
+        rows=rows,
+        bytes=rows * rb,
+        slowdown=gather_with.median_s / gather_alone.median_s,
+    )
 
 
 def cycling_gather(torch, table, rng, rows: int, sets: int = 128):
@@ -172,6 +193,7 @@ def cycling_gather(torch, table, rng, rows: int, sets: int = 128):
     def gather():
         state["i"] = (state["i"] + 1) % sets
         return torch.index_select(table, 0, idx[state["i"]], out=out)
+
     return gather
 
 
@@ -184,6 +206,7 @@ def with_one_thread(torch, fn):
             torch.set_num_threads(1)
             local.set = True
         return fn()
+
     return call
 
 
@@ -191,6 +214,7 @@ def background_stats(fn, foreground):
     """Run `fn` in a loop on a background thread while `foreground()` runs; the per-call time
     statistics of the background loop (the first call is a warm-up)."""
     from engramsim.measure.timing import summarize
+
     times, stop = [], threading.Event()
 
     def loop():
@@ -219,6 +243,7 @@ def hash_bench(ctx):
     try:
         from engramsim.engram import hash_ngrams
         from engramsim.model import load_model
+
         spec = load_model("engram-27b").engram
     except Exception as e:  # the hash module is optional until it exists
         yield skipped("hash", {}, f"engramsim.engram.hash_ngrams unavailable ({type(e).__name__}: {e})")
@@ -228,8 +253,12 @@ def hash_bench(ctx):
     for tokens in ctx.config.hash_tokens:
         ids = rng.integers(0, spec.compressed_vocab_size, size=(1, tokens), dtype=np.int64)
         stats = time_point(ctx, lambda: hash_ngrams(ids, spec, layer))
-        yield record("hash", {"tokens": tokens, "model": "engram-27b", "layer_id": layer,
-                              "heads": spec.heads_per_layer}, stats, tokens=tokens)
+        yield record(
+            "hash",
+            {"tokens": tokens, "model": "engram-27b", "layer_id": layer, "heads": spec.heads_per_layer},
+            stats,
+            tokens=tokens,
+        )
 
 
 # --- SSD reads --------------------------------------------------------------------------------
@@ -247,8 +276,11 @@ def ssd_read(ctx):
     scratch = Path(ctx.scratch)
     disk = disk_info(scratch)
     if disk["fstype"] in MEMORY_FILESYSTEMS:
-        yield skipped("ssd_read", {"fstype": disk["fstype"]},
-                      f"scratch {scratch} is in memory ({disk['fstype']}): pass --scratch on a disk")
+        yield skipped(
+            "ssd_read",
+            {"fstype": disk["fstype"]},
+            f"scratch {scratch} is in memory ({disk['fstype']}): pass --scratch on a disk",
+        )
         return
     size = plan_file_bytes(cfg.ssd_file_bytes, disk["free_bytes"])
     if size is None:
@@ -336,15 +368,29 @@ def _ssd_points(ctx, path: Path, size: int):
                                 drop_cache(fd, size)
 
                         use_direct = cache == "cold" and method == "pread" and direct_fd is not None
-                        fn = _pread_reader(direct_fd if use_direct else fd, rb, qd, offsets, pool, use_direct) \
-                            if method == "pread" else _mmap_reader(ctx.torch, mm, size, rb, qd, offsets, pool)
+                        fn = (
+                            _pread_reader(direct_fd if use_direct else fd, rb, qd, offsets, pool, use_direct)
+                            if method == "pread"
+                            else _mmap_reader(ctx.torch, mm, size, rb, qd, offsets, pool)
+                        )
                         stats = time_point(ctx, fn, setup=new_offsets)
-                        params = {"method": method, "cache": cache, "row_bytes": rb, "queue_depth": qd,
-                                  "file_bytes": size}
+                        params = {
+                            "method": method,
+                            "cache": cache,
+                            "row_bytes": rb,
+                            "queue_depth": qd,
+                            "file_bytes": size,
+                        }
                         if cache == "cold":
                             params["cold_by"] = "O_DIRECT" if use_direct else "fadvise(DONTNEED)"
-                        yield record("ssd_read", params, stats, ops=reads, bytes=reads * rb,
-                                     latency_us=stats.median_s * qd / reads * 1e6)
+                        yield record(
+                            "ssd_read",
+                            params,
+                            stats,
+                            ops=reads,
+                            bytes=reads * rb,
+                            latency_us=stats.median_s * qd / reads * 1e6,
+                        )
     finally:
         pool.shutdown()
         with contextlib.suppress(BufferError):  # a tensor view still alive: unmapped when collected
@@ -410,8 +456,15 @@ def node_table(torch, nbytes: int, node: int):
     addr = ctypes.addressof(ctypes.c_char.from_buffer(mm))
     mask = ctypes.c_ulong(1 << node)
     libc = ctypes.CDLL(None, use_errno=True)
-    rc = libc.syscall(MBIND_SYSCALL[platform.machine()], ctypes.c_void_p(addr), ctypes.c_ulong(nbytes),
-                      MPOL_BIND, ctypes.byref(mask), ctypes.c_ulong(node + 2), MPOL_MF_STRICT)
+    rc = libc.syscall(
+        MBIND_SYSCALL[platform.machine()],
+        ctypes.c_void_p(addr),
+        ctypes.c_ulong(nbytes),
+        MPOL_BIND,
+        ctypes.byref(mask),
+        ctypes.c_ulong(node + 2),
+        MPOL_MF_STRICT,
+    )
     if rc != 0:
         raise OSError(ctypes.get_errno(), f"mbind to NUMA node {node} failed")
     return mm, torch.frombuffer(mm, dtype=torch.uint8)

@@ -6,6 +6,7 @@ code (`cpu.run_gather`), and `link_copies` / `pipeline_points` take any tensors,
 sync, so tests drive them with CPU tensors and `PerfTimer`. torch arrives through the context;
 this module imports no torch itself.
 """
+
 from __future__ import annotations
 
 from engramsim.measure.cpu import host_budget, run_gather, single_threaded_pool, threaded, time_point
@@ -28,8 +29,9 @@ def hbm_gather(ctx):
     if not sizes:
         return
     table = torch.ones(max(sizes), dtype=torch.uint8, device="cuda")
-    yield from run_gather(ctx, "hbm_gather", table, list(gather_points(cfg, sizes, threads=(1,))),
-                          timer=CudaTimer(torch))
+    yield from run_gather(
+        ctx, "hbm_gather", table, list(gather_points(cfg, sizes, threads=(1,))), timer=CudaTimer(torch)
+    )
 
 
 def link_copies(ctx, name: str, memory: str, host, dev, sizes, timer):
@@ -79,11 +81,13 @@ def d2h(ctx):
     up, down = torch.cuda.Stream(), torch.cuda.Stream()
     torch.cuda.synchronize()
     for size in sizes:
+
         def both():
             with torch.cuda.stream(up):
                 dev_in[:size].copy_(host_in[:size], non_blocking=True)
             with torch.cuda.stream(down):
                 host_out[:size].copy_(dev_out[:size], non_blocking=True)
+
         stats = time_point(ctx, both, PerfTimer(sync=torch.cuda.synchronize))
         yield record("h2d_d2h", {"memory": "pinned", "bytes": size}, stats, bytes=2 * size)
 
@@ -92,8 +96,13 @@ class _CudaArray:
     """A bare `__cuda_array_interface__` over a device-visible pointer, for torch.as_tensor."""
 
     def __init__(self, ptr: int, nbytes: int):
-        self.__cuda_array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (ptr, False),
-                                         "version": 3, "strides": None}
+        self.__cuda_array_interface__ = {
+            "shape": (nbytes,),
+            "typestr": "|u1",
+            "data": (ptr, False),
+            "version": 3,
+            "strides": None,
+        }
 
 
 def mapped_view(torch, host):
@@ -101,8 +110,9 @@ def mapped_view(torch, host):
     torch.cuda.cudart(), and return a CUDA tensor over the same memory (zero-copy). With
     unified addressing the device pointer of registered memory is the host pointer."""
     cudart = torch.cuda.cudart()
-    torch.cuda.check_error(cudart.cudaHostRegister(host.data_ptr(), host.numel(),
-                                                   CUDA_HOST_REGISTER_PORTABLE | CUDA_HOST_REGISTER_MAPPED))
+    torch.cuda.check_error(
+        cudart.cudaHostRegister(host.data_ptr(), host.numel(), CUDA_HOST_REGISTER_PORTABLE | CUDA_HOST_REGISTER_MAPPED)
+    )
     try:
         return torch.as_tensor(_CudaArray(host.data_ptr(), host.numel()), device="cuda")
     except Exception:
@@ -124,8 +134,9 @@ def uva_gather(ctx):
         yield skipped("uva_gather", {}, f"cannot map host memory for zero-copy reads: {e}")
         return
     try:
-        yield from run_gather(ctx, "uva_gather", view, list(gather_points(cfg, sizes, threads=(1,))),
-                              timer=CudaTimer(torch))
+        yield from run_gather(
+            ctx, "uva_gather", view, list(gather_points(cfg, sizes, threads=(1,))), timer=CudaTimer(torch)
+        )
     finally:
         torch.cuda.synchronize()
         del view
@@ -148,10 +159,14 @@ def pipeline_points(ctx, rows2d, staging, dest, idx, threads: int, pool, copy_ti
         copy()
 
     params = {"rows": rows, "row_bytes": rb, "threads": threads, "table_bytes": rows2d.numel()}
-    for stage, fn, timer in (("gather", gather, PerfTimer()), ("copy", copy, copy_timer),
-                             ("end_to_end", both, PerfTimer(sync=sync))):
-        yield record("copy_pipeline", {**params, "stage": stage}, time_point(ctx, fn, timer),
-                     rows=rows, bytes=rows * rb)
+    for stage, fn, timer in (
+        ("gather", gather, PerfTimer()),
+        ("copy", copy, copy_timer),
+        ("end_to_end", both, PerfTimer(sync=sync)),
+    ):
+        yield record(
+            "copy_pipeline", {**params, "stage": stage}, time_point(ctx, fn, timer), rows=rows, bytes=rows * rb
+        )
 
 
 def copy_pipeline(ctx):
@@ -171,8 +186,9 @@ def copy_pipeline(ctx):
             dest = torch.empty(rows, rb, dtype=torch.uint8, device="cuda")
             idx = torch.from_numpy(rng.integers(0, rows2d.shape[0], rows))
             for threads in cfg.threads:
-                yield from pipeline_points(ctx, rows2d, staging, dest, idx, threads, pool, CudaTimer(torch),
-                                           torch.cuda.synchronize)
+                yield from pipeline_points(
+                    ctx, rows2d, staging, dest, idx, threads, pool, CudaTimer(torch), torch.cuda.synchronize
+                )
 
 
 GPU_MATMUL = ("bf16", 4096, 4096, 14336)  # a decoder layer's MLP up-projection over a prefill chunk
@@ -223,8 +239,18 @@ def overlap(ctx):
     params = {"path": "gpu", "dtype": "bf16", "m": m, "k": k, "n": n, "matmuls": count, "copy_bytes": copy_bytes}
     flops = 2 * m * k * n * count
     yield record("overlap", {**params, "stage": "matmul", "with": "none"}, mm_alone, flops=flops)
-    yield record("overlap", {**params, "stage": "matmul", "with": "h2d"}, mm_with, flops=flops,
-                 slowdown=mm_with.median_s / mm_alone.median_s)
+    yield record(
+        "overlap",
+        {**params, "stage": "matmul", "with": "h2d"},
+        mm_with,
+        flops=flops,
+        slowdown=mm_with.median_s / mm_alone.median_s,
+    )
     yield record("overlap", {**params, "stage": "h2d", "with": "none"}, copy_alone, bytes=copy_bytes)
-    yield record("overlap", {**params, "stage": "h2d", "with": "matmul"}, copy_with, bytes=copy_bytes,
-                 slowdown=copy_with.median_s / copy_alone.median_s)
+    yield record(
+        "overlap",
+        {**params, "stage": "h2d", "with": "matmul"},
+        copy_with,
+        bytes=copy_bytes,
+        slowdown=copy_with.median_s / copy_alone.median_s,
+    )

@@ -12,6 +12,7 @@ can state per-sequence, per-token and per-launch host costs as measurements of a
 
 Run: `python -m engramsim.measure.engine_host` (prints JSON; about 5 s).
 """
+
 from __future__ import annotations
 
 import json
@@ -96,6 +97,7 @@ def engram_context_s(seqs: int = 512, window: int = 3) -> float:
     """Per sequence: collect each sequence's last `window` tokens (max_ngram_size) into the
     array the n-gram hash reads, as an Engram engine must before hashing a decode step."""
     import numpy as np
+
     tokens = [list(range(300 + i)) for i in range(seqs)]
     return _median_s(lambda: np.array([t[-window:] for t in tokens], dtype=np.int64), repeats=25) / seqs
 
@@ -122,6 +124,7 @@ def dispatch_s(ops: int = 20000) -> float | None:
     def run():
         for _ in range(ops):
             torch.add(a, b, out=c)
+
     return _median_s(run) / ops
 
 
@@ -129,10 +132,12 @@ def measure() -> dict:
     seq_s, tok_s, elem_s = per_seq_s(), per_token_s(), tensor_s_per_element()
     # Inputs become tensors: 5 values per sequence in decode (ids, positions, context lengths,
     # slots, one block-table row of ~4 entries counted as 1), 3 per token in prefill.
-    return {"seq_host_us": 1e6 * (seq_s + 5 * (elem_s or 0.0)),
-            "token_host_ns": 1e9 * (tok_s + 3 * (elem_s or 0.0)),
-            "op_dispatch_us": 1e6 * dispatch_s() if elem_s is not None else None,
-            "engram_seq_host_ns": 1e9 * engram_context_s()}
+    return {
+        "seq_host_us": 1e6 * (seq_s + 5 * (elem_s or 0.0)),
+        "token_host_ns": 1e9 * (tok_s + 3 * (elem_s or 0.0)),
+        "op_dispatch_us": 1e6 * dispatch_s() if elem_s is not None else None,
+        "engram_seq_host_ns": 1e9 * engram_context_s(),
+    }
 
 
 if __name__ == "__main__":

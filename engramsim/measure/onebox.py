@@ -7,6 +7,7 @@ a few queue depths (the SSD part's IOPS-by-depth points) and a cached pread (the
 one read). `engramsim.onebox.harness` feeds those into the simulator's read model and
 compares its prediction with the decode-step times measured here. No torch: plain os calls.
 """
+
 from __future__ import annotations
 
 import mmap
@@ -29,16 +30,16 @@ def _direct_reader(fd: int, row_bytes: int):
     def read(offset: int):
         start, length = page_span(int(offset), row_bytes)
         os.preadv(fd, [memoryview(buf)[:length]], start)
+
     return read
 
 
-def iops_at_depths(fd: int, size: int, depths=(1, 2, 4, 8), reads: int = 400, repeats: int = 5,
-                   seed: int = 0) -> dict:
+def iops_at_depths(fd: int, size: int, depths=(1, 2, 4, 8), reads: int = 400, repeats: int = 5, seed: int = 0) -> dict:
     """Random 4 KiB O_DIRECT reads per second with `depth` threads each reading in turn (the
     median of `repeats` rounds: a shared virtual disk is noisy)."""
     rng = np.random.default_rng(seed)
     warm = _direct_reader(fd, PAGE)
-    for o in rng.integers(0, size // PAGE, size=50) * PAGE:   # wake the device and the path up
+    for o in rng.integers(0, size // PAGE, size=50) * PAGE:  # wake the device and the path up
         warm(o)
     out = {}
     for depth in depths:
@@ -63,8 +64,9 @@ def pread_cpu_s(fd_cached: int, row_bytes: int, reads: int = 2000) -> float:
     return (time.perf_counter() - t0) / reads
 
 
-def decode_step_reads_s(fd: int, size: int, row_bytes: int, rows_per_layer: int, layers: int,
-                        readers: int, steps: int = 30, seed: int = 1) -> float:
+def decode_step_reads_s(
+    fd: int, size: int, row_bytes: int, rows_per_layer: int, layers: int, readers: int, steps: int = 30, seed: int = 1
+) -> float:
     """Median time of one decode step's reads: `layers` rounds of `rows_per_layer` random rows,
     each round split over `readers` threads and joined before the next (reads at the layer)."""
     rng = np.random.default_rng(seed)
@@ -116,8 +118,14 @@ def mmap_fault_bytes(path: Path, size: int, faults: int = 200, madvise_random: b
     return {"bytes_per_fault": moved / faults, "s_per_fault": elapsed / faults, "faults": faults}
 
 
-def measure(scratch: Path, file_bytes: int = 1 << 30, row_bytes: int = 264, rows_per_layer: int = 24,
-            layers: int = 2, readers: tuple[int, ...] = (1, 8)) -> dict:
+def measure(
+    scratch: Path,
+    file_bytes: int = 1 << 30,
+    row_bytes: int = 264,
+    rows_per_layer: int = 24,
+    layers: int = 2,
+    readers: tuple[int, ...] = (1, 8),
+) -> dict:
     """Every one-box figure of this machine, from one scratch file that is removed after."""
     path = Path(scratch) / f"engramsim-onebox-{os.getpid()}.bin"
     write_scratch_file(path, file_bytes)
@@ -132,9 +140,15 @@ def measure(scratch: Path, file_bytes: int = 1 << 30, row_bytes: int = 264, rows
             steps = {n: decode_step_reads_s(fd, file_bytes, row_bytes, rows_per_layer, layers, n) for n in readers}
             iops = iops_at_depths(fd, file_bytes)
         return {
-            "page_bytes": PAGE, "read_ahead_bytes": read_ahead_bytes(path), "file_bytes": file_bytes,
-            "row_bytes": row_bytes, "rows_per_layer": rows_per_layer, "layers": layers,
-            "iops_at_depth": iops, "pread_cpu_s": pread_cpu_s(cached, row_bytes), "decode_step_s": steps,
+            "page_bytes": PAGE,
+            "read_ahead_bytes": read_ahead_bytes(path),
+            "file_bytes": file_bytes,
+            "row_bytes": row_bytes,
+            "rows_per_layer": rows_per_layer,
+            "layers": layers,
+            "iops_at_depth": iops,
+            "pread_cpu_s": pread_cpu_s(cached, row_bytes),
+            "decode_step_s": steps,
             "mmap_default": mmap_fault_bytes(path, file_bytes),
             "mmap_random": mmap_fault_bytes(path, file_bytes, madvise_random=True),
         }

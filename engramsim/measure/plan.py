@@ -3,6 +3,7 @@ sizes fit the memory budget, index streams, and the long-format records a profil
 
 Nothing here imports torch, so all of it runs (and is tested) anywhere.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from engramsim.units import GiB, KiB, MiB
 @dataclass(frozen=True)
 class Config:
     """The sweep of every benchmark. `quick` keeps a 2-core CPU machine under a minute."""
+
     quick: bool
-    point_budget_s: float          # wall-time bound of one measured point (warm-up + repeats)
+    point_budget_s: float  # wall-time bound of one measured point (warm-up + repeats)
     repeats: int
-    memory_fraction: float         # share of (free memory - margin) one table may take
+    memory_fraction: float  # share of (free memory - margin) one table may take
     memory_margin_bytes: int
     threads: tuple[int, ...]
     # dram_gather / cxl / hbm_gather
@@ -46,25 +48,48 @@ def make_config(quick: bool, cores: int) -> Config:
     all_threads = tuple(sorted({1, 2, 4, 8, cores} & set(range(1, cores + 1)) | {cores}))
     if quick:
         return Config(
-            quick=True, point_budget_s=0.25, repeats=5, memory_fraction=0.25,
-            memory_margin_bytes=2 * GiB, threads=tuple(sorted({1, cores})),
-            table_bytes=(4 * MiB, 64 * MiB, 256 * MiB, 1 * GiB), row_bytes=(160, 256),
-            rows_per_call=(1, 1024, 65536), zipf_s=1.0, memcpy_bytes=128 * MiB,
-            ssd_file_bytes=256 * MiB, ssd_row_bytes=(256, 4096), ssd_queue_depths=tuple(sorted({1, cores})),
-            ssd_reads_per_call=256, hash_tokens=(128, 4096),
+            quick=True,
+            point_budget_s=0.25,
+            repeats=5,
+            memory_fraction=0.25,
+            memory_margin_bytes=2 * GiB,
+            threads=tuple(sorted({1, cores})),
+            table_bytes=(4 * MiB, 64 * MiB, 256 * MiB, 1 * GiB),
+            row_bytes=(160, 256),
+            rows_per_call=(1, 1024, 65536),
+            zipf_s=1.0,
+            memcpy_bytes=128 * MiB,
+            ssd_file_bytes=256 * MiB,
+            ssd_row_bytes=(256, 4096),
+            ssd_queue_depths=tuple(sorted({1, cores})),
+            ssd_reads_per_call=256,
+            hash_tokens=(128, 4096),
             matmul_shapes=(("fp32", 16, 2048, 8192), ("fp32", 256, 2048, 8192), ("bf16", 16, 2048, 2048)),
             link_bytes=tuple(4 * KiB * 16**i for i in range(5)) + (64 * MiB,),
         )
     return Config(
-        quick=False, point_budget_s=1.0, repeats=11, memory_fraction=0.5,
-        memory_margin_bytes=4 * GiB, threads=all_threads,
+        quick=False,
+        point_budget_s=1.0,
+        repeats=11,
+        memory_fraction=0.5,
+        memory_margin_bytes=4 * GiB,
+        threads=all_threads,
         table_bytes=tuple(MiB * 4**i for i in range(9)),  # 1 MiB .. 64 GiB, as far as memory allows
         row_bytes=(128, 160, 256, 320, 512),
-        rows_per_call=(1, 16, 256, 4096, 65536, 1 << 20), zipf_s=1.0, memcpy_bytes=1 * GiB,
-        ssd_file_bytes=4 * GiB, ssd_row_bytes=(256, 4096, 16384), ssd_queue_depths=(1, 4, 16, 64),
-        ssd_reads_per_call=2048, hash_tokens=(16, 256, 4096, 65536),
-        matmul_shapes=(("fp32", 16, 4096, 14336), ("fp32", 512, 4096, 14336),
-                       ("bf16", 16, 4096, 14336), ("bf16", 512, 4096, 14336)),
+        rows_per_call=(1, 16, 256, 4096, 65536, 1 << 20),
+        zipf_s=1.0,
+        memcpy_bytes=1 * GiB,
+        ssd_file_bytes=4 * GiB,
+        ssd_row_bytes=(256, 4096, 16384),
+        ssd_queue_depths=(1, 4, 16, 64),
+        ssd_reads_per_call=2048,
+        hash_tokens=(16, 256, 4096, 65536),
+        matmul_shapes=(
+            ("fp32", 16, 4096, 14336),
+            ("fp32", 512, 4096, 14336),
+            ("bf16", 16, 4096, 14336),
+            ("bf16", 512, 4096, 14336),
+        ),
         link_bytes=tuple(4 * KiB * 4**i for i in range(10)) + (1 * GiB,),  # 4 KiB .. 1 GiB
     )
 
@@ -139,8 +164,14 @@ def record(name: str, params: dict, stats: Stats, **work) -> dict:
     `work` takes `bytes`, `rows`, `ops`, `flops`, `tokens` (per timed call) and any extra
     figures (e.g. `slowdown`); rates are derived from the median, never replacing it.
     """
-    row = {"name": name, "params": dict(params), "median_s": stats.median_s, "p10_s": stats.p10_s,
-           "p90_s": stats.p90_s, "n": stats.n}
+    row = {
+        "name": name,
+        "params": dict(params),
+        "median_s": stats.median_s,
+        "p10_s": stats.p10_s,
+        "p90_s": stats.p90_s,
+        "n": stats.n,
+    }
     for key, value in work.items():
         row[key] = value
         if key in DERIVED and stats.median_s > 0 and value:
@@ -155,8 +186,9 @@ def skipped(name: str, params: dict, reason: str) -> dict:
     return {"name": name, "params": dict(params), "reason": reason}
 
 
-def gather_points(config: Config, sizes: list[int], threads: tuple[int, ...] | None = None,
-                  max_out_bytes: int = 256 * MiB):
+def gather_points(
+    config: Config, sizes: list[int], threads: tuple[int, ...] | None = None, max_out_bytes: int = 256 * MiB
+):
     """The points of a row-gather sweep (DRAM, CXL, HBM, UVA): parameter dicts.
 
     Main grid: table size x row bytes x threads, uniform indices, `main_rows` per call.
@@ -186,6 +218,7 @@ def indices(point: dict, zipf_s: float, rng: np.random.Generator) -> np.ndarray:
 class Context:
     """What every benchmark receives: the sweep, torch (imported lazily by the runner), the
     scratch directory for files, and the seed of its index streams."""
+
     config: Config
     torch: object
     scratch: object

@@ -4,13 +4,14 @@ A benchmark is a generator `fn(ctx)` yielding measured records and skips. `run_p
 consumes them in order, reports each to `progress`, and returns a Profile; a KeyboardInterrupt
 stops the run and returns what was measured, marked partial.
 """
+
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from engramsim.errors import UserError
 from engramsim.measure import cpu, import_torch
@@ -29,25 +30,30 @@ class Benchmark:
 def _cuda(name):
     def run(ctx):
         from engramsim.measure import cuda
+
         return getattr(cuda, name)(ctx)
+
     return run
 
 
-BENCHMARKS = {b.name: b for b in [
-    Benchmark("dram_gather", False, cpu.dram_gather, "random rows from a host table"),
-    Benchmark("memcpy", False, cpu.memcpy, "streaming host copy bandwidth"),
-    Benchmark("cpu_matmul", False, cpu.cpu_matmul, "decoder-layer matmuls on all cores"),
-    Benchmark("hash", False, cpu.hash_bench, "Engram n-gram hash, ns per token"),
-    Benchmark("overlap", False, cpu.overlap, "matmul vs gather interference (CPU; GPU too when present)"),
-    Benchmark("ssd_read", False, cpu.ssd_read, "random reads from a scratch file: pread/mmap, cold/warm"),
-    Benchmark("cxl", False, cpu.cxl, "dram_gather on a CPU-less NUMA node"),
-    Benchmark("hbm_gather", True, _cuda("hbm_gather"), "random rows from a device table"),
-    Benchmark("h2d", True, _cuda("h2d"), "host-to-device copies, pinned and pageable"),
-    Benchmark("d2h", True, _cuda("d2h"), "device-to-host copies, and both directions at once"),
-    Benchmark("uva_gather", True, _cuda("uva_gather"), "GPU kernel gathering rows from mapped host memory"),
-    Benchmark("copy_pipeline", True, _cuda("copy_pipeline"), "CPU gather into pinned staging, then H2D"),
-    Benchmark("overlap_gpu", True, _cuda("overlap"), "matmul on the main stream vs side-stream copies"),
-]}
+BENCHMARKS = {
+    b.name: b
+    for b in [
+        Benchmark("dram_gather", False, cpu.dram_gather, "random rows from a host table"),
+        Benchmark("memcpy", False, cpu.memcpy, "streaming host copy bandwidth"),
+        Benchmark("cpu_matmul", False, cpu.cpu_matmul, "decoder-layer matmuls on all cores"),
+        Benchmark("hash", False, cpu.hash_bench, "Engram n-gram hash, ns per token"),
+        Benchmark("overlap", False, cpu.overlap, "matmul vs gather interference (CPU; GPU too when present)"),
+        Benchmark("ssd_read", False, cpu.ssd_read, "random reads from a scratch file: pread/mmap, cold/warm"),
+        Benchmark("cxl", False, cpu.cxl, "dram_gather on a CPU-less NUMA node"),
+        Benchmark("hbm_gather", True, _cuda("hbm_gather"), "random rows from a device table"),
+        Benchmark("h2d", True, _cuda("h2d"), "host-to-device copies, pinned and pageable"),
+        Benchmark("d2h", True, _cuda("d2h"), "device-to-host copies, and both directions at once"),
+        Benchmark("uva_gather", True, _cuda("uva_gather"), "GPU kernel gathering rows from mapped host memory"),
+        Benchmark("copy_pipeline", True, _cuda("copy_pipeline"), "CPU gather into pinned staging, then H2D"),
+        Benchmark("overlap_gpu", True, _cuda("overlap"), "matmul on the main stream vs side-stream copies"),
+    ]
+}
 
 
 def select(only: tuple[str, ...] | list[str] | None) -> list[Benchmark]:
@@ -59,14 +65,21 @@ def select(only: tuple[str, ...] | list[str] | None) -> list[Benchmark]:
     return [BENCHMARKS[n] for n in BENCHMARKS if n in only]
 
 
-def run_profile(only=None, quick: bool = False, scratch: Path | str = ".", seed: int = 0,
-                progress: Callable[[str, dict | None], None] | None = None, config=None):
+def run_profile(
+    only=None,
+    quick: bool = False,
+    scratch: Path | str = ".",
+    seed: int = 0,
+    progress: Callable[[str, dict | None], None] | None = None,
+    config=None,
+):
     """Measure the selected benchmarks and return a Profile (partial if interrupted).
 
     `progress(benchmark_name, record_or_None)` is called when a benchmark starts (None) and for
     each record it yields. Without CUDA the GPU benchmarks are recorded as skipped.
     """
     from engramsim.profile_io import Profile
+
     benchmarks = select(only)
     torch = import_torch()
     gpu = gpu_info()

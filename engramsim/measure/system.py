@@ -1,5 +1,6 @@
 """What machine was measured: CPU, memory, NUMA nodes, the disk behind the scratch path,
 library versions, and the GPU through NVML. Every probe degrades to "unknown", never fails."""
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,14 @@ def numa_nodes(root: Path = SYS_NODES) -> list[dict]:
     for node_dir in sorted(root.glob("node[0-9]*"), key=lambda p: int(p.name[4:])):
         mem = meminfo(_read(node_dir / "meminfo").replace(f"Node {node_dir.name[4:]} ", ""))
         cpulist = _read(node_dir / "cpulist")
-        nodes.append({"node": int(node_dir.name[4:]), "cpus": cpulist, "cpu_less": not cpulist,
-                      "total_bytes": mem["total_bytes"]})
+        nodes.append(
+            {
+                "node": int(node_dir.name[4:]),
+                "cpus": cpulist,
+                "cpu_less": not cpulist,
+                "total_bytes": mem["total_bytes"],
+            }
+        )
     return nodes
 
 
@@ -92,13 +99,22 @@ def read_ahead_bytes(path: Path | str, bdi_root: Path = SYS_BDI) -> int:
 
 def host_info(scratch: Path) -> dict:
     import numpy
-    info = {"hostname": socket.gethostname(), "os": platform.platform(), "python": platform.python_version(),
-            "cpu_model": cpu_model(), "cpu_cores": os.cpu_count() or 1,
-            "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            **{f"memory_{k}": v for k, v in meminfo().items()},
-            "numa_nodes": numa_nodes(), "scratch_disk": disk_info(scratch), "numpy": numpy.__version__}
+
+    info = {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count() or 1,
+        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        **{f"memory_{k}": v for k, v in meminfo().items()},
+        "numa_nodes": numa_nodes(),
+        "scratch_disk": disk_info(scratch),
+        "numpy": numpy.__version__,
+    }
     try:
         import torch
+
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
     except ImportError:
@@ -115,9 +131,14 @@ def gpu_info() -> dict | None:
     if not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(0)
-    info = {"name": props.name, "memory_bytes": props.total_memory, "count": torch.cuda.device_count(),
-            "cuda": torch.version.cuda, "capability": f"{props.major}.{props.minor}",
-            "multiprocessors": props.multi_processor_count}
+    info = {
+        "name": props.name,
+        "memory_bytes": props.total_memory,
+        "count": torch.cuda.device_count(),
+        "cuda": torch.version.cuda,
+        "capability": f"{props.major}.{props.minor}",
+        "multiprocessors": props.multi_processor_count,
+    }
     info.update(_nvml_info())
     return info
 
@@ -132,11 +153,13 @@ def _nvml_info() -> dict:
         return {"nvml": f"unavailable: {e}"}
     try:
         h = pynvml.nvmlDeviceGetHandleByIndex(0)
-        info = {"driver": _str(pynvml.nvmlSystemGetDriverVersion()),
-                "pcie_gen_max": _try(pynvml.nvmlDeviceGetMaxPcieLinkGeneration, h),
-                "pcie_gen_current": _try(pynvml.nvmlDeviceGetCurrPcieLinkGeneration, h),
-                "pcie_width_max": _try(pynvml.nvmlDeviceGetMaxPcieLinkWidth, h),
-                "pcie_width_current": _try(pynvml.nvmlDeviceGetCurrPcieLinkWidth, h)}
+        info = {
+            "driver": _str(pynvml.nvmlSystemGetDriverVersion()),
+            "pcie_gen_max": _try(pynvml.nvmlDeviceGetMaxPcieLinkGeneration, h),
+            "pcie_gen_current": _try(pynvml.nvmlDeviceGetCurrPcieLinkGeneration, h),
+            "pcie_width_max": _try(pynvml.nvmlDeviceGetMaxPcieLinkWidth, h),
+            "pcie_width_current": _try(pynvml.nvmlDeviceGetCurrPcieLinkWidth, h),
+        }
         mem = _try(pynvml.nvmlDeviceGetMemoryInfo, h)
         if mem is not None:
             info["memory_free_bytes"] = int(mem.free)

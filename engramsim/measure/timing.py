@@ -4,12 +4,13 @@ The repeat logic is the same on every device; only the `Timer` differs. `PerfTim
 call in `time.perf_counter`; `CudaTimer` records CUDA events around it on the current stream
 and synchronizes, so GPU work is timed on the device, not by the host's launch latency.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,16 @@ class CudaTimer:
         return start.elapsed_time(end) / 1e3
 
 
-def measure(fn: Callable[[], object], timer: Callable, *, warmup: int = 1, repeats: int = 5,
-            budget_s: float = 1.0, setup: Callable[[], object] | None = None,
-            clock: Callable[[], float] = time.perf_counter) -> Stats:
+def measure(
+    fn: Callable[[], object],
+    timer: Callable,
+    *,
+    warmup: int = 1,
+    repeats: int = 5,
+    budget_s: float = 1.0,
+    setup: Callable[[], object] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Stats:
     """Run `fn` `warmup` times untimed, then up to `repeats` timed runs, stopping early once
     `budget_s` of wall time has passed (at least one timed run always happens). `setup`, if
     given, runs untimed before every call (e.g. dropping the page cache for a cold read)."""

@@ -1,4 +1,5 @@
 """The one place the real model imports torch, so a missing install is one clear line."""
+
 from engramsim.errors import UserError
 
 try:

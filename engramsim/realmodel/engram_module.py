@@ -12,6 +12,7 @@ The fusion follows `Engram.forward` of engram_demo_v1.py with one hyper-connecti
   out = v + SiLU(causal depthwise conv(RMSNorm(v), kernel_size, dilation = max_ngram_size))
 and the block adds `out` to the residual stream before attention.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,7 @@ class EngramFusion(nn.Module):
         self.query_norm = nn.RMSNorm(hidden_size)
         self.conv_norm = nn.RMSNorm(hidden_size, eps=1e-5)
         # No padding: the caller's conv state is the causal left context (zeros at sequence start).
-        self.conv = nn.Conv1d(hidden_size, hidden_size, kernel_size, groups=hidden_size, bias=False,
-                              dilation=dilation)
+        self.conv = nn.Conv1d(hidden_size, hidden_size, kernel_size, groups=hidden_size, bias=False, dilation=dilation)
         self.state_len = (kernel_size - 1) * dilation
 
     def initial_state(self, batch: int):
@@ -52,7 +52,7 @@ class EngramFusion(nn.Module):
         value = gate * self.value_proj(memory)
         context = torch.cat([conv_state, self.conv_norm(value)], dim=1)
         conv = F.silu(self.conv(context.transpose(1, 2))).transpose(1, 2)
-        return value + conv, context[:, -self.state_len:]
+        return value + conv, context[:, -self.state_len :]
 
 
 class Addressing:
@@ -60,6 +60,7 @@ class Addressing:
 
     def __init__(self, spec: EngramSpec):
         from engramsim.engram import layer_rows, row_offsets
+
         self.spec = spec
         self.offsets: dict[int, np.ndarray] = {}
         self.total_rows = 0
@@ -71,6 +72,7 @@ class Addressing:
         """token_ids [B,T] (compressed ids) -> int64 row ids [B*T, heads_per_layer]; with
         `last_only`, of the last position only ([B, heads]): a decode step's n-gram window."""
         from engramsim.engram import hash_ngrams
+
         hashed = np.asarray(hash_ngrams(token_ids, self.spec, layer_id), dtype=np.int64)
         if last_only:
             hashed = hashed[:, -1:]

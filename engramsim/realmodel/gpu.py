@@ -14,6 +14,7 @@ A stall is what the layer's stream waits for the prefetch: the GPU time between 
 recorded before the wait and one after it. Events are read only after the step has
 synchronized (its sampled tokens come back to the host), so timing adds no host stalls.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -92,7 +93,7 @@ class _DeviceBuffers:
         buf = self.buffers[layer]
         if n * heads > buf.shape[0]:
             raise UserError(f"real model: a step needs {n * heads} rows, the staging holds {buf.shape[0]}")
-        return buf[:n * heads]
+        return buf[: n * heads]
 
 
 class HbmRows:
@@ -241,8 +242,10 @@ def check_device_room(table_bytes: int, margin_GiB: float) -> None:
     free, _ = torch.cuda.mem_get_info()
     need = table_bytes + int(margin_GiB * GiB)
     if need > free:
-        raise UserError(f"real model: the HBM table needs {need / GiB:.1f} GiB with its margin, "
-                        f"the GPU has {free / GiB:.1f} GiB free; lower table_MiB")
+        raise UserError(
+            f"real model: the HBM table needs {need / GiB:.1f} GiB with its margin, "
+            f"the GPU has {free / GiB:.1f} GiB free; lower table_MiB"
+        )
 
 
 class GpuTables:

@@ -10,6 +10,7 @@ On a CUDA machine the model runs on the GPU (RunConfig.device): each step ends w
 tokens reach the host, which synchronizes the GPU, and step components are timed with CUDA
 events (gpu.CudaStepTimer); the wall time of a run is taken between two synchronizations.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,21 +20,39 @@ import mmap
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from engramsim.errors import UserError
 from engramsim.realmodel._torch import TORCH_DTYPES, torch
-from engramsim.realmodel.config import (MeasuredCase, PhaseSummary, RunConfig, StepRecord, TablePlacement,
-                                        TimedRun, WorkloadConfig, check_placements, engram_spec, placement,
-                                        placements_for, resolve_device, staging_rows)
+from engramsim.realmodel.config import (
+    MeasuredCase,
+    PhaseSummary,
+    RunConfig,
+    StepRecord,
+    TablePlacement,
+    TimedRun,
+    WorkloadConfig,
+    check_placements,
+    engram_spec,
+    placement,
+    placements_for,
+    resolve_device,
+    staging_rows,
+)
 from engramsim.realmodel.engram_module import Addressing, EngramFusion
 from engramsim.realmodel.model import EngramLM, KVCache, StepTimer
-from engramsim.realmodel.noise import NoiseMeter, RunNoise, available_cores, pin_this_thread, pinning_plan, \
-    thread_run_delay_s
+from engramsim.realmodel.noise import (
+    NoiseMeter,
+    RunNoise,
+    available_cores,
+    pin_this_thread,
+    pinning_plan,
+    thread_run_delay_s,
+)
 from engramsim.realmodel.placements import TableStore, check_room, make_source
 
 WARMUP = WorkloadConfig(n_seqs=2, input_len=(16, 16), output_len=(4, 4), seed=12345)
@@ -60,10 +79,10 @@ def make_requests(workload: WorkloadConfig, vocab_size: int) -> GenerationReques
 @dataclass
 class GenerationRun:
     wall_s: float
-    cpu_s: float                  # process CPU time over the run, all threads
-    noise: RunNoise               # steal, other processes' load, our thread's run-queue wait
+    cpu_s: float  # process CPU time over the run, all threads
+    noise: RunNoise  # steal, other processes' load, our thread's run-queue wait
     records: list[StepRecord]
-    tokens: np.ndarray            # every sequence's prompt + output, pad-filled
+    tokens: np.ndarray  # every sequence's prompt + output, pad-filled
     logits: list = field(default_factory=list)  # per step, only when asked for
 
 
@@ -104,12 +123,19 @@ def _device_hooks(device):
     """(synchronize, step timer class) for a model on `device`."""
     if device.type == "cuda":
         from engramsim.realmodel.gpu import CudaStepTimer
+
         return torch.cuda.synchronize, CudaStepTimer
     return (lambda: None), StepTimer
 
 
-def run_workload(model: EngramLM, source, addressing: Addressing | None, reqs: GenerationRequests, seed: int = 0,
-                 keep_logits: bool = False) -> GenerationRun:
+def run_workload(
+    model: EngramLM,
+    source,
+    addressing: Addressing | None,
+    reqs: GenerationRequests,
+    seed: int = 0,
+    keep_logits: bool = False,
+) -> GenerationRun:
     """Prefill every prompt, then decode the batch to completion; time each step's components."""
     run = _Run(model, reqs, seed)
     sync, run.timer = _device_hooks(run.device)
@@ -131,7 +157,7 @@ def run_workload(model: EngramLM, source, addressing: Addressing | None, reqs: G
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     noise = meter.stop()
     records = _count_new_pages(records, run.step_ids, model.cfg.row_dim * model.cfg.value_bytes)
-    return GenerationRun(wall, cpu, noise, records, run.hist[:, run.ctx:].copy(), logits_out)
+    return GenerationRun(wall, cpu, noise, records, run.hist[:, run.ctx :].copy(), logits_out)
 
 
 class _ThreadClock:
@@ -162,8 +188,7 @@ class PageTouches:
         return len(fresh)
 
 
-def _begin(source, addressing, layers, window: np.ndarray, last_only: bool, timer: StepTimer,
-           step_ids: list) -> int:
+def _begin(source, addressing, layers, window: np.ndarray, last_only: bool, timer: StepTimer, step_ids: list) -> int:
     """Hash the step's n-grams and hand the row ids to the source (and to `step_ids`, for
     `_count_new_pages` after the run); returns rows fetched."""
     if source is None:
@@ -180,18 +205,29 @@ def _begin(source, addressing, layers, window: np.ndarray, last_only: bool, time
 def _count_new_pages(records: list[StepRecord], step_ids: list, row_bytes: int) -> list[StepRecord]:
     """Each step's `new_pages`, counted after the run so the bookkeeping costs no step time."""
     touches = PageTouches(row_bytes)
-    return [dataclasses.replace(rec, new_pages=touches.new(np.concatenate([a.ravel() for a in ids.values()])))
-            if ids else rec for rec, ids in zip(records, step_ids)]
+    return [
+        dataclasses.replace(rec, new_pages=touches.new(np.concatenate([a.ravel() for a in ids.values()])))
+        if ids
+        else rec
+        for rec, ids in zip(records, step_ids)
+    ]
 
 
 def _prefill(model, run: _Run, i, prompt, source, addressing, memory, logits_out, keep) -> StepRecord:
     T = len(prompt)
     clock, timer, stall0 = _ThreadClock(), run.timer(), _stall(source)
-    run.hist[i, run.ctx:run.ctx + T] = prompt
+    run.hist[i, run.ctx : run.ctx + T] = prompt
     rows = _begin(source, addressing, model.engram_layers, prompt[None], False, timer, run.step_ids)
-    conv = {layer: s[i:i + 1] for layer, s in run.conv.items()}
-    logits = model(run.tensor(prompt)[None], torch.arange(T, device=run.device)[None], run.cache, conv, memory,
-                   prefill_row=i, timer=timer)
+    conv = {layer: s[i : i + 1] for layer, s in run.conv.items()}
+    logits = model(
+        run.tensor(prompt)[None],
+        torch.arange(T, device=run.device)[None],
+        run.cache,
+        conv,
+        memory,
+        prefill_row=i,
+        timer=timer,
+    )
     for layer, s in conv.items():
         run.conv[layer][i] = s[0]
     run.hist[i, run.ctx + T] = run.sample(logits)[0]
@@ -210,8 +246,9 @@ def _decode(model, run: _Run, active, source, addressing, memory, logits_out, ke
     window = run.hist[active[:, None], pos[:, None] + np.arange(run.ctx + 1)]
     rows = _begin(source, addressing, model.engram_layers, window, True, timer, run.step_ids)
     tokens = run.tensor(run.hist[active, run.ctx + pos])[:, None]
-    logits = model(tokens, run.tensor(pos)[:, None], run.cache, run.conv, memory, timer=timer,
-                   decode_ctx=int(pos.max()) + 1)
+    logits = model(
+        tokens, run.tensor(pos)[:, None], run.cache, run.conv, memory, timer=timer, decode_ctx=int(pos.max()) + 1
+    )
     run.hist[active, run.ctx + pos + 1] = run.sample(logits)
     run.lengths[active] += 1
     run.remaining[active] -= 1
@@ -221,8 +258,7 @@ def _decode(model, run: _Run, active, source, addressing, memory, logits_out, ke
     timer.mark("rest")
     if keep:
         logits_out.append(logits.clone())
-    rec = _record("decode", len(active), len(active), int((pos + 1).sum()), rows, timer, _stall(source) - stall0,
-                  clock)
+    rec = _record("decode", len(active), len(active), int((pos + 1).sum()), rows, timer, _stall(source) - stall0, clock)
     return rec, active[running]
 
 
@@ -233,12 +269,26 @@ def _stall(source) -> float:
 def _record(phase, seqs, tokens, context, rows, timer: StepTimer, stall, clock: _ThreadClock) -> StepRecord:
     cpu, delay = clock.read()
     b = timer.buckets  # on a GPU, from CUDA events: reading them waits for the step's kernels
-    return StepRecord(phase=phase, seqs=seqs, tokens=tokens, context_tokens=context, hash_s=b["hash"],
-                      pre_s=b["pre"], gather_s=b["gather"], stall_s=stall, fusion_s=b["fusion"],
-                      rest_s=b["rest"], total_s=sum(b.values()), rows=rows, thread_cpu_s=cpu, run_delay_s=delay)
+    return StepRecord(
+        phase=phase,
+        seqs=seqs,
+        tokens=tokens,
+        context_tokens=context,
+        hash_s=b["hash"],
+        pre_s=b["pre"],
+        gather_s=b["gather"],
+        stall_s=stall,
+        fusion_s=b["fusion"],
+        rest_s=b["rest"],
+        total_s=sum(b.values()),
+        rows=rows,
+        thread_cpu_s=cpu,
+        run_delay_s=delay,
+    )
 
 
 # --- measuring placements ------------------------------------------------------------------
+
 
 def build_models(config: RunConfig, max_len: int, device: str = "cpu") -> dict[bool, EngramLM]:
     """The Engram model and the no-Engram baseline, sharing every backbone weight."""
@@ -288,8 +338,9 @@ def fixed_rounds(n: int) -> StopRule:
     return lambda runs, spent_s: "repeats" if min(map(len, runs.values())) >= n else None
 
 
-def measure_placements(config: RunConfig, placements=None, progress: Callable[[str], None] | None = None,
-                       until: StopRule | None = None) -> list[MeasuredCase]:
+def measure_placements(
+    config: RunConfig, placements=None, progress: Callable[[str], None] | None = None, until: StopRule | None = None
+) -> list[MeasuredCase]:
     """Run the workload in every placement, round after round (each round runs every placement
     once, interleaved), until `until` says stop (default: `config.repeats` rounds).
     `placements` default to those of the run's device (config.placements_for)."""
@@ -310,22 +361,36 @@ def measure_placements(config: RunConfig, placements=None, progress: Callable[[s
         models = build_models(config, max(reqs.max_len, warm.max_len), device)
         if any(p.has_engram for p in plist):
             tables = _make_tables(config, addressing, plist, device)
-        make = _source_maker(device, models[True].engram_layers, addressing.spec.heads_per_layer, [reqs, warm],
-                             prefetch_cores)
+        make = _source_maker(
+            device, models[True].engram_layers, addressing.spec.heads_per_layer, [reqs, warm], prefetch_cores
+        )
         faults: list[float] = []
         each_round = None
         if any(p.tier == "mmap" for p in plist):
+
             def each_round():
                 say("timing cold page faults on the table file")
                 faults.append(time_cold_faults(tables.store))
-        bench = lambda p, r: _one_run(models[p.has_engram], p, addressing if p.has_engram else None,  # noqa: E731
-                                      tables, r, make)
+
+        bench = lambda p, r: _one_run(
+            models[p.has_engram],
+            p,
+            addressing if p.has_engram else None,  # noqa: E731
+            tables,
+            r,
+            make,
+        )
         runs = _rounds(plist, bench, reqs, warm, until or fixed_rounds(config.repeats), say, each_round)
         timed_faults = lambda p: p.tier == "mmap" and bool(faults)  # noqa: E731
-        return [dataclasses.replace(_case(p, runs[p.name], reqs, threads, tables.nbytes, config, device),
-                                    page_fault_s=statistics.median(faults) if timed_faults(p) else None,
-                                    page_fault_s_rounds=tuple(faults) if timed_faults(p) else (), pinned=pinned)
-                for p in plist]
+        return [
+            dataclasses.replace(
+                _case(p, runs[p.name], reqs, threads, tables.nbytes, config, device),
+                page_fault_s=statistics.median(faults) if timed_faults(p) else None,
+                page_fault_s_rounds=tuple(faults) if timed_faults(p) else (),
+                pinned=pinned,
+            )
+            for p in plist
+        ]
     finally:
         tables.close()
         torch.set_num_threads(previous_threads)
@@ -374,34 +439,50 @@ def _make_tables(config: RunConfig, addressing: Addressing, plist: list[TablePla
     needs_file = any(p.tier == "mmap" for p in plist)
     if needs_file and m.dtype != "fp32":
         raise UserError("real model: the mmap placements store the table as fp32; use dtype fp32")
-    check_room(table_bytes, copies, needs_file, Path(config.table_dir or tempfile.gettempdir()),
-               config.min_free_margin_GiB)
+    check_room(
+        table_bytes, copies, needs_file, Path(config.table_dir or tempfile.gettempdir()), config.min_free_margin_GiB
+    )
     if device == "cuda":
         from engramsim.realmodel.gpu import GpuTables, check_device_room
+
         check_device_room(table_bytes, config.min_free_margin_GiB)
         return GpuTables(addressing.total_rows, m.row_dim, m.seed, m.dtype)
     return _Tables(TableStore(addressing.total_rows, m.row_dim, m.seed, config.table_dir, TORCH_DTYPES[m.dtype]))
 
 
-def _source_maker(device: str, layers: list[int], heads_per_layer: int, all_requests: list[GenerationRequests],
-                  prefetch_cores: set[int] | None = None):
+def _source_maker(
+    device: str,
+    layers: list[int],
+    heads_per_layer: int,
+    all_requests: list[GenerationRequests],
+    prefetch_cores: set[int] | None = None,
+):
     """`make(placement, table)` -> the row source of a run. GPU sources get staging sized for
     the largest step of every request set they will serve (the warm-up's too)."""
     if device != "cuda":
         return lambda p, table: make_source(p, table, prefetch_cores)
     from engramsim.realmodel.gpu import make_gpu_source
+
     capacity = max(staging_rows([len(x) for x in r.prompts], len(r.prompts), heads_per_layer) for r in all_requests)
     return lambda p, table: make_gpu_source(p, table, layers, capacity)
 
 
 def _timed(run, reqs: GenerationRequests) -> TimedRun:
     result, (stall, busy), _, _ = run
-    return TimedRun(wall_s=result.wall_s, cpu_s=result.cpu_s, tok_s=sum(reqs.output_lens) / result.wall_s,
-                    stall_s=stall, busy_s=busy, noise=result.noise, steps=tuple(result.records))
+    return TimedRun(
+        wall_s=result.wall_s,
+        cpu_s=result.cpu_s,
+        tok_s=sum(reqs.output_lens) / result.wall_s,
+        stall_s=stall,
+        busy_s=busy,
+        noise=result.noise,
+        steps=tuple(result.records),
+    )
 
 
-def _case(p: TablePlacement, runs: list, reqs: GenerationRequests, threads: int, table_bytes: int, config,
-          device: str) -> MeasuredCase:
+def _case(
+    p: TablePlacement, runs: list, reqs: GenerationRequests, threads: int, table_bytes: int, config, device: str
+) -> MeasuredCase:
     output_tokens = sum(reqs.output_lens)
     timed = [_timed(r, reqs) for r in runs]
     rates = [t.tok_s for t in timed]
@@ -410,14 +491,31 @@ def _case(p: TablePlacement, runs: list, reqs: GenerationRequests, threads: int,
     median = sorted(range(len(runs)), key=lambda k: rates[k])[len(runs) // 2]
     result, source_stats, resident, note = runs[median]
     return MeasuredCase(
-        placement=p.name, tier=p.tier, prefetch=p.prefetch, cache_state=p.cache_state,
-        measured_tok_s=rates[median], tok_s_runs=tuple(rates), wall_s=result.wall_s, cpu_s=result.cpu_s,
-        load_avg_1m=result.noise.load_avg_1m, output_tokens=output_tokens,
-        input_tokens=sum(len(x) for x in reqs.prompts), steps=len(result.records),
-        stall_s=source_stats[0], prefetch_busy_s=source_stats[1], phases=_phases(result.records),
-        step_records=tuple(result.records), resident_before=resident, cache_note=note,
-        tokens_digest=hashlib.sha256(result.tokens.tobytes()).hexdigest()[:16], torch_threads=threads,
-        table_bytes=table_bytes if p.has_engram else 0, config=config, device=device, runs=tuple(timed))
+        placement=p.name,
+        tier=p.tier,
+        prefetch=p.prefetch,
+        cache_state=p.cache_state,
+        measured_tok_s=rates[median],
+        tok_s_runs=tuple(rates),
+        wall_s=result.wall_s,
+        cpu_s=result.cpu_s,
+        load_avg_1m=result.noise.load_avg_1m,
+        output_tokens=output_tokens,
+        input_tokens=sum(len(x) for x in reqs.prompts),
+        steps=len(result.records),
+        stall_s=source_stats[0],
+        prefetch_busy_s=source_stats[1],
+        phases=_phases(result.records),
+        step_records=tuple(result.records),
+        resident_before=resident,
+        cache_note=note,
+        tokens_digest=hashlib.sha256(result.tokens.tobytes()).hexdigest()[:16],
+        torch_threads=threads,
+        table_bytes=table_bytes if p.has_engram else 0,
+        config=config,
+        device=device,
+        runs=tuple(timed),
+    )
 
 
 def _one_run(model, p: TablePlacement, addressing, tables, reqs: GenerationRequests, make=make_source):
@@ -440,11 +538,20 @@ def _phases(records: list[StepRecord]) -> tuple[PhaseSummary, ...]:
         if not recs:
             continue
         mean = lambda f: statistics.fmean(f(r) for r in recs)  # noqa: E731
-        out.append(PhaseSummary(
-            phase=phase, steps=len(recs), tokens=sum(r.tokens for r in recs), mean_step_s=mean(lambda r: r.total_s),
-            mean_pre_s=mean(lambda r: r.pre_s), mean_gather_s=mean(lambda r: r.gather_s),
-            mean_hash_s=mean(lambda r: r.hash_s), mean_fusion_s=mean(lambda r: r.fusion_s),
-            mean_rest_s=mean(lambda r: r.rest_s), stall_s=sum(r.stall_s for r in recs)))
+        out.append(
+            PhaseSummary(
+                phase=phase,
+                steps=len(recs),
+                tokens=sum(r.tokens for r in recs),
+                mean_step_s=mean(lambda r: r.total_s),
+                mean_pre_s=mean(lambda r: r.pre_s),
+                mean_gather_s=mean(lambda r: r.gather_s),
+                mean_hash_s=mean(lambda r: r.hash_s),
+                mean_fusion_s=mean(lambda r: r.fusion_s),
+                mean_rest_s=mean(lambda r: r.rest_s),
+                stall_s=sum(r.stall_s for r in recs),
+            )
+        )
     return tuple(out)
 
 
@@ -479,9 +586,18 @@ def time_engram_parts(config: RunConfig, batch_sizes=(1, 4, 16, 64), repeats: in
                 def fuse():
                     fusion(hidden, memory, state)
                     sync()  # on a GPU, the kernels' time, not only their launch
+
                 out["fusion"].append((b, _median_time(fuse, repeats, evict)))
-                out["hashing"].append((b, _median_time(
-                    lambda: [addressing.rows(window, layer, True) for layer in cfg.engram_layer_ids], repeats, evict)))
+                out["hashing"].append(
+                    (
+                        b,
+                        _median_time(
+                            lambda: [addressing.rows(window, layer, True) for layer in cfg.engram_layer_ids],
+                            repeats,
+                            evict,
+                        ),
+                    )
+                )
         return out
     finally:
         torch.set_num_threads(previous)
@@ -496,6 +612,7 @@ def _cache_evictor(device: str, nbytes: int = 128 * 2**20):
     def evict():
         buf.add_(1.0)
         sync()
+
     return evict
 
 

@@ -5,6 +5,7 @@ The forward pass takes the Engram rows from a callable (`memory(layer_id)`), so 
 weights run with the table in any placement; `timer` splits the step into the components the
 simulator models (see `StepTimer`).
 """
+
 from __future__ import annotations
 
 import time
@@ -50,7 +51,7 @@ class KVCache:
         self.k = [torch.zeros(shape, **opts) for _ in range(cfg.n_layers)]
         self.v = [torch.zeros(shape, **opts) for _ in range(cfg.n_layers)]
 
-    def keep(self, rows: "torch.Tensor") -> None:
+    def keep(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.k[0].device)
         self.k = [k.index_select(0, rows) for k in self.k]
         self.v = [v.index_select(0, rows) for v in self.v]
@@ -76,8 +77,9 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden_size, (self.nh + 2 * self.nkv) * self.hd, bias=False)
         self.o = nn.Linear(self.nh * self.hd, cfg.hidden_size, bias=False)
 
-    def forward(self, x, positions, rope, cache: KVCache, layer: int, prefill_row: int | None,
-                decode_ctx: int | None = None):
+    def forward(
+        self, x, positions, rope, cache: KVCache, layer: int, prefill_row: int | None, decode_ctx: int | None = None
+    ):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split([self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], dim=-1)
         q = q.view(B, T, self.nh, self.hd).transpose(1, 2)
@@ -100,8 +102,9 @@ class Attention(nn.Module):
             # would stall the host at every layer.
             ctx = decode_ctx if decode_ctx is not None else int(pos.max()) + 1
             mask = (torch.arange(ctx, device=x.device)[None, :] <= pos[:, None])[:, None, None, :]
-            out = F.scaled_dot_product_attention(q, cache.k[layer][:, :, :ctx], cache.v[layer][:, :, :ctx],
-                                                 attn_mask=mask, enable_gqa=True)
+            out = F.scaled_dot_product_attention(
+                q, cache.k[layer][:, :, :ctx], cache.v[layer][:, :, :ctx], attn_mask=mask, enable_gqa=True
+            )
         return self.o(out.transpose(1, 2).reshape(B, T, self.nh * self.hd))
 
 
@@ -145,8 +148,9 @@ class EngramLM(nn.Module):
         self.engram = nn.ModuleDict()
         if with_engram:
             for layer in cfg.engram_layer_ids:
-                self.engram[str(layer)] = EngramFusion(cfg.hidden_size, memory_dim, cfg.kernel_size,
-                                                       dilation=cfg.max_ngram_size)
+                self.engram[str(layer)] = EngramFusion(
+                    cfg.hidden_size, memory_dim, cfg.kernel_size, dilation=cfg.max_ngram_size
+                )
         # Buffers, so `.to(device, dtype)` moves them with the weights; not saved with them.
         cos, sin = _rope_tables(cfg.head_dim, max_len)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -160,8 +164,17 @@ class EngramLM(nn.Module):
     def engram_layers(self) -> list[int]:
         return sorted(int(k) for k in self.engram)
 
-    def forward(self, tokens, positions, cache: KVCache, conv_state: dict, memory,
-                prefill_row: int | None = None, timer=None, decode_ctx: int | None = None):
+    def forward(
+        self,
+        tokens,
+        positions,
+        cache: KVCache,
+        conv_state: dict,
+        memory,
+        prefill_row: int | None = None,
+        timer=None,
+        decode_ctx: int | None = None,
+    ):
         """Logits of the last position of each row. `memory(layer)` returns that layer's gathered
         rows as [B*T, memory_dim]; `conv_state[layer]` carries the short conv across steps;
         `decode_ctx` is a decode step's longest context (max position + 1)."""

@@ -12,6 +12,7 @@ whose own run delay passes the limit is left out of the per-step comparison.
 
 Also here: pinning threads to cores, where the machine has enough of them. Torch-free.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,16 +28,18 @@ THREAD_SCHEDSTAT = Path("/proc/thread-self/schedstat")
 class NoiseLimits:
     """Above any of these a run is noisy. Not fitted: a shared machine's other work shows in
     all three, and a quiet one stays far below them (steal 0%, outside load < 0.1 cores)."""
+
     max_steal_pct: float = 5.0
     max_outside_cores: float = 0.5
-    max_run_delay_pct: float = 5.0   # of the run's (or the step's) wall time
+    max_run_delay_pct: float = 5.0  # of the run's (or the step's) wall time
 
 
 @dataclass(frozen=True)
 class CpuTimes:
     """The aggregate `cpu` line of /proc/stat, in seconds."""
-    busy_s: float    # user + nice + system + irq + softirq (guest time is inside user)
-    idle_s: float    # idle + iowait
+
+    busy_s: float  # user + nice + system + irq + softirq (guest time is inside user)
+    idle_s: float  # idle + iowait
     steal_s: float
 
     @property
@@ -73,9 +76,9 @@ def thread_run_delay_s() -> float | None:
 @dataclass(frozen=True)
 class RunNoise:
     wall_s: float
-    steal_pct: float | None          # of the machine's CPU time
-    outside_cores: float | None      # other processes' busy CPU, mean cores over the run
-    run_delay_pct: float | None      # measuring thread's run-queue wait, % of wall
+    steal_pct: float | None  # of the machine's CPU time
+    outside_cores: float | None  # other processes' busy CPU, mean cores over the run
+    run_delay_pct: float | None  # measuring thread's run-queue wait, % of wall
     load_avg_1m: float
 
     def reasons(self, limits: NoiseLimits) -> list[str]:
@@ -90,8 +93,14 @@ class RunNoise:
         return out
 
 
-def noise_between(before: CpuTimes | None, after: CpuTimes | None, own_cpu_s: float, wall_s: float,
-                  run_delay_s: float | None, load_avg_1m: float = 0.0) -> RunNoise:
+def noise_between(
+    before: CpuTimes | None,
+    after: CpuTimes | None,
+    own_cpu_s: float,
+    wall_s: float,
+    run_delay_s: float | None,
+    load_avg_1m: float = 0.0,
+) -> RunNoise:
     """The readings of one run from the machine's CPU times at its start and end, our process's
     CPU seconds over the run, and the measuring thread's run-queue wait."""
     steal = outside = None
@@ -100,8 +109,7 @@ def noise_between(before: CpuTimes | None, after: CpuTimes | None, own_cpu_s: fl
         steal = 100 * (after.steal_s - before.steal_s) / total if total > 0 else 0.0
         outside = max(after.busy_s - before.busy_s - own_cpu_s, 0.0) / wall_s
     delay = 100 * run_delay_s / wall_s if run_delay_s is not None and wall_s > 0 else None
-    return RunNoise(wall_s=wall_s, steal_pct=steal, outside_cores=outside, run_delay_pct=delay,
-                    load_avg_1m=load_avg_1m)
+    return RunNoise(wall_s=wall_s, steal_pct=steal, outside_cores=outside, run_delay_pct=delay, load_avg_1m=load_avg_1m)
 
 
 class NoiseMeter:

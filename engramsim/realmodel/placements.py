@@ -9,6 +9,7 @@ token ids) and hands the Engram layer its rows (`rows`). Three paths:
 `TableStore` owns the table's bytes: in RAM, as a separate host buffer, or as a file read
 through a memory map, cold or warm in the page cache.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -62,7 +63,7 @@ class _Staging:
         buf = self.buffers.get(layer)
         if buf is None or buf.shape[0] < n * heads:
             buf = self.buffers[layer] = torch.empty(n * heads, self.table.shape[1], dtype=self.table.dtype)
-        out = buf[:n * heads]
+        out = buf[: n * heads]
         torch.index_select(self.table, 0, torch.from_numpy(ids.reshape(-1)), out=out)
         return out.view(n, -1)
 
@@ -165,13 +166,17 @@ def check_room(table_bytes: int, copies: int, needs_file: bool, table_dir: Path,
     margin = int(margin_GiB * GiB)
     need, free = copies * table_bytes + margin, _mem_available_bytes()
     if need > free:
-        raise UserError(f"real model: {copies} x {table_bytes / GiB:.2f} GiB table + {margin_GiB} GiB margin "
-                        f"needs {need / GiB:.1f} GiB of RAM, {free / GiB:.1f} GiB available; lower table_MiB")
+        raise UserError(
+            f"real model: {copies} x {table_bytes / GiB:.2f} GiB table + {margin_GiB} GiB margin "
+            f"needs {need / GiB:.1f} GiB of RAM, {free / GiB:.1f} GiB available; lower table_MiB"
+        )
     if needs_file:
         disk = shutil.disk_usage(table_dir).free
         if table_bytes + margin > disk:
-            raise UserError(f"real model: the table file needs {(table_bytes + margin) / GiB:.1f} GiB in "
-                            f"{table_dir}, {disk / GiB:.1f} GiB free; lower table_MiB or set table_dir")
+            raise UserError(
+                f"real model: the table file needs {(table_bytes + margin) / GiB:.1f} GiB in "
+                f"{table_dir}, {disk / GiB:.1f} GiB free; lower table_MiB or set table_dir"
+            )
 
 
 class TableStore:

@@ -1,6 +1,7 @@
 """Statistics of the validation: bootstrap confidence intervals over interleaved rounds, which
 rounds a noisy machine spoils, per-step buckets, and the rule that calls a prediction
 consistent with a measurement. Torch-free, and deterministic (a seeded bootstrap)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,12 +10,13 @@ import numpy as np
 
 CI_LEVEL = 0.95
 BOOTSTRAP_SAMPLES = 4000
-TOLERANCE_PP = 2.0      # a CI narrower than this is widened to it around the measured figure
-MIN_ROUNDS = 3          # fewer kept rounds give no usable interval
+TOLERANCE_PP = 2.0  # a CI narrower than this is widened to it around the measured figure
+MIN_ROUNDS = 3  # fewer kept rounds give no usable interval
 
 
-def bootstrap_ci(samples, statistic=np.mean, level: float = CI_LEVEL, n_boot: int = BOOTSTRAP_SAMPLES,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    samples, statistic=np.mean, level: float = CI_LEVEL, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of `statistic` (vectorised: it takes `axis=1`)."""
     x = np.asarray(samples, dtype=float)
     if x.size == 0:
@@ -42,6 +44,7 @@ def paired_overheads_pct(runs_tok_s, baseline_tok_s) -> np.ndarray:
 @dataclass(frozen=True)
 class Estimate:
     """A mean over kept rounds with its bootstrap interval."""
+
     value: float
     ci: tuple[float, float]
     n: int
@@ -85,27 +88,28 @@ def bucket_order(label: str) -> int:
 class StepSample:
     """One step as either side saw it: kind, tokens computed, seconds, and for a measured step
     whether it was quiet (its thread hardly waited on a run queue)."""
-    kind: str          # "prefill" | "decode"
+
+    kind: str  # "prefill" | "decode"
     tokens: int
     seconds: float
     stall_s: float = 0.0
     quiet: bool = True
-    running_s: float | None = None   # measured: seconds its thread was not waiting for a core
+    running_s: float | None = None  # measured: seconds its thread was not waiting for a core
 
 
 @dataclass(frozen=True)
 class StepComparison:
     kind: str
     batch_bucket: str
-    steps: int                   # measured steps used (quiet ones, unless too few were)
-    steps_dropped: int           # measured steps left out for their run-queue wait
+    steps: int  # measured steps used (quiet ones, unless too few were)
+    steps_dropped: int  # measured steps left out for their run-queue wait
     measured_median_ms: float
     measured_median_ci_ms: tuple[float, float]
     measured_p90_ms: float
-    predicted_ms: float          # median of the simulator's steps in the bucket
+    predicted_ms: float  # median of the simulator's steps in the bucket
     predicted_p90_ms: float
-    error_pct: float             # predicted median vs measured median
-    measured_stall_ms: float     # mean prefetch wait per step
+    error_pct: float  # predicted median vs measured median
+    measured_stall_ms: float  # mean prefetch wait per step
     predicted_stall_ms: float
     # Diagnostic, not the verdict: every step of the bucket, counting only the time its thread
     # was running (wall less run-queue wait), so a model error shows through a loaded machine.
@@ -116,11 +120,13 @@ class StepComparison:
 MIN_BUCKET_STEPS = 5
 
 
-def compare_steps(measured: list[StepSample], predicted: list[StepSample],
-                  min_steps: int = MIN_BUCKET_STEPS) -> list[StepComparison]:
+def compare_steps(
+    measured: list[StepSample], predicted: list[StepSample], min_steps: int = MIN_BUCKET_STEPS
+) -> list[StepComparison]:
     """Per (kind, bucket): the measured and predicted step-time distributions side by side.
     Buckets the simulator never ran are skipped; a bucket's noisy steps are dropped unless
     fewer than `min_steps` quiet ones would remain."""
+
     def group(samples):
         out: dict[tuple[str, str], list[StepSample]] = {}
         for s in samples:
@@ -139,12 +145,22 @@ def compare_steps(measured: list[StepSample], predicted: list[StepSample],
         m_med, p_med = float(np.median(m)), float(np.median(p))
         running = [s.running_s for s in meas[key] if s.running_s is not None]
         r_med = 1e3 * float(np.median(running)) if running else None
-        rows.append(StepComparison(
-            kind=key[0], batch_bucket=key[1], steps=len(used), steps_dropped=len(meas[key]) - len(used),
-            measured_median_ms=m_med, measured_median_ci_ms=bootstrap_ci(m, np.median),
-            measured_p90_ms=float(np.percentile(m, 90)), predicted_ms=p_med,
-            predicted_p90_ms=float(np.percentile(p, 90)), error_pct=100 * (p_med / m_med - 1),
-            measured_stall_ms=1e3 * float(np.mean([s.stall_s for s in used])),
-            predicted_stall_ms=1e3 * float(np.mean([s.stall_s for s in pred[key]])),
-            measured_running_median_ms=r_med, running_error_pct=100 * (p_med / r_med - 1) if r_med else None))
+        rows.append(
+            StepComparison(
+                kind=key[0],
+                batch_bucket=key[1],
+                steps=len(used),
+                steps_dropped=len(meas[key]) - len(used),
+                measured_median_ms=m_med,
+                measured_median_ci_ms=bootstrap_ci(m, np.median),
+                measured_p90_ms=float(np.percentile(m, 90)),
+                predicted_ms=p_med,
+                predicted_p90_ms=float(np.percentile(p, 90)),
+                error_pct=100 * (p_med / m_med - 1),
+                measured_stall_ms=1e3 * float(np.mean([s.stall_s for s in used])),
+                predicted_stall_ms=1e3 * float(np.mean([s.stall_s for s in pred[key]])),
+                measured_running_median_ms=r_med,
+                running_error_pct=100 * (p_med / r_med - 1) if r_med else None,
+            )
+        )
     return rows

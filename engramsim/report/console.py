@@ -1,4 +1,5 @@
 """Rich rendering of simulation reports."""
+
 from __future__ import annotations
 
 from rich import box
@@ -20,12 +21,17 @@ def render_sim_report(report, options=None):
     if options is not None and compact(options):
         yield from render_compact(report)
         return
-    yield Text.assemble(("engramsim simulate", "bold"), f"  model {report.model} · hw {report.hardware} · "
-                        f"workload {report.workload} · {report.gpus} GPU(s), TP {report.tp} · seed {report.seed} · "
-                        f"prefetch {'on' if report.prefetch else 'off'}")
+    yield Text.assemble(
+        ("engramsim simulate", "bold"),
+        f"  model {report.model} · hw {report.hardware} · "
+        f"workload {report.workload} · {report.gpus} GPU(s), TP {report.tp} · seed {report.seed} · "
+        f"prefetch {'on' if report.prefetch else 'off'}",
+    )
     yield Text(f"fetch volume from: {report.rows_source}", style="dim")
-    yield Text(f"no-Engram baseline: {report.baseline_tok_s:,.1f} output tok/s "
-               f"(TTFT p50 {_ms(report.baseline['ttft_p50_s'])} ms, TPOT p50 {_ms(report.baseline['tpot_p50_s'])} ms)")
+    yield Text(
+        f"no-Engram baseline: {report.baseline_tok_s:,.1f} output tok/s "
+        f"(TTFT p50 {_ms(report.baseline['ttft_p50_s'])} ms, TPOT p50 {_ms(report.baseline['tpot_p50_s'])} ms)"
+    )
     yield placement_table(report)
     for r in report.runs:
         yield Text.assemble(("  " + label(r), "bold"), ": ", (r.bound, "red" if not r.fits else ""))
@@ -33,7 +39,9 @@ def render_sim_report(report, options=None):
             yield Text(f"    stall by Engram layer: {layer_stalls(r)}", style="dim")
     best = max((r for r in report.runs if r.fits), key=lambda r: r.throughput_tok_s, default=None)
     if best and len(report.runs) > 1:
-        yield Text(f"best: {label(best)} at {best.throughput_tok_s:,.1f} tok/s ({best.overhead_pct:+.2f}%)", style="bold")
+        yield Text(
+            f"best: {label(best)} at {best.throughput_tok_s:,.1f} tok/s ({best.overhead_pct:+.2f}%)", style="bold"
+        )
     yield resource_table(report)
 
 
@@ -46,26 +54,43 @@ def layer_stalls(run) -> str:
 
 def label(run) -> str:
     """A placement's name in tables: its tier, plus its hot-row cache when it has one."""
-    return (run.tier + (f" +{run.hbm_cache_GiB:g}GiB HBM cache" if run.hbm_cache_GiB else "")
-            + (f" +{run.dram_cache_GiB:g}GiB DRAM cache" if run.dram_cache_GiB else ""))
+    return (
+        run.tier
+        + (f" +{run.hbm_cache_GiB:g}GiB HBM cache" if run.hbm_cache_GiB else "")
+        + (f" +{run.dram_cache_GiB:g}GiB DRAM cache" if run.dram_cache_GiB else "")
+    )
 
 
 def placement_table(report) -> Table:
     t = Table(title="Engram table placements", title_justify="left", header_style="bold")
-    for col, just in [("tier", "left"), ("fits", "center"), ("tok/s", "right"), ("overhead", "right"),
-                      ("TTFT p50/p99 s", "right"), ("TPOT p50/p99 ms", "right"), ("stall s", "right"),
-                      ("KV tokens", "right"), ("HBM hit", "right")]:
+    for col, just in [
+        ("tier", "left"),
+        ("fits", "center"),
+        ("tok/s", "right"),
+        ("overhead", "right"),
+        ("TTFT p50/p99 s", "right"),
+        ("TPOT p50/p99 ms", "right"),
+        ("stall s", "right"),
+        ("KV tokens", "right"),
+        ("HBM hit", "right"),
+    ]:
         t.add_column(col, justify=just, overflow="fold")
     for r in report.runs:
         if not r.fits:
             t.add_row(label(r), "[red]no[/]", "-", "-", "-", "-", "-", _num(r.kv_tokens_per_rank), "-")
             continue
         style = "green" if r.overhead_pct < 3 else ("yellow" if r.overhead_pct < 10 else "red")
-        t.add_row(label(r), "yes", _num(r.throughput_tok_s, "{:,.1f}"), Text(f"{r.overhead_pct:+.2f}%", style=style),
-                  f"{_num(r.ttft_p50_s, '{:.2f}')} / {_num(r.ttft_p99_s, '{:.2f}')}",
-                  f"{_ms(r.tpot_p50_s)} / {_ms(r.tpot_p99_s)}",
-                  _num(r.stall_s, "{:.3f}"), _num(r.kv_tokens_per_rank),
-                  "-" if r.hbm_hit_rate is None else f"{100 * r.hbm_hit_rate:.1f}%")
+        t.add_row(
+            label(r),
+            "yes",
+            _num(r.throughput_tok_s, "{:,.1f}"),
+            Text(f"{r.overhead_pct:+.2f}%", style=style),
+            f"{_num(r.ttft_p50_s, '{:.2f}')} / {_num(r.ttft_p99_s, '{:.2f}')}",
+            f"{_ms(r.tpot_p50_s)} / {_ms(r.tpot_p99_s)}",
+            _num(r.stall_s, "{:.3f}"),
+            _num(r.kv_tokens_per_rank),
+            "-" if r.hbm_hit_rate is None else f"{100 * r.hbm_hit_rate:.1f}%",
+        )
     return t
 
 
@@ -90,27 +115,49 @@ def render_compact(report):
     """The report in at most 80 columns: a header grid, the placements with their p50s (the
     p99s are in --json), then what bounds each placement and what it moved, as grids."""
     yield Text("engramsim simulate", style="bold")
-    yield key_values([
-        ("model", f"{report.model} on {report.hardware}"),
-        ("setup", f"workload {report.workload} · {report.gpus} GPU(s), TP {report.tp} · seed {report.seed} · "
-                  f"prefetch {'on' if report.prefetch else 'off'}"),
-        ("rows", Text(report.rows_source, style="dim")),
-        ("baseline", f"{report.baseline_tok_s:,.1f} tok/s · TTFT p50 {_ms(report.baseline['ttft_p50_s'])} ms · "
-                      f"TPOT p50 {_ms(report.baseline['tpot_p50_s'])} ms"),
-    ])
-    t = Table(title="Engram table placements", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
-              pad_edge=False)
-    for col, just in [("tier", "left"), ("tok/s", "right"), ("overhead", "right"), ("TTFT\np50 s", "right"),
-                      ("TPOT\np50 ms", "right"), ("stall s", "right"), ("KV\ntokens", "right")]:
+    yield key_values(
+        [
+            ("model", f"{report.model} on {report.hardware}"),
+            (
+                "setup",
+                f"workload {report.workload} · {report.gpus} GPU(s), TP {report.tp} · seed {report.seed} · "
+                f"prefetch {'on' if report.prefetch else 'off'}",
+            ),
+            ("rows", Text(report.rows_source, style="dim")),
+            (
+                "baseline",
+                f"{report.baseline_tok_s:,.1f} tok/s · TTFT p50 {_ms(report.baseline['ttft_p50_s'])} ms · "
+                f"TPOT p50 {_ms(report.baseline['tpot_p50_s'])} ms",
+            ),
+        ]
+    )
+    t = Table(
+        title="Engram table placements", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for col, just in [
+        ("tier", "left"),
+        ("tok/s", "right"),
+        ("overhead", "right"),
+        ("TTFT\np50 s", "right"),
+        ("TPOT\np50 ms", "right"),
+        ("stall s", "right"),
+        ("KV\ntokens", "right"),
+    ]:
         t.add_column(col, justify=just, overflow="fold", no_wrap=col != "tier", min_width=9 if col == "tier" else None)
     for r in report.runs:
         if not r.fits:
             t.add_row(label(r), "[red]no fit[/]", "-", "-", "-", "-", _num(r.kv_tokens_per_rank))
             continue
         style = "green" if r.overhead_pct < 3 else ("yellow" if r.overhead_pct < 10 else "red")
-        t.add_row(label(r), _num(r.throughput_tok_s, "{:,.1f}"), Text(f"{r.overhead_pct:+.2f}%", style=style),
-                  _num(r.ttft_p50_s, "{:.2f}"), _ms(r.tpot_p50_s), _num(r.stall_s, "{:.3f}"),
-                  _num(r.kv_tokens_per_rank))
+        t.add_row(
+            label(r),
+            _num(r.throughput_tok_s, "{:,.1f}"),
+            Text(f"{r.overhead_pct:+.2f}%", style=style),
+            _num(r.ttft_p50_s, "{:.2f}"),
+            _ms(r.tpot_p50_s),
+            _num(r.stall_s, "{:.3f}"),
+            _num(r.kv_tokens_per_rank),
+        )
     yield t
     yield Text("What bounds each placement", style="bold")
     yield key_values([(label(r), Text(r.bound, style="red" if not r.fits else "")) for r in report.runs])
@@ -121,9 +168,17 @@ def render_compact(report):
     best = max((r for r in report.runs if r.fits), key=lambda r: r.throughput_tok_s, default=None)
     if best and len(report.runs) > 1:
         yield key_values([("best", f"{label(best)} at {best.throughput_tok_s:,.1f} tok/s ({best.overhead_pct:+.2f}%)")])
-    moved = [(label(r), " · ".join(f"{kind} {row['moved']:,.1f} {row['unit']} {100 * row['utilization']:.1f}%"
-                                   for kind, row in sorted(r.resources.items())))
-             for r in report.runs if r.fits and r.resources]
+    moved = [
+        (
+            label(r),
+            " · ".join(
+                f"{kind} {row['moved']:,.1f} {row['unit']} {100 * row['utilization']:.1f}%"
+                for kind, row in sorted(r.resources.items())
+            ),
+        )
+        for r in report.runs
+        if r.fits and r.resources
+    ]
     if moved:
         yield Text("Shared resources: moved, mean utilisation", style="bold")
         yield key_values(moved, key_style="")

@@ -1,4 +1,5 @@
 """`engramsim memory`: the per-rank HBM plan of each placement, as an engine's startup log shows it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,10 +15,19 @@ from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
 from engramsim.report.width import compact, key_values
 
-ROWS = [("weights", "weights"), ("model_buffers", "model buffers"), ("engram_table", "Engram table shard"), ("hot_cache", "hot-row cache"),
-        ("activations", "activation peak"), ("cuda_graphs", "CUDA graphs"), ("non_torch", "non-torch"),
-        ("indexer", "indexer logits"), ("engram_staging", "Engram staging"),
-        ("engram_module", "Engram module"), ("kv", "KV cache")]
+ROWS = [
+    ("weights", "weights"),
+    ("model_buffers", "model buffers"),
+    ("engram_table", "Engram table shard"),
+    ("hot_cache", "hot-row cache"),
+    ("activations", "activation peak"),
+    ("cuda_graphs", "CUDA graphs"),
+    ("non_torch", "non-torch"),
+    ("indexer", "indexer logits"),
+    ("engram_staging", "Engram staging"),
+    ("engram_module", "Engram module"),
+    ("kv", "KV cache"),
+]
 TIER_MEMORY = {"none": None, "hbm": "hbm", "dram": "dram", "cxl": "cxl", "ssd": "ssd", "rdma": "rdma"}
 
 
@@ -32,18 +42,29 @@ class MemoryReport:
     plans: tuple[MemoryPlan, ...]
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "hw": self.hw, "engine": self.engine, "gpus": self.gpus,
-                "tp": self.parallel.tp, "dp": self.parallel.dp, "ep": self.parallel.ep,
-                "max_model_len": self.max_model_len, "plans": [p.to_dict() for p in self.plans]}
+        return {
+            "model": self.model,
+            "hw": self.hw,
+            "engine": self.engine,
+            "gpus": self.gpus,
+            "tp": self.parallel.tp,
+            "dp": self.parallel.dp,
+            "ep": self.parallel.ep,
+            "max_model_len": self.max_model_len,
+            "plans": [p.to_dict() for p in self.plans],
+        }
 
     def __rich_console__(self, console, options):
         if compact(options):
             yield from self._compact(options.max_width)
             return
         p = self.parallel
-        t = Table(title=f"Per-rank HBM plan: {self.model} on {self.hw}, {self.engine}, "
-                        f"TP{p.tp} DP{p.dp} EP{p.ep}, max_model_len {self.max_model_len:,}",
-                  title_justify="left", header_style="bold")
+        t = Table(
+            title=f"Per-rank HBM plan: {self.model} on {self.hw}, {self.engine}, "
+            f"TP{p.tp} DP{p.dp} EP{p.ep}, max_model_len {self.max_model_len:,}",
+            title_justify="left",
+            header_style="bold",
+        )
         t.add_column("GiB per rank")
         for plan in self.plans:
             t.add_column(plan.tier, justify="right")
@@ -51,7 +72,9 @@ class MemoryReport:
         for key, label in ROWS:
             t.add_row(label, *[f"{plan.per_rank_GiB[key]:.2f}" for plan in self.plans])
         t.add_row("KV tokens per rank", *[f"{plan.kv_tokens_per_rank:,}" for plan in self.plans])
-        t.add_row(f"max concurrency @ {self.plans[0].context_tokens:,}", *[str(plan.max_concurrency) for plan in self.plans])
+        t.add_row(
+            f"max concurrency @ {self.plans[0].context_tokens:,}", *[str(plan.max_concurrency) for plan in self.plans]
+        )
         t.add_row("host GiB per node (tables)", *[f"{plan.host_GiB_per_node:.1f}" for plan in self.plans])
         t.add_row("fits", *["yes" if plan.fits else "[red]no[/]" for plan in self.plans])
         yield t
@@ -59,23 +82,29 @@ class MemoryReport:
             for problem in plan.problems:
                 yield f"[red]{plan.tier}[/]: {problem}"
 
-
     def _rows(self, plan: MemoryPlan) -> list[tuple[str, str]]:
         """(label, value) of one plan, in the order of the full table."""
         rows = [("usable", f"{plan.usable_GiB:.2f}")]
         rows += [(label, f"{plan.per_rank_GiB[key]:.2f}") for key, label in ROWS]
-        return rows + [("KV tokens", f"{plan.kv_tokens_per_rank:,}"),
-                       (f"max conc. @{plan.context_tokens:,}", str(plan.max_concurrency)),
-                       ("host GiB/node", f"{plan.host_GiB_per_node:.1f}"), ("fits", "yes" if plan.fits else "no")]
+        return rows + [
+            ("KV tokens", f"{plan.kv_tokens_per_rank:,}"),
+            (f"max conc. @{plan.context_tokens:,}", str(plan.max_concurrency)),
+            ("host GiB/node", f"{plan.host_GiB_per_node:.1f}"),
+            ("fits", "yes" if plan.fits else "no"),
+        ]
 
     def _compact(self, width: int):
         """At most 80 columns: a header grid, then the plans side by side without borders when
         they fit the width, else one block per placement; problems as a grid."""
         p = self.parallel
         yield Text("Per-rank HBM plan (GiB per rank)", style="bold")
-        yield key_values([("model", f"{self.model} on {self.hw}"),
-                          ("engine", f"{self.engine}, TP{p.tp} DP{p.dp} EP{p.ep}, {self.gpus} GPU(s)"),
-                          ("max_model_len", f"{self.max_model_len:,}")])
+        yield key_values(
+            [
+                ("model", f"{self.model} on {self.hw}"),
+                ("engine", f"{self.engine}, TP{p.tp} DP{p.dp} EP{p.ep}, {self.gpus} GPU(s)"),
+                ("max_model_len", f"{self.max_model_len:,}"),
+            ]
+        )
         rows = [self._rows(plan) for plan in self.plans]
         label_w = max(len(label) for label, _ in rows[0])
         # columns one space apart (the box's separators), plus its two edges
@@ -97,18 +126,31 @@ class MemoryReport:
             yield key_values(problems, key_style="bold red")
 
 
-def memory_report(hw: Hardware, model: ModelSpec, engine: EngineSpec, par: Parallel, gpus: int, tiers: list[str],
-                  context_tokens: int, max_model_len: int = 0, hbm_cache_bytes: float = 0.0) -> MemoryReport:
+def memory_report(
+    hw: Hardware,
+    model: ModelSpec,
+    engine: EngineSpec,
+    par: Parallel,
+    gpus: int,
+    tiers: list[str],
+    context_tokens: int,
+    max_model_len: int = 0,
+    hbm_cache_bytes: float = 0.0,
+) -> MemoryReport:
     """One plan per tier, after checking the layout and the context against the model."""
     check_parallel(model, par, gpus)
     limit = model.backbone.max_model_len
     max_model_len = max_model_len or limit or context_tokens
     if limit and max(context_tokens, max_model_len) > limit:
-        raise UserError(f"a context of {max(context_tokens, max_model_len):,} tokens exceeds the model's maximum ({limit:,})")
+        raise UserError(
+            f"a context of {max(context_tokens, max_model_len):,} tokens exceeds the model's maximum ({limit:,})"
+        )
     if context_tokens > max_model_len:
         raise UserError(f"--context {context_tokens:,} exceeds --max-model-len {max_model_len:,}")
     if model.engram is None and any(t != "none" for t in tiers):
         raise UserError(f"model {model.name} has no Engram table to place (use --tier none)")
-    plans = tuple(plan_memory(hw, model, engine, par, TIER_MEMORY[t], hbm_cache_bytes, 0.0, context_tokens, max_model_len)
-                  for t in tiers)
+    plans = tuple(
+        plan_memory(hw, model, engine, par, TIER_MEMORY[t], hbm_cache_bytes, 0.0, context_tokens, max_model_len)
+        for t in tiers
+    )
     return MemoryReport(model.name, hw.name, engine.name, par, gpus, max_model_len, plans)

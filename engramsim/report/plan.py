@@ -1,4 +1,5 @@
 """Rich rendering of the planner's answer."""
+
 from __future__ import annotations
 
 from rich.table import Table
@@ -12,8 +13,12 @@ def _f(value, spec: str) -> str:
 
 
 def _layout(c: dict) -> str:
-    return (f"{c['hw']} x{c['gpus']} TP{c['tp']}" + (f" DP{c['dp']}" if c.get("dp", 1) > 1 else "")
-            + (f" EP{c['ep']}" if c.get("ep", 1) > 1 else "") + (f" {c['engine']}" if c.get("engine") else ""))
+    return (
+        f"{c['hw']} x{c['gpus']} TP{c['tp']}"
+        + (f" DP{c['dp']}" if c.get("dp", 1) > 1 else "")
+        + (f" EP{c['ep']}" if c.get("ep", 1) > 1 else "")
+        + (f" {c['engine']}" if c.get("engine") else "")
+    )
 
 
 def _placement(c: dict) -> str:
@@ -22,32 +27,60 @@ def _placement(c: dict) -> str:
 
 def render_plan(result):
     slos = ", ".join(f"{k} {v:g}" for k, v in result.slos.items() if v is not None) or "none"
-    yield Text.assemble(("engramsim plan", "bold"), f"  model {result.model} · workload {result.workload} · "
-                        f"prices {result.prices} · {result.candidates} candidates · SLOs: {slos}")
+    yield Text.assemble(
+        ("engramsim plan", "bold"),
+        f"  model {result.model} · workload {result.workload} · "
+        f"prices {result.prices} · {result.candidates} candidates · SLOs: {slos}",
+    )
     if not result.choices:
         yield Text("no feasible choice: nothing meets every SLO. Closest misses:", style="bold red")
         yield _misses_table(result.closest_misses)
         return
     yield _choices_table(result.choices[:SHOWN], f"{len(result.choices)} feasible choices, cheapest first")
     best = result.choices[0]
-    yield Text(f"best: {_layout(best)}, {_placement(best)}: ${best['usd_per_mtok']:.3f} per million output tokens "
-               f"({best['output_throughput']:,.0f} tok/s, {best['overhead_pct']:+.2f}% Engram overhead)", style="bold")
-    yield Text("Pareto front (tok/s per GPU vs tok/s per user): " +
-               "; ".join(f"{_layout(c)} {c['tier']} {c['tok_s_per_gpu']:,.0f}/{c['tok_s_per_user']:,.1f}"
-                         for c in result.pareto))
+    yield Text(
+        f"best: {_layout(best)}, {_placement(best)}: ${best['usd_per_mtok']:.3f} per million output tokens "
+        f"({best['output_throughput']:,.0f} tok/s, {best['overhead_pct']:+.2f}% Engram overhead)",
+        style="bold",
+    )
+    yield Text(
+        "Pareto front (tok/s per GPU vs tok/s per user): "
+        + "; ".join(
+            f"{_layout(c)} {c['tier']} {c['tok_s_per_gpu']:,.0f}/{c['tok_s_per_user']:,.1f}" for c in result.pareto
+        )
+    )
     if result.largest_table:
         yield _largest_table(result.largest_table)
 
 
 def _choices_table(choices, title):
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for name in ("server", "placement", "$/Mtok", "$/h", "tok/s", "tok/s/GPU", "tok/s/user", "overhead",
-                 "TTFT p99 ms", "TPOT p99 ms"):
+    for name in (
+        "server",
+        "placement",
+        "$/Mtok",
+        "$/h",
+        "tok/s",
+        "tok/s/GPU",
+        "tok/s/user",
+        "overhead",
+        "TTFT p99 ms",
+        "TPOT p99 ms",
+    ):
         t.add_column(name, justify="left" if name in ("server", "placement") else "right")
     for c in choices:
-        t.add_row(_layout(c), _placement(c), _f(c["usd_per_mtok"], ".3f"), _f(c["usd_per_hour"], ".2f"),
-                  _f(c["output_throughput"], ",.0f"), _f(c["tok_s_per_gpu"], ",.0f"), _f(c["tok_s_per_user"], ",.1f"),
-                  _f(c["overhead_pct"], "+.2f") + "%", _f(c["p99_ttft_ms"], ",.0f"), _f(c["p99_tpot_ms"], ",.1f"))
+        t.add_row(
+            _layout(c),
+            _placement(c),
+            _f(c["usd_per_mtok"], ".3f"),
+            _f(c["usd_per_hour"], ".2f"),
+            _f(c["output_throughput"], ",.0f"),
+            _f(c["tok_s_per_gpu"], ",.0f"),
+            _f(c["tok_s_per_user"], ",.1f"),
+            _f(c["overhead_pct"], "+.2f") + "%",
+            _f(c["p99_ttft_ms"], ",.0f"),
+            _f(c["p99_tpot_ms"], ",.1f"),
+        )
     return t
 
 
@@ -56,19 +89,38 @@ def _misses_table(misses):
     for name in ("server", "placement", "tok/s", "overhead", "TTFT p99 ms", "TPOT p99 ms", "missed by"):
         t.add_column(name)
     for c in misses:
-        missed = ", ".join("does not fit: " + (c["problems"] or "") if k == "fits" else f"{k} {100 * v:.1f}%"
-                           for k, v in c["missed"].items())
-        t.add_row(_layout(c), _placement(c), _f(c["output_throughput"], ",.0f"),
-                  _f(c["overhead_pct"], "+.2f"), _f(c["p99_ttft_ms"], ",.0f"), _f(c["p99_tpot_ms"], ",.1f"), missed)
+        missed = ", ".join(
+            "does not fit: " + (c["problems"] or "") if k == "fits" else f"{k} {100 * v:.1f}%"
+            for k, v in c["missed"].items()
+        )
+        t.add_row(
+            _layout(c),
+            _placement(c),
+            _f(c["output_throughput"], ",.0f"),
+            _f(c["overhead_pct"], "+.2f"),
+            _f(c["p99_ttft_ms"], ",.0f"),
+            _f(c["p99_tpot_ms"], ",.1f"),
+            missed,
+        )
     return t
 
 
 def _largest_table(rows):
-    t = Table(title="largest Engram table per tier within the overhead bound (bisection on table size)",
-              title_justify="left", show_edge=False, pad_edge=False)
+    t = Table(
+        title="largest Engram table per tier within the overhead bound (bisection on table size)",
+        title_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
     for name in ("tier", "on", "table GiB", "x today's", "overhead", "limited by"):
         t.add_column(name, justify="right" if name in ("table GiB", "x today's", "overhead") else "left")
     for r in rows:
-        t.add_row(r["tier"], _layout({**r, "dp": 1}), _f(r["table_GiB"], ",.1f"), _f(r["scale"], ".3g"),
-                  _f(r["overhead_pct"], "+.2f") + ("%" if r["overhead_pct"] is not None else ""), r["limited_by"])
+        t.add_row(
+            r["tier"],
+            _layout({**r, "dp": 1}),
+            _f(r["table_GiB"], ",.1f"),
+            _f(r["scale"], ".3g"),
+            _f(r["overhead_pct"], "+.2f") + ("%" if r["overhead_pct"] is not None else ""),
+            r["limited_by"],
+        )
     return t

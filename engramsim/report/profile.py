@@ -1,4 +1,5 @@
 """Rich rendering of profiles: results grouped by memory path, and two profiles compared."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,14 @@ PATHS = [  # (path title, benchmark names) in the order a reader follows a looku
     ("interference", ("overlap",)),
 ]
 RATES = [  # (record key, column title, format)
-    ("GBps", "GB/s", "{:,.2f}"), ("us_per_row", "µs/row", "{:,.4f}"), ("rows_per_s", "rows/s", "{:,.3g}"),
-    ("iops", "IOPS", "{:,.0f}"), ("latency_us", "lat µs", "{:,.1f}"), ("GFLOPs", "GFLOP/s", "{:,.1f}"),
-    ("ns_per_token", "ns/token", "{:,.1f}"), ("slowdown", "slowdown", "{:.2f}x"),
+    ("GBps", "GB/s", "{:,.2f}"),
+    ("us_per_row", "µs/row", "{:,.4f}"),
+    ("rows_per_s", "rows/s", "{:,.3g}"),
+    ("iops", "IOPS", "{:,.0f}"),
+    ("latency_us", "lat µs", "{:,.1f}"),
+    ("GFLOPs", "GFLOP/s", "{:,.1f}"),
+    ("ns_per_token", "ns/token", "{:,.1f}"),
+    ("slowdown", "slowdown", "{:.2f}x"),
 ]
 BYTE_KEYS = ("bytes", "table_bytes", "file_bytes", "copy_bytes")
 
@@ -39,8 +45,9 @@ def human_bytes(n: float) -> str:
 
 
 def format_params(params: dict) -> str:
-    return " ".join(f"{k}={human_bytes(v) if k in BYTE_KEYS and isinstance(v, (int, float)) else v}"
-                    for k, v in params.items())
+    return " ".join(
+        f"{k}={human_bytes(v) if k in BYTE_KEYS and isinstance(v, (int, float)) else v}" for k, v in params.items()
+    )
 
 
 def time_text(seconds: float) -> str:
@@ -66,9 +73,12 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
 def header(profile: Profile) -> Text:
     gpu = profile.gpu["name"] if profile.gpu else "no GPU: CPU subset only"
     host = profile.host
-    text = Text.assemble(("engramsim profile", "bold"), f"  {host.get('hostname', '?')} · {host.get('cpu_model', '?')} "
-                         f"· {host.get('cpu_cores', '?')} cores · {gpu} · {profile.created}"
-                         f"{' · quick' if profile.quick else ''}")
+    text = Text.assemble(
+        ("engramsim profile", "bold"),
+        f"  {host.get('hostname', '?')} · {host.get('cpu_model', '?')} "
+        f"· {host.get('cpu_cores', '?')} cores · {gpu} · {profile.created}"
+        f"{' · quick' if profile.quick else ''}",
+    )
     if profile.partial:
         text.append("  PARTIAL (interrupted)", style="bold yellow")
     return text
@@ -93,7 +103,6 @@ class ProfileReport:
                 t.add_row(s["name"], format_params(s["params"]), s["reason"])
             yield t
 
-
     def _compact(self):
         """At most 80 columns: each point's benchmark and params in one folding column, then
         its median, spread and rates (one per line)."""
@@ -105,17 +114,28 @@ class ProfileReport:
             yield t
         if self.profile.skipped:
             yield Text("skipped", style="bold")
-            yield key_values([(s["name"], f"{format_params(s['params'])}: {s['reason']}") for s in self.profile.skipped])
+            yield key_values(
+                [(s["name"], f"{format_params(s['params'])}: {s['reason']}") for s in self.profile.skipped]
+            )
 
 
 def compact_header(profile: Profile, tag: str = "") -> Table:
     host = profile.host
-    return key_values([
-        (f"{tag}engramsim profile", f"{host.get('hostname', '?')} · {profile.created}"
-                                    + (" · quick" if profile.quick else "") + (" · PARTIAL (interrupted)" if profile.partial else "")),
-        ("machine", f"{host.get('cpu_model', '?')} · {host.get('cpu_cores', '?')} cores · "
-                    f"{profile.gpu['name'] if profile.gpu else 'no GPU: CPU subset only'}"),
-    ])
+    return key_values(
+        [
+            (
+                f"{tag}engramsim profile",
+                f"{host.get('hostname', '?')} · {profile.created}"
+                + (" · quick" if profile.quick else "")
+                + (" · PARTIAL (interrupted)" if profile.partial else ""),
+            ),
+            (
+                "machine",
+                f"{host.get('cpu_model', '?')} · {host.get('cpu_cores', '?')} cores · "
+                f"{profile.gpu['name'] if profile.gpu else 'no GPU: CPU subset only'}",
+            ),
+        ]
+    )
 
 
 def _compact_table(title: str, columns) -> Table:
@@ -153,8 +173,13 @@ def measurement_table(title: str, rows: list[dict]) -> Table:
         t.add_column(col, justify="right")
     for r in rows:
         cells = [(fmt.format(r[key]) if r.get(key) is not None else "") for key, _, fmt in rates]
-        t.add_row(r["name"], format_params(r["params"]), time_text(r["median_s"]),
-                  f"{time_text(r['p10_s'])}-{time_text(r['p90_s'])}", *cells)
+        t.add_row(
+            r["name"],
+            format_params(r["params"]),
+            time_text(r["median_s"]),
+            f"{time_text(r['p10_s'])}-{time_text(r['p90_s'])}",
+            *cells,
+        )
     return t
 
 
@@ -166,6 +191,7 @@ def _key(row: dict) -> tuple[str, str]:
 class ProfileComparison:
     """Points measured in both profiles, matched by benchmark and params: B/A of the median
     time (below 1: B is faster) and of the main rate."""
+
     a: Profile
     b: Profile
 
@@ -190,17 +216,32 @@ class ProfileComparison:
             t = Table(title=title, title_justify="left", header_style="bold")
             t.add_column("benchmark", no_wrap=True)
             t.add_column("params", overflow="fold", ratio=1)
-            for col, just in (("A median", "right"), ("B median", "right"), ("B/A time", "right"),
-                              ("rate", "left"), ("A", "right"), ("B", "right")):
+            for col, just in (
+                ("A median", "right"),
+                ("B median", "right"),
+                ("B/A time", "right"),
+                ("rate", "left"),
+                ("A", "right"),
+                ("B", "right"),
+            ):
                 t.add_column(col, justify=just, no_wrap=True)
             for ra, rb in group:
                 ratio = rb["median_s"] / ra["median_s"] if ra["median_s"] else float("inf")
                 style = "green" if ratio < 0.95 else ("red" if ratio > 1.05 else "")
-                rate = next(((k, col, fmt) for k, col, fmt in RATES if ra.get(k) is not None and rb.get(k) is not None),
-                            None)
-                rate_cells = [rate[1], rate[2].format(ra[rate[0]]), rate[2].format(rb[rate[0]])] if rate else ["", "", ""]
-                t.add_row(ra["name"], format_params(ra["params"]), time_text(ra["median_s"]), time_text(rb["median_s"]),
-                          Text(f"{ratio:.2f}", style=style), *rate_cells)
+                rate = next(
+                    ((k, col, fmt) for k, col, fmt in RATES if ra.get(k) is not None and rb.get(k) is not None), None
+                )
+                rate_cells = (
+                    [rate[1], rate[2].format(ra[rate[0]]), rate[2].format(rb[rate[0]])] if rate else ["", "", ""]
+                )
+                t.add_row(
+                    ra["name"],
+                    format_params(ra["params"]),
+                    time_text(ra["median_s"]),
+                    time_text(rb["median_s"]),
+                    Text(f"{ratio:.2f}", style=style),
+                    *rate_cells,
+                )
             yield t
 
     def _compact(self):
@@ -208,8 +249,11 @@ class ProfileComparison:
         pairs = self.matched()
         yield compact_header(self.a, "A ")
         yield compact_header(self.b, "B ")
-        yield Text(f"{len(pairs)} points in both; {len(self.a.measurements) - len(pairs)} only in A, "
-                   f"{len(self.b.measurements) - len(pairs)} only in B", style="dim")
+        yield Text(
+            f"{len(pairs)} points in both; {len(self.a.measurements) - len(pairs)} only in A, "
+            f"{len(self.b.measurements) - len(pairs)} only in B",
+            style="dim",
+        )
         groups: dict[str, list] = {}
         for ra, rb in pairs:
             groups.setdefault(group_of(ra["name"]), []).append((ra, rb))
@@ -218,13 +262,16 @@ class ProfileComparison:
             for ra, rb in group:
                 ratio = rb["median_s"] / ra["median_s"] if ra["median_s"] else float("inf")
                 style = "green" if ratio < 0.95 else ("red" if ratio > 1.05 else "")
-                t.add_row(_point(ra), time_text(ra["median_s"]), time_text(rb["median_s"]), Text(f"{ratio:.2f}", style=style))
+                t.add_row(
+                    _point(ra), time_text(ra["median_s"]), time_text(rb["median_s"]), Text(f"{ratio:.2f}", style=style)
+                )
             yield t
 
 
 @dataclass
 class CalibrationReport:
     """The figures a calibration measured or extrapolated (inherited ones are counted)."""
+
     calibration: object
     path: str
 

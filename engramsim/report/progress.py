@@ -1,5 +1,6 @@
 """A rich progress bar with ETA on stderr that appears only once work starts, so an error
 found while checking the input stays one line."""
+
 from __future__ import annotations
 
 from rich.console import Console
@@ -8,12 +9,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 class ProgressBar:
     def __init__(self, label: str, transient: bool = False):
-        columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn())
+        columns = (
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
         console = Console(stderr=True)
         # A transient bar on a pipe or a log would leave only a stray blank line: show none.
-        self.progress = Progress(*columns, console=console, transient=transient,
-                                 disable=transient and not console.is_terminal)
+        self.progress = Progress(
+            *columns, console=console, transient=transient, disable=transient and not console.is_terminal
+        )
         self.task = None
 
     def update(self, done: int, total: int):

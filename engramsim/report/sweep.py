@@ -1,4 +1,5 @@
 """Rich rendering of sweep results: one table row per config."""
+
 from __future__ import annotations
 
 from rich.table import Table
@@ -13,15 +14,23 @@ def _fmt(value, spec: str, suffix: str = "") -> str:
 
 
 def _cells(row: dict, axes: list[str]) -> list[str]:
-    return [*(str(row.get(a)) for a in axes), "yes" if row["fits"] else "no",
-            _fmt(row["output_throughput"], ",.1f"), _fmt(row["overhead_pct"], "+.2f", "%"),
-            _fmt(row["p99_ttft_ms"], ",.1f"), _fmt(row["p99_tpot_ms"], ",.1f"),
-            _fmt(row["kv_tokens_per_rank"], ",")]
+    return [
+        *(str(row.get(a)) for a in axes),
+        "yes" if row["fits"] else "no",
+        _fmt(row["output_throughput"], ",.1f"),
+        _fmt(row["overhead_pct"], "+.2f", "%"),
+        _fmt(row["p99_ttft_ms"], ",.1f"),
+        _fmt(row["p99_tpot_ms"], ",.1f"),
+        _fmt(row["kv_tokens_per_rank"], ","),
+    ]
 
 
 def render_sweep(result, max_width: int = 120):
-    yield Text.assemble(("engramsim sweep", "bold"), f"  {result.source} · {len(result.rows)} configs · "
-                        f"{result.ran} simulated, {result.resumed} from the results file")
+    yield Text.assemble(
+        ("engramsim sweep", "bold"),
+        f"  {result.source} · {len(result.rows)} configs · "
+        f"{result.ran} simulated, {result.resumed} from the results file",
+    )
     rows = result.rows[:SHOWN_ROWS]
     cells = [_cells(r, result.axes) for r in rows]
     table = Table(show_edge=False, pad_edge=False)

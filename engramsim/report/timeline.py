@@ -12,6 +12,7 @@ one process per simulated run (the baseline, then each placement), and in each
 
 The engine calls a recorder only when one is given; without one nothing is recorded.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ class Timeline:
         self.events: list[dict] = []
         self.runs = 0
 
-    def run(self, label: str) -> "RunRecorder":
+    def run(self, label: str) -> RunRecorder:
         self.runs += 1
         pid = self.runs
         self.events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}})
@@ -37,11 +38,15 @@ class Timeline:
     def to_dict(self) -> dict:
         meta = [e for e in self.events if e["ph"] == "M"]
         timed = sorted((e for e in self.events if e["ph"] != "M"), key=lambda e: (e["pid"], e["ts"], -e.get("dur", 0)))
-        return {"traceEvents": meta + timed, "displayTimeUnit": "ms",
-                "otherData": {"generator": "engramsim simulate --timeline", "time_unit": "us"}}
+        return {
+            "traceEvents": meta + timed,
+            "displayTimeUnit": "ms",
+            "otherData": {"generator": "engramsim simulate --timeline", "time_unit": "us"},
+        }
 
     def write(self, path: str | Path):
         from engramsim.fileio import write_atomic
+
         write_atomic(path, json.dumps(self.to_dict(), separators=(",", ":")))
 
 
@@ -64,18 +69,35 @@ class RunRecorder:
             self.capacity[r.kind] = self.capacity.get(r.kind, 0.0) + r.capacity
         self._counter(0.0, "utilization", {kind: 0.0 for kind in sorted(self.capacity)})
 
-    def step(self, replica: int, start_s: float, end_s: float, prefill: bool, batch: int, tokens: int,
-             kv_blocks_used: int):
+    def step(
+        self, replica: int, start_s: float, end_s: float, prefill: bool, batch: int, tokens: int, kv_blocks_used: int
+    ):
         self._name_thread(replica)
-        self.events.append({"ph": "X", "name": "prefill" if prefill else "decode", "cat": "step", "pid": self.pid,
-                            "tid": replica, **_span(start_s, end_s),
-                            "args": {"batch_size": batch, "tokens": tokens}})
+        self.events.append(
+            {
+                "ph": "X",
+                "name": "prefill" if prefill else "decode",
+                "cat": "step",
+                "pid": self.pid,
+                "tid": replica,
+                **_span(start_s, end_s),
+                "args": {"batch_size": batch, "tokens": tokens},
+            }
+        )
         self._counter(end_s, f"replica {replica} KV blocks used", {"blocks": kv_blocks_used})
 
     def stall(self, replica: int, layer: int, start_s: float, end_s: float):
         if end_s > start_s:
-            self.events.append({"ph": "X", "name": f"stall L{layer}", "cat": "stall", "pid": self.pid, "tid": replica,
-                                **_span(start_s, end_s)})
+            self.events.append(
+                {
+                    "ph": "X",
+                    "name": f"stall L{layer}",
+                    "cat": "stall",
+                    "pid": self.pid,
+                    "tid": replica,
+                    **_span(start_s, end_s),
+                }
+            )
 
     def fetch(self, replica: int, layer: int, start_s: float, event, env, hbm_rows: float, fetched_rows: float):
         """An async slice from now until `event` fires (its rows are in HBM)."""
@@ -83,12 +105,23 @@ class RunRecorder:
         ident = f"{self.pid}.{replica}.{self.next_id}"
         name = f"fetch L{layer}"
         looked_up = hbm_rows + fetched_rows
-        self.events.append({"ph": "b", "name": name, "cat": "fetch", "id": ident, "pid": self.pid, "tid": replica,
-                            "ts": _us(start_s), "args": {"rows_fetched": fetched_rows, "rows_from_hbm": hbm_rows}})
+        self.events.append(
+            {
+                "ph": "b",
+                "name": name,
+                "cat": "fetch",
+                "id": ident,
+                "pid": self.pid,
+                "tid": replica,
+                "ts": _us(start_s),
+                "args": {"rows_fetched": fetched_rows, "rows_from_hbm": hbm_rows},
+            }
+        )
         if fetched_rows and looked_up:
             self._counter(start_s, f"replica {replica} hot-row hit rate", {"hit_rate": hbm_rows / looked_up})
-        end = lambda _: self.events.append({"ph": "e", "name": name, "cat": "fetch", "id": ident, "pid": self.pid,
-                                            "tid": replica, "ts": _us(env.now)})
+        end = lambda _: self.events.append(
+            {"ph": "e", "name": name, "cat": "fetch", "id": ident, "pid": self.pid, "tid": replica, "ts": _us(env.now)}
+        )
         if event.callbacks is None:  # already processed
             end(None)
         else:
@@ -100,7 +133,9 @@ class RunRecorder:
         for f in flows:
             for r, c in f.loads:
                 load[r.kind] = load.get(r.kind, 0.0) + f.rate * c
-        self._counter(now_s, "utilization", {k: v / self.capacity[k] for k, v in sorted(load.items()) if k in self.capacity})
+        self._counter(
+            now_s, "utilization", {k: v / self.capacity[k] for k, v in sorted(load.items()) if k in self.capacity}
+        )
         self._counter(now_s, "transfers in flight", {"transfers": len(flows)})
         if self.ssd_latency_s:
             # A fluid model has no discrete reads: ops/s x latency is the mean number in flight.
@@ -117,8 +152,15 @@ class RunRecorder:
     def _name_thread(self, replica: int):
         if replica not in self.named:
             self.named.add(replica)
-            self.events.append({"ph": "M", "name": "thread_name", "pid": self.pid, "tid": replica,
-                                "args": {"name": f"replica {replica}"}})
+            self.events.append(
+                {
+                    "ph": "M",
+                    "name": "thread_name",
+                    "pid": self.pid,
+                    "tid": replica,
+                    "args": {"name": f"replica {replica}"},
+                }
+            )
 
 
 def _us(seconds: float) -> float:

@@ -1,5 +1,6 @@
 """Reports at any width: at 80 columns and below they switch to a compact layout that never
 wraps a line (fewer columns, key/value grids whose values wrap inside their own column)."""
+
 from __future__ import annotations
 
 from rich.table import Table

@@ -11,6 +11,7 @@ serves.
   zipf_fit.py   fitting ZipfRows to a trace
   load.py       load_row_model: the model `simulate --trace` names
 """
+
 from __future__ import annotations
 
 from typing import Protocol

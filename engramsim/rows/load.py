@@ -1,4 +1,5 @@
 """The RowModel that `simulate --trace` names."""
+
 from __future__ import annotations
 
 from pathlib import Path

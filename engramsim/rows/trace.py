@@ -1,4 +1,5 @@
 """TraceRows: a RowModel measured from a real address trace, and the default-corpus one."""
+
 from __future__ import annotations
 
 import math
@@ -27,6 +28,7 @@ class TraceRows:
     only rows seen in training; capacity beyond them holds rows chosen uniformly from the rest
     of the table, so the curve rises linearly from that plateau to 1 at the full table.
     """
+
     stats: TraceStats
     heads_per_layer: int
     source: str
@@ -67,13 +69,15 @@ class TraceRows:
         return self.stats.layers[layer_id]
 
 
-
 def trace_row_model(path: str | Path, model: ModelSpec) -> TraceRows:
     """TraceRows from a trace file saved by `engramsim trace --save`; it must match the model."""
     stats = load_stats(path)
     check_geometry(stats, model.engram, path)
-    return TraceRows(stats=stats, heads_per_layer=model.engram.heads_per_layer,
-                     source=stats.source.replace("trace:", f"trace {Path(path).name}:", 1))
+    return TraceRows(
+        stats=stats,
+        heads_per_layer=model.engram.heads_per_layer,
+        source=stats.source.replace("trace:", f"trace {Path(path).name}:", 1),
+    )
 
 
 def default_row_model(model: ModelSpec, progress=None) -> TraceRows:

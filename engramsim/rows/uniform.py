@@ -1,4 +1,5 @@
 """UniformRows: the fetch volume if every head's index were uniform over its table."""
+
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ from engramsim.model import EngramSpec
 class UniformRows:
     """Every head's index is uniform over its table: duplicates only by birthday collisions,
     and a cache of C rows out of R holds a random C/R of them."""
+
     spec: EngramSpec
     source: str = "uniform hashing (expectation)"
 

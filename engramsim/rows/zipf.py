@@ -1,4 +1,5 @@
 """ZipfRows: a RowModel from Zipf parameters, for tables and batches beyond any trace."""
+
 from __future__ import annotations
 
 import functools
@@ -11,8 +12,8 @@ from engramsim import engram
 from engramsim.addresses.stats import BATCH_REF
 from engramsim.model import EngramSpec
 
-ZIPF_BINS = 240          # log-spaced rank bins per head table
-POISSON_EXACT = 64       # training counts below this are ranked with their Poisson noise
+ZIPF_BINS = 240  # log-spaced rank bins per head table
+POISSON_EXACT = 64  # training counts below this are ranked with their Poisson noise
 
 
 def zipf_bins(s: float, support: float, table_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +71,7 @@ class ZipfRows:
     often are taken at random), and capacity beyond the profiled rows holds random table rows,
     as in TraceRows.
     """
+
     spec: EngramSpec
     alpha: tuple[float, ...]
     support: tuple[int, ...]
@@ -126,4 +128,3 @@ def _profiled_ranking(lam: np.ndarray, m: np.ndarray, w: np.ndarray) -> tuple[np
     rows = np.concatenate([np.cumsum((m * many)[order]), (m * many).sum() + np.cumsum(m @ pmf[:, :0:-1])])
     hits = np.concatenate([np.cumsum((w * many)[order]), (w * many).sum() + np.cumsum(w @ pmf[:, :0:-1])])
     return rows, hits
-

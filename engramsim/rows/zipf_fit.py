@@ -8,6 +8,7 @@ dependency of a simulator that otherwise needs numpy only; and it keeps the fitt
 quoted in the README reproducible. tests/test_traces.py checks it against scipy's where scipy
 is installed.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ def _zipf_fit_objective(ls: LayerStats, spec: EngramSpec, n_tokens: int):
 
     def model(x):
         alpha = tuple(float(a) for a in x[:-1])
-        support = tuple(int(round(zipf_support_for(a, seen, n_tokens, h)))
-                        for a, seen, h in zip(alpha, ls.zipf_support, heads))
+        support = tuple(
+            int(round(zipf_support_for(a, seen, n_tokens, h))) for a, seen, h in zip(alpha, ls.zipf_support, heads)
+        )
         return ZipfRows(spec=spec, alpha=alpha, support=support, train_tokens=10 ** float(x[-1]))
 
     def error(x):
@@ -87,8 +89,14 @@ def nelder_mead(f, x0: np.ndarray, step: float, iters: int = 200, tol: float = 1
     return simplex[np.argmin(values)]
 
 
-def zipf_row_model(model: ModelSpec, alpha=None, support=None, stats: TraceStats | None = None,
-                   batch_ref: int = BATCH_REF, train_tokens: float | None = None) -> ZipfRows:
+def zipf_row_model(
+    model: ModelSpec,
+    alpha=None,
+    support=None,
+    stats: TraceStats | None = None,
+    batch_ref: int = BATCH_REF,
+    train_tokens: float | None = None,
+) -> ZipfRows:
     """ZipfRows for `model`.
 
     With `alpha` and `support` given (one value or one per n-gram order; support in rows per
@@ -118,10 +126,19 @@ def zipf_row_model(model: ModelSpec, alpha=None, support=None, stats: TraceStats
     if any(not (a > 0) for a in alpha) or any(s < 1 for s in support):
         raise UserError("Zipf alpha must be > 0 and support >= 1 row")
     desc = ", ".join(f"{n}-gram s={a:.2f} over {int(s):,} rows/head" for n, a, s in zip(spec.orders, alpha, support))
-    ranking = ("cache ranked by true frequency" if train_tokens is None
-               else f"cache ranked on a profile of {train_tokens:,.0f} accesses/head")
-    return ZipfRows(spec=spec, alpha=tuple(float(a) for a in alpha), support=tuple(int(s) for s in support),
-                    batch_ref=batch_ref, source=f"{origin}: {desc}; {ranking}", train_tokens=train_tokens)
+    ranking = (
+        "cache ranked by true frequency"
+        if train_tokens is None
+        else f"cache ranked on a profile of {train_tokens:,.0f} accesses/head"
+    )
+    return ZipfRows(
+        spec=spec,
+        alpha=tuple(float(a) for a in alpha),
+        support=tuple(int(s) for s in support),
+        batch_ref=batch_ref,
+        source=f"{origin}: {desc}; {ranking}",
+        train_tokens=train_tokens,
+    )
 
 
 def _per_order(v, n, name):
@@ -131,4 +148,3 @@ def _per_order(v, n, name):
     if len(vals) != n:
         raise UserError(f"Zipf {name}: give one value or one per n-gram order ({n})")
     return vals
-

@@ -7,6 +7,7 @@ One step of a replica:
   ...  ->  remaining layers and the LM head  ->  host-side step overhead (schedule, sample)
 Without prefetch, the fetch starts only when the Engram layer is reached.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,11 +16,11 @@ from typing import NamedTuple
 import simpy
 
 from engramsim import costs
-from engramsim.rows import RowModel
-from engramsim.rows.warmup import ColdStart
 from engramsim.hardware import Hardware
 from engramsim.iopolicy import IOPolicy
 from engramsim.model import ModelSpec
+from engramsim.rows import RowModel
+from engramsim.rows.warmup import ColdStart
 from engramsim.sim.flows import FlowNetwork, Resource
 from engramsim.sim.scheduler import ChunkedScheduler, Scheduler, Seq
 from engramsim.sim.tiers import Fetcher, HostResources, Placement, pool_list, pool_resources
@@ -35,40 +36,43 @@ class StepStats:
     fetched_rows: float = 0.0
     hit_rows: float = 0.0
     # Time each Engram mechanism added to the replicas' timelines (summed over replicas).
-    hash_s: float = 0.0          # host hashing of the step's tokens (and building its indices)
-    index_s: float = 0.0         # copying the indices to the GPU, for gathers that run there
-    launch_s: float = 0.0        # eager launches of the module beyond what the GPU hides
-    fusion_s: float = 0.0        # the module's GPU compute (and HBM gathers of cached rows)
-    sm_s: float = 0.0            # compute slowed by zero-copy gathers holding SMs
-    host_s: float = 0.0          # the engine's own host work that the GPU did not hide
-    stall_by_layer_s: dict = field(default_factory=dict)   # Engram layer -> seconds waited for rows
+    hash_s: float = 0.0  # host hashing of the step's tokens (and building its indices)
+    index_s: float = 0.0  # copying the indices to the GPU, for gathers that run there
+    launch_s: float = 0.0  # eager launches of the module beyond what the GPU hides
+    fusion_s: float = 0.0  # the module's GPU compute (and HBM gathers of cached rows)
+    sm_s: float = 0.0  # compute slowed by zero-copy gathers holding SMs
+    host_s: float = 0.0  # the engine's own host work that the GPU did not hide
+    stall_by_layer_s: dict = field(default_factory=dict)  # Engram layer -> seconds waited for rows
 
 
 class LayerRows(NamedTuple):
     """One step's rows at one Engram layer, per GPU."""
-    hbm_rows: float          # gathered in HBM: the whole lookup for the hbm tier, else cache hits
-    fetched_rows: float      # brought from the table's tier
-    dram_hit_rate: float     # ssd tier: share of fetched rows a DRAM cache in front of it serves
+
+    hbm_rows: float  # gathered in HBM: the whole lookup for the hbm tier, else cache hits
+    fetched_rows: float  # brought from the table's tier
+    dram_hit_rate: float  # ssd tier: share of fetched rows a DRAM cache in front of it serves
 
 
 @dataclass(frozen=True)
 class Lookahead:
     """A fetch started during one prefill step for the prompts the next one will admit."""
+
     seq_ids: tuple[int, ...]
     rows: dict[int, LayerRows]
-    pending: dict            # Engram layer -> event that fires when its rows are in HBM
+    pending: dict  # Engram layer -> event that fires when its rows are in HBM
 
 
 @dataclass
 class RawRun:
     """What one simulation produced, before it is summarised."""
+
     seqs: list[Seq]
     makespan_s: float
     stats: StepStats
     resources: list[Resource]
     preemptions: int
     limited_s: dict
-    bounds: dict = field(default_factory=dict)   # tag -> {what held a transfer back most: count}
+    bounds: dict = field(default_factory=dict)  # tag -> {what held a transfer back most: count}
 
 
 @dataclass(frozen=True)
@@ -76,19 +80,28 @@ class ServerSetup:
     hw: Hardware
     model: ModelSpec
     workload: Workload
-    placement: Placement | None   # None: the no-Engram baseline
+    placement: Placement | None  # None: the no-Engram baseline
     gpus: int
     tp: int
     kv_blocks: int
     row_model: RowModel | None
     prefetch: bool = True
     io: IOPolicy = IOPolicy()
-    cold_start: ColdStart | None = None   # None: hot-row caches start warm (steady-state hit rate)
+    cold_start: ColdStart | None = None  # None: hot-row caches start warm (steady-state hit rate)
 
 
 class Replica:
-    def __init__(self, env, setup: ServerSetup, fetchers: list[Fetcher], stats: StepStats,
-                 net: FlowNetwork, host: HostResources, index: int = 0, recorder=None):
+    def __init__(
+        self,
+        env,
+        setup: ServerSetup,
+        fetchers: list[Fetcher],
+        stats: StepStats,
+        net: FlowNetwork,
+        host: HostResources,
+        index: int = 0,
+        recorder=None,
+    ):
         self.env, self.setup, self.fetchers, self.stats = env, setup, fetchers, stats
         self.net, self.host = net, host
         # A timeline recorder (engramsim.report.timeline.RunRecorder) or None: nothing recorded.
@@ -97,8 +110,8 @@ class Replica:
         self.scheduler = kind(setup.workload.engine, setup.kv_blocks)
         self.wakeup = env.event()
         self.lookahead: Lookahead | None = None
-        self.last_gpu_s = 0.0       # GPU time of the previous step, which async host work hides
-        self.fetch_started: dict = {}   # when each Engram layer's fetch started and ended
+        self.last_gpu_s = 0.0  # GPU time of the previous step, which async host work hides
+        self.fetch_started: dict = {}  # when each Engram layer's fetch started and ended
         self.fetch_done: dict = {}
         # Host work was measured on a reference CPU; this host runs it as much slower as its hash.
         ref = setup.workload.engine.ref_hash_call_s
@@ -112,8 +125,11 @@ class Replica:
             self.cache_rows = int(placement.hbm_cache_bytes / spec.row_bytes / len(spec.layer_ids)) * shards
             self.dram_cache_rows = int(placement.dram_cache_bytes / spec.row_bytes / len(spec.layer_ids))
         # A cache that starts cold: its hit rate follows the lookups this replica has made.
-        self.warmup = {l: setup.cold_start.curve(self.cache_rows, l) for l in spec.layer_ids} \
-            if spec and placement and setup.cold_start and self.cache_rows else {}
+        self.warmup = (
+            {l: setup.cold_start.curve(self.cache_rows, l) for l in spec.layer_ids}
+            if spec and placement and setup.cold_start and self.cache_rows
+            else {}
+        )
         self.lookups = dict.fromkeys(spec.layer_ids, 0.0) if spec else {}
 
     def submit(self, seq: Seq):
@@ -157,8 +173,13 @@ class Replica:
         self.stats.prefill_steps += prefill
         engram = bool(s.model.engram and s.placement)
         graphs = eng.decode_cuda_graphs and not prefill
-        host = self.cpu_scale * costs.host_work_s(eng.step_host_for(s.model.name), eng.seq_host_s, eng.token_host_s,
-                                                  shape.seqs, shape.tokens) + gpu.step_overhead_s
+        host = (
+            self.cpu_scale
+            * costs.host_work_s(
+                eng.step_host_for(s.model.name), eng.seq_host_s, eng.token_host_s, shape.seqs, shape.tokens
+            )
+            + gpu.step_overhead_s
+        )
         host_hidden = self.last_gpu_s if eng.async_scheduling else 0.0
         rows = pending = None
         # Prestaging issues the reads as soon as the step's tokens are known, before the host's
@@ -171,7 +192,7 @@ class Replica:
         if engram and not prestage:
             rows, pending = yield from self._engram_inputs(batch, prefill, shape, host_hidden)
             if graphs and not eng.piecewise_graphs and s.placement.path != "uva" and s.prefetch:
-                waited_from = self.env.now   # staged rows must be in place before the replay
+                waited_from = self.env.now  # staged rows must be in place before the replay
                 yield simpy.AllOf(self.env, list(pending.values()))
                 self._stall(self.env.now - waited_from, prefill, min(pending))
         started = self.env.now
@@ -179,11 +200,17 @@ class Replica:
         yield from self._launches(graphs, engram, gpu_s, self.env.now - started)
         self.last_gpu_s = gpu_s
         if self.recorder:
-            self.recorder.step(self.index, step_started, self.env.now, prefill, len(batch), shape.tokens,
-                               s.kv_blocks - self.scheduler.free_blocks)
+            self.recorder.step(
+                self.index,
+                step_started,
+                self.env.now,
+                prefill,
+                len(batch),
+                shape.tokens,
+                s.kv_blocks - self.scheduler.free_blocks,
+            )
 
-    def _forward(self, comp: costs.StepCompute, shape: costs.BatchShape, rows, pending, prefill: bool,
-                 draft_s: float):
+    def _forward(self, comp: costs.StepCompute, shape: costs.BatchShape, rows, pending, prefill: bool, draft_s: float):
         """The layers, with each Engram layer waiting for its rows; returns the GPU time."""
         s = self.setup
         bb, spec, gpu = s.model.backbone, s.model.engram, s.hw.gpu
@@ -260,8 +287,11 @@ class Replica:
         chunks = getattr(self.scheduler, "chunks", None)
         if not chunks:
             return costs.lens_shape([q.prompt_len + q.out for q in batch], prefill, positions)  # len(q), inlined
-        return costs.mixed_shape([len(q) for q in batch if q.id not in chunks],
-                                 [(q.computed, chunks[q.id]) for q in batch if q.id in chunks], positions)
+        return costs.mixed_shape(
+            [len(q) for q in batch if q.id not in chunks],
+            [(q.computed, chunks[q.id]) for q in batch if q.id in chunks],
+            positions,
+        )
 
     def _hbm_lookup_s(self, hits: float, tokens: int) -> float:
         """Rows gathered in HBM at the Engram layer: this rank's share, or with a sharded-table
@@ -307,8 +337,11 @@ class Replica:
         self.stats.hash_s += shown
         # Gathers that run on the GPU need the indices there; copy paths and RDMA post from the
         # host, and a unified pool has no link to copy them over.
-        index = costs.index_copy_s(s.hw.link, tokens, spec.heads_per_layer) \
-            if s.placement.path in ("uva", "hbm") and s.hw.link else 0.0
+        index = (
+            costs.index_copy_s(s.hw.link, tokens, spec.heads_per_layer)
+            if s.placement.path in ("uva", "hbm") and s.hw.link
+            else 0.0
+        )
         self.stats.index_s += index
         yield self.env.timeout(shown + index)
         rows = {l: self._rows(tokens, l) for l in spec.layer_ids}
@@ -377,13 +410,30 @@ def run_server(setup: ServerSetup, requests: Requests, recorder=None, finished=N
     replicas = []
     for r in range(setup.gpus // setup.tp):
         gpus = range(r * setup.tp, (r + 1) * setup.tp)
-        fetchers = [Fetcher(env, net, hw, setup.placement, setup.model.engram.row_bytes, links[g] if links else None,
-                            hosts[g // hw.gpus_per_host], g % hw.gpus_per_host, setup.model.engram.table_bytes,
-                            setup.io)
-                    for g in gpus] if setup.placement and setup.model.engram else []
+        fetchers = (
+            [
+                Fetcher(
+                    env,
+                    net,
+                    hw,
+                    setup.placement,
+                    setup.model.engram.row_bytes,
+                    links[g] if links else None,
+                    hosts[g // hw.gpus_per_host],
+                    g % hw.gpus_per_host,
+                    setup.model.engram.table_bytes,
+                    setup.io,
+                )
+                for g in gpus
+            ]
+            if setup.placement and setup.model.engram
+            else []
+        )
         replicas.append(Replica(env, setup, fetchers, stats, net, hosts[gpus[0] // hw.gpus_per_host], r, recorder))
-    seqs = [Seq(i, float(requests.arrival_s[i]), int(requests.input_len[i]), int(requests.output_len[i]))
-            for i in range(len(requests))]
+    seqs = [
+        Seq(i, float(requests.arrival_s[i]), int(requests.input_len[i]), int(requests.output_len[i]))
+        for i in range(len(requests))
+    ]
     done = _Done(finished, len(seqs))
     shared = list(dict.fromkeys(r for h in hosts for r in h.resources()))  # a pool once, not per host
     resources = links + shared + [r for r in pool_list(pool) if r not in shared]
@@ -400,8 +450,15 @@ def run_server(setup: ServerSetup, requests: Requests, recorder=None, finished=N
     done.report()
     if len(done) != len(seqs):
         raise RuntimeError(f"simulation ended with {len(seqs) - len(done)} unfinished sequences")
-    return RawRun(seqs, env.now, stats, resources, sum(r.scheduler.preemptions for r in replicas),
-                  dict(net.limited_s), {k: dict(v) for k, v in net.bounds.items()})
+    return RawRun(
+        seqs,
+        env.now,
+        stats,
+        resources,
+        sum(r.scheduler.preemptions for r in replicas),
+        dict(net.limited_s),
+        {k: dict(v) for k, v in net.bounds.items()},
+    )
 
 
 class _Done(list):

@@ -16,6 +16,7 @@ than a few ticks of the clock at its rate, or is below rounding of the amount it
 A wake-up is never planned closer than those few ticks, so each one finishes at least one flow
 and the network cannot reschedule itself at the same instant.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,11 +50,32 @@ class Resource:
 
 
 class Flow:
-    __slots__ = ("amount", "remaining", "loads", "cap", "cap_name", "rate", "done", "limit", "tag", "latency_s",
-                 "started", "since", "spent")
+    __slots__ = (
+        "amount",
+        "remaining",
+        "loads",
+        "cap",
+        "cap_name",
+        "rate",
+        "done",
+        "limit",
+        "tag",
+        "latency_s",
+        "started",
+        "since",
+        "spent",
+    )
 
-    def __init__(self, amount: float, loads: list[tuple[Resource, float]], cap: float, cap_name: str, done,
-                 tag: str = "", latency_s: float = 0.0):
+    def __init__(
+        self,
+        amount: float,
+        loads: list[tuple[Resource, float]],
+        cap: float,
+        cap_name: str,
+        done,
+        tag: str = "",
+        latency_s: float = 0.0,
+    ):
         self.amount = amount
         self.remaining = amount
         self.loads = loads
@@ -80,8 +102,15 @@ class FlowNetwork:
         # "latency" when the fixed latency outlasted the transfer itself.
         self.bounds: dict[str, dict[str, int]] = {}
 
-    def transfer(self, amount: float, loads: list[tuple[Resource, float]], cap: float = math.inf,
-                 latency_s: float = 0.0, cap_name: str = "cap", tag: str = "") -> simpy.Event:
+    def transfer(
+        self,
+        amount: float,
+        loads: list[tuple[Resource, float]],
+        cap: float = math.inf,
+        latency_s: float = 0.0,
+        cap_name: str = "cap",
+        tag: str = "",
+    ) -> simpy.Event:
         """An event that fires when `amount` units have moved, after a fixed `latency_s`; a
         `tag` counts the transfer in `bounds` by what held it back most."""
         done = self.env.event()
@@ -141,8 +170,7 @@ class FlowNetwork:
             return  # rates changed since this wake-up was planned
         self._advance()
         tolerance_s = clock_tolerance_s(self.env.now)
-        finished = [f for f in self.flows
-                    if f.remaining <= max(f.rate * tolerance_s, f.amount * AMOUNT_REL_TOL)]
+        finished = [f for f in self.flows if f.remaining <= max(f.rate * tolerance_s, f.amount * AMOUNT_REL_TOL)]
         for f in finished:
             for r, c in f.loads:
                 r.units += f.remaining * c
@@ -194,8 +222,7 @@ def _fill_rounds(flows: list[Flow]):
             f.rate += step
         for r, l in load.items():
             residual[r] -= step * l
-        saturated = {r for r, l in load.items()
-                     if residual[r] <= 1e-9 * r.capacity or by_resource[r] <= step}
+        saturated = {r for r, l in load.items() if residual[r] <= 1e-9 * r.capacity or by_resource[r] <= step}
         still = []
         for f in unfrozen:
             hit = next((r for r, _ in f.loads if r in saturated), None)

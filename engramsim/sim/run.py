@@ -1,4 +1,5 @@
 """Run the server model for each placement beside a no-Engram baseline and summarise it."""
+
 from __future__ import annotations
 
 import math
@@ -7,18 +8,18 @@ from dataclasses import dataclass, replace
 from engramsim.capacity import Parallel, check_parallel, host_copies_per_node, plan_memory, with_socket_checks
 from engramsim.engine import EngineSpec, load_engine
 from engramsim.errors import UserError
-from engramsim.rows import RowModel
-from engramsim.rows.warmup import ColdStart
-from engramsim.rows.uniform import UniformRows
 from engramsim.hardware import Hardware
 from engramsim.iopolicy import IOPolicy
 from engramsim.model import ModelSpec
 from engramsim.results import RunResult, SimReport, summarize_run
+from engramsim.rows import RowModel
+from engramsim.rows.uniform import UniformRows
+from engramsim.rows.warmup import ColdStart
 from engramsim.sim.engine import RawRun, ServerSetup, run_server
 from engramsim.sim.tiers import Placement, tier_for
 from engramsim.sim.work import DEFAULT_MAX_STEPS, estimate_work
-from engramsim.units import GiB
 from engramsim.topology import check_path
+from engramsim.units import GiB
 from engramsim.workload import Requests, Workload
 
 
@@ -52,8 +53,10 @@ class Scenario:
             raise UserError(f"--tp {self.tp} spans more GPUs than one host has ({self.hw.gpus_per_host})")
         eng = self.workload.engine
         if self.workload.input_len_max > eng.max_num_batched_tokens:
-            raise UserError(f"prompts of up to {self.workload.input_len_max} tokens exceed "
-                            f"max_num_batched_tokens ({eng.max_num_batched_tokens})")
+            raise UserError(
+                f"prompts of up to {self.workload.input_len_max} tokens exceed "
+                f"max_num_batched_tokens ({eng.max_num_batched_tokens})"
+            )
         if self.model.engram is None:
             raise UserError(f"model {self.model.name} has no [engram] table to place")
         # No prefetch and reads at the Engram layer are one thing: either sets the other.
@@ -62,12 +65,14 @@ class Scenario:
             object.__setattr__(self, "io", replace(self.io, read_at="forward"))
         check_parallel(self.model, self.parallel, self.gpus)
         if self.max_model_len and self.workload.max_seq_len > self.max_model_len:
-            raise UserError(f"sequences of up to {self.workload.max_seq_len} tokens exceed --max-model-len "
-                            f"{self.max_model_len}")
+            raise UserError(
+                f"sequences of up to {self.workload.max_seq_len} tokens exceed --max-model-len {self.max_model_len}"
+            )
         limit = self.model.backbone.max_model_len
         if limit and self.workload.max_seq_len > limit:
-            raise UserError(f"sequences of up to {self.workload.max_seq_len} tokens exceed the model's "
-                            f"maximum context ({limit})")
+            raise UserError(
+                f"sequences of up to {self.workload.max_seq_len} tokens exceed the model's maximum context ({limit})"
+            )
 
     @property
     def parallel(self) -> Parallel:
@@ -78,20 +83,32 @@ class Scenario:
         """The engine preset with the scheduler limits the simulation really uses."""
         eng = self.workload.engine
         return (self.engine or load_engine("nano-vllm")).with_overrides(
-            max_num_seqs=eng.max_num_seqs, max_num_batched_tokens=eng.max_num_batched_tokens,
-            block_size_tokens=eng.kv_block_tokens)
+            max_num_seqs=eng.max_num_seqs,
+            max_num_batched_tokens=eng.max_num_batched_tokens,
+            block_size_tokens=eng.kv_block_tokens,
+        )
 
     def plan(self, placement: Placement | None):
         """The per-rank memory plan of one placement (None: the no-Engram baseline)."""
         memory = placement.memory if placement else None
         hbm = placement.hbm_cache_bytes if placement else 0.0
         dram = placement.dram_cache_bytes if placement else 0.0
-        plan = plan_memory(self.hw, self.model, self.engine_spec, self.parallel, memory, hbm, dram,
-                           context_tokens=self.workload.max_seq_len, max_model_len=self.max_model_len)
+        plan = plan_memory(
+            self.hw,
+            self.model,
+            self.engine_spec,
+            self.parallel,
+            memory,
+            hbm,
+            dram,
+            context_tokens=self.workload.max_seq_len,
+            max_model_len=self.max_model_len,
+        )
         if placement is None:
             return plan
-        return with_socket_checks(plan, self.hw, self.model.engram.table_bytes, memory, placement.numa,
-                                  self.replica_copies_per_node)
+        return with_socket_checks(
+            plan, self.hw, self.model.engram.table_bytes, memory, placement.numa, self.replica_copies_per_node
+        )
 
     @property
     def replica_copies_per_node(self) -> int:
@@ -110,6 +127,7 @@ class Scenario:
 class Baseline:
     """The no-Engram run of a scenario: it depends on neither the placement, the prefetch mode
     nor the row model, so a sweep can share it across every scenario of one backbone."""
+
     raw: RawRun
     summary: dict
 
@@ -133,13 +151,22 @@ def check_work(scenario: Scenario, runs: int, max_steps: float | None) -> None:
     kv_tokens = _baseline_plan(scenario).kv_blocks_per_rank * scenario.workload.engine.kv_block_tokens
     work = estimate_work(scenario.workload, scenario.gpus // scenario.tp, runs, kv_tokens)
     if max_steps is not None and work.steps > max_steps:
-        raise UserError(f"this simulation needs {work.describe()}, over the limit of {max_steps:.3g}; "
-                        f"lift it with --max-steps {_round_up(work.steps)}")
+        raise UserError(
+            f"this simulation needs {work.describe()}, over the limit of {max_steps:.3g}; "
+            f"lift it with --max-steps {_round_up(work.steps)}"
+        )
 
 
-def simulate(scenario: Scenario, placements: list[Placement], progress=None,
-             requests: Requests | None = None, baseline: Baseline | None = None, timeline=None,
-             max_steps: float | None = DEFAULT_MAX_STEPS, finished=None) -> SimReport:
+def simulate(
+    scenario: Scenario,
+    placements: list[Placement],
+    progress=None,
+    requests: Requests | None = None,
+    baseline: Baseline | None = None,
+    timeline=None,
+    max_steps: float | None = DEFAULT_MAX_STEPS,
+    finished=None,
+) -> SimReport:
     """The baseline once (unless given), then every placement; `progress(label)` is called
     before each run and `finished(n)` as sequences finish (n more each time). `requests`
     replaces the workload's generated requests (to replay a measured run). A `timeline`
@@ -182,17 +209,28 @@ def _round_up(steps: float) -> int:
 
 
 def _run(scenario: Scenario, placement: Placement | None, plan, requests, recorder=None, finished=None) -> RawRun:
-    setup = ServerSetup(hw=scenario.hw, model=scenario.model, workload=scenario.workload,
-                        placement=placement, gpus=scenario.gpus, tp=scenario.tp,
-                        kv_blocks=plan.kv_blocks_per_rank, row_model=scenario.rows,
-                        prefetch=scenario.prefetch if placement is None or placement.prefetch is None
-                        else placement.prefetch, io=scenario.io, cold_start=scenario.cold_start)
+    setup = ServerSetup(
+        hw=scenario.hw,
+        model=scenario.model,
+        workload=scenario.workload,
+        placement=placement,
+        gpus=scenario.gpus,
+        tp=scenario.tp,
+        kv_blocks=plan.kv_blocks_per_rank,
+        row_model=scenario.rows,
+        prefetch=scenario.prefetch if placement is None or placement.prefetch is None else placement.prefetch,
+        io=scenario.io,
+        cold_start=scenario.cold_start,
+    )
     return run_server(setup, requests, recorder, finished)
 
 
 def placement_label(p: Placement) -> str:
     """The name the report tables give this placement."""
     from types import SimpleNamespace
+
     from engramsim.report.console import label
-    return label(SimpleNamespace(tier=p.tier, hbm_cache_GiB=p.hbm_cache_bytes / GiB,
-                                 dram_cache_GiB=p.dram_cache_bytes / GiB))
+
+    return label(
+        SimpleNamespace(tier=p.tier, hbm_cache_GiB=p.hbm_cache_bytes / GiB, dram_cache_GiB=p.dram_cache_bytes / GiB)
+    )

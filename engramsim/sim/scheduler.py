@@ -5,6 +5,7 @@ prefill of newly admitted prompts (whole prompts, up to max_num_batched_tokens) 
 every running sequence. KV memory is counted in blocks; when a decode cannot get a block, the
 most recently admitted sequence is preempted and later recomputed, as nano-vLLM does.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -14,22 +15,32 @@ from engramsim.workload import Engine
 
 
 class Seq:
-    __slots__ = ("id", "arrival_s", "prompt_len", "max_out", "out", "blocks",
-                 "finish_s", "token_s", "credit", "computed")
+    __slots__ = (
+        "id",
+        "arrival_s",
+        "prompt_len",
+        "max_out",
+        "out",
+        "blocks",
+        "finish_s",
+        "token_s",
+        "credit",
+        "computed",
+    )
 
     def __init__(self, sid: int, arrival_s: float, prompt_len: int, max_out: int):
         self.id = sid
         self.arrival_s = arrival_s
         self.prompt_len = prompt_len
         self.max_out = max_out
-        self.out = 0          # tokens generated so far
-        self.blocks = 0       # KV blocks held
+        self.out = 0  # tokens generated so far
+        self.blocks = 0  # KV blocks held
         self.finish_s = -1.0
         # When each step that gave it tokens ended (a step of speculative decoding may give
         # several): one append per step is all the hot loop does; the gaps come later.
         self.token_s: list[float] = []
-        self.credit = 0.0     # speculative decoding: expected tokens not yet emitted
-        self.computed = 0     # chunked prefill: tokens of the prompt (+ recompute) in the KV cache
+        self.credit = 0.0  # speculative decoding: expected tokens not yet emitted
+        self.computed = 0  # chunked prefill: tokens of the prompt (+ recompute) in the KV cache
 
     def __len__(self):
         return self.prompt_len + self.out
@@ -50,7 +61,7 @@ class Scheduler:
         self.engine = engine
         self.block = engine.kv_block_tokens
         self.free_blocks = kv_blocks
-        self.per_decode = engine.tokens_per_decode   # expected tokens a decode step emits per sequence
+        self.per_decode = engine.tokens_per_decode  # expected tokens a decode step emits per sequence
         self.waiting: deque[Seq] = deque()
         self.running: deque[Seq] = deque()
         self.preemptions = 0
@@ -100,7 +111,7 @@ class Scheduler:
         outcome (tests/test_scheduler.py compares the two)."""
         n = min(len(self.running), self.engine.max_num_seqs)
         head = list(itertools.islice(self.running, n))
-        if self.engine.spec_tokens:   # drafts: a step may need several new blocks per sequence
+        if self.engine.spec_tokens:  # drafts: a step may need several new blocks per sequence
             needs = [(q, self._decode_need(q)) for q in head]
             if sum(need for _, need in needs) > self.free_blocks:
                 return self._decode_stepwise()
@@ -125,11 +136,11 @@ class Scheduler:
         loop)."""
         running, block, spec, limit = self.running, self.block, self.engine.spec_tokens, self.engine.max_num_seqs
         seqs = list(running)
-        end = len(seqs)   # seqs[end:] have been preempted
+        end = len(seqs)  # seqs[end:] have been preempted
         needing = [i for i, q in enumerate(seqs) if -(-(q.prompt_len + q.out + spec) // block) > q.blocks]
         for i in needing:
             if i >= end or i >= limit:
-                break   # the batch filled up (or ran out) before this sequence
+                break  # the batch filled up (or ran out) before this sequence
             seq = seqs[i]
             need = -(-(seq.prompt_len + seq.out + spec) // block) - seq.blocks
             while self.free_blocks < need:
@@ -145,7 +156,7 @@ class Scheduler:
                 seq.blocks += need
         if end < len(seqs):
             self.running = deque(seqs[:end])
-        return seqs[:min(end, limit)]
+        return seqs[: min(end, limit)]
 
     def _decode_need(self, seq: Seq) -> int:
         """New KV blocks a decode step needs: its blocks cover the len - 1 cached tokens, and
@@ -211,7 +222,7 @@ class ChunkedScheduler(Scheduler):
 
     def __init__(self, engine: Engine, kv_blocks: int):
         super().__init__(engine, kv_blocks)
-        self.chunks: dict[int, int] = {}   # sequence id -> prompt tokens it computes this step
+        self.chunks: dict[int, int] = {}  # sequence id -> prompt tokens it computes this step
 
     def schedule(self) -> tuple[list[Seq], bool]:
         self.chunks = {}

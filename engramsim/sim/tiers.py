@@ -19,6 +19,7 @@ on the other socket loads the socket link, and two GPUs behind one switch share 
              it there, as `hbm` does (whose alias it is); such a machine has no dram-* or cxl-*
              tier, and its ssd tier stages rows in the pool with no host-link copy
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,14 +30,22 @@ from engramsim.errors import UserError
 from engramsim.hardware import Hardware
 from engramsim.iopolicy import IOPolicy
 from engramsim.sim.flows import FlowNetwork, Resource
-from engramsim.topology import (GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS, nic_of,
-                                nic_socket, table_sockets)
+from engramsim.topology import (
+    GATHER_SOCKETS,
+    HBM_LOOKUPS,
+    NUMA_LAYOUTS,
+    RANK_ROWS,
+    RDMA_PATHS,
+    nic_of,
+    nic_socket,
+    table_sockets,
+)
 
 TIERS = ("hbm", "dram-uva", "dram-copy", "cxl-uva", "cxl-copy", "ssd", "rdma")
 # What simulate, sweep and plan compare when no tier is named: rdma describes a remote store
 # (hosts, NICs) the user asks for by name.
 DEFAULT_TIERS = TIERS[:-1]
-ALL_TIERS = TIERS + ("unified",)   # unified: a unified-memory machine's in-memory tier
+ALL_TIERS = TIERS + ("unified",)  # unified: a unified-memory machine's in-memory tier
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,13 @@ class Placement:
             raise UserError(f"an HBM lookup mode ({self.hbm_lookup}) only applies to the hbm tier")
         if self.rank_rows != "shard" and self.tier == "hbm":
             raise UserError("every rank fetching all rows applies to off-GPU tiers; the hbm tier has --hbm-lookup")
-        for key, allowed in (("numa", NUMA_LAYOUTS), ("gather_socket", GATHER_SOCKETS), ("rdma_path", RDMA_PATHS),
-                             ("hbm_lookup", HBM_LOOKUPS), ("rank_rows", RANK_ROWS)):
+        for key, allowed in (
+            ("numa", NUMA_LAYOUTS),
+            ("gather_socket", GATHER_SOCKETS),
+            ("rdma_path", RDMA_PATHS),
+            ("hbm_lookup", HBM_LOOKUPS),
+            ("rank_rows", RANK_ROWS),
+        ):
             if getattr(self, key) not in allowed:
                 raise UserError(f"unknown {key.replace('_', ' ')} '{getattr(self, key)}' (known: {', '.join(allowed)})")
         if self.hbm_cache_bytes < 0:
@@ -84,7 +98,7 @@ class Placement:
         if not 0 <= self.ssd_dram_hit_rate <= 1:
             raise UserError(f"the SSD page-cache hit rate must be within [0, 1], got {self.ssd_dram_hit_rate}")
 
-    @cached_property   # read several times a step: computed once (the dataclass is frozen)
+    @cached_property  # read several times a step: computed once (the dataclass is frozen)
     def memory(self) -> str:
         """The memory the table lives in: hbm (the GPU's memory, or a unified pool), dram, cxl or ssd."""
         return "hbm" if self.tier == "unified" else self.tier.split("-")[0]
@@ -101,10 +115,12 @@ def tier_for(hw: Hardware, tier: str) -> str:
         if tier == "hbm":
             return "unified"
         if tier.startswith(("dram-", "cxl-")):
-            raise UserError(f"tier {tier}: {hw.name} is a unified-memory machine, where the CPU's DRAM is the "
-                            f"GPU's own pool and there is no host link or CXL: use unified or ssd")
+            raise UserError(
+                f"tier {tier}: {hw.name} is a unified-memory machine, where the CPU's DRAM is the "
+                f"GPU's own pool and there is no host link or CXL: use unified or ssd"
+            )
     elif tier == "unified":
-        raise UserError(f"tier unified: {hw.name} is not a unified-memory machine (kind = \"unified\"): use hbm")
+        raise UserError(f'tier unified: {hw.name} is not a unified-memory machine (kind = "unified"): use hbm')
     return tier
 
 
@@ -123,12 +139,19 @@ class HostResources:
         bw = h.dram_bw_Bps * h.dram_efficiency
         socket_name = (lambda k: f"host{index}.dram") if topo.sockets == 1 else (lambda k: f"host{index}.s{k}.dram")
         self.dram_by_socket = [Resource(socket_name(k), bw / topo.sockets) for k in range(topo.sockets)]
-        self.upi = {(a, b): Resource(f"host{index}.s{a}>s{b}.upi", topo.upi_Bps)
-                    for a in range(topo.sockets) for b in range(topo.sockets) if a != b}
+        self.upi = {
+            (a, b): Resource(f"host{index}.s{a}>s{b}.upi", topo.upi_Bps)
+            for a in range(topo.sockets)
+            for b in range(topo.sockets)
+            if a != b
+        }
         switches = -(-hw.gpus_per_host // topo.gpus_per_switch) if topo.gpus_per_switch else 0
         self.switches = [Resource(f"host{index}.sw{k}.pcie_switch", topo.switch_uplink_Bps) for k in range(switches)]
-        self.nics = [Resource(f"host{index}.nic{n}.nic", hw.rdma.nic_Bps)
-                     for n in range(hw.rdma.nics_per_host)] if hw.rdma else []
+        self.nics = (
+            [Resource(f"host{index}.nic{n}.nic", hw.rdma.nic_Bps) for n in range(hw.rdma.nics_per_host)]
+            if hw.rdma
+            else []
+        )
         self.remote = pool.get("remote", [])
         self.cpu = Resource(f"host{index}.cpu", float(h.cpu_cores), unit="thread-s")
         self.cxl = self.switch = self.ssd_ops = self.ssd_bw = None
@@ -154,12 +177,18 @@ def pool_resources(hw: Hardware) -> dict:
     """Resources every host shares: a CXL pool behind its switch, the rdma tier's remote hosts."""
     pool = {}
     if hw.cxl and hw.cxl.pooled:
-        pool |= {"cxl": Resource("pool.cxl", hw.cxl.devices * hw.cxl.device_bw_Bps),
-                 "switch": Resource("pool.switch", hw.cxl.switch_bw_Bps)}
+        pool |= {
+            "cxl": Resource("pool.cxl", hw.cxl.devices * hw.cxl.device_bw_Bps),
+            "switch": Resource("pool.switch", hw.cxl.switch_bw_Bps),
+        }
     if hw.rdma:
-        pool["remote"] = [(Resource(f"remote{j}.remote_nic", hw.rdma.nic_Bps),
-                           Resource(f"remote{j}.remote_dram", hw.rdma.remote_dram_Bps))
-                          for j in range(hw.rdma.remote_hosts)]
+        pool["remote"] = [
+            (
+                Resource(f"remote{j}.remote_nic", hw.rdma.nic_Bps),
+                Resource(f"remote{j}.remote_dram", hw.rdma.remote_dram_Bps),
+            )
+            for j in range(hw.rdma.remote_hosts)
+        ]
     return pool
 
 
@@ -171,19 +200,28 @@ class Fetcher:
     """Starts the transfers that bring one step's missing rows to one GPU (`gpu`: its index
     within its host, which fixes its socket, PCIe switch and NIC)."""
 
-    def __init__(self, env, net: FlowNetwork, hw: Hardware, placement: Placement, row_bytes: int,
-                 link: Resource | None, host: HostResources, gpu: int = 0, table_bytes: float = 0.0,
-                 io: IOPolicy = IOPolicy()):
+    def __init__(
+        self,
+        env,
+        net: FlowNetwork,
+        hw: Hardware,
+        placement: Placement,
+        row_bytes: int,
+        link: Resource | None,
+        host: HostResources,
+        gpu: int = 0,
+        table_bytes: float = 0.0,
+        io: IOPolicy = IOPolicy(),
+    ):
         self.env, self.net, self.hw, self.placement = env, net, hw, placement
         self.row_bytes, self.link, self.host = row_bytes, link, host
         self.gpu, self.table_bytes, self.io = gpu, table_bytes, io
         self.socket = hw.topo.gpu_socket[gpu]
-        self._reads: dict = {}   # (memory, consumer) -> _memory's answer, which depends on nothing else
+        self._reads: dict = {}  # (memory, consumer) -> _memory's answer, which depends on nothing else
 
     def start(self, rows: float, dram_hit_rate: float = 0.0):
         """An event that fires when `rows` rows are in HBM; for the ssd tier, `dram_hit_rate` of
         them come from host DRAM instead of the SSD."""
-        tier = self.placement.tier
         if rows <= 0 or self.placement.memory == "hbm":
             return self.env.timeout(0)
         if self.placement.path == "uva":
@@ -229,8 +267,14 @@ class Fetcher:
         wire = costs.zero_copy_wire_factor(link, self.row_bytes)
         cap = costs.zero_copy_cap_Bps(link, self.row_bytes, max(extra, 0.0))
         path = self._to_gpu(self.socket, wire)
-        return self.net.transfer(rows * self.row_bytes, path + loads, cap=cap, tag="fetch",
-                                 cap_name="zero-copy reads in flight", latency_s=self.hw.gpu.kernel_launch_s + link.read_round_trip_s + max(extra, 0.0))
+        return self.net.transfer(
+            rows * self.row_bytes,
+            path + loads,
+            cap=cap,
+            tag="fetch",
+            cap_name="zero-copy reads in flight",
+            latency_s=self.hw.gpu.kernel_launch_s + link.read_round_trip_s + max(extra, 0.0),
+        )
 
     def _gather_socket(self) -> int:
         if self.placement.gather_socket == "local":
@@ -260,17 +304,28 @@ class Fetcher:
         per_thread_Bps = costs.cpu_gather_rows_per_s(self.hw.host, latency) * self.row_bytes
         threads = self.hw.host.gather_threads_per_gpu
         loads = loads + [(self.host.dram_by_socket[socket], 1.0), (self.host.cpu, 1.0 / per_thread_Bps)]
-        return self.net.transfer(rows * self.row_bytes, loads, cap=threads * per_thread_Bps, tag="fetch",
-                                 cap_name="CPU gather threads", latency_s=latency)
+        return self.net.transfer(
+            rows * self.row_bytes,
+            loads,
+            cap=threads * per_thread_Bps,
+            tag="fetch",
+            cap_name="CPU gather threads",
+            latency_s=latency,
+        )
 
     def _ssd_reads(self, rows: float, socket: int):
         """Each missing row costs one device read (costs.ssd_read_plan), landing on `socket`: the
         engine's readers keep `in_flight` of them going, each taking `op_s` and CPU on its thread."""
         read = costs.ssd_read_plan(self.hw.ssd, self.hw.os, self.io, self.row_bytes, rows)
-        loads = [(self.host.ssd_ops, 1.0), (self.host.ssd_bw, read.ssd_bytes),
-                 (self.host.dram_by_socket[socket], read.dram_bytes), (self.host.cpu, read.cpu_s)]
-        return self.net.transfer(rows, loads, cap=read.rows_per_s, cap_name="SSD readers",
-                                 latency_s=read.lead_s(rows), tag="fetch")
+        loads = [
+            (self.host.ssd_ops, 1.0),
+            (self.host.ssd_bw, read.ssd_bytes),
+            (self.host.dram_by_socket[socket], read.dram_bytes),
+            (self.host.cpu, read.cpu_s),
+        ]
+        return self.net.transfer(
+            rows, loads, cap=read.rows_per_s, cap_name="SSD readers", latency_s=read.lead_s(rows), tag="fetch"
+        )
 
     def _rdma(self, rows: float):
         """Rows striped over the remote hosts: their DRAM and NICs, this GPU's NIC, then either
@@ -290,11 +345,12 @@ class Fetcher:
         nic_uplink = [(self.host.switches[nic_switch], 1.0)] if nic_switch is not None else []
         if self.placement.rdma_path == "gpudirect":
             if nic_switch is not None and nic_switch == topo.switch_of(self.gpu):
-                into_gpu = [(self.link, 1.0)]          # peer-to-peer under one switch
+                into_gpu = [(self.link, 1.0)]  # peer-to-peer under one switch
             else:
                 into_gpu = nic_uplink + self._to_gpu(nic_sock)
-            yield self.net.transfer(nbytes, loads + into_gpu, cap=cap, cap_name=cap_name, tag="fetch",
-                                    latency_s=rdma.read_latency_s)
+            yield self.net.transfer(
+                nbytes, loads + into_gpu, cap=cap, cap_name=cap_name, tag="fetch", latency_s=rdma.read_latency_s
+            )
             return
         landing = loads + nic_uplink + [(self.host.dram_by_socket[nic_sock], 1.0)]
         yield self.net.transfer(nbytes, landing, cap=cap, cap_name=cap_name, tag="fetch", latency_s=rdma.read_latency_s)

@@ -9,6 +9,7 @@ waves: a replica holds at most max_num_seqs sequences, and no more than its KV c
 their full length. Preemption adds steps it does not count; tests/test_sim.py checks it against
 the steps `simulate` takes.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,8 @@ DEFAULT_MAX_STEPS = 2_000_000
 class WorkEstimate:
     runs: int
     replicas: int
-    steps_per_run: float       # engine steps summed over replicas (idle replicas count one)
-    seq_steps_per_run: float   # sequences carried, summed over steps and replicas
+    steps_per_run: float  # engine steps summed over replicas (idle replicas count one)
+    seq_steps_per_run: float  # sequences carried, summed over steps and replicas
 
     @property
     def steps(self) -> float:
@@ -34,8 +35,10 @@ class WorkEstimate:
         return self.runs * (self.steps_per_run + self.seq_steps_per_run / SEQ_STEPS_PER_STEP)
 
     def describe(self) -> str:
-        return (f"about {self.steps:.2g} engine-step equivalents ({self.runs} runs x {self.replicas:,} replicas; "
-                f"per run {self.steps_per_run:.2g} engine steps and {self.seq_steps_per_run:.2g} sequence-steps)")
+        return (
+            f"about {self.steps:.2g} engine-step equivalents ({self.runs} runs x {self.replicas:,} replicas; "
+            f"per run {self.steps_per_run:.2g} engine steps and {self.seq_steps_per_run:.2g} sequence-steps)"
+        )
 
 
 def estimate_work(workload: Workload, replicas: int, runs: int, kv_tokens: float = math.inf) -> WorkEstimate:
@@ -49,7 +52,10 @@ def estimate_work(workload: Workload, replicas: int, runs: int, kv_tokens: float
     at_once = max(1.0, min(eng.max_num_seqs, kv_tokens / (mean_in + mean_out)))
     waves = math.ceil(per_replica / at_once)
     decode = mean_out * waves
-    prefill = max(waves, math.ceil(per_replica * mean_in / eng.max_num_batched_tokens),
-                  math.ceil(per_replica / eng.max_prefill_seqs) if eng.max_prefill_seqs else 1)
+    prefill = max(
+        waves,
+        math.ceil(per_replica * mean_in / eng.max_num_batched_tokens),
+        math.ceil(per_replica / eng.max_prefill_seqs) if eng.max_prefill_seqs else 1,
+    )
     steps = busy * (decode + prefill) + (replicas - busy)
     return WorkEstimate(runs=runs, replicas=replicas, steps_per_run=steps, seq_steps_per_run=n * (mean_out + 1))

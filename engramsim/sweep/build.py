@@ -1,6 +1,7 @@
 """From a normalized sweep config to the simulator's inputs: presets with their fields
 overridden, a Scenario and a Placement. Presets are cached per process, so a worker loads each
 one once however many configs it runs."""
+
 from __future__ import annotations
 
 import copy
@@ -15,15 +16,24 @@ from engramsim.hardware import hardware_from_dict, with_nic_part
 from engramsim.iopolicy import io_policy
 from engramsim.model import model_from_dict, with_row_dtype
 from engramsim.presets import load_toml, resolve
-from engramsim.sim.run import Scenario
 from engramsim.rows.warmup import cold_start
+from engramsim.sim.run import Scenario
 from engramsim.sim.tiers import Placement, tier_for
 from engramsim.units import GiB
 from engramsim.workload import with_engine, with_speculation, workload_from_dict
 
 # Options that only choose the placement: configs differing in these share one Scenario.
-PLACEMENT_KEYS = ("tier", "hbm_cache_gib", "ssd_dram_cache_gib", "ssd_dram_hit", "numa", "gather_socket",
-                  "rdma_path", "rank_rows", "hbm_lookup")
+PLACEMENT_KEYS = (
+    "tier",
+    "hbm_cache_gib",
+    "ssd_dram_cache_gib",
+    "ssd_dram_hit",
+    "numa",
+    "gather_socket",
+    "rdma_path",
+    "rank_rows",
+    "hbm_lookup",
+)
 # vLLM serve flags among the grid's keys: they go through engramsim.serve as simulate's do.
 SERVE_FLAGS = ("gpu_memory_utilization", "max_num_batched_tokens", "max_model_len", "kv_cache_dtype")
 # ...and these, with the Engram table's fields, do not touch the no-Engram baseline either.
@@ -35,8 +45,10 @@ def scenario_key(config: dict) -> str:
 
 
 def baseline_key(config: dict) -> str:
-    return json.dumps({k: v for k, v in config.items()
-                       if k not in ENGRAM_ONLY_KEYS and not k.startswith("model.engram.")}, sort_keys=True)
+    return json.dumps(
+        {k: v for k, v in config.items() if k not in ENGRAM_ONLY_KEYS and not k.startswith("model.engram.")},
+        sort_keys=True,
+    )
 
 
 def presets(config: dict):
@@ -75,11 +87,21 @@ def scenario(config: dict) -> Scenario:
         raise UserError(f"DP x TP = {dp} x {tp} = {dp * tp} ranks exceed the {gpus} GPUs")
     io = io_policy(engine.io, workload, not config["prefetch"], config["readers"], config["read_at"], config["io"])
     trace = config["trace"] or None
-    return Scenario(hw=hw, model=model, workload=workload, gpus=gpus, tp=tp, seed=config["seed"],
-                    engine=engine, ep=config["ep"], prefetch=io.prefetch, io=io,
-                    row_model=_row_model(config["trace"], config["model"], json.dumps(_fields(config, "model"))),
-                    max_model_len=config["max_model_len"] or 0,
-                    cold_start=cold_start(model, trace) if config["cache_start"] == "cold" else None)
+    return Scenario(
+        hw=hw,
+        model=model,
+        workload=workload,
+        gpus=gpus,
+        tp=tp,
+        seed=config["seed"],
+        engine=engine,
+        ep=config["ep"],
+        prefetch=io.prefetch,
+        io=io,
+        row_model=_row_model(config["trace"], config["model"], json.dumps(_fields(config, "model"))),
+        max_model_len=config["max_model_len"] or 0,
+        cold_start=cold_start(model, trace) if config["cache_start"] == "cold" else None,
+    )
 
 
 def placement(config: dict, hw=None) -> Placement:
@@ -89,10 +111,16 @@ def placement(config: dict, hw=None) -> Placement:
     ssd = tier == "ssd"
     in_hbm = tier in ("hbm", "unified")
     lookup = dict(hbm_lookup=config["hbm_lookup"]) if tier == "hbm" else dict(rank_rows=config["rank_rows"])
-    return Placement(tier, hbm_cache_bytes=0.0 if in_hbm else config["hbm_cache_gib"] * GiB,
-                     dram_cache_bytes=config["ssd_dram_cache_gib"] * GiB if ssd else 0.0,
-                     ssd_dram_hit_rate=config["ssd_dram_hit"] if ssd else 0.0, numa=config["numa"],
-                     gather_socket=config["gather_socket"], rdma_path=config["rdma_path"], **lookup)
+    return Placement(
+        tier,
+        hbm_cache_bytes=0.0 if in_hbm else config["hbm_cache_gib"] * GiB,
+        dram_cache_bytes=config["ssd_dram_cache_gib"] * GiB if ssd else 0.0,
+        ssd_dram_hit_rate=config["ssd_dram_hit"] if ssd else 0.0,
+        numa=config["numa"],
+        gather_socket=config["gather_socket"],
+        rdma_path=config["rdma_path"],
+        **lookup,
+    )
 
 
 def _fields(config: dict, prefix: str) -> list:
@@ -134,4 +162,5 @@ def _row_model(trace: str, model_name: str, model_fields_json: str):
     if not trace:
         return None
     from engramsim.rows.load import load_row_model
+
     return load_row_model(trace, _load("model", model_name, model_fields_json))

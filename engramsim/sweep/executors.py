@@ -3,6 +3,7 @@
 Every executor calls `on_result(task_index, rows)` as tasks finish (in any order); the sweep
 puts rows back in grid order, so the executor never changes the output.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,14 @@ def preflight(executor: str, workers: int, address: str | None):
             _check_reachable(address)
 
 
-def run_tasks(tasks: list[list[dict]], on_result, executor: str = "local", workers: int = 1,
-              address: str | None = None, max_steps: float | None = DEFAULT_MAX_STEPS):
+def run_tasks(
+    tasks: list[list[dict]],
+    on_result,
+    executor: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    max_steps: float | None = DEFAULT_MAX_STEPS,
+):
     """`max_steps`: each task's work limit (runner.run_task)."""
     preflight(executor, workers, address)
     if executor == "ray":
@@ -61,8 +68,7 @@ def _run_ray(tasks, on_result, workers: int, address: str | None, max_steps):
         kwargs = dict(address=address, runtime_env={"working_dir": str(ROOT), "excludes": [".git"]})
     else:
         # A local cluster's workers import this checkout, not whatever engramsim is installed.
-        kwargs = dict(num_cpus=workers, include_dashboard=False,
-                      runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+        kwargs = dict(num_cpus=workers, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         ray.init(log_to_driver=False, configure_logging=False, **kwargs)
     except Exception as e:  # Ray raises many kinds; the user needs one line

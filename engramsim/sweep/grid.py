@@ -12,6 +12,7 @@ The sweep is the product of the axes, in file order, minus the excluded configs.
 normalized (every option present, numbers typed) and keyed by a hash of that normal form, so
 `--resume` can tell which configs a results file already holds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engramsim.errors import UserError
-from engramsim.presets import load_toml
-from engramsim.serve import KV_DTYPES
 from engramsim.iopolicy import IO_KINDS, READ_AT, READERS_MAX
 from engramsim.model import ROW_DTYPES
+from engramsim.presets import load_toml
+from engramsim.serve import KV_DTYPES
 from engramsim.sim.tiers import ALL_TIERS, DEFAULT_TIERS
 from engramsim.topology import GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS
 
@@ -36,7 +37,7 @@ OPTIONS: dict[str, tuple[type, object]] = {
     "workload": (str, "paper-table4"),
     "engine": (str, "nano-vllm"),
     "tier": (str, list(DEFAULT_TIERS)),
-    "gpus": (int, 0),            # 0: DP x TP
+    "gpus": (int, 0),  # 0: DP x TP
     "tp": (int, 1),
     "dp": (int, 1),
     "ep": (int, 1),
@@ -45,11 +46,11 @@ OPTIONS: dict[str, tuple[type, object]] = {
     "hbm_cache_gib": (float, 0.0),
     "ssd_dram_cache_gib": (float, 0.0),
     "ssd_dram_hit": (float, 0.0),
-    "max_seqs": (int, 0),        # 0: the workload's own max_num_seqs
-    "trace": (str, ""),          # "": uniform hashing; else as simulate --trace (file, default, zipf)
-    "cxl": (str, ""),            # "": the hardware preset's own CXL part
+    "max_seqs": (int, 0),  # 0: the workload's own max_num_seqs
+    "trace": (str, ""),  # "": uniform hashing; else as simulate --trace (file, default, zipf)
+    "cxl": (str, ""),  # "": the hardware preset's own CXL part
     # Added after the first sweep: a config that leaves them at these values keeps its key.
-    "nic": (str, ""),            # "": the hardware preset's own NIC part
+    "nic": (str, ""),  # "": the hardware preset's own NIC part
     "numa": (str, "per-numa"),
     "gather_socket": (str, "local"),
     "rdma_path": (str, "gpudirect"),
@@ -61,22 +62,37 @@ OPTIONS: dict[str, tuple[type, object]] = {
     "kv_cache_dtype": (str, None),
     "spec_tokens": (int, None),
     "accept_rate": (float, None),
-    "concurrency": (int, None),   # closed loop: this many streams (None: the workload's arrivals)
-    "readers": (int, None),       # ssd reads: None, the engine preset's I/O policy
+    "concurrency": (int, None),  # closed loop: this many streams (None: the workload's arrivals)
+    "readers": (int, None),  # ssd reads: None, the engine preset's I/O policy
     "read_at": (str, None),
     "io": (str, None),
     "cache_start": (str, "warm"),
-    "row_dtype": (str, None),     # None: the model's row format
+    "row_dtype": (str, None),  # None: the model's row format
 }
 # The first options: a config's key hashes them always, later ones only when not at their default.
-FIRST_OPTIONS = tuple(OPTIONS)[:tuple(OPTIONS).index("cxl") + 1]
+FIRST_OPTIONS = tuple(OPTIONS)[: tuple(OPTIONS).index("cxl") + 1]
 # Values a string option takes (checked when the grid loads).
-CHOICES = {"tier": ALL_TIERS, "read_at": READ_AT, "io": IO_KINDS, "cache_start": ("warm", "cold"),
-           "row_dtype": ROW_DTYPES, "numa": NUMA_LAYOUTS, "gather_socket": GATHER_SOCKETS, "rdma_path": RDMA_PATHS,
-           "rank_rows": RANK_ROWS, "hbm_lookup": HBM_LOOKUPS, "kv_cache_dtype": tuple(KV_DTYPES)}
+CHOICES = {
+    "tier": ALL_TIERS,
+    "read_at": READ_AT,
+    "io": IO_KINDS,
+    "cache_start": ("warm", "cold"),
+    "row_dtype": ROW_DTYPES,
+    "numa": NUMA_LAYOUTS,
+    "gather_socket": GATHER_SOCKETS,
+    "rdma_path": RDMA_PATHS,
+    "rank_rows": RANK_ROWS,
+    "hbm_lookup": HBM_LOOKUPS,
+    "kv_cache_dtype": tuple(KV_DTYPES),
+}
 # Upper bounds of numeric options, as simulate's flags have them.
-MAX = {"ssd_dram_hit": 1.0, "accept_rate": 1.0, "gpu_memory_utilization": 1.0, "spec_tokens": 64,
-       "readers": READERS_MAX}
+MAX = {
+    "ssd_dram_hit": 1.0,
+    "accept_rate": 1.0,
+    "gpu_memory_utilization": 1.0,
+    "spec_tokens": 64,
+    "readers": READERS_MAX,
+}
 # `simulate` options that are no grid key, and why (tests/test_sweep.py holds every option to one
 # or the other, so a new `simulate` option cannot be forgotten here).
 NOT_KEYS = {
@@ -98,8 +114,8 @@ PRESET_PREFIXES = ("hw.", "model.", "workload.", "engine.")
 
 @dataclass(frozen=True)
 class Grid:
-    configs: list[dict]      # normalized, in sweep order
-    axes: list[str]          # keys that vary, in file order
+    configs: list[dict]  # normalized, in sweep order
+    axes: list[str]  # keys that vary, in file order
     source: str
 
     def __len__(self):
@@ -128,11 +144,13 @@ def parse_grid(data: dict, where: str) -> Grid:
     values = {}
     for key, raw in data.items():
         values[key] = [_typed(key, v, where) for v in _as_axis(key, raw, where)]
-    for key, (kind, default) in OPTIONS.items():
+    for key, (_kind, default) in OPTIONS.items():
         if key not in values:
             values[key] = [_typed(key, v, where) for v in (default if isinstance(default, list) else [default])]
-    rules = [{k: [_typed(k, v, where) for v in _as_axis(k, raw, f"{where} [[exclude]]")] for k, raw in e.items()}
-             for e in excludes]
+    rules = [
+        {k: [_typed(k, v, where) for v in _as_axis(k, raw, f"{where} [[exclude]]")] for k, raw in e.items()}
+        for e in excludes
+    ]
     for rule in rules:
         for key in rule:
             if key not in values:
@@ -164,10 +182,11 @@ def _typed(key: str, value, where: str):
         return value
     if key not in OPTIONS:
         known = ", ".join(OPTIONS)
-        raise UserError(f"{where}: unknown grid key '{key}' (known: {known}, or a preset field such as "
-                        f"hw.gpu.hbm_bw_GBps)")
+        raise UserError(
+            f"{where}: unknown grid key '{key}' (known: {known}, or a preset field such as hw.gpu.hbm_bw_GBps)"
+        )
     kind, default = OPTIONS[key]
-    if value is None and default is None:   # left out: the presets' own value
+    if value is None and default is None:  # left out: the presets' own value
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -176,8 +195,11 @@ def _typed(key: str, value, where: str):
     if key in CHOICES and value not in CHOICES[key]:
         raise UserError(f"{where}: unknown {key} '{value}' (known: {', '.join(CHOICES[key])})")
     if kind in (int, float) and not 0 <= value <= MAX.get(key, value):
-        raise UserError(f"{where}: '{key}' must be in [0, {MAX[key]}], got {value!r}" if key in MAX
-                        else f"{where}: '{key}' must be >= 0, got {value!r}")
+        raise UserError(
+            f"{where}: '{key}' must be in [0, {MAX[key]}], got {value!r}"
+            if key in MAX
+            else f"{where}: '{key}' must be >= 0, got {value!r}"
+        )
     return value
 
 

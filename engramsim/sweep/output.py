@@ -1,5 +1,6 @@
 """Sweep results on disk: .csv, .jsonl or .parquet (with pyarrow or polars), written atomically
 and read back for `--resume`."""
+
 from __future__ import annotations
 
 import csv
@@ -89,9 +90,11 @@ def _parquet_bytes(rows: list[dict]) -> bytes:
     if _parquet_lib() == "pyarrow":
         import pyarrow as pa
         import pyarrow.parquet as pq
+
         pq.write_table(pa.Table.from_pylist(rows), buf)
     else:
         import polars as pl
+
         pl.DataFrame(rows, infer_schema_length=None).write_parquet(buf)
     return buf.getvalue()
 
@@ -99,6 +102,8 @@ def _parquet_bytes(rows: list[dict]) -> bytes:
 def _read_parquet(path: Path) -> list[dict]:
     if _parquet_lib() == "pyarrow":
         import pyarrow.parquet as pq
+
         return pq.read_table(path).to_pylist()
     import polars as pl
+
     return pl.read_parquet(path).to_dicts()

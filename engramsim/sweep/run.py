@@ -1,5 +1,6 @@
 """`run_sweep`: every config of a grid, each once (or skipped when `--resume` finds its key in
 the results file), rows in grid order whatever ran them."""
+
 from __future__ import annotations
 
 import time
@@ -21,21 +22,29 @@ FLUSH_EVERY_S = 5.0  # rewrite the results file this often, so an interrupted sw
 class SweepResult:
     source: str
     axes: list[str]
-    rows: list[dict]      # one per config, grid order: key, axes, then the metrics
-    ran: int              # configs simulated now
-    resumed: int          # configs whose rows came from the results file
+    rows: list[dict]  # one per config, grid order: key, axes, then the metrics
+    ran: int  # configs simulated now
+    resumed: int  # configs whose rows came from the results file
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def __rich_console__(self, console, options):
         from engramsim.report.sweep import render_sweep
+
         yield from render_sweep(self, options.max_width)
 
 
-def run_sweep(grid: Grid, out: Path | None = None, resume: bool = False, executor: str = "local",
-              workers: int = 1, address: str | None = None, progress=None,
-              max_steps: float | None = DEFAULT_MAX_STEPS) -> SweepResult:
+def run_sweep(
+    grid: Grid,
+    out: Path | None = None,
+    resume: bool = False,
+    executor: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    progress=None,
+    max_steps: float | None = DEFAULT_MAX_STEPS,
+) -> SweepResult:
     """Run the grid's configs; `progress(done, total)` is called as configs finish. A config
     whose run is estimated above `max_steps` engine steps gets a row saying so (not simulated)."""
     preflight(executor, workers, address)
@@ -62,8 +71,14 @@ def run_sweep(grid: Grid, out: Path | None = None, resume: bool = False, executo
 
     try:
         if tasks:
-            run_tasks([[grid.configs[todo[j]] for j in task] for task in tasks], on_result, executor, workers, address,
-                      max_steps)
+            run_tasks(
+                [[grid.configs[todo[j]] for j in task] for task in tasks],
+                on_result,
+                executor,
+                workers,
+                address,
+                max_steps,
+            )
     finally:
         # Interrupted or not, the rows done so far reach the file, so --resume can carry on.
         if out and (new or not resume):

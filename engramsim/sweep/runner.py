@@ -5,6 +5,7 @@ A task is a plain list of configs, so it can run in this process, a worker proce
 task alike; its rows depend only on its configs (each simulation is deterministic), which is
 why every executor gives identical rows.
 """
+
 from __future__ import annotations
 
 from engramsim.errors import UserError
@@ -13,13 +14,35 @@ from engramsim.sim.work import DEFAULT_MAX_STEPS
 from engramsim.sweep import build
 
 # Row fields after the axes, named as `vllm bench serve` names them where they overlap.
-METRICS = ("fits", "output_throughput", "baseline_output_throughput", "overhead_pct", "tok_s_per_gpu",
-           "tok_s_per_user", "kv_tokens_per_rank",
-           "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms", "duration_s", "stall_s",
-           "bound_by", "problems")
+METRICS = (
+    "fits",
+    "output_throughput",
+    "baseline_output_throughput",
+    "overhead_pct",
+    "tok_s_per_gpu",
+    "tok_s_per_user",
+    "kv_tokens_per_rank",
+    "mean_ttft_ms",
+    "p99_ttft_ms",
+    "mean_tpot_ms",
+    "p99_tpot_ms",
+    "duration_s",
+    "stall_s",
+    "bound_by",
+    "problems",
+)
 # The per-rank HBM plan of each row (GiB; engramsim.capacity.plan_memory's parts), for the memory plot.
-MEMORY = ("weights", "engram_table", "hot_cache", "activations", "cuda_graphs", "non_torch", "indexer",
-          "engram_staging", "kv")
+MEMORY = (
+    "weights",
+    "engram_table",
+    "hot_cache",
+    "activations",
+    "cuda_graphs",
+    "non_torch",
+    "indexer",
+    "engram_staging",
+    "kv",
+)
 
 
 def make_tasks(configs: list[dict], min_tasks: int = 1) -> list[list[int]]:
@@ -50,7 +73,7 @@ def run_task(configs: list[dict], max_steps: float | None = DEFAULT_MAX_STEPS) -
         check_work(scenario, 1, max_steps)
         requests = scenario.workload.requests(scenario.seed)
         baseline = run_baseline(scenario, requests)
-        drawn = (scenario.workload, scenario.seed)   # the requests' source: reused while it stays
+        drawn = (scenario.workload, scenario.seed)  # the requests' source: reused while it stays
     except UserError as e:
         return [problem_row(c, str(e)) for c in configs]
     rows = {}
@@ -65,7 +88,7 @@ def run_task(configs: list[dict], max_steps: float | None = DEFAULT_MAX_STEPS) -
             rows.update({i: problem_row(configs[i], str(e)) for i in members})
             continue
         for i in members:
-            try:   # e.g. a DRAM cache given both as a size and as a hit rate, a path the server lacks
+            try:  # e.g. a DRAM cache given both as a size and as a hit rate, a path the server lacks
                 placements[i] = build.placement(configs[i], scenario.hw)
                 check_placement(scenario, placements[i])
             except UserError as e:
@@ -73,8 +96,13 @@ def run_task(configs: list[dict], max_steps: float | None = DEFAULT_MAX_STEPS) -
                 rows[i] = problem_row(configs[i], str(e))
         try:
             same = (scenario.workload, scenario.seed) == drawn
-            report = simulate(scenario, list(placements.values()), baseline=baseline, max_steps=None,
-                              requests=requests if same else None)
+            report = simulate(
+                scenario,
+                list(placements.values()),
+                baseline=baseline,
+                max_steps=None,
+                requests=requests if same else None,
+            )
         except UserError as e:
             rows.update({i: problem_row(configs[i], str(e)) for i in placements})
             continue
@@ -87,13 +115,21 @@ def result_row(config: dict, run) -> dict:
     figures (RunResult.bench), under the same names."""
     bench = run.bench
     tok_s, mean_tpot_ms = bench["output_throughput"], bench["mean_tpot_ms"]
-    row = dict(fits=run.fits, output_throughput=tok_s, baseline_output_throughput=run.baseline_tok_s,
-               overhead_pct=run.overhead_pct, tok_s_per_gpu=None if tok_s is None else tok_s / config["gpus"],
-               # What one user sees while decoding: 1 / mean TPOT.
-               tok_s_per_user=1e3 / mean_tpot_ms if mean_tpot_ms else None,
-               kv_tokens_per_rank=run.kv_tokens_per_rank,
-               **{k: bench[k] for k in ("mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms")},
-               duration_s=bench["duration"], stall_s=run.stall_s, bound_by=run.bound, problems="; ".join(run.problems))
+    row = dict(
+        fits=run.fits,
+        output_throughput=tok_s,
+        baseline_output_throughput=run.baseline_tok_s,
+        overhead_pct=run.overhead_pct,
+        tok_s_per_gpu=None if tok_s is None else tok_s / config["gpus"],
+        # What one user sees while decoding: 1 / mean TPOT.
+        tok_s_per_user=1e3 / mean_tpot_ms if mean_tpot_ms else None,
+        kv_tokens_per_rank=run.kv_tokens_per_rank,
+        **{k: bench[k] for k in ("mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms")},
+        duration_s=bench["duration"],
+        stall_s=run.stall_s,
+        bound_by=run.bound,
+        problems="; ".join(run.problems),
+    )
     row.update({f"mem_{part}_GiB": run.hbm_GiB_per_gpu.get(part) for part in MEMORY})
     return row
 
