@@ -36,6 +36,7 @@ from engramsim import costs
 from engramsim.errors import UserError
 from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
+from engramsim.optimize import nelder_mead
 from engramsim.realmodel.config import MeasuredCase, StepRecord, TimedRun
 from engramsim.realmodel.noise import NoiseLimits
 from engramsim.realmodel.stats import (
@@ -226,12 +227,12 @@ def fit_compute_rates(
         resid = y - np.maximum(flops / np.exp(log_rates[0]), nbytes / np.exp(log_rates[1]))
         return float(np.sum((resid - max(resid.mean(), 0.0)) ** 2))  # overheads are never negative
 
-    from scipy.optimize import minimize
-
+    # A coarse grid finds the basin; the project's small simplex (rows/zipf_fit.py, so no scipy)
+    # polishes it. Its tolerance is absolute on the misfit, which is in squared seconds.
     axes = [np.linspace(np.log(x / span), np.log(x * span), 33) for x in (rate, bw)]
-    start = min(((a, b) for a in axes[0] for b in axes[1]), key=misfit)
-    best = minimize(misfit, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-12})
-    return float(np.exp(best.x[0])), float(np.exp(best.x[1]))
+    start = np.array(min(((a, b) for a in axes[0] for b in axes[1]), key=misfit))
+    best = nelder_mead(misfit, start, step=float(axes[0][1] - axes[0][0]), iters=400, tol=1e-20)
+    return float(np.exp(best[0])), float(np.exp(best[1]))
 
 
 def fit_backbone_overheads(hw: Hardware, model: ModelSpec, runs: list[TimedRun]) -> tuple[float, float, float]:

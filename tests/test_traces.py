@@ -274,7 +274,7 @@ def test_nelder_mead_finds_the_minimum_scipy_finds():
     """The hand-written simplex (kept instead of a scipy dependency, see rows/zipf_fit.py)
     lands where scipy's Nelder-Mead does, on a smooth and on a kinked, boxed objective."""
     optimize = pytest.importorskip("scipy.optimize")
-    from engramsim.rows.zipf_fit import nelder_mead
+    from engramsim.optimize import nelder_mead
 
     def smooth(x):
         return float((x[0] - 0.7) ** 2 + 3 * (x[1] + 0.2) ** 2 + 0.5 * (x[2] - 2.0) ** 2)

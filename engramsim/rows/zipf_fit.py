@@ -1,6 +1,6 @@
 """Fit ZipfRows to a trace's measurements, or build them from given parameters.
 
-The optimiser is a small hand-written Nelder-Mead, kept on purpose rather than
+The optimiser is the small hand-written Nelder-Mead in engramsim/optimize.py, kept on purpose rather than
 scipy.optimize.minimize(method="Nelder-Mead"): the fit has 3-4 parameters and a non-smooth
 objective (interpolated curves, +inf outside the box), so a derivative-free simplex is the
 right method either way; 30 lines of it do not justify making scipy (tens of MB) a core
@@ -20,6 +20,7 @@ from engramsim.addresses.stats import BATCH_REF, LayerStats, TraceStats
 from engramsim.addresses.store import check_geometry
 from engramsim.errors import UserError
 from engramsim.model import EngramSpec, ModelSpec
+from engramsim.optimize import nelder_mead
 from engramsim.rows.trace import default_row_model
 from engramsim.rows.zipf import ZipfRows, zipf_support_for
 
@@ -57,36 +58,6 @@ def fit_zipf(ls: LayerStats, spec: EngramSpec, n_tokens: int) -> ZipfRows:
     model, error = _zipf_fit_objective(ls, spec, n_tokens)
     start = [a if 0.1 < a < 3 else 0.8 for a in np.nan_to_num(ls.zipf_alpha)] + [math.log10(max(2, n_tokens / 2))]
     return model(nelder_mead(error, np.array(start, dtype=float), step=0.15))
-
-
-def nelder_mead(f, x0: np.ndarray, step: float, iters: int = 200, tol: float = 1e-5) -> np.ndarray:
-    """Minimise f from x0 (the textbook simplex method; numpy has no optimiser and the fit has
-    few parameters and a non-smooth objective)."""
-    simplex = np.vstack([x0] + [x0 + step * e for e in np.eye(x0.size)])
-    values = np.array([f(x) for x in simplex])
-    for _ in range(iters):
-        order = np.argsort(values)
-        simplex, values = simplex[order], values[order]
-        if values[-1] - values[0] < tol:
-            break
-        centre = simplex[:-1].mean(axis=0)
-        reflected = centre + (centre - simplex[-1])
-        fr = f(reflected)
-        if fr < values[0]:
-            expanded = centre + 2 * (centre - simplex[-1])
-            fe = f(expanded)
-            simplex[-1], values[-1] = (expanded, fe) if fe < fr else (reflected, fr)
-        elif fr < values[-2]:
-            simplex[-1], values[-1] = reflected, fr
-        else:
-            contracted = centre + 0.5 * (simplex[-1] - centre)
-            fc = f(contracted)
-            if fc < values[-1]:
-                simplex[-1], values[-1] = contracted, fc
-            else:  # shrink towards the best point
-                simplex[1:] = simplex[0] + 0.5 * (simplex[1:] - simplex[0])
-                values[1:] = [f(x) for x in simplex[1:]]
-    return simplex[np.argmin(values)]
 
 
 def zipf_row_model(
