@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -135,7 +136,7 @@ def vllm_bench_names(raw, ttft_s, tpot_s, output_tokens: int) -> dict:
     serve.py): throughputs per second of `duration`, latencies in ms as mean, median and p99
     (np.percentile, as vLLM). TPOT counts requests with more than one output token; ITL is
     every gap between consecutive tokens of a request; E2EL is arrival to last token."""
-    itl = np.concatenate([np.diff(q.token_s) for q in raw.seqs] or [np.zeros(0)])  # = each q.itl_s
+    itl = _inter_token_s(raw.seqs)
     e2el = np.array([q.finish_s - q.arrival_s for q in raw.seqs])
     out = {
         "duration": raw.makespan_s,
@@ -153,6 +154,16 @@ def vllm_bench_names(raw, ttft_s, tpot_s, output_tokens: int) -> dict:
         out[f"median_{name}_ms"] = float(np.median(ms)) if has else None
         out[f"p99_{name}_ms"] = float(np.percentile(ms, 99)) if has else None
     return out
+
+
+def _inter_token_s(seqs) -> np.ndarray:
+    """Every request's q.itl_s, concatenated in order: one np.diff over all token times, less
+    the gaps that would join one request to the next (the same floats, in the same order, as a
+    diff per request, without a small array per request)."""
+    lens = [len(q.token_s) for q in seqs]
+    times = np.fromiter(itertools.chain.from_iterable(q.token_s for q in seqs), float, sum(lens))
+    owner = np.repeat(np.arange(len(lens)), lens)
+    return np.diff(times)[owner[1:] == owner[:-1]]
 
 
 def resource_usage(raw) -> dict:

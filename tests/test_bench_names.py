@@ -2,9 +2,12 @@
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from engramsim.results import summarize_run, vllm_bench_names
+from engramsim.results import _inter_token_s, summarize_run, vllm_bench_names
 from engramsim.sim.scheduler import Scheduler
 
 
@@ -44,3 +47,12 @@ def test_scheduler_records_inter_token_gaps():
         sched.finish_step([seq], now)
     assert seq.itl_s == [0.5, 1.5] and seq.finish_s == 3.0
     assert vllm_bench_names(SimpleNamespace(makespan_s=3.0, seqs=[seq]), [1.0], [1.0], 3)["median_itl_ms"] == 1000.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.floats(0, 1e4, allow_nan=False), max_size=6).map(sorted), max_size=8))
+def test_inter_token_gaps_equal_a_diff_per_request(token_times):
+    # One diff over all token times, less the joins, gives each request's gaps float for float.
+    seqs = [SimpleNamespace(token_s=t) for t in token_times]
+    per_request = np.concatenate([np.diff(t) for t in token_times] or [np.zeros(0)])
+    assert _inter_token_s(seqs).tobytes() == per_request.tobytes()
