@@ -58,14 +58,18 @@ def lens_shape(lens: Sequence[int], prefill: bool, positions: int = 1) -> BatchS
             kv_read_tokens=0.0,
             prefill=True,
         )
-    context = sum(lens)
+    return decode_shape(sum(lens), len(lens), positions)
+
+
+def decode_shape(context: int, seqs: int, positions: int = 1) -> BatchShape:
+    """A decode step's shape from its sequences' summed lengths (`context`) and count."""
     return BatchShape(
-        tokens=len(lens) * positions,
-        seqs=len(lens),
+        tokens=seqs * positions,
+        seqs=seqs,
         attn_pairs=context * positions,
         kv_read_tokens=context,
         prefill=False,
-        logits=len(lens) * positions,
+        logits=seqs * positions,
     )
 
 

@@ -132,3 +132,34 @@ def test_the_stepwise_decode_visits_only_sequences_needing_blocks_with_the_loops
         [(q.blocks, q.computed) for q in s.waiting + s.running],
     )
     assert summary(fast, got) == summary(slow, want)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    jobs=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 12), st.integers(0, 3)), min_size=1, max_size=14),
+    block=st.sampled_from([1, 2, 4, 16]),
+    kv_blocks=st.integers(3, 40),
+    max_seqs=st.integers(1, 8),
+    drafts=st.sampled_from([(0, 0.0), (0, 0.0), (2, 0.6), (3, 1.0)]),
+)
+def test_the_kept_context_sum_is_the_running_sequences_lengths(jobs, block, kv_blocks, max_seqs, drafts):
+    """decode_context keeps the running sequences' summed lengths through admissions, token
+    gains (with and without drafts), finishes and preemptions: the sum at every step."""
+    engine = Engine(max_num_seqs=max_seqs, kv_block_tokens=block, spec_tokens=drafts[0], accept_rate=drafts[1])
+    s = Scheduler(engine, kv_blocks=max(kv_blocks, -(-(40 + 12 + 3) // block)))  # the longest fits alone
+    pending = [(Seq(i, 0.0, n, out), wait) for i, (n, out, wait) in enumerate(jobs)]
+    for step in range(2000):
+        for seq, _ in [p for p in pending if p[1] <= step]:
+            s.add(seq)
+        pending = [p for p in pending if p[1] > step]
+        if s.idle() and not pending:
+            break
+        batch, prefill = s.schedule() if not s.idle() else ([], False)
+        assert s.context_tokens == sum(len(q) for q in s.running)
+        context = s.decode_context(batch)
+        if context is not None:
+            assert context == sum(len(q) for q in batch)
+        if batch:
+            s.finish_step(batch, float(step), prefill)
+        assert s.context_tokens == sum(len(q) for q in s.running)
+    assert s.idle() and not pending

@@ -286,6 +286,9 @@ class Replica:
         positions = self.setup.workload.engine.positions_per_decode
         chunks = getattr(self.scheduler, "chunks", None)
         if not chunks:
+            context = None if prefill else self.scheduler.decode_context(batch)
+            if context is not None:
+                return costs.decode_shape(context, len(batch), positions)
             return costs.lens_shape([q.prompt_len + q.out for q in batch], prefill, positions)  # len(q), inlined
         return costs.mixed_shape(
             [len(q) for q in batch if q.id not in chunks],

@@ -57,6 +57,8 @@ class Seq:
 
 
 class Scheduler:
+    tracks_context = True  # see decode_context; a subclass that reshapes `running` turns it off
+
     def __init__(self, engine: Engine, kv_blocks: int):
         self.engine = engine
         self.block = engine.kv_block_tokens
@@ -65,6 +67,7 @@ class Scheduler:
         self.waiting: deque[Seq] = deque()
         self.running: deque[Seq] = deque()
         self.preemptions = 0
+        self.context_tokens = 0  # sum of len() over `running`, kept as they change
 
     def add(self, seq: Seq):
         self.waiting.append(seq)
@@ -101,6 +104,7 @@ class Scheduler:
         for seq in batch:
             seq.blocks = self._blocks_for(seq)
             self.free_blocks -= seq.blocks
+            self.context_tokens += len(seq)
             self.running.append(self.waiting.popleft())
         return batch
 
@@ -167,6 +171,7 @@ class Scheduler:
         return self.free_blocks >= self._decode_need(seq)
 
     def _preempt(self, seq: Seq):
+        self.context_tokens -= len(seq)
         self.preemptions += 1
         self.free_blocks += seq.blocks
         seq.blocks = 0
@@ -177,10 +182,13 @@ class Scheduler:
         """Every sequence in the batch gains its tokens (one after a prefill; after a decode,
         as many as speculative decoding accepts); return those that completed."""
         if prefill or self.per_decode == 1.0:
+            self.context_tokens += len(batch)
             return self._release(self._one_token_each(batch, now_s), now_s)
         done = []
         for seq in batch:
+            before = seq.out
             seq.out = min(seq.max_out, seq.out + self._accepted(seq))
+            self.context_tokens += seq.out - before
             seq.token_s.append(now_s)
             if seq.out >= seq.max_out:
                 done.append(seq)
@@ -203,8 +211,17 @@ class Scheduler:
             seq.finish_s = now_s
             self.free_blocks += seq.blocks
             seq.blocks = 0
+            self.context_tokens -= len(seq)
             self.running.remove(seq)
         return done
+
+    def decode_context(self, batch: list[Seq]) -> int | None:
+        """The decode batch's summed lengths without visiting it, when the batch is the whole
+        of `running` (else None): integers, so the same sum as adding them up
+        (tests/test_scheduler.py checks it step by step)."""
+        if self.tracks_context and len(batch) == len(self.running):
+            return self.context_tokens
+        return None
 
     def _accepted(self, seq: Seq) -> int:
         """Tokens a decode step emits for `seq`: the expected count per step, accumulated so
@@ -219,6 +236,8 @@ class ChunkedScheduler(Scheduler):
     """vLLM-style scheduling (vLLM V1 `Scheduler.schedule`): one token budget per step, spent
     first on every running decode, then on prompt chunks, oldest first, so a step mixes decodes
     with pieces of prompts. A prompt whose last chunk ran samples its first token."""
+
+    tracks_context = False  # schedule() sets `running` aside while it decodes
 
     def __init__(self, engine: Engine, kv_blocks: int):
         super().__init__(engine, kv_blocks)
