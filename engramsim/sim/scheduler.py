@@ -114,7 +114,7 @@ class Scheduler:
         head of the queue: that common case skips the per-sequence loop below, with the same
         outcome (tests/test_scheduler.py compares the two)."""
         n = min(len(self.running), self.engine.max_num_seqs)
-        head = list(itertools.islice(self.running, n))
+        head = list(self.running) if n == len(self.running) else list(itertools.islice(self.running, n))
         if self.engine.spec_tokens:  # drafts: a step may need several new blocks per sequence
             needs = [(q, self._decode_need(q)) for q in head]
             if sum(need for _, need in needs) > self.free_blocks:
