@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from engramsim.results import _inter_token_s, summarize_run, vllm_bench_names
 from engramsim.sim.scheduler import Scheduler
+from engramsim.workload import Engine
 
 
 def _seq(arrival, prompt, token_times):
@@ -39,10 +40,10 @@ def test_hand_checked_figures():
 def test_scheduler_records_inter_token_gaps():
     from engramsim.sim.scheduler import Seq
 
-    sched = Scheduler.__new__(Scheduler)
-    sched.running, sched.free_blocks = [], 0
+    sched = Scheduler(Engine(), kv_blocks=1)
     seq = Seq(0, 0.0, 4, 3)
-    sched.running.append(seq)
+    sched.add(seq)
+    assert sched.schedule() == ([seq], True)  # admitted
     for now in (1.0, 1.5, 3.0):
         sched.finish_step([seq], now)
     assert seq.itl_s == [0.5, 1.5] and seq.finish_s == 3.0
