@@ -18,7 +18,7 @@ COMMANDS = {
     "simulate": "Simulate an inference server with Engram tables in each placement.",
     "memory": "Per-rank HBM plan of each placement, as an engine's startup log shows it.",
     "presets": "List hardware, model, engine and workload presets with their key numbers.",
-    "paper": "Check the simulator against the Engram paper's Table 4 (and refit the h800 engine costs).",
+    "paper": "Check the simulator against the Engram paper's Table 4, per mechanism (--fit refits each baseline's step cost).",
     "onebox": "Check the one-box model against public measurements (Apple, Spark, workstations).",
     "profile": "Measure this machine's Engram memory paths with real kernels.",
     "calibrate": "Turn a measured profile into a hardware model for `simulate --hw`.",
