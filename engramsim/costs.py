@@ -27,6 +27,20 @@ def roofline_s(gpu: GPU, flops: float, hbm_bytes: float) -> float:
     return max(flops / (gpu.bf16_flops * gpu.matmul_efficiency), hbm_bytes / (gpu.hbm_bw_Bps * gpu.hbm_efficiency))
 
 
+def matmul_s(gpu: GPU, rows: float, flops: float, weight_bytes: float, other_bytes: float = 0.0) -> float:
+    """A matmul of `rows` rows against `weight_bytes` of weights (plus `other_bytes` read
+    alongside): the roofline, or, for a CPU BLAS at up to `gpu.gemv_max_rows` rows, one
+    matrix-vector product per row, each streaming all the weights; above, with
+    `gpu.packed_serial`, packing the weights then multiplying, one after the other."""
+    if 0 < rows <= gpu.gemv_max_rows:
+        return rows * weight_bytes / gpu.gemv_Bps + other_bytes / (gpu.hbm_bw_Bps * gpu.hbm_efficiency)
+    if gpu.packed_serial:
+        return flops / (gpu.bf16_flops * gpu.matmul_efficiency) + (weight_bytes + other_bytes) / (
+            gpu.hbm_bw_Bps * gpu.hbm_efficiency
+        )
+    return roofline_s(gpu, flops, weight_bytes + other_bytes)
+
+
 @dataclass(frozen=True)
 class BatchShape:
     """What one engine step computes: `tokens` new tokens for `seqs` sequences, attending over
@@ -127,7 +141,7 @@ def step_compute(
     def layer_s(mlp_active_params: float, mlp_read_bytes: float) -> float:
         flops = 2.0 * shape.tokens * (bb.attn_params + mlp_active_params) + attn_flops
         weights = bb.attn_params * wb + mlp_read_bytes
-        return gpu.layer_overhead_s + roofline_s(gpu, flops / tp, weights / tp + kv_bytes_per_rank) + comm
+        return gpu.layer_overhead_s + matmul_s(gpu, shape.tokens, flops / tp, weights / tp, kv_bytes_per_rank) + comm
 
     dense = layer_s(bb.dense_mlp_params, bb.dense_mlp_params * wb) if bb.n_dense_layers else 0.0
     moe = 0.0
@@ -137,8 +151,9 @@ def step_compute(
         touched = experts_touched(bb.n_routed_experts, bb.n_active_experts, shape.tokens) * bb.expert_params
         moe = layer_s(active, shared * wb + touched * bb.expert_bytes_per_param)
     # The LM head runs only on the last position of each sequence.
-    head = roofline_s(
+    head = matmul_s(
         gpu,
+        shape.logits or shape.seqs,
         2.0 * (shape.logits or shape.seqs) * bb.hidden_size * bb.vocab_size / tp,
         bb.hidden_size * bb.vocab_size * wb / tp,
     )

@@ -64,6 +64,15 @@ class GPU:
     # compute runs on `compute_threads` host cores and competes with CPU gather threads.
     compute_on_host: bool = spec("compute_on_host", kind=bool, default=False)
     compute_threads: int = spec("compute_threads", lo=0, lo_open=False, kind=int, default=0, hi=1e5)
+    # A CPU BLAS multiplies a few rows as one matrix-vector product per row, each streaming
+    # all the weights, and packs the weights into one matrix product above that: up to
+    # `gemv_max_rows` rows a matmul costs rows x weight bytes / `gemv_GBps` (`engramsim
+    # validate` fits both on its baseline; 0 = off, the roofline alone).
+    gemv_max_rows: int = spec("gemv_max_rows", lo=0, lo_open=False, kind=int, default=0, hi=1e5)
+    gemv_Bps: float = spec("gemv_GBps", scale=GB, default=0.0, lo=0, lo_open=False, hi=1e6)
+    # ...and whether, above it, packing the weights and multiplying run one after the other (a
+    # single-threaded BLAS: the two terms add) rather than overlapping (the roofline's max).
+    packed_serial: bool = spec("packed_serial", kind=bool, default=False)
 
 
 @dataclass(frozen=True)

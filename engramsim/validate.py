@@ -188,28 +188,51 @@ def _record_compute(hw: Hardware, model: ModelSpec, rec: StepRecord):
     return costs.step_compute(hw.gpu, model.backbone, costs.batch_shape(seqs, rec.phase == "prefill"), 1)
 
 
-def fit_compute_rates(
-    hw: Hardware, model: ModelSpec, steps: list[StepRecord], span: float = 16.0
-) -> tuple[float, float]:
-    """(matmul FLOP/s, weight-streaming bytes/s) that best explain the baseline's layers before
-    the first Engram layer ("pre" time per layer) across its steps, through the simulator's own
-    roofline, a constant per-layer overhead taking the rest; times count only the share the
-    thread was running (`fit_backbone_overheads`). Only for a CPU standing in for the
-    accelerator; a GPU keeps its profile's figures, as do steps whose sizes hardly vary.
+@dataclass(frozen=True)
+class ComputeFit:
+    """What the baseline's layers say of a CPU standing in for the accelerator: matmul FLOP/s,
+    weight-streaming bytes/s of a packed matrix product, and up to how many rows the BLAS
+    multiplies row by row instead (each row streaming all the weights at `gemv_Bps`)."""
+
+    flops: float
+    weights_Bps: float
+    gemv_max_rows: int = 0
+    gemv_Bps: float = 0.0
+    packed_serial: bool = False
+
+
+GEMV_ROWS_TRIED = range(9)  # 0 (no row-by-row regime) to 8 rows
+
+
+def fit_compute_rates(hw: Hardware, model: ModelSpec, steps: list[StepRecord], span: float = 16.0) -> ComputeFit:
+    """The `ComputeFit` that best explains the baseline's layers before the first Engram layer
+    ("pre" time per layer) across its steps, through the simulator's own costs
+    (`costs.matmul_s`), a constant per-layer overhead taking the rest (least squares, jointly:
+    the overhead is the mean residual); times count only the share the thread was running
+    (`fit_backbone_overheads`). The row-by-row threshold is the one of `GEMV_ROWS_TRIED` with
+    the least misfit. Only for a CPU standing in for the accelerator; a GPU keeps its
+    profile's figures, as do steps whose sizes hardly vary.
 
     The profile's matmul and memcpy benchmarks run other shapes on every thread, whenever the
-    profile ran; the baseline's own prefill steps (compute-bound) and small decode steps
-    (bound by reading the weights) run this model on the validation's thread. One pair for
-    every placement: the Engram ones stay predictions.
+    profile ran; the baseline's own prefill steps (compute-bound), small decode steps (one
+    matrix-vector product per row) and larger ones (packed) run this model on the validation's
+    thread. One fit for every placement: the Engram ones stay predictions.
     """
     rate, bw = hw.gpu.bf16_flops * hw.gpu.matmul_efficiency, hw.gpu.hbm_bw_Bps * hw.gpu.hbm_efficiency
     tokens = [s.tokens for s in steps]
     if not hw.gpu.compute_on_host or len(steps) < 3 or max(tokens) < 2 * min(tokens):
-        return rate, bw
+        return ComputeFit(rate, bw)
     first = min(model.engram.layer_ids)
     y = np.array([s.pre_s * s.running_share / first for s in steps])
+    rows = np.array(tokens, dtype=float)
+    # One point per step size (its median): noisy steps and the many prefill sizes do not
+    # outweigh the few decode batch sizes that show the row-by-row regime.
+    sizes = sorted({(s.phase, s.tokens, s.seqs) for s in steps})
+    picks = [next(i for i, s in enumerate(steps) if (s.phase, s.tokens, s.seqs) == k) for k in sizes]
+    medians = [float(np.median([y[i] for i, s in enumerate(steps) if (s.phase, s.tokens, s.seqs) == k])) for k in sizes]
+    steps, rows, y = [steps[i] for i in picks], rows[picks], np.array(medians)
     # The roofline's two terms per step, at unit rates: max(flops / rate, bytes / bandwidth).
-    unit = replace(hw.gpu, layer_overhead_s=0.0, matmul_efficiency=1.0, hbm_efficiency=1.0)
+    unit = replace(hw.gpu, layer_overhead_s=0.0, matmul_efficiency=1.0, hbm_efficiency=1.0, gemv_max_rows=0)
     flops = np.array(
         [
             _record_compute(replace(hw, gpu=replace(unit, bf16_flops=1.0, hbm_bw_Bps=1e30)), model, s).dense_layer_s
@@ -222,17 +245,38 @@ def fit_compute_rates(
             for s in steps
         ]
     )
+    bb = model.backbone
+    weights = (bb.attn_params + bb.dense_mlp_params) * bb.weight_bytes_per_param
 
-    def misfit(log_rates) -> float:
-        resid = y - np.maximum(flops / np.exp(log_rates[0]), nbytes / np.exp(log_rates[1]))
+    def predicted(log_rates, gemv_rows: int, serial: bool) -> np.ndarray:
+        r, b, g = np.exp(log_rates)
+        packed = flops / r + nbytes / b if serial else np.maximum(flops / r, nbytes / b)
+        by_row = rows * weights / g + (nbytes - weights) / b
+        return np.where(rows <= gemv_rows, by_row, packed)
+
+    def misfit(log_rates, gemv_rows: int, serial: bool) -> float:
+        resid = y - predicted(log_rates, gemv_rows, serial)
         return float(np.sum((resid - max(resid.mean(), 0.0)) ** 2))  # overheads are never negative
 
-    # A coarse grid finds the basin; the project's small simplex (rows/zipf_fit.py, so no scipy)
-    # polishes it. Its tolerance is absolute on the misfit, which is in squared seconds.
-    axes = [np.linspace(np.log(x / span), np.log(x * span), 33) for x in (rate, bw)]
-    start = np.array(min(((a, b) for a in axes[0] for b in axes[1]), key=misfit))
-    best = nelder_mead(misfit, start, step=float(axes[0][1] - axes[0][0]), iters=400, tol=1e-20)
-    return float(np.exp(best[0])), float(np.exp(best[1]))
+    # A coarse grid finds the basin; the project's small simplex (no scipy) polishes it. Its
+    # tolerance is absolute on the misfit, which is in squared seconds.
+    axes = [np.linspace(np.log(x / span), np.log(x * span), 17) for x in (rate, bw, bw)]
+    grid = [(a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]]
+    fits = []
+    for gemv_rows in GEMV_ROWS_TRIED:
+        for serial in (False, True):
+            start = min(grid, key=lambda x: misfit(x, gemv_rows, serial))
+            best = nelder_mead(
+                lambda x: misfit(x, gemv_rows, serial),
+                np.array(start),
+                step=float(axes[0][1] - axes[0][0]),
+                iters=600,
+                tol=1e-20,
+            )
+            fits.append((misfit(best, gemv_rows, serial), gemv_rows, serial, np.exp(best)))
+    _, gemv_rows, serial, (r, b, g) = min(fits, key=lambda f: f[0])
+    used = gemv_rows > 0 and bool(np.any(rows <= gemv_rows))
+    return ComputeFit(float(r), float(b), gemv_rows if used else 0, float(g) if used else 0.0, serial)
 
 
 def fit_backbone_overheads(hw: Hardware, model: ModelSpec, runs: list[TimedRun]) -> tuple[float, float, float]:
@@ -377,14 +421,18 @@ def describe_machine(
     and the engine's host cost per sequence in a step (for `sim_workload`)."""
     from engramsim.calibrate import with_page_faults
 
-    rate, bw = fit_compute_rates(hw, model, [s for run in baseline_runs for s in run.steps])
+    fit = fit_compute_rates(hw, model, [s for run in baseline_runs for s in run.steps])
+    bw = fit.weights_Bps
     gather_Bps = hw.gpu.hbm_bw_Bps * hw.gpu.gather_efficiency  # the profile's gather rate stays
     hw = replace(
         hw,
         gpu=replace(
             hw.gpu,
-            bf16_flops=rate,
+            bf16_flops=fit.flops,
             hbm_bw_Bps=bw,
+            gemv_max_rows=fit.gemv_max_rows,
+            gemv_Bps=fit.gemv_Bps,
+            packed_serial=fit.packed_serial,
             matmul_efficiency=1.0,
             hbm_efficiency=1.0,
             gather_efficiency=min(1.0, gather_Bps / bw),
@@ -701,6 +749,9 @@ def fitted_figures(hw: Hardware, profile: Hardware, seq_host_s: float) -> dict:
         "profile_matmul_GFLOPs": profile.gpu.bf16_flops / 1e9,
         "weights_GBps": hw.gpu.hbm_bw_Bps / 1e9,
         "profile_read_GBps": profile.gpu.hbm_bw_Bps / 1e9,
+        "gemv_max_rows": hw.gpu.gemv_max_rows,
+        "gemv_GBps": hw.gpu.gemv_Bps / 1e9,
+        "packed_serial": hw.gpu.packed_serial,
         "layer_overhead_us": hw.gpu.layer_overhead_s * 1e6,
         "step_overhead_us": hw.gpu.step_overhead_s * 1e6,
         "seq_overhead_us": seq_host_s * 1e6,

@@ -16,6 +16,7 @@ from engramsim.realmodel.config import StepRecord, TimedRun
 from engramsim.realmodel.noise import NoiseLimits, RunNoise
 from engramsim.validate import (
     AdaptiveStop,
+    ComputeFit,
     fit_backbone_overheads,
     line_fit,
     overhead_estimates,
@@ -171,10 +172,50 @@ def test_compute_rate_and_weight_bandwidth_are_recovered_from_synthetic_baseline
         rec = StepRecord(phase, seqs, tokens, context, 0, 0, 0, 0, 0, 0, 0, 0)
         pre = first * (1e-3 + _record_compute(true, model, rec).dense_layer_s)
         steps.append(StepRecord(phase, seqs, tokens, context, 0, pre, 0, 0, 0, 0, pre, 0))
-    rate, bw = fit_compute_rates(hw, model, steps)
-    assert rate == pytest.approx(20e9, rel=1e-2) and bw == pytest.approx(4e9, rel=1e-2)
+    fit = fit_compute_rates(hw, model, steps)
+    assert fit.flops == pytest.approx(20e9, rel=1e-2) and fit.weights_Bps == pytest.approx(4e9, rel=1e-2)
+    assert fit.gemv_max_rows == 0
     on_gpu = replace(hw, gpu=replace(hw.gpu, compute_on_host=False))
-    assert fit_compute_rates(on_gpu, model, steps) == (50e9, 10e9)
+    assert fit_compute_rates(on_gpu, model, steps) == ComputeFit(50e9, 10e9)
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_row_by_row_weight_streaming_is_recovered_from_synthetic_baseline_steps(serial):
+    """Layers whose BLAS multiplies up to 3 rows one by one (each streaming the weights at
+    2 GB/s) and packs from 4 rows on (20 GFLOP/s, 8 GB/s), plus 0.4 ms each: the fit gives the
+    threshold, both bandwidths and the rate back, and whether packing and multiplying add
+    (`serial`) or overlap; the step costs then follow the kink."""
+    from dataclasses import replace
+
+    from engramsim.validate import _record_compute, fit_compute_rates
+
+    model = to_model_spec(quick_config())
+    hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
+    gpu = replace(hw.gpu, bf16_flops=20e9, hbm_bw_Bps=8e9, gemv_max_rows=3, gemv_Bps=2e9, layer_overhead_s=4e-4)
+    gpu = replace(gpu, packed_serial=serial)
+    true = replace(hw, gpu=replace(gpu, matmul_efficiency=1.0, hbm_efficiency=1.0))
+    first = min(model.engram.layer_ids)
+    steps = []
+    for phase, seqs, tokens, context in [
+        ("prefill", 1, 33, 33),
+        ("prefill", 1, 60, 60),
+        ("decode", 12, 12, 600),
+        ("decode", 8, 8, 500),
+        ("decode", 4, 4, 300),
+        ("decode", 3, 3, 200),
+        ("decode", 2, 2, 150),
+        ("decode", 1, 1, 90),
+    ]:
+        rec = StepRecord(phase, seqs, tokens, context, 0, 0, 0, 0, 0, 0, 0, 0)
+        pre = first * _record_compute(true, model, rec).dense_layer_s
+        steps.append(StepRecord(phase, seqs, tokens, context, 0, pre, 0, 0, 0, 0, pre, 0))
+    fit = fit_compute_rates(hw, model, steps)
+    assert fit.gemv_max_rows == 3
+    assert fit.gemv_Bps == pytest.approx(2e9, rel=1e-2) and fit.weights_Bps == pytest.approx(8e9, rel=1e-2)
+    assert fit.flops == pytest.approx(20e9, rel=1e-2) and fit.packed_serial == serial
+    one, four = (_record_compute(true, model, StepRecord("decode", n, n, 90 * n, *[0] * 8)) for n in (1, 4))
+    # One row streams the weights once at the slow rate; four packed rows stream them once, faster.
+    assert one.dense_layer_s > four.dense_layer_s
 
 
 def quiet_noise(wall_s=1.0, outside=0.0, delay=0.0):

@@ -129,7 +129,13 @@ def noise_lines(report):
         yield Text(
             f"fitted on the baseline (calibration): compute {f['compute_GFLOPs']:.1f} GFLOP/s (profile matmul "
             f"{f['profile_matmul_GFLOPs']:.1f}), weights at {f['weights_GBps']:.1f} GB/s (profile "
-            f"{f['profile_read_GBps']:.1f}), {f['layer_overhead_us']:.0f} us per layer, "
+            f"{f['profile_read_GBps']:.1f})"
+            + (
+                f", one row at a time up to {f['gemv_max_rows']} rows at {f['gemv_GBps']:.1f} GB/s"
+                if f.get("gemv_max_rows")
+                else ""
+            )
+            + f", {f['layer_overhead_us']:.0f} us per layer, "
             f"{f['step_overhead_us']:.0f} us per step + {f.get('seq_overhead_us', 0):.0f} us per sequence; timed alone: Engram fusion {f['engram_fusion_us']:.0f} us "
             f"+ {f['engram_fusion_ns_per_token']:.0f} ns/token, hash {f['hash_call_us']:.0f} us + "
             f"{f['hash_ns_per_token']:.0f} ns/token",
