@@ -149,29 +149,42 @@ def test_the_simulator_logs_every_step_with_its_per_sequence_overhead():
     assert [b.seconds - a.seconds for a, b in zip(plain, more)] == pytest.approx([1e-3 * n for n in seqs])
 
 
+# (phase, sequences, tokens, context tokens) of synthetic baseline steps.
+SIZES = [
+    ("prefill", 1, 33, 33),
+    ("prefill", 1, 60, 60),
+    ("decode", 12, 12, 600),
+    ("decode", 8, 8, 500),
+    ("decode", 4, 4, 300),
+    ("decode", 3, 3, 200),
+    ("decode", 2, 2, 150),
+    ("decode", 1, 1, 90),
+]
+
+
+def synthetic_pre_steps(true, model, sizes, layer_s=0.0):
+    """Steps whose layers before the Engram layer take what `true` hardware costs them, plus `layer_s`."""
+    from engramsim.validate import _record_compute
+
+    steps = []
+    for phase, seqs, tokens, context in sizes:
+        rec = StepRecord(phase, seqs, tokens, context, 0, 0, 0, 0, 0, 0, 0, 0)
+        pre = min(model.engram.layer_ids) * (layer_s + _record_compute(true, model, rec).dense_layer_s)
+        steps.append(StepRecord(phase, seqs, tokens, context, 0, pre, 0, 0, 0, 0, pre, 0))
+    return steps
+
+
 def test_compute_rate_and_weight_bandwidth_are_recovered_from_synthetic_baseline_steps():
     """Steps whose layers run at 20 GFLOP/s and stream weights at 4 GB/s, plus 1 ms each, give
     both back, whatever the profile said (50 GFLOP/s, 10 GB/s); a GPU keeps its profile's."""
     from dataclasses import replace
 
-    from engramsim.validate import _record_compute, fit_compute_rates
+    from engramsim.validate import fit_compute_rates
 
     model = to_model_spec(quick_config())
     hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
     true = replace(hw, gpu=replace(hw.gpu, bf16_flops=20e9, hbm_bw_Bps=4e9))
-    first = min(model.engram.layer_ids)
-    steps = []
-    for phase, seqs, tokens, context in [
-        ("prefill", 1, 33, 33),
-        ("prefill", 1, 60, 60),
-        ("decode", 12, 12, 600),
-        ("decode", 4, 4, 300),
-        ("decode", 2, 2, 150),
-        ("decode", 1, 1, 90),
-    ]:
-        rec = StepRecord(phase, seqs, tokens, context, 0, 0, 0, 0, 0, 0, 0, 0)
-        pre = first * (1e-3 + _record_compute(true, model, rec).dense_layer_s)
-        steps.append(StepRecord(phase, seqs, tokens, context, 0, pre, 0, 0, 0, 0, pre, 0))
+    steps = synthetic_pre_steps(true, model, SIZES[:3] + SIZES[4:5] + SIZES[6:], layer_s=1e-3)
     fit = fit_compute_rates(hw, model, steps)
     assert fit.flops == pytest.approx(20e9, rel=1e-2) and fit.weights_Bps == pytest.approx(4e9, rel=1e-2)
     assert fit.gemv_max_rows == 0
@@ -194,21 +207,7 @@ def test_row_by_row_weight_streaming_is_recovered_from_synthetic_baseline_steps(
     gpu = replace(hw.gpu, bf16_flops=20e9, hbm_bw_Bps=8e9, gemv_max_rows=3, gemv_Bps=2e9, layer_overhead_s=4e-4)
     gpu = replace(gpu, packed_serial=serial)
     true = replace(hw, gpu=replace(gpu, matmul_efficiency=1.0, hbm_efficiency=1.0))
-    first = min(model.engram.layer_ids)
-    steps = []
-    for phase, seqs, tokens, context in [
-        ("prefill", 1, 33, 33),
-        ("prefill", 1, 60, 60),
-        ("decode", 12, 12, 600),
-        ("decode", 8, 8, 500),
-        ("decode", 4, 4, 300),
-        ("decode", 3, 3, 200),
-        ("decode", 2, 2, 150),
-        ("decode", 1, 1, 90),
-    ]:
-        rec = StepRecord(phase, seqs, tokens, context, 0, 0, 0, 0, 0, 0, 0, 0)
-        pre = first * _record_compute(true, model, rec).dense_layer_s
-        steps.append(StepRecord(phase, seqs, tokens, context, 0, pre, 0, 0, 0, 0, pre, 0))
+    steps = synthetic_pre_steps(true, model, SIZES)
     fit = fit_compute_rates(hw, model, steps)
     assert fit.gemv_max_rows == 3
     assert fit.gemv_Bps == pytest.approx(2e9, rel=1e-2) and fit.weights_Bps == pytest.approx(8e9, rel=1e-2)
