@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # bounds it), a host at most ~32 TiB of DRAM, and contexts reach ~1-2M tokens (2**31 bounds them).
 MAX_GPUS = 1_000_000
 MAX_TP = 1024
+SEED_MAX = 2**32 - 1  # a 32-bit seed, as most tools take
+MAX_EP = 2**20  # expert-parallel ranks: never above the routed experts, themselves bounded at 2**20
 HBM_GIB_MAX = 16384
 DRAM_GIB_MAX = 2**20
 MAX_CONTEXT = 2**31

@@ -61,6 +61,9 @@ def test_an_absent_tier_sweeps_every_tier_as_simulate_does():
         ({"gpus": "two"}, "'gpus' takes int values"),
         ({"exclude": [{"hw.gpu.hbm_GiB": 80}]}, "[[exclude]] names 'hw.gpu.hbm_GiB'"),
         ({"tier": "ssd", "exclude": [{"tier": "ssd"}]}, "every config is excluded"),
+        ({"hbm_cache_gib": float("inf")}, "'hbm_cache_gib' must be in [0, 16384], got inf"),
+        ({"accept_rate": float("nan")}, "'accept_rate' must be in [0, 1.0], got nan"),
+        ({"tp": 10**11}, "'tp' must be in [0, 1024]"),
     ],
 )
 def test_bad_grids_are_one_clear_error(data, message):
@@ -229,6 +232,12 @@ def _simulate_options():
     from engramsim.commands.simulate import command
 
     return {next(o for o in p.opts if o.startswith("--"))[2:].replace("-", "_") for p in command.params}
+
+
+def test_every_numeric_grid_key_has_the_bound_of_its_flag():
+    from engramsim.sweep.grid import MAX, OPTIONS
+
+    assert [k for k, (kind, _) in OPTIONS.items() if kind in (int, float) and k not in MAX] == []
 
 
 def test_every_simulate_option_is_a_grid_key_or_excluded_with_a_reason():

@@ -11,6 +11,7 @@ from engramsim.commands.numbers import (
     HBM_GIB_MAX,
     MAX_BATCHED_TOKENS,
     MAX_CONTEXT,
+    MAX_EP,
     MAX_GPUS,
     MAX_SEQS,
     MAX_TP,
@@ -40,7 +41,7 @@ from engramsim.units import GiB
     "--ep",
     default=1,
     show_default=True,
-    type=whole(1, 2**20),
+    type=whole(1, MAX_EP),
     help="Expert-parallel ranks the routed experts are divided across.",
 )
 @click.option(

@@ -16,13 +16,13 @@ from engramsim.presets import (  # noqa: F401  (the shared bounds, re-exported f
     HBM_GIB_MAX,
     MAX_BATCHED_TOKENS,
     MAX_CONTEXT,
+    MAX_EP,
     MAX_GPUS,
     MAX_SEQS,
     MAX_TP,
+    SEED_MAX,
     allowed_range,
 )
-
-SEED_MAX = 2**32 - 1  # a 32-bit seed, as most tools take
 
 
 class Number(click.ParamType):

@@ -8,6 +8,7 @@ from rich.console import Console
 from engramsim.commands.numbers import (
     HBM_GIB_MAX,
     MAX_CONTEXT,
+    MAX_EP,
     MAX_GPUS,
     MAX_SEQS,
     MAX_TP,
@@ -43,7 +44,7 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
     "--tp", "tps", multiple=True, type=whole(1, MAX_TP), help="Candidate tensor-parallel degree; repeat. Default: 1."
 )
 @click.option(
-    "--ep", "eps", multiple=True, type=whole(1, 2**20), help="Candidate expert-parallel degree; repeat. Default: 1."
+    "--ep", "eps", multiple=True, type=whole(1, MAX_EP), help="Candidate expert-parallel degree; repeat. Default: 1."
 )
 @click.option(
     "--tier",

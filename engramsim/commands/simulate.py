@@ -14,6 +14,7 @@ from engramsim.commands.numbers import (
     HBM_GIB_MAX,
     MAX_BATCHED_TOKENS,
     MAX_CONTEXT,
+    MAX_EP,
     MAX_GPUS,
     MAX_SEQS,
     MAX_TP,
@@ -84,7 +85,7 @@ from engramsim.workload import load_workload, with_engine, with_speculation
     help="Data-parallel replicas (with --gpus: GPUs / TP) [default: 1].",
 )
 @click.option(
-    "--ep", type=whole(1, 2**20), help="Expert-parallel ranks the routed experts are divided across [default: 1]."
+    "--ep", type=whole(1, MAX_EP), help="Expert-parallel ranks the routed experts are divided across [default: 1]."
 )
 @click.option("--enable-expert-parallel", is_flag=True, help="vLLM's switch: EP = TP x DP.")
 @click.option(

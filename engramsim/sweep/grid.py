@@ -24,7 +24,18 @@ from pathlib import Path
 from engramsim.errors import UserError
 from engramsim.iopolicy import IO_KINDS, READ_AT, READERS_MAX
 from engramsim.model import ROW_DTYPES
-from engramsim.presets import load_toml
+from engramsim.presets import (
+    DRAM_GIB_MAX,
+    HBM_GIB_MAX,
+    MAX_BATCHED_TOKENS,
+    MAX_CONTEXT,
+    MAX_EP,
+    MAX_GPUS,
+    MAX_SEQS,
+    MAX_TP,
+    SEED_MAX,
+    load_toml,
+)
 from engramsim.serve import KV_DTYPES
 from engramsim.sim.tiers import ALL_TIERS, DEFAULT_TIERS
 from engramsim.topology import GATHER_SOCKETS, HBM_LOOKUPS, NUMA_LAYOUTS, RANK_ROWS, RDMA_PATHS
@@ -85,8 +96,20 @@ CHOICES = {
     "hbm_lookup": HBM_LOOKUPS,
     "kv_cache_dtype": tuple(KV_DTYPES),
 }
-# Upper bounds of numeric options, as simulate's flags have them.
+# Upper bounds of numeric options, the same constants simulate's flags use: every numeric key
+# has one, so a grid cannot pass inf or an absurd size into the simulator.
 MAX = {
+    "gpus": MAX_GPUS,
+    "tp": MAX_TP,
+    "dp": MAX_GPUS,
+    "ep": MAX_EP,
+    "seed": SEED_MAX,
+    "hbm_cache_gib": HBM_GIB_MAX,
+    "ssd_dram_cache_gib": DRAM_GIB_MAX,
+    "max_seqs": MAX_SEQS,
+    "max_num_batched_tokens": MAX_BATCHED_TOKENS,
+    "max_model_len": MAX_CONTEXT,
+    "concurrency": MAX_SEQS,
     "ssd_dram_hit": 1.0,
     "accept_rate": 1.0,
     "gpu_memory_utilization": 1.0,
@@ -194,12 +217,8 @@ def _typed(key: str, value, where: str):
         raise UserError(f"{where}: '{key}' takes {kind.__name__} values, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
         raise UserError(f"{where}: unknown {key} '{value}' (known: {', '.join(CHOICES[key])})")
-    if kind in (int, float) and not 0 <= value <= MAX.get(key, value):
-        raise UserError(
-            f"{where}: '{key}' must be in [0, {MAX[key]}], got {value!r}"
-            if key in MAX
-            else f"{where}: '{key}' must be >= 0, got {value!r}"
-        )
+    if kind in (int, float) and not 0 <= value <= MAX[key]:  # also refuses NaN
+        raise UserError(f"{where}: '{key}' must be in [0, {MAX[key]}], got {value!r}")
     return value
 
 
