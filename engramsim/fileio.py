@@ -83,6 +83,12 @@ def check_output(path: str | Path, flag: str) -> Path:
         raise UserError(f"{where}: directory {path.parent} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"{where}: file is not writable")
+    try:  # permission bits can say yes where the file system says no (/proc, read-only mounts)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{where}: cannot write in {path.parent} ({e.strerror})") from None
     return path
 
 
@@ -111,7 +117,10 @@ def _umask() -> int:
 def atomic_output(path: str | Path):
     """A binary file object whose content replaces `path` only if the block completes."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -119,6 +128,9 @@ def atomic_output(path: str | Path):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a new file gets the umask's mode
         os.replace(tmp, path)
+    except OSError as e:  # a full disk or a vanished directory late in a run: one line, no file
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path} ({e.strerror})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

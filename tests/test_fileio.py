@@ -39,6 +39,25 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
+def test_an_os_error_while_writing_is_one_line_and_leaves_the_old_file(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"good")
+    with pytest.raises(UserError, match="cannot write .*out.bin .No space left on device"):
+        with atomic_output(target):
+            raise OSError(28, "No space left on device")
+    assert target.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    with pytest.raises(UserError, match="cannot write"):
+        write_atomic(tmp_path / "gone" / "x.txt", "text")
+
+
+def test_check_output_tries_the_directory_the_file_system_refuses():
+    from engramsim.fileio import check_output
+
+    with pytest.raises(UserError, match="--timeline /proc/x.json: cannot write in /proc"):
+        check_output("/proc/x.json", "--timeline")
+
+
 def test_input_file_accepts_only_readable_regular_files(tmp_path):
     good = tmp_path / "a.txt"
     good.write_text("hello")
