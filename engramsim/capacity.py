@@ -129,9 +129,17 @@ def table_shard(spec: EngramSpec, tp: int) -> tuple[float, str]:
     return math.ceil(spec.table_bytes / tp), "row"
 
 
+def engram_shard_ranks(hw: Hardware, engine: EngineSpec, par: Parallel) -> int:
+    """The ranks one table set is split between: a replica's TP ranks, or with DP sharding
+    every rank of the node's replicas."""
+    if not engine.engram_dp_sharding:
+        return par.tp
+    return max(par.tp, min(hw.gpus_per_host, par.ranks))
+
+
 def host_copies_per_node(hw: Hardware, engine: EngineSpec, par: Parallel) -> int:
     """Copies of an off-GPU table in one node's memory (the engines' shared-memory options)."""
-    if engine.host_copies == "per-node":
+    if engine.host_copies == "per-node" or engine.engram_dp_sharding:
         return 1
     if engine.host_copies == "per-numa":
         return hw.host.numa_nodes
@@ -187,7 +195,7 @@ def plan_memory(
     server's limit (default: the model's, else the context)."""
     max_model_len = max_model_len or model.backbone.max_model_len or context_tokens
     spec = model.engram if tier_memory else None
-    table, split = table_shard(spec, par.tp) if spec and tier_memory == "hbm" else (0.0, "")
+    table, split = table_shard(spec, engram_shard_ranks(hw, engine, par)) if spec and tier_memory == "hbm" else (0.0, "")
     reserves = {
         "weights": model.weight_bytes_per_rank(par.tp, par.ep, engine.moe_intermediate_align),
         "model_buffers": model_buffer_bytes(model, engine),

@@ -73,6 +73,11 @@ class EngineSpec:
     engram_fetch_start: str = spec("engram_fetch_start", kind=str, default="forward-entry")
     # Host copies of an off-GPU table: one per node, one per NUMA node, or one per replica.
     host_copies: str = spec("host_copies", kind=str, default="per-replica")
+    # The node's DP replicas split one table set between all their ranks (vLLM's Engram DP
+    # sharding: "Engram tables are sharded over 8 ranks (TP=1 x DP=8)"), so a rank holds
+    # 1/(TP x local DP) of it and the node one copy. The per-step exchange of hash ids and rows
+    # between the replicas is not modelled.
+    engram_dp_sharding: bool = spec("engram_dp_sharding", kind=bool, default=False)
     max_prefill_seqs: int = spec("max_prefill_seqs", lo=0, lo_open=False, kind=int, hi=1e6, default=0)
     prefill_lookahead: bool = spec("prefill_lookahead", kind=bool, default=True)
     description: str = spec("description", kind=str, default="")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from engramsim.engine import load_engine
+from engramsim.engine import engine_from_dict
 from engramsim.errors import UserError
 from engramsim.hardware import hardware_from_dict
 from engramsim.model import load_model
@@ -29,9 +29,12 @@ KEYS = {
     "hw",
     "hw_overrides",
     "engine",
+    "engine_overrides",
     "workload",
     "gpus",
     "tp",
+    "ep",
+    "max_model_len",
     "reference",
     "variant",
     "measured_change_pct",
@@ -101,7 +104,7 @@ def run_check(path: Path) -> CheckResult:
             raise UserError(f"{where}: missing key '{key}'")
     measured_reference = _measured_reference(data, where)
     hw = _hardware(data["hw"], data.get("hw_overrides", {}), path)
-    engine = load_engine(_near(data.get("engine", "nano-vllm"), path))
+    engine = _engine(data.get("engine", "nano-vllm"), data.get("engine_overrides", {}), path)
     workload = with_engine(load_workload(_near(data["workload"], path)), engine)
     scenario = Scenario(
         hw=hw,
@@ -110,6 +113,8 @@ def run_check(path: Path) -> CheckResult:
         engine=engine,
         gpus=int(data.get("gpus", 1)),
         tp=int(data.get("tp", 1)),
+        ep=int(data.get("ep", 1)),
+        max_model_len=int(data.get("max_model_len", 0)),
         prefetch=engine.prefetch,
     )
     placements = [_placement(data[k], f"{where} [{k}]") for k in ("reference", "variant")]
@@ -155,6 +160,17 @@ def _hardware(name: str, overrides: dict, path: Path):
             raise UserError(f"{path}: [hw_overrides.{table}] must be a table")
         data[table] = {**data.get(table, {}), **keys}
     return hardware_from_dict(data, f"{src} (with overrides from {path.name})", src)
+
+
+def _engine(name: str, overrides: dict, path: Path):
+    """An engine preset with some of its keys replaced (`[engine_overrides]`), e.g. a setting
+    the measured run changed from the engine's default."""
+    if not isinstance(overrides, dict):
+        raise UserError(f"{path}: [engine_overrides] must be a table")
+    src = resolve("engine", _near(name, path))
+    data = load_toml(src)
+    data.setdefault("name", src.stem)
+    return engine_from_dict({**data, **overrides}, f"{src} (with overrides from {path.name})", src)
 
 
 def _placement(table: dict, where: str) -> Placement:

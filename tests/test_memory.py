@@ -153,6 +153,21 @@ def test_host_copies_decide_dram_per_node():
     assert plans["per-replica"].host_GiB_per_node == pytest.approx(4 * table)
 
 
+def test_engram_dp_sharding_splits_the_table_over_the_nodes_ranks():
+    """vLLM's Engram DP sharding at DP8 x TP1 (the B300 post's log: "sharded over 8 ranks",
+    23.6 GiB per rank, 188.8 GiB per node): an eighth of the table per rank, one host copy."""
+    m, hw = load_model("deepseek-v4.1-flash"), load_hardware("b200")
+    eng = load_engine("vllm")
+    par = Parallel(tp=1, dp=8, ep=8)
+    table = m.engram.table_bytes / GiB
+    plain = plan_memory(hw, m, eng, par, "hbm", context_tokens=2048)
+    sharded = plan_memory(hw, m, replace(eng, engram_dp_sharding=True), par, "hbm", context_tokens=2048)
+    assert plain.per_rank_GiB["engram_table"] == pytest.approx(table)
+    assert sharded.per_rank_GiB["engram_table"] == pytest.approx(table / 8, rel=0.01)
+    host = plan_memory(hw, m, replace(eng, engram_dp_sharding=True), par, "dram", context_tokens=2048)
+    assert host.host_GiB_per_node == pytest.approx(table)
+
+
 @settings(max_examples=40, deadline=None)
 @given(tp=st.sampled_from([1, 2, 4, 8]), dp=st.sampled_from([1, 2]), ep_exp=st.integers(0, 4))
 def test_parallel_invariants(tp, dp, ep_exp):

@@ -317,6 +317,20 @@ def test_a_bad_measured_baseline_is_one_line(tmp_path, value):
         run_check(bad)
 
 
+def test_engine_overrides_reach_the_check_and_bad_ones_are_one_line(tmp_path):
+    text = (CHECKS_DIR / "b300-blog-hbm-vs-uva-c8.toml").read_text()
+    text = text.replace("workloads/", str(CHECKS_DIR / "workloads") + "/")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("memory_utilization = 0.78", "memory_utilization = 7.8"))
+    with pytest.raises(UserError, match="memory_utilization"):
+        run_check(bad)
+    # Without the run's DP sharding the whole table would sit on every rank and not fit.
+    unsharded = tmp_path / "unsharded.toml"
+    unsharded.write_text(text.replace("engram_dp_sharding = true", "engram_dp_sharding = false"))
+    with pytest.raises(UserError, match="hbm does not fit"):
+        run_check(unsharded)
+
+
 def test_topology_and_rdma_survive_the_toml_round_trip():
     from engramsim.hardware import hardware_to_dict
 
