@@ -65,6 +65,20 @@ class CheckResult:
         return self.reference_tok_s / self.measured_reference_tok_s
 
     @property
+    def predicted_added_us_per_token(self) -> float:
+        """What the variant adds to each output token's share of wall time, simulated (µs)."""
+        return 1e6 * (1 / self.variant_tok_s - 1 / self.reference_tok_s)
+
+    @property
+    def measured_added_us_per_token(self) -> float | None:
+        """The same from the source's own figures (None without its reference throughput): an
+        absolute cost that does not lean on the simulated baseline being right."""
+        if self.measured_reference_tok_s is None:
+            return None
+        variant = self.measured_reference_tok_s * (1 + self.measured_change_pct / 100)
+        return 1e6 * (1 / variant - 1 / self.measured_reference_tok_s)
+
+    @property
     def direction_right(self) -> bool:
         return (self.predicted_change_pct > 0) == (self.measured_change_pct > 0) and self.predicted_change_pct != 0
 
@@ -83,6 +97,8 @@ class CheckResult:
             "ratio": self.ratio,
             "passes": self.passes,
             "baseline_ratio": self.baseline_ratio,
+            "predicted_added_us_per_token": self.predicted_added_us_per_token,
+            "measured_added_us_per_token": self.measured_added_us_per_token,
         }
 
 

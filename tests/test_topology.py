@@ -304,6 +304,9 @@ def test_a_published_check_reports_its_own_arithmetic():
     assert r.measured_reference_tok_s == 74.65
     assert r.baseline_ratio == pytest.approx(r.reference_tok_s / 74.65)
     assert r.to_dict()["baseline_ratio"] == r.baseline_ratio
+    # Absolute cost per output token: from the PR's own two figures, and from the two simulated runs.
+    assert r.measured_added_us_per_token == pytest.approx(1e6 * (1 / (74.65 * 0.972) - 1 / 74.65))
+    assert r.predicted_added_us_per_token == pytest.approx(1e6 * (1 / r.variant_tok_s - 1 / r.reference_tok_s))
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "true", '"fast"'])

@@ -19,7 +19,9 @@ def command(files, as_json):
 
     Each check describes a public benchmark (engine PR or issue) to the simulator: server,
     model, workload and two placements. It passes when the predicted change has the measured
-    sign and lies within 2x of it. No constant is tuned per check.
+    sign and lies within 2x of it. No constant is tuned per check. Where the source gives its
+    reference throughput, two more columns compare absolutes: the simulated over the measured
+    reference throughput, and the time the variant adds per output token (simulated / measured).
     """
     console = Console(stderr=as_json)
     results = []
@@ -39,6 +41,7 @@ def command(files, as_json):
         "direction",
         "within 2x",
         "baseline sim/meas",
+        "added µs/tok sim / meas",
         "fetches bounded by",
     ):
         t.add_column(col, justify="left" if col in ("check", "fetches bounded by") else "right")
@@ -52,8 +55,15 @@ def command(files, as_json):
             "right" if r.direction_right else "WRONG",
             "yes" if r.passes else "NO",
             "-" if r.baseline_ratio is None else f"{r.baseline_ratio:.1f}x",
+            _added(r),
             bound,
         )
     console.print(t)
     for r in results:
         console.print(f"  {r.name}: {r.what} ({r.source})", style="dim")
+
+
+def _added(r) -> str:
+    """Added time per output token, simulated and measured (µs; negative: the variant is faster)."""
+    meas = r.measured_added_us_per_token
+    return f"{r.predicted_added_us_per_token:+.3g} / " + ("-" if meas is None else f"{meas:+.3g}")
