@@ -9,7 +9,8 @@ module does not know is an error that names it, so nothing is ignored silently.
 Keys of `--engram-config`:
   vLLM    cpu_offload (true: tables in pinned host memory read by a UVA gather -> `dram-uva`;
           false: `hbm`), dp_shared_memory (one host copy per node instead of per replica),
-          use_thp (transparent huge pages for the host copy: read, not modeled).
+          use_thp (transparent huge pages for the host copy: read, not modeled),
+          enable_engram_dp_sharding (one table split over the node's DP x TP ranks).
   SGLang  placement gpu|cpu (`hbm` | the host-DRAM tiers), replication none|per_node (host copies
           per replica | per node), lookup collective|peer_read (how TP>=8 ranks read a table
           sharded in HBM: read, not modeled; each rank's gather is timed as a local one).
@@ -25,7 +26,10 @@ from engramsim.errors import UserError
 from engramsim.presets import MAX_BATCHED_TOKENS, MAX_CONTEXT, MAX_GPUS, MAX_SEQS, MAX_TP
 
 ENGINES = ("vllm", "sglang")
-ENGRAM_KEYS = {"vllm": ("cpu_offload", "dp_shared_memory", "use_thp"), "sglang": ("placement", "replication", "lookup")}
+ENGRAM_KEYS = {
+    "vllm": ("cpu_offload", "dp_shared_memory", "use_thp", "enable_engram_dp_sharding"),
+    "sglang": ("placement", "replication", "lookup"),
+}
 KV_DTYPES = {
     "auto": None,
     "fp8": "fp8",
@@ -89,6 +93,13 @@ def _vllm_engram(s: ServeSettings, cfg: dict) -> None:
         copies = "per-node" if _bool(cfg, "dp_shared_memory") else "per-replica"
         s.engine_overrides["host_copies"] = copies
         s.lines.append(f"engram dp_shared_memory={str(cfg['dp_shared_memory']).lower()} -> host copies {copies}")
+    if "enable_engram_dp_sharding" in cfg:
+        sharded = _bool(cfg, "enable_engram_dp_sharding")
+        s.engine_overrides["engram_dp_sharding"] = sharded
+        s.lines.append(
+            f"engram enable_engram_dp_sharding={str(sharded).lower()} -> "
+            + ("one table over the node's ranks" if sharded else "a table per replica")
+        )
     if "use_thp" in cfg:
         _bool(cfg, "use_thp")
         s.lines.append("engram use_thp: read, not modeled (huge pages change host TLB misses of the UVA gather)")

@@ -108,3 +108,12 @@ def test_bad_engram_config_is_one_line(engine, text, message):
 def test_bad_commands_are_one_line(cmd, message):
     with pytest.raises(UserError, match=message):
         parse_serve_command(cmd)
+
+
+def test_vllm_engram_dp_sharding_reaches_the_engine():
+    s = ServeSettings()
+    apply_engram_config(s, "vllm", '{"enable_engram_dp_sharding": true}')
+    assert s.engine_overrides == {"engram_dp_sharding": True}
+    assert "one table over the node's ranks" in "\n".join(s.lines)
+    with pytest.raises(UserError, match="enable_engram_dp_sharding"):
+        apply_engram_config(ServeSettings(), "vllm", '{"enable_engram_dp_sharding": "yes"}')

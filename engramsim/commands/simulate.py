@@ -91,7 +91,7 @@ from engramsim.workload import load_workload, with_engine, with_speculation
 @click.option(
     "--engram-config",
     help="The engine's Engram settings as JSON, e.g. vLLM '{\"cpu_offload\": true}' "
-    "(cpu_offload, dp_shared_memory, use_thp) or SGLang's (placement, replication, lookup).",
+    "(cpu_offload, dp_shared_memory, use_thp, enable_engram_dp_sharding) or SGLang's (placement, replication, lookup).",
 )
 @click.option(
     "--gpu-memory-utilization",
