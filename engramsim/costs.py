@@ -125,11 +125,17 @@ class StepCompute:
 
 
 def step_compute(
-    gpu: GPU, bb: Backbone, shape: BatchShape, tp: int, kv_layer_bytes_per_rank: float | None = None
+    gpu: GPU,
+    bb: Backbone,
+    shape: BatchShape,
+    tp: int,
+    kv_layer_bytes_per_rank: float | None = None,
+    layer_kernels: int = 0,
 ) -> StepCompute:
     """`kv_layer_bytes_per_rank`: one token's KV at one layer as one rank stores and reads it
     (default: the backbone's uniform layout; a shared KV head or MLA latent is read whole on
-    every rank, never divided by TP)."""
+    every rank, never divided by TP). Each layer's `layer_kernels` kernels add their fixed time
+    (`kernels_fixed_s`)."""
     wb = bb.weight_bytes_per_param
     if kv_layer_bytes_per_rank is None:
         kv_layer_bytes_per_rank = bb.kv_bytes_per_token_per_layer / bb.kv_shards(tp)
@@ -141,7 +147,8 @@ def step_compute(
     def layer_s(mlp_active_params: float, mlp_read_bytes: float) -> float:
         flops = 2.0 * shape.tokens * (bb.attn_params + mlp_active_params) + attn_flops
         weights = bb.attn_params * wb + mlp_read_bytes
-        return gpu.layer_overhead_s + matmul_s(gpu, shape.tokens, flops / tp, weights / tp, kv_bytes_per_rank) + comm
+        matmul = matmul_s(gpu, shape.tokens, flops / tp, weights / tp, kv_bytes_per_rank)
+        return gpu.layer_overhead_s + kernels_fixed_s(gpu, layer_kernels) + matmul + comm
 
     dense = layer_s(bb.dense_mlp_params, bb.dense_mlp_params * wb) if bb.n_dense_layers else 0.0
     moe = 0.0
@@ -209,20 +216,38 @@ ENGRAM_PASSES_STREAM = {  # over the whole hc x hidden stream, counted per branc
 ENGRAM_PASSES_SHARED = {"value projection (write)": 1, "gate x value (read value)": 1}
 
 
-def engram_hidden_passes(hc_mult: int) -> int:
+# The module's RMSNorms (key, query and conv input norm of each branch), counted above as one
+# kernel reading and writing the vector once. PyTorch 2.4-2.8 runs torch.nn.RMSNorm on CUDA as
+# aten::rms_norm's composite (aten/src/ATen/native/layer_norm.cpp): upcast to fp32 (reads 1
+# bf16 vector, writes 2), pow (2, 2), mean (2), add eps and rsqrt (one value per token), mul by
+# it (2, 2), mul by the weight (2, 2), back to bf16 (2, 1): 8 kernels and 20 bf16-vector passes.
+ENGRAM_NORMS_PER_BRANCH = 3
+RMSNORM_FUSED = {"kernels": 1, "passes": 2}
+RMSNORM_COMPOSITE = {"kernels": 8, "passes": 20}
+
+
+def _composite_norm_extra(hc_mult: int, fused_norms: bool, what: str) -> int:
+    """What composite RMSNorms add to the module's count of `what` (kernels or passes)."""
+    if fused_norms:
+        return 0
+    return hc_mult * ENGRAM_NORMS_PER_BRANCH * (RMSNORM_COMPOSITE[what] - RMSNORM_FUSED[what])
+
+
+def engram_hidden_passes(hc_mult: int, fused_norms: bool = True) -> int:
     """Hidden-wide vectors one Engram module moves through HBM per token, eagerly."""
     per_branch = sum(ENGRAM_PASSES_PER_BRANCH.values()) + sum(ENGRAM_PASSES_STREAM.values())
-    return hc_mult * per_branch + sum(ENGRAM_PASSES_SHARED.values())
+    shared = sum(ENGRAM_PASSES_SHARED.values())
+    return hc_mult * per_branch + shared + _composite_norm_extra(hc_mult, fused_norms, "passes")
 
 
-def engram_module_s(gpu: GPU, bb: Backbone, spec: EngramSpec, tokens: int, tp: int) -> float:
+def engram_module_s(gpu: GPU, bb: Backbone, spec: EngramSpec, tokens: int, tp: int, fused_norms: bool = True) -> float:
     """GPU time of the Engram fusion at one layer (deepseek-ai/Engram `Engram.forward`) as a
     roofline: the projections' FLOPs against their weights, the memory vector and the
     activations every eager op reads and writes (`engram_hidden_passes`). Its launches are
     counted by `engram_kernels`."""
     params = engram_module_params(bb, spec)
     flops = 2.0 * tokens * params
-    passes = engram_hidden_passes(bb.hc_mult)
+    passes = engram_hidden_passes(bb.hc_mult, fused_norms)
     hbm = params * bb.weight_bytes_per_param + tokens * (spec.memory_dim + passes * bb.hidden_size) * 2
     fixed = gpu.engram_module_overhead_s + tokens * gpu.engram_module_s_per_token
     return fixed + roofline_s(gpu, flops / tp, hbm / tp)
@@ -250,9 +275,17 @@ ENGRAM_KERNELS_SHARED = {  # once per module
 }
 
 
-def engram_kernels(hc_mult: int) -> int:
+def engram_kernels(hc_mult: int, fused_norms: bool = True) -> int:
     """Kernels one Engram module launches when run eagerly."""
-    return hc_mult * sum(ENGRAM_KERNELS_PER_BRANCH.values()) + sum(ENGRAM_KERNELS_SHARED.values())
+    per_branch = hc_mult * sum(ENGRAM_KERNELS_PER_BRANCH.values())
+    return per_branch + sum(ENGRAM_KERNELS_SHARED.values()) + _composite_norm_extra(hc_mult, fused_norms, "kernels")
+
+
+def kernels_fixed_s(gpu: GPU, kernels: int) -> float:
+    """GPU time `kernels` kernels take beyond their roofline (latency plus bandwidth: a kernel
+    lasts its fixed time plus its bytes or FLOPs at the achievable rate). Replaying a CUDA graph
+    saves the host's launches, not this."""
+    return kernels * gpu.kernel_fixed_s
 
 
 def launches_s(gpu: GPU, dispatch_s: float, kernels: int) -> float:

@@ -51,6 +51,10 @@ class GPU:
     # Fixed host cost of each layer's forward (operator dispatch when kernels are not captured
     # in a graph); 0 for engines that replay CUDA graphs.
     layer_overhead_s: float = spec("layer_overhead_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
+    # GPU time every kernel takes beyond its roofline, even replayed in a CUDA graph: its grid's
+    # launch, ramp-up and tail, and the wait on the kernel before it. Tiny kernels cost about this
+    # much each; a step of many pays it many times (`costs.kernels_fixed_s`).
+    kernel_fixed_s: float = spec("kernel_fixed_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
     # Fixed cost of the Engram fusion at each Engram layer per step (operator dispatch when it
     # is not captured in a graph; measured by `engramsim validate` on a CPU).
     engram_module_overhead_s: float = spec(

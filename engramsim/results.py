@@ -107,6 +107,7 @@ def engram_times(st) -> dict:
         "index copy": st.index_s,
         "launches": st.launch_s,
         "fusion compute": st.fusion_s,
+        "kernel fixed time": st.kernel_fixed_s,
         "stall": st.stall_s,
         "SM contention": st.sm_s,
     }

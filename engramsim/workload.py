@@ -90,6 +90,10 @@ class Engine:
     # Host cost of dispatching one eager operator (PyTorch dispatcher and binding); the CUDA
     # driver's launch (`kernel_launch_us` of the GPU) comes on top.
     op_dispatch_s: float = spec("op_dispatch_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
+    # The Engram module's RMSNorms as one fused kernel each (nano-vLLM's compiled RMSNorm, or
+    # torch.nn.RMSNorm on CUDA from PyTorch 2.9: pytorch/pytorch#153666), or false: as PyTorch
+    # 2.4-2.8 runs the demo's torch.nn.RMSNorm, op by op in fp32 (`costs.RMSNORM_COMPOSITE`).
+    engram_norm_fused: bool = spec("engram_norm_fused", kind=bool, default=True)
     # Kernels one backbone layer launches when run eagerly.
     kernels_per_layer: int = spec("kernels_per_layer", lo=0, lo_open=False, kind=int, default=0, hi=1e5)
     # The hash call cost (`hash_call_us`) of the CPU these host costs were measured on: a host

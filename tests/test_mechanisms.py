@@ -30,9 +30,62 @@ def test_engram_kernel_count_per_hyper_connection_branch():
     assert costs.engram_kernels(4) == 60
 
 
+def test_composite_rmsnorms_are_eight_kernels_and_twenty_passes_each():
+    # PyTorch 2.4-2.8 aten::rms_norm: to fp32, pow, mean, add, rsqrt, mul, mul weight, to bf16;
+    # 3 norms per branch (key, query, conv input).
+    assert costs.engram_kernels(4, fused_norms=False) == 60 + 4 * 3 * 7
+    assert costs.engram_hidden_passes(4, fused_norms=False) == 106 + 4 * 3 * 18
+    gpu, model = load_hardware("h800").gpu, load_model("dense-4b-engram100b")
+    bb, spec = model.backbone, model.engram
+    for tokens in (1, 512, 16384):
+        assert costs.engram_module_s(gpu, bb, spec, tokens, 1, fused_norms=False) >= costs.engram_module_s(
+            gpu, bb, spec, tokens, 1
+        )
+
+
+def test_unfused_norms_are_never_faster_end_to_end():
+    w = tiny_workload()
+    fused = simulate(scenario(w), [Placement("dram-copy")]).runs[0]
+    unfused = simulate(scenario(with_engine(w, engram_norm_fused=False)), [Placement("dram-copy")]).runs[0]
+    assert unfused.makespan_s > fused.makespan_s
+    assert unfused.engram_time_s["fusion compute"] > fused.engram_time_s["fusion compute"]
+
+
 def test_launches_cost_dispatch_plus_driver_launch_per_kernel():
     gpu = replace(load_hardware("h800").gpu, kernel_launch_s=5e-6)
     assert costs.launches_s(gpu, 2e-6, 21) == pytest.approx(21 * 7e-6)
+
+
+def test_kernel_fixed_time_is_paid_per_kernel_and_per_layer():
+    gpu = replace(load_hardware("h800").gpu, kernel_fixed_s=1.5e-6)
+    assert costs.kernels_fixed_s(gpu, 60) == pytest.approx(90e-6)
+    bb = load_model("dense-4b-engram100b").backbone
+    shape = costs.decode_shape(512 * 600, 512)
+    bare = costs.step_compute(gpu, bb, shape, 1)
+    with_kernels = costs.step_compute(gpu, bb, shape, 1, layer_kernels=12)
+    assert with_kernels.dense_layer_s - bare.dense_layer_s == pytest.approx(12 * 1.5e-6)
+    assert with_kernels.head_s == bare.head_s
+
+
+def test_every_engram_kernel_pays_the_fixed_time_in_every_step():
+    w = tiny_workload()
+    hw = with_gpu(load_hardware("h800"), kernel_fixed_s=2e-6)
+    run = simulate(scenario(w, hw=hw), [Placement("dram-copy")]).runs[0]
+    model = load_model("dense-4b-engram100b")
+    per_step = costs.engram_kernels(model.backbone.hc_mult) * len(model.engram.layer_ids) * 2e-6
+    assert run.engram_time_s["kernel fixed time"] == pytest.approx(run.steps * per_step)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.floats(0, 10), st.floats(0.01, 10), st.integers(0, 20))
+def test_a_longer_kernel_fixed_time_is_never_faster(fixed_us, more_us, kernels):
+    w = with_engine(tiny_workload(), kernels_per_layer=kernels)
+    hw = load_hardware("h800")
+    short = simulate(scenario(w, hw=with_gpu(hw, kernel_fixed_s=fixed_us * 1e-6)), [Placement("dram-copy")])
+    long = simulate(scenario(w, hw=with_gpu(hw, kernel_fixed_s=(fixed_us + more_us) * 1e-6)), [Placement("dram-copy")])
+    assert long.baseline["makespan_s"] >= short.baseline["makespan_s"] - 1e-12
+    # Not strictly slower: an eager forward that the host's launches bound hides GPU time.
+    assert long.runs[0].makespan_s >= short.runs[0].makespan_s - 1e-12
 
 
 def test_engram_hbm_is_weights_plus_one_step_of_rows():

@@ -40,6 +40,7 @@ class StepStats:
     index_s: float = 0.0  # copying the indices to the GPU, for gathers that run there
     launch_s: float = 0.0  # eager launches of the module beyond what the GPU hides
     fusion_s: float = 0.0  # the module's GPU compute (and HBM gathers of cached rows)
+    kernel_fixed_s: float = 0.0  # the module's kernels' fixed GPU time beyond their roofline
     sm_s: float = 0.0  # compute slowed by zero-copy gathers holding SMs
     host_s: float = 0.0  # the engine's own host work that the GPU did not hide
     stall_by_layer_s: dict = field(default_factory=dict)  # Engram layer -> seconds waited for rows
@@ -167,7 +168,8 @@ class Replica:
         eng, bb, gpu = s.workload.engine, s.model.backbone, s.hw.gpu
         step_started = self.env.now
         shape = self._shape(batch, prefill)
-        comp = costs.step_compute(gpu, bb, shape, s.tp, s.model.kv_bytes_per_token_per_rank(s.tp) / bb.n_layers)
+        kv_layer_bytes = s.model.kv_bytes_per_token_per_rank(s.tp) / bb.n_layers
+        comp = costs.step_compute(gpu, bb, shape, s.tp, kv_layer_bytes, eng.kernels_per_layer)
         draft = 0.0 if prefill else costs.draft_s(gpu, bb, len(batch), eng.spec_tokens, s.tp)
         self.stats.steps += 1
         self.stats.prefill_steps += prefill
@@ -224,11 +226,14 @@ class Replica:
             self._stall(self.env.now - waited_from, prefill, layer)
             yield from self._sm_contention(layer, window_start, waited_from)
             hits = rows[layer].hbm_rows
-            fusion = costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp)
+            fused_norms = s.workload.engine.engram_norm_fused
+            fusion = costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp, fused_norms)
             fusion += self._hbm_lookup_s(hits, shape.tokens)
+            fixed = costs.kernels_fixed_s(gpu, costs.engram_kernels(bb.hc_mult, fused_norms))
             self.stats.fusion_s += fusion
-            gpu_s += window + fusion
-            yield self._compute(fusion)
+            self.stats.kernel_fixed_s += fixed
+            gpu_s += window + fusion + fixed
+            yield self._compute(fusion + fixed)
             pos = layer
         rest = comp.layers_s(bb, pos, bb.n_layers) + comp.head_s + draft_s
         yield self._compute(rest)
@@ -250,7 +255,8 @@ class Replica:
             backbone, module = 1, 0
         else:
             backbone = eng.kernels_per_layer * s.model.backbone.n_layers
-            module = costs.engram_kernels(s.model.backbone.hc_mult) * len(s.model.engram.layer_ids) if engram else 0
+            per_layer = costs.engram_kernels(s.model.backbone.hc_mult, eng.engram_norm_fused)
+            module = per_layer * len(s.model.engram.layer_ids) if engram else 0
         without = max(0.0, costs.launches_s(gpu, dispatch, backbone) - gpu_s)
         extra = max(0.0, costs.launches_s(gpu, dispatch, backbone + module) - elapsed_s)
         self.stats.launch_s += max(0.0, extra - without)
