@@ -195,7 +195,9 @@ def plan_memory(
     server's limit (default: the model's, else the context)."""
     max_model_len = max_model_len or model.backbone.max_model_len or context_tokens
     spec = model.engram if tier_memory else None
-    table, split = table_shard(spec, engram_shard_ranks(hw, engine, par)) if spec and tier_memory == "hbm" else (0.0, "")
+    table, split = (
+        table_shard(spec, engram_shard_ranks(hw, engine, par)) if spec and tier_memory == "hbm" else (0.0, "")
+    )
     reserves = {
         "weights": model.weight_bytes_per_rank(par.tp, par.ep, engine.moe_intermediate_align),
         "model_buffers": model_buffer_bytes(model, engine),
