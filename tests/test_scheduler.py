@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engramsim.sim.scheduler import Scheduler, Seq
+from engramsim.sim.scheduler import LazyScheduler, Scheduler, Seq
 from engramsim.workload import Engine
 
 
@@ -163,3 +163,49 @@ def test_the_kept_context_sum_is_the_running_sequences_lengths(jobs, block, kv_b
             s.finish_step(batch, float(step), prefill)
         assert s.context_tokens == sum(len(q) for q in s.running)
     assert s.idle() and not pending
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    jobs=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 30), st.integers(0, 20)), min_size=1, max_size=14),
+    block=st.sampled_from([1, 2, 4, 16]),
+    kv_blocks=st.integers(3, 40),
+    max_seqs=st.integers(1, 8),
+    prefill_seqs=st.sampled_from([0, 1, 2]),
+)
+def test_the_lazy_scheduler_gives_the_schedulers_batches_blocks_and_token_times(
+    jobs, block, kv_blocks, max_seqs, prefill_seqs
+):
+    """LazyScheduler keeps running sequences' tokens implicit between settles: side by side with
+    the Scheduler through arrivals, preemptions (a small KV cache), finishes and more running
+    sequences than a batch takes, every step's batch, finished sequences (in order), free
+    blocks and preemptions agree, and so does every sequence's tokens, blocks and token times."""
+    engine = Engine(max_num_seqs=max_seqs, max_prefill_seqs=prefill_seqs, kv_block_tokens=block)
+    blocks = max(kv_blocks, -(-(40 + 30) // block))  # the longest fits alone
+    pair = []
+    for kind in (Scheduler, LazyScheduler):
+        arrivals = [(Seq(i, 0.0, n, out), at) for i, (n, out, at) in enumerate(jobs)]
+        pair.append((kind(engine, kv_blocks=blocks), arrivals, [q for q, _ in arrivals]))
+    preempting_steps = 0
+    for step in range(3000):
+        seen = []
+        for s, arrivals, _ in pair:
+            for seq, at in arrivals:
+                if at == step:
+                    s.add(seq)
+            before = s.preemptions
+            batch, prefill = s.schedule() if not s.idle() else ([], False)
+            context = s.decode_context(batch)
+            done = s.finish_step(batch, step * 0.25 + 0.1, prefill) if batch else []
+            preempting_steps += s.preemptions > before
+            seen.append(
+                ([q.id for q in batch], prefill, context, [q.id for q in done], s.free_blocks, s.preemptions)
+            )
+            seen.append(([q.id for q in s.running], [q.id for q in s.waiting], s.context_tokens))
+        assert seen[0:2] == seen[2:4], f"step {step}"
+        if all(s.idle() for s, _, _ in pair) and step > max(at for _, _, at in jobs):
+            break
+    (eager, _, a), (lazy, _, b) = pair
+    assert eager.idle() and lazy.idle() and eager.free_blocks == lazy.free_blocks == blocks
+    outcome = lambda seqs: [(q.out, q.blocks, q.finish_s, q.token_s) for q in seqs]
+    assert outcome(a) == outcome(b)

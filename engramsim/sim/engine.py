@@ -22,7 +22,7 @@ from engramsim.model import ModelSpec
 from engramsim.rows import RowModel
 from engramsim.rows.warmup import ColdStart
 from engramsim.sim.flows import FlowNetwork, Resource
-from engramsim.sim.scheduler import ChunkedScheduler, Scheduler, Seq
+from engramsim.sim.scheduler import Seq, make_scheduler
 from engramsim.sim.tiers import Fetcher, HostResources, Placement, pool_list, pool_resources
 from engramsim.workload import Requests, Workload
 
@@ -107,8 +107,7 @@ class Replica:
         self.net, self.host = net, host
         # A timeline recorder (engramsim.report.timeline.RunRecorder) or None: nothing recorded.
         self.index, self.recorder = index, recorder
-        kind = ChunkedScheduler if setup.workload.engine.chunked_prefill else Scheduler
-        self.scheduler = kind(setup.workload.engine, setup.kv_blocks)
+        self.scheduler = make_scheduler(setup.workload.engine, setup.kv_blocks)
         self.wakeup = env.event()
         self.lookahead: Lookahead | None = None
         self.last_gpu_s = 0.0  # GPU time of the previous step, which async host work hides

@@ -26,6 +26,9 @@ class Seq:
         "token_s",
         "credit",
         "computed",
+        "mark",
+        "phase",
+        "stamp",
     )
 
     def __init__(self, sid: int, arrival_s: float, prompt_len: int, max_out: int):
@@ -41,6 +44,11 @@ class Seq:
         self.token_s: list[float] = []
         self.credit = 0.0  # speculative decoding: expected tokens not yet emitted
         self.computed = 0  # chunked prefill: tokens of the prompt (+ recompute) in the KV cache
+        # LazyScheduler's bookkeeping: the decode steps counted when it went lazy (-1: it is
+        # not), its step number mod the block size at which it needs a block, its admission.
+        self.mark = -1
+        self.phase = 0
+        self.stamp = 0
 
     def __len__(self):
         return self.prompt_len + self.out
@@ -232,6 +240,128 @@ class Scheduler:
         return emitted
 
 
+class LazyScheduler(Scheduler):
+    """The Scheduler, with a decode step over the whole of `running` visiting no sequence.
+
+    Without drafts, a decode step gives every running sequence one token. The Scheduler visits
+    each one every step (its token time, its count, whether it needs a KV block, whether it is
+    done): about 40% of a paper-table4 run. Here a running sequence is *lazy*: it notes `mark`,
+    the number of whole-queue decode steps so far, and the steps' end times are kept once, in
+    `ticks`; its `out`, `blocks` and `token_s` stay as they were at `mark` until it is settled
+    (`_settle`), when it finishes, is preempted, or a step needs every sequence as it is. What
+    a step needs meanwhile is kept as counts: how many sequences need a block at each step (by
+    `phase`) and which finish at which step (`finishing`). The same floats reach `token_s`, and
+    every batch, block count and preemption is the Scheduler's (tests/test_scheduler.py runs
+    both side by side, and tests/test_exact_runs.py holds runs through it to main's digests).
+    A lazy sequence's len() is stale: read `running` only between settles, as the engine does
+    (it reads the kept `context_tokens` and `free_blocks`).
+    """
+
+    def __init__(self, engine: Engine, kv_blocks: int):
+        super().__init__(engine, kv_blocks)
+        if engine.spec_tokens:
+            raise ValueError("LazyScheduler decodes one token per sequence per step: no drafts")
+        self.ticks: list[float] = []  # end time of each whole-queue decode step
+        self.phase_count = [0] * self.block  # lazy sequences by phase
+        self.finishing: dict[int, list[Seq]] = {}  # len(ticks) when they finish -> lazy sequences
+        self.admitted = 0
+        self.ticking = False  # the batch just scheduled is all of `running`, every one lazy
+        self.settled = False  # ... or every running sequence was settled for an eager decode
+
+    def _admit(self) -> list[Seq]:
+        batch = super()._admit()
+        for seq in batch:  # `running` stays in admission order, so `stamp` sorts by place in it
+            seq.stamp = self.admitted
+            self.admitted += 1
+        return batch
+
+    def _decode(self) -> list[Seq]:
+        if len(self.running) > self.engine.max_num_seqs:  # its tail skips the step: go eager
+            for seq in self.running:
+                self._settle(seq)
+            self.settled = True
+            return super()._decode()
+        # Sequences of this phase are at a length of 1 mod block: this step caches into a new block.
+        growing = self.phase_count[(1 - len(self.ticks)) % self.block]
+        if growing > self.free_blocks:
+            self._decode_preempting()
+        else:
+            self.free_blocks -= growing
+        self.ticking = bool(self.running)  # an empty batch is no step
+        return list(self.running)
+
+    def _decode_preempting(self):
+        """Scheduler._decode_stepwise for lazy sequences (each needs 0 or 1 block, by phase):
+        preempt from the tail while a sequence that needs a block finds none free."""
+        target = (1 - len(self.ticks)) % self.block
+        seqs = list(self.running)
+        end = len(seqs)  # seqs[end:] have been preempted
+        for i in [i for i, q in enumerate(seqs) if q.phase == target]:
+            if i >= end:
+                break
+            while self.free_blocks < 1:
+                if end - 1 > i:
+                    end -= 1
+                    self._preempt(seqs[end])
+                else:
+                    self._preempt(seqs[i])
+                    end = i
+                    break
+            else:
+                self.free_blocks -= 1  # the sequence's own count follows when it settles
+        if end < len(seqs):
+            self.running = deque(seqs[:end])
+
+    def _preempt(self, seq: Seq):
+        self._settle(seq)
+        super()._preempt(seq)
+
+    def finish_step(self, batch: list[Seq], now_s: float, prefill: bool = True) -> list[Seq]:
+        if not self.ticking:  # a prefill (of eager, new sequences) or an eager decode
+            done = super().finish_step(batch, now_s, prefill)
+            for seq in self.running if self.settled else batch:
+                if seq.mark < 0 and seq.out < seq.max_out:
+                    self._lazify(seq)
+            self.settled = False
+            return done
+        self.ticking = False
+        self.ticks.append(now_s)
+        self.context_tokens += len(batch)
+        done = self.finishing.pop(len(self.ticks), None)
+        if not done:
+            return []
+        for seq in done:
+            self._settle(seq, listed=False)
+        # The order of `running`, as the Scheduler's loop finds them (the order they went lazy
+        # in already is; sorting a few makes it not depend on that).
+        done.sort(key=lambda q: q.stamp)
+        return self._release(done, now_s)
+
+    def _lazify(self, seq: Seq):
+        now = len(self.ticks)
+        seq.mark = now
+        seq.phase = (seq.prompt_len + seq.out - now) % self.block
+        self.phase_count[seq.phase] += 1
+        self.finishing.setdefault(now + seq.max_out - seq.out, []).append(seq)
+
+    def _settle(self, seq: Seq, listed: bool = True):
+        """Bring a lazy sequence up to date and make it eager; `listed`: still in `finishing`."""
+        if seq.mark < 0:
+            return
+        steps = len(self.ticks) - seq.mark
+        if listed:
+            self.finishing[seq.mark + seq.max_out - seq.out].remove(seq)
+        self.phase_count[seq.phase] -= 1
+        if steps:
+            # Its lengths before those steps ran from n to n + steps - 1; it took a block at each
+            # one of 1 mod block (at every one, with blocks of one token).
+            n = seq.prompt_len + seq.out
+            seq.blocks += (n + steps - 2) // self.block - (n - 2) // self.block
+            seq.out += steps
+            seq.token_s += self.ticks[seq.mark :]
+        seq.mark = -1
+
+
 class ChunkedScheduler(Scheduler):
     """vLLM-style scheduling (vLLM V1 `Scheduler.schedule`): one token budget per step, spent
     first on every running decode, then on prompt chunks, oldest first, so a step mixes decodes
@@ -296,3 +426,10 @@ class ChunkedScheduler(Scheduler):
             done += super().finish_step([seq], now_s, prefill=chunked)
             seq.computed = len(seq) - 1 if seq not in done else seq.computed
         return done
+
+
+def make_scheduler(engine: Engine, kv_blocks: int) -> Scheduler:
+    """vLLM's chunked prefill, or nano-vLLM's whole prompts: lazily kept without drafts."""
+    if engine.chunked_prefill:
+        return ChunkedScheduler(engine, kv_blocks)
+    return Scheduler(engine, kv_blocks) if engine.spec_tokens else LazyScheduler(engine, kv_blocks)
