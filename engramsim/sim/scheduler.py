@@ -262,7 +262,7 @@ class LazyScheduler(Scheduler):
         if engine.spec_tokens:
             raise ValueError("LazyScheduler decodes one token per sequence per step: no drafts")
         self.ticks: list[float] = []  # end time of each whole-queue decode step
-        self.phase_count = [0] * self.block  # lazy sequences by phase
+        self.by_phase: list[set[Seq]] = [set() for _ in range(self.block)]  # lazy sequences
         self.finishing: dict[int, list[Seq]] = {}  # len(ticks) when they finish -> lazy sequences
         self.admitted = 0
         self.ticking = False  # the batch just scheduled is all of `running`, every one lazy
@@ -282,35 +282,29 @@ class LazyScheduler(Scheduler):
             self.settled = True
             return super()._decode()
         # Sequences of this phase are at a length of 1 mod block: this step caches into a new block.
-        growing = self.phase_count[(1 - len(self.ticks)) % self.block]
-        if growing > self.free_blocks:
-            self._decode_preempting()
+        growing = self.by_phase[(1 - len(self.ticks)) % self.block]
+        if len(growing) > self.free_blocks:
+            self._decode_preempting(sorted(growing, key=_admission))
         else:
-            self.free_blocks -= growing
+            self.free_blocks -= len(growing)
         self.ticking = bool(self.running)  # an empty batch is no step
         return list(self.running)
 
-    def _decode_preempting(self):
-        """Scheduler._decode_stepwise for lazy sequences (each needs 0 or 1 block, by phase):
-        preempt from the tail while a sequence that needs a block finds none free."""
-        target = (1 - len(self.ticks)) % self.block
-        seqs = list(self.running)
-        end = len(seqs)  # seqs[end:] have been preempted
-        for i in [i for i, q in enumerate(seqs) if q.phase == target]:
-            if i >= end:
-                break
+    def _decode_preempting(self, growing: list[Seq]):
+        """Scheduler._decode_stepwise for lazy sequences, given those that need a block this
+        step in the order of `running` (the others need none): each takes a free block, or
+        the newest sequences are preempted from the tail until it can, or it is itself."""
+        running = self.running
+        for seq in growing:
+            if seq.mark < 0:
+                break  # preempted from the tail, as are all after it
             while self.free_blocks < 1:
-                if end - 1 > i:
-                    end -= 1
-                    self._preempt(seqs[end])
-                else:
-                    self._preempt(seqs[i])
-                    end = i
+                newest = running.pop()
+                self._preempt(newest)
+                if newest is seq:
                     break
             else:
                 self.free_blocks -= 1  # the sequence's own count follows when it settles
-        if end < len(seqs):
-            self.running = deque(seqs[:end])
 
     def _preempt(self, seq: Seq):
         self._settle(seq)
@@ -334,14 +328,14 @@ class LazyScheduler(Scheduler):
             self._settle(seq, listed=False)
         # The order of `running`, as the Scheduler's loop finds them (the order they went lazy
         # in already is; sorting a few makes it not depend on that).
-        done.sort(key=lambda q: q.stamp)
+        done.sort(key=_admission)
         return self._release(done, now_s)
 
     def _lazify(self, seq: Seq):
         now = len(self.ticks)
         seq.mark = now
         seq.phase = (seq.prompt_len + seq.out - now) % self.block
-        self.phase_count[seq.phase] += 1
+        self.by_phase[seq.phase].add(seq)
         self.finishing.setdefault(now + seq.max_out - seq.out, []).append(seq)
 
     def _settle(self, seq: Seq, listed: bool = True):
@@ -351,7 +345,7 @@ class LazyScheduler(Scheduler):
         steps = len(self.ticks) - seq.mark
         if listed:
             self.finishing[seq.mark + seq.max_out - seq.out].remove(seq)
-        self.phase_count[seq.phase] -= 1
+        self.by_phase[seq.phase].discard(seq)
         if steps:
             # Its lengths before those steps ran from n to n + steps - 1; it took a block at each
             # one of 1 mod block (at every one, with blocks of one token).
@@ -426,6 +420,10 @@ class ChunkedScheduler(Scheduler):
             done += super().finish_step([seq], now_s, prefill=chunked)
             seq.computed = len(seq) - 1 if seq not in done else seq.computed
         return done
+
+
+def _admission(seq: Seq) -> int:
+    return seq.stamp
 
 
 def make_scheduler(engine: Engine, kv_blocks: int) -> Scheduler:
