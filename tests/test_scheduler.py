@@ -198,9 +198,7 @@ def test_the_lazy_scheduler_gives_the_schedulers_batches_blocks_and_token_times(
             context = s.decode_context(batch)
             done = s.finish_step(batch, step * 0.25 + 0.1, prefill) if batch else []
             preempting_steps += s.preemptions > before
-            seen.append(
-                ([q.id for q in batch], prefill, context, [q.id for q in done], s.free_blocks, s.preemptions)
-            )
+            seen.append(([q.id for q in batch], prefill, context, [q.id for q in done], s.free_blocks, s.preemptions))
             seen.append(([q.id for q in s.running], [q.id for q in s.waiting], s.context_tokens))
         assert seen[0:2] == seen[2:4], f"step {step}"
         if all(s.idle() for s, _, _ in pair) and step > max(at for _, _, at in jobs):

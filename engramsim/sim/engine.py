@@ -131,6 +131,18 @@ class Replica:
             else {}
         )
         self.lookups = dict.fromkeys(spec.layer_ids, 0.0) if spec else {}
+        # What every step computes alike, once (the same arithmetic, so the same floats):
+        bb, eng = setup.model.backbone, setup.workload.engine
+        self.kv_layer_bytes = setup.model.kv_bytes_per_token_per_rank(setup.tp) / bb.n_layers
+        self.step_host_s = eng.step_host_for(setup.model.name)
+        self.engram_layers = sorted(spec.layer_ids) if spec else []
+        # The Engram module's fixed kernel time at each Engram layer.
+        self.engram_fixed_s = costs.kernels_fixed_s(
+            setup.hw.gpu, costs.engram_kernels(bb.hc_mult, eng.engram_norm_fused)
+        )
+        # ...and pure functions of a step's token count, which repeats from step to step.
+        self.fusion_s: dict[int, float] = {}  # tokens -> costs.engram_module_s
+        self.unique_rows: dict[tuple[int, int], float] = {}  # (tokens, layer) -> row_model.unique_rows
 
     def submit(self, seq: Seq):
         self.scheduler.add(seq)
@@ -167,8 +179,7 @@ class Replica:
         eng, bb, gpu = s.workload.engine, s.model.backbone, s.hw.gpu
         step_started = self.env.now
         shape = self._shape(batch, prefill)
-        kv_layer_bytes = s.model.kv_bytes_per_token_per_rank(s.tp) / bb.n_layers
-        comp = costs.step_compute(gpu, bb, shape, s.tp, kv_layer_bytes, eng.kernels_per_layer)
+        comp = costs.step_compute(gpu, bb, shape, s.tp, self.kv_layer_bytes, eng.kernels_per_layer)
         draft = 0.0 if prefill else costs.draft_s(gpu, bb, len(batch), eng.spec_tokens, s.tp)
         self.stats.steps += 1
         self.stats.prefill_steps += prefill
@@ -176,9 +187,7 @@ class Replica:
         graphs = eng.decode_cuda_graphs and not prefill
         host = (
             self.cpu_scale
-            * costs.host_work_s(
-                eng.step_host_for(s.model.name), eng.seq_host_s, eng.token_host_s, shape.seqs, shape.tokens
-            )
+            * costs.host_work_s(self.step_host_s, eng.seq_host_s, eng.token_host_s, shape.seqs, shape.tokens)
             + gpu.step_overhead_s
         )
         host_hidden = self.last_gpu_s if eng.async_scheduling else 0.0
@@ -214,9 +223,9 @@ class Replica:
     def _forward(self, comp: costs.StepCompute, shape: costs.BatchShape, rows, pending, prefill: bool, draft_s: float):
         """The layers, with each Engram layer waiting for its rows; returns the GPU time."""
         s = self.setup
-        bb, spec, gpu = s.model.backbone, s.model.engram, s.hw.gpu
+        bb = s.model.backbone
         pos, gpu_s = 0, 0.0
-        for layer in sorted(spec.layer_ids) if rows is not None else ():
+        for layer in self.engram_layers if rows is not None else ():
             window = comp.layers_s(bb, pos, layer)
             window_start = self.env.now
             yield self._compute(window)
@@ -225,10 +234,8 @@ class Replica:
             self._stall(self.env.now - waited_from, prefill, layer)
             yield from self._sm_contention(layer, window_start, waited_from)
             hits = rows[layer].hbm_rows
-            fused_norms = s.workload.engine.engram_norm_fused
-            fusion = costs.engram_module_s(gpu, bb, spec, shape.tokens, s.tp, fused_norms)
-            fusion += self._hbm_lookup_s(hits, shape.tokens)
-            fixed = costs.kernels_fixed_s(gpu, costs.engram_kernels(bb.hc_mult, fused_norms))
+            fusion = self._fusion_s(shape.tokens) + self._hbm_lookup_s(hits, shape.tokens)
+            fixed = self.engram_fixed_s
             self.stats.fusion_s += fusion
             self.stats.kernel_fixed_s += fixed
             gpu_s += window + fusion + fixed
@@ -301,6 +308,14 @@ class Replica:
             positions,
         )
 
+    def _fusion_s(self, tokens: int) -> float:
+        if tokens not in self.fusion_s:
+            s = self.setup
+            self.fusion_s[tokens] = costs.engram_module_s(
+                s.hw.gpu, s.model.backbone, s.model.engram, tokens, s.tp, s.workload.engine.engram_norm_fused
+            )
+        return self.fusion_s[tokens]
+
     def _hbm_lookup_s(self, hits: float, tokens: int) -> float:
         """Rows gathered in HBM at the Engram layer: this rank's share, or with a sharded-table
         lookup mode (hbm tier, TP > 1) the gather plus its exchange between ranks."""
@@ -361,7 +376,10 @@ class Replica:
         return rows, pending
 
     def _rows(self, tokens: int, layer: int) -> LayerRows:
-        unique = self.setup.row_model.unique_rows(tokens, layer)
+        key = (tokens, layer)
+        if key not in self.unique_rows:  # a row model answers for (tokens, layer) alone
+            self.unique_rows[key] = self.setup.row_model.unique_rows(tokens, layer)
+        unique = self.unique_rows[key]
         if self.setup.placement.rank_rows == "shard":
             unique /= self.setup.tp
         if self.setup.placement.memory == "hbm":
