@@ -163,8 +163,11 @@ def _inter_token_s(seqs) -> np.ndarray:
     diff per request, without a small array per request)."""
     lens = [len(q.token_s) for q in seqs]
     times = np.fromiter(itertools.chain.from_iterable(q.token_s for q in seqs), float, sum(lens))
-    owner = np.repeat(np.arange(len(lens)), lens)
-    return np.diff(times)[owner[1:] == owner[:-1]]
+    # The join after request j is gap ends[j] - 1 (ends: where each request's times stop);
+    # an empty request adds no join of its own, nor does the first or last position.
+    ends = np.cumsum(lens, dtype=np.intp)[:-1]
+    joins = np.unique(ends[(ends > 0) & (ends < len(times))]) - 1
+    return np.delete(np.diff(times), joins)
 
 
 def resource_usage(raw) -> dict:

@@ -199,7 +199,8 @@ def _fill_rates(flows: list[Flow]):
     """
     if len(flows) == 1 and _fill_one(flows[0]):
         return
-    _fill_rounds(flows)
+    if flows:
+        _fill_rounds(flows)
 
 
 def _fill_rounds(flows: list[Flow]):
