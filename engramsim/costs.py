@@ -41,7 +41,10 @@ def matmul_s(gpu: GPU, rows: float, flops: float, weight_bytes: float, other_byt
     return roofline_s(gpu, flops, weight_bytes + other_bytes)
 
 
-@dataclass(frozen=True)
+# BatchShape and StepCompute are built once per simulated step: plain slotted dataclasses, since
+# a frozen one's __init__ (object.__setattr__ per field) took 0.76 us against 0.31 us; nothing
+# changes them after they are built.
+@dataclass(slots=True)
 class BatchShape:
     """What one engine step computes: `tokens` new tokens for `seqs` sequences, attending over
     `attn_pairs` (query, key) pairs and reading `kv_read_tokens` cached tokens per layer."""
@@ -110,7 +113,7 @@ def experts_touched(n_experts: int, n_active: int, tokens: int) -> float:
     return n_experts * -math.expm1(tokens * math.log1p(-n_active / n_experts))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepCompute:
     """Per-layer compute times of one step on one GPU of a `tp`-way tensor-parallel replica."""
 

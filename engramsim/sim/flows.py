@@ -128,13 +128,14 @@ class FlowNetwork:
 
     def _start(self, flow: Flow):
         self._advance()
-        flow.started = flow.since = self.env.now
+        flow.started = flow.since = self._last
         self.flows.append(flow)
         self._reallocate()
 
     def _advance(self):
-        dt = self.env.now - self._last
-        self._last = self.env.now
+        now = self.env.now
+        dt = now - self._last
+        self._last = now
         if dt <= 0:
             return
         for f in self.flows:
@@ -153,7 +154,7 @@ class FlowNetwork:
                 f.spent[old] = f.spent.get(old, 0.0) + now - f.since
                 f.since = now
         if self.recorder:
-            self.recorder.flows(self.env.now, self.flows)
+            self.recorder.flows(now, self.flows)
         self._generation += 1
         if not self.flows:
             return
@@ -162,7 +163,7 @@ class FlowNetwork:
             raise RuntimeError("flows are stuck: a resource on their path has no capacity")
         generation = self._generation
         # Never closer than the clock can resolve: the wake-up then finishes the nearest flow.
-        delay = max(dt, clock_tolerance_s(self.env.now))
+        delay = max(dt, clock_tolerance_s(now))
         self.env.timeout(delay).callbacks.append(lambda _: self._wake(generation))
 
     def _wake(self, generation: int):
