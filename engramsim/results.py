@@ -60,7 +60,7 @@ class RunResult:
     fetch_bounds: dict = field(default_factory=dict)
 
     @classmethod
-    def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario) -> RunResult:
+    def from_raw(cls, placement, plan, raw, baseline_tok_s: float, scenario, itl: bool = True) -> RunResult:
         common = dict(
             tier=placement.tier,
             fits=plan.fits,
@@ -73,7 +73,7 @@ class RunResult:
         )
         if raw is None:
             return cls(**common, bound="does not fit: " + "; ".join(plan.problems))
-        s = summarize_run(raw)
+        s = summarize_run(raw, itl)
         st = raw.stats
         looked_up = st.fetched_rows + st.hit_rows
         replicas = scenario.gpus // scenario.tp
@@ -113,9 +113,10 @@ def engram_times(st) -> dict:
     }
 
 
-def summarize_run(raw) -> dict:
+def summarize_run(raw, itl: bool = True) -> dict:
     """Throughput (output tokens / makespan, as nano-vLLM's bench.py) and TTFT/TPOT percentiles
-    of a raw run (engramsim.measure.timing.summarize is another thing: timing statistics)."""
+    of a raw run (engramsim.measure.timing.summarize is another thing: timing statistics).
+    `itl`: also the inter-token latencies (see vllm_bench_names)."""
     first = np.array([q.first_token_s - q.arrival_s for q in raw.seqs])
     tpot = np.array([(q.finish_s - q.first_token_s) / (q.out - 1) for q in raw.seqs if q.out > 1])
     out = sum(q.out for q in raw.seqs)
@@ -128,16 +129,18 @@ def summarize_run(raw) -> dict:
         ttft_p99_s=pct(first, 99),
         tpot_p50_s=pct(tpot, 50),
         tpot_p99_s=pct(tpot, 99),
-        bench=vllm_bench_names(raw, first, tpot, out),
+        bench=vllm_bench_names(raw, first, tpot, out, itl),
     )
 
 
-def vllm_bench_names(raw, ttft_s, tpot_s, output_tokens: int) -> dict:
+def vllm_bench_names(raw, ttft_s, tpot_s, output_tokens: int, itl: bool = True) -> dict:
     """The figures `vllm bench serve` reports, under its names and units (vllm/benchmarks/
     serve.py): throughputs per second of `duration`, latencies in ms as mean, median and p99
     (np.percentile, as vLLM). TPOT counts requests with more than one output token; ITL is
-    every gap between consecutive tokens of a request; E2EL is arrival to last token."""
-    itl = _inter_token_s(raw.seqs)
+    every gap between consecutive tokens of a request; E2EL is arrival to last token. With
+    `itl` False, the ITL figures are None: a sweep, whose rows have none, skips every gap
+    between tokens (their array and its percentiles were ~8% of a paper-table4 sweep config)."""
+    gaps = _inter_token_s(raw.seqs) if itl else None
     e2el = np.array([q.finish_s - q.arrival_s for q in raw.seqs])
     out = {
         "duration": raw.makespan_s,
@@ -148,7 +151,10 @@ def vllm_bench_names(raw, ttft_s, tpot_s, output_tokens: int) -> dict:
         "output_throughput": output_tokens / raw.makespan_s,
         "total_token_throughput": (output_tokens + sum(q.prompt_len for q in raw.seqs)) / raw.makespan_s,
     }
-    for name, values in (("ttft", ttft_s), ("tpot", tpot_s), ("itl", itl), ("e2el", e2el)):
+    for name, values in (("ttft", ttft_s), ("tpot", tpot_s), ("itl", gaps), ("e2el", e2el)):
+        if values is None:
+            out[f"mean_{name}_ms"] = out[f"median_{name}_ms"] = out[f"p99_{name}_ms"] = None
+            continue
         ms = 1e3 * np.asarray(values, dtype=float)
         has = ms.size > 0
         out[f"mean_{name}_ms"] = float(ms.mean()) if has else None

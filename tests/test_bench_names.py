@@ -57,3 +57,13 @@ def test_inter_token_gaps_equal_a_diff_per_request(token_times):
     seqs = [SimpleNamespace(token_s=t) for t in token_times]
     per_request = np.concatenate([np.diff(t) for t in token_times] or [np.zeros(0)])
     assert _inter_token_s(seqs).tobytes() == per_request.tobytes()
+
+
+def test_without_inter_token_latencies_every_other_figure_is_the_same():
+    """A sweep summarizes without ITL (its rows have none): the ITL figures are None, the rest equal."""
+    seqs = [SimpleNamespace(token_s=[1.0, 1.5, 3.0], arrival_s=0.0, finish_s=3.0, prompt_len=4, out=3)]
+    raw = SimpleNamespace(makespan_s=3.0, seqs=seqs)
+    full, lean = vllm_bench_names(raw, [1.0], [1.0], 3), vllm_bench_names(raw, [1.0], [1.0], 3, itl=False)
+    itl_keys = {"mean_itl_ms", "median_itl_ms", "p99_itl_ms"}
+    assert full["median_itl_ms"] == 1000.0 and all(lean[k] is None for k in itl_keys)
+    assert {k: v for k, v in full.items() if k not in itl_keys} == {k: v for k, v in lean.items() if k not in itl_keys}

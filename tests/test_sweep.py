@@ -78,7 +78,8 @@ def test_configs_sharing_a_backbone_share_one_task_and_one_baseline(monkeypatch)
     assert {g.configs[i]["seed"] for i in tasks[0]} == {0}
     calls = []
     real = sim_run.run_baseline
-    monkeypatch.setattr("engramsim.sweep.runner.run_baseline", lambda s, *rest: calls.append(s) or real(s, *rest))
+    spy = lambda s, *rest, **kw: calls.append(s) or real(s, *rest, **kw)  # noqa: E731
+    monkeypatch.setattr("engramsim.sweep.runner.run_baseline", spy)
     result = run_sweep(g)
     assert len(calls) == 2 and result.ran == 8
 

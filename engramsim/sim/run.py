@@ -132,11 +132,14 @@ class Baseline:
     summary: dict
 
 
-def run_baseline(scenario: Scenario, requests: Requests | None = None, timeline=None, finished=None) -> Baseline:
+def run_baseline(
+    scenario: Scenario, requests: Requests | None = None, timeline=None, finished=None, itl: bool = True
+) -> Baseline:
+    """`itl`: summarize with the inter-token latencies (results.vllm_bench_names)."""
     requests = requests if requests is not None else scenario.workload.requests(scenario.seed)
     plan = _baseline_plan(scenario)
     raw = _run(scenario, None, plan, requests, timeline.run("no-Engram baseline") if timeline else None, finished)
-    return Baseline(raw, summarize_run(raw))
+    return Baseline(raw, summarize_run(raw, itl))
 
 
 def _baseline_plan(scenario: Scenario):
@@ -166,12 +169,14 @@ def simulate(
     timeline=None,
     max_steps: float | None = DEFAULT_MAX_STEPS,
     finished=None,
+    itl: bool = True,
 ) -> SimReport:
     """The baseline once (unless given), then every placement; `progress(label)` is called
     before each run and `finished(n)` as sequences finish (n more each time). `requests`
     replaces the workload's generated requests (to replay a measured run). A `timeline`
     (engramsim.report.timeline.Timeline) records every run. Refuses, before any work, a
-    simulation estimated above `max_steps` engine steps (None: no limit)."""
+    simulation estimated above `max_steps` engine steps (None: no limit). `itl`: report the
+    inter-token latencies (False leaves them None, as a sweep needs none)."""
     check_work(scenario, (baseline is None) + len(placements), max_steps)
     for placement in placements:
         check_placement(scenario, placement)
@@ -179,7 +184,7 @@ def simulate(
     if baseline is None:
         if progress:
             progress("baseline")
-        baseline = run_baseline(scenario, requests, timeline, finished)
+        baseline = run_baseline(scenario, requests, timeline, finished, itl)
     baseline_tok_s = baseline.summary["throughput_tok_s"]
     runs = []
     for placement in placements:
@@ -191,7 +196,7 @@ def simulate(
         raw = _run(scenario, placement, plan, requests, recorder, finished) if plan.fits else None
         if raw is None and finished:
             finished(len(requests))
-        runs.append(RunResult.from_raw(placement, plan, raw, baseline_tok_s, scenario))
+        runs.append(RunResult.from_raw(placement, plan, raw, baseline_tok_s, scenario, itl))
     return SimReport.build(scenario, baseline.summary, baseline.raw, runs)
 
 

@@ -72,7 +72,7 @@ def run_task(configs: list[dict], max_steps: float | None = DEFAULT_MAX_STEPS) -
         scenario = build.scenario(configs[0])
         check_work(scenario, 1, max_steps)
         requests = scenario.workload.requests(scenario.seed)
-        baseline = run_baseline(scenario, requests)
+        baseline = run_baseline(scenario, requests, itl=False)  # rows report no inter-token latency
         drawn = (scenario.workload, scenario.seed)  # the requests' source: reused while it stays
     except UserError as e:
         return [problem_row(c, str(e)) for c in configs]
@@ -102,6 +102,7 @@ def run_task(configs: list[dict], max_steps: float | None = DEFAULT_MAX_STEPS) -
                 baseline=baseline,
                 max_steps=None,
                 requests=requests if same else None,
+                itl=False,
             )
         except UserError as e:
             rows.update({i: problem_row(configs[i], str(e)) for i in placements})
