@@ -66,6 +66,7 @@ def main():
                 "wall_s_all": [round(w, 3) for w in walls],
                 # CPU seconds: what other jobs on a shared machine cannot stretch.
                 "cpu_s_median": round(statistics.median(cpus), 3),
+                "cpu_s_min": round(min(cpus), 4),  # the least disturbed by other jobs on the machine
                 "load_average_1min": round(os.getloadavg()[0], 2),
                 "simulated_output_tokens": tokens,
                 "simulated_tokens_per_wall_s": round(tokens / wall),
