@@ -218,6 +218,9 @@ class Fetcher:
         self.gpu, self.table_bytes, self.io = gpu, table_bytes, io
         self.socket = hw.topo.gpu_socket[gpu]
         self._reads: dict = {}  # (memory, consumer) -> _memory's answer, which depends on nothing else
+        # Each transfer's path, cap and latency depend on the fetcher alone (not on the rows), so
+        # they are worked out once per kind of transfer: rebuilding them took ~5% of a sweep.
+        self._paths: dict = {}
 
     def start(self, rows: float, dram_hit_rate: float = 0.0):
         """An event that fires when `rows` rows are in HBM; for the ssd tier, `dram_hit_rate` of
@@ -229,6 +232,12 @@ class Fetcher:
         if self.placement.path == "rdma":
             return self.env.process(self._rdma(rows))
         return self.env.process(self._staged(rows, dram_hit_rate))
+
+    def _kept(self, key: tuple, build):
+        """`build()`'s answer for `key`, built once (callers never change it)."""
+        if key not in self._paths:
+            self._paths[key] = build()
+        return self._paths[key]
 
     def _to_gpu(self, src_socket: int, wire: float = 1.0) -> list[tuple[Resource, float]]:
         """From host memory on `src_socket` into this GPU: the socket link if it is another
@@ -261,20 +270,24 @@ class Fetcher:
         return loads, latency
 
     def _zero_copy(self, rows: float):
+        loads, cap, latency_s = self._kept(("zero-copy",), self._zero_copy_path)
+        return self.net.transfer(
+            rows * self.row_bytes,
+            loads,
+            cap=cap,
+            tag="fetch",
+            cap_name="zero-copy reads in flight",
+            latency_s=latency_s,
+        )
+
+    def _zero_copy_path(self) -> tuple[list[tuple[Resource, float]], float, float]:
         link = self.hw.link
         loads, latency = self._memory(self.placement.memory)
         extra = latency - self.hw.host.dram_latency_s  # the link round trip already includes DRAM
         wire = costs.zero_copy_wire_factor(link, self.row_bytes)
         cap = costs.zero_copy_cap_Bps(link, self.row_bytes, max(extra, 0.0))
         path = self._to_gpu(self.socket, wire)
-        return self.net.transfer(
-            rows * self.row_bytes,
-            path + loads,
-            cap=cap,
-            tag="fetch",
-            cap_name="zero-copy reads in flight",
-            latency_s=self.hw.gpu.kernel_launch_s + link.read_round_trip_s + max(extra, 0.0),
-        )
+        return path + loads, cap, self.hw.gpu.kernel_launch_s + link.read_round_trip_s + max(extra, 0.0)
 
     def _gather_socket(self) -> int:
         if self.placement.gather_socket == "local":
@@ -293,25 +306,26 @@ class Fetcher:
 
     def _dma(self, nbytes: float, src_socket: int):
         """One host-to-device copy from pinned memory on `src_socket`."""
-        loads = [(self.host.dram_by_socket[src_socket], 1.0)] + self._to_gpu(src_socket)
+        loads = self._kept(
+            ("dma", src_socket), lambda: [(self.host.dram_by_socket[src_socket], 1.0)] + self._to_gpu(src_socket)
+        )
         return self.net.transfer(nbytes, loads, latency_s=self.hw.link.latency_s, tag="fetch")
 
     def _cpu_gather(self, rows: float, memory: str, socket: int):
         """CPU threads on `socket` copy rows into pinned staging on that socket: each thread keeps
         `gather_mlp` misses in flight, so its row rate is mlp / latency; the staging writes load
         DRAM too."""
+        loads, cap, latency = self._kept(("gather", memory, socket), lambda: self._cpu_gather_path(memory, socket))
+        return self.net.transfer(
+            rows * self.row_bytes, loads, cap=cap, tag="fetch", cap_name="CPU gather threads", latency_s=latency
+        )
+
+    def _cpu_gather_path(self, memory: str, socket: int) -> tuple[list[tuple[Resource, float]], float, float]:
         loads, latency = self._memory(memory, socket)
         per_thread_Bps = costs.cpu_gather_rows_per_s(self.hw.host, latency) * self.row_bytes
         threads = self.hw.host.gather_threads_per_gpu
         loads = loads + [(self.host.dram_by_socket[socket], 1.0), (self.host.cpu, 1.0 / per_thread_Bps)]
-        return self.net.transfer(
-            rows * self.row_bytes,
-            loads,
-            cap=threads * per_thread_Bps,
-            tag="fetch",
-            cap_name="CPU gather threads",
-            latency_s=latency,
-        )
+        return loads, threads * per_thread_Bps, latency
 
     def _ssd_reads(self, rows: float, socket: int):
         """Each missing row costs one device read (costs.ssd_read_plan), landing on `socket`: the
