@@ -245,12 +245,13 @@ class LazyScheduler(Scheduler):
 
     Without drafts, a decode step gives every running sequence one token. The Scheduler visits
     each one every step (its token time, its count, whether it needs a KV block, whether it is
-    done): about 40% of a paper-table4 run. Here a running sequence is *lazy*: it notes `mark`,
-    the number of whole-queue decode steps so far, and the steps' end times are kept once, in
-    `ticks`; its `out`, `blocks` and `token_s` stay as they were at `mark` until it is settled
-    (`_settle`), when it finishes, is preempted, or a step needs every sequence as it is. What
-    a step needs meanwhile is kept as counts: how many sequences need a block at each step (by
-    `phase`) and which finish at which step (`finishing`). The same floats reach `token_s`, and
+    done): about a third of a paper-table4 run. Here a running sequence is *lazy*: it notes
+    `mark`, the number of whole-queue decode steps so far, and the steps' end times are kept
+    once, in `ticks`; its `out`, `blocks` and `token_s` stay as they were at `mark` until it is
+    settled (`_settle`), when it finishes, is preempted, or a step needs every sequence as it is.
+    What a step needs meanwhile is kept aside: which sequences need a block at which step (by
+    `phase`: a sequence whose length is 1 mod the block size caches into a new block, as in
+    Scheduler._decode) and which finish at which step (`finishing`). The same floats reach `token_s`, and
     every batch, block count and preemption is the Scheduler's (tests/test_scheduler.py runs
     both side by side, and tests/test_exact_runs.py holds runs through it to main's digests).
     A lazy sequence's len() is stale: read `running` only between settles, as the engine does
