@@ -41,6 +41,18 @@ def matmul_s(gpu: GPU, rows: float, flops: float, weight_bytes: float, other_byt
     return roofline_s(gpu, flops, weight_bytes + other_bytes)
 
 
+def head_matmul_s(gpu: GPU, rows: float, flops: float, weight_bytes: float) -> float:
+    """The LM head: `matmul_s`, unless the head has rates of its own (a CPU stand-in whose
+    head's weights stream from memory: `GPU.head_weights_Bps`); then row by row up to
+    `gpu.gemv_max_rows` rows (the BLAS's choice depends on rows, not on the matrix), else
+    packing the weights then multiplying, one after the other."""
+    if gpu.head_weights_Bps <= 0:
+        return matmul_s(gpu, rows, flops, weight_bytes)
+    if 0 < rows <= gpu.gemv_max_rows:
+        return rows * weight_bytes / gpu.head_gemv_Bps
+    return weight_bytes / gpu.head_weights_Bps + flops / gpu.head_flops
+
+
 # BatchShape and StepCompute are built once per simulated step: plain slotted dataclasses, since
 # a frozen one's __init__ (object.__setattr__ per field) took 0.76 us against 0.31 us; nothing
 # changes them after they are built.
@@ -161,7 +173,7 @@ def step_compute(
         touched = experts_touched(bb.n_routed_experts, bb.n_active_experts, shape.tokens) * bb.expert_params
         moe = layer_s(active, shared * wb + touched * bb.expert_bytes_per_param)
     # The LM head runs only on the last position of each sequence.
-    head = matmul_s(
+    head = head_matmul_s(
         gpu,
         shape.logits or shape.seqs,
         2.0 * (shape.logits or shape.seqs) * bb.hidden_size * bb.vocab_size / tp,

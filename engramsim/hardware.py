@@ -77,6 +77,14 @@ class GPU:
     # ...and whether, above it, packing the weights and multiplying run one after the other (a
     # single-threaded BLAS: the two terms add) rather than overlapping (the roofline's max).
     packed_serial: bool = spec("packed_serial", kind=bool, default=False)
+    # The LM head of a CPU stand-in, priced apart: its weights (vocab x hidden, far larger than
+    # a layer's) stream from memory, not cache. Up to `gemv_max_rows` rows: rows x weight bytes
+    # / `head_gemv_GBps`; above, packing (weight bytes / `head_weights_GBps`) then multiplying
+    # (FLOPs / `head_GFLOPs`). `engramsim validate` fits them on its baseline's timed heads;
+    # 0 = off, the head is priced as any matmul.
+    head_gemv_Bps: float = spec("head_gemv_GBps", scale=GB, default=0.0, lo=0, lo_open=False, hi=1e6)
+    head_weights_Bps: float = spec("head_weights_GBps", scale=GB, default=0.0, lo=0, lo_open=False, hi=1e6)
+    head_flops: float = spec("head_GFLOPs", scale=1e9, default=0.0, lo=0, lo_open=False, hi=1e8)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ A noisy machine must not decide the verdict, so the measurement is statistical:
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import statistics
 from dataclasses import asdict, dataclass, field, replace
@@ -34,6 +35,7 @@ import numpy as np
 
 from engramsim import costs
 from engramsim.errors import UserError
+from engramsim.fileio import write_atomic
 from engramsim.hardware import Hardware
 from engramsim.model import ModelSpec
 from engramsim.optimize import nelder_mead
@@ -204,13 +206,15 @@ class ComputeFit:
 GEMV_ROWS_TRIED = range(9)  # 0 (no row-by-row regime) to 8 rows
 
 
-def fit_compute_rates(hw: Hardware, model: ModelSpec, steps: list[StepRecord], span: float = 16.0) -> ComputeFit:
+def fit_compute_rates(
+    hw: Hardware, model: ModelSpec, steps: list[StepRecord], span: float = 16.0, gemv_rows_tried=GEMV_ROWS_TRIED
+) -> ComputeFit:
     """The `ComputeFit` that best explains the baseline's layers before the first Engram layer
     ("pre" time per layer) across its steps, through the simulator's own costs
     (`costs.matmul_s`), a constant per-layer overhead taking the rest (least squares, jointly:
     the overhead is the mean residual); times count only the share the thread was running
-    (`fit_backbone_overheads`). The row-by-row threshold is the one of `GEMV_ROWS_TRIED` with
-    the least misfit. Only for a CPU standing in for the accelerator; a GPU keeps its
+    (`fit_backbone_overheads`). The row-by-row threshold is the one of `gemv_rows_tried` with
+    the least misfit (`describe_machine` passes the head's, `fit_head`). Only for a CPU standing in for the accelerator; a GPU keeps its
     profile's figures, as do steps whose sizes hardly vary.
 
     The profile's matmul and memcpy benchmarks run other shapes on every thread, whenever the
@@ -263,7 +267,7 @@ def fit_compute_rates(hw: Hardware, model: ModelSpec, steps: list[StepRecord], s
     axes = [np.linspace(np.log(x / span), np.log(x * span), 17) for x in (rate, bw, bw)]
     grid = [(a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]]
     fits = []
-    for gemv_rows in GEMV_ROWS_TRIED:
+    for gemv_rows in gemv_rows_tried:
         for serial in (False, True):
             start = min(grid, key=lambda x: misfit(x, gemv_rows, serial))
             best = nelder_mead(
@@ -277,6 +281,82 @@ def fit_compute_rates(hw: Hardware, model: ModelSpec, steps: list[StepRecord], s
     _, gemv_rows, serial, (r, b, g) = min(fits, key=lambda f: f[0])
     used = gemv_rows > 0 and bool(np.any(rows <= gemv_rows))
     return ComputeFit(float(r), float(b), gemv_rows if used else 0, float(g) if used else 0.0, serial)
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    """The LM head of a CPU standing in for the accelerator, from its timed heads: up to
+    `gemv_max_rows` rows one matrix-vector product per row, each streaming the head's weights
+    at `gemv_Bps`; above, packing them (`weights_Bps`) then multiplying (`flops`)."""
+
+    gemv_max_rows: int
+    gemv_Bps: float
+    weights_Bps: float
+    flops: float
+
+
+HEAD_TOLERANCE = 0.02  # relative misfit per head size that a lower threshold may cost
+
+
+def _median_by_rows(steps: list[StepRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, median head seconds) per distinct head size: a prefill computes the logits of its
+    last position only (1 row), a decode step those of every sequence. Only the share of each
+    step its thread was running counts."""
+    by_rows: dict[int, list[float]] = {}
+    for s in steps:
+        by_rows.setdefault(1 if s.phase == "prefill" else s.seqs, []).append(s.head_s * s.running_share)
+    rows = sorted(by_rows)
+    return np.array(rows, dtype=float), np.array([float(np.median(by_rows[r])) for r in rows])
+
+
+def _head_regimes(rows, y, gemv_rows: int, weight_bytes: float, flops_per_row: float):
+    """(misfit, HeadFit) with the row-by-row regime up to `gemv_rows` rows: a rate through the
+    origin below, a line (packing + per-row compute) above, each by least squares on relative
+    errors; None where a regime's rate comes out non-physical or the packed side has fewer
+    than two sizes."""
+    low, high = rows <= gemv_rows, rows > gemv_rows
+    if len(np.unique(rows[high])) < 2:
+        return None
+    w = 1 / y[high]  # relative errors: every size counts alike
+    slope, fixed = np.polyfit(rows[high], y[high], 1, w=w)
+    if slope <= 0 or fixed <= 0:
+        return None
+    fit_y = fixed + slope * rows
+    gemv_Bps = 0.0
+    if low.any():
+        rates = rows[low] * weight_bytes / y[low]  # each size's own rate; relative LSQ of y = bytes / g
+        gemv_Bps = float(np.sum(rates**2) / np.sum(rates))
+        fit_y = np.where(low, rows * weight_bytes / gemv_Bps, fit_y)
+    misfit = float(np.sum((fit_y / y - 1) ** 2))
+    return misfit, HeadFit(gemv_rows, gemv_Bps, weight_bytes / fixed, flops_per_row / slope)
+
+
+def fit_head(hw: Hardware, model: ModelSpec, steps: list[StepRecord]) -> HeadFit | None:
+    """The LM head's regimes from the baseline's timed heads (`StepRecord.head_s`), one median
+    per head size; the row-by-row threshold is the one of `GEMV_ROWS_TRIED` with the least
+    misfit. None on a GPU, or when the heads were not timed or hardly vary in size.
+
+    Why apart from the layers: on a CPU BLAS (torch, 1 thread, measured with
+    benchmarks/cpu_matmul_rows.py) a matmul of up to 3 rows is one matrix-vector product per
+    row and 4 rows or more a packed product, for every shape of the model; a layer's weights
+    (< 4 MB) stay in cache and stream at ~60 GB/s a row, but the head's (vocab x hidden, 25 MB
+    in the quick model) come from memory at ~15 GB/s a row, so 2-3 rows cost twice and three
+    times one row, and 4 rows (packed) less than 3."""
+    if not hw.gpu.compute_on_host or not any(s.head_s > 0 for s in steps):
+        return None
+    rows, y = _median_by_rows([s for s in steps if s.head_s > 0])
+    if len(rows) < 3:
+        return None
+    bb = model.backbone
+    weight_bytes = bb.hidden_size * bb.vocab_size * bb.weight_bytes_per_param
+    fits = [_head_regimes(rows, y, n, weight_bytes, 2.0 * bb.hidden_size * bb.vocab_size) for n in GEMV_ROWS_TRIED]
+    fits = [f for f in fits if f is not None]
+    if not fits:
+        return None
+    # A row-by-row regime of one or two sizes fits them exactly, so a higher threshold always
+    # fits a little better: take the lowest within 2% per size of the best.
+    best = min(f[0] for f in fits)
+    return next(fit for misfit, fit in fits if misfit <= best + HEAD_TOLERANCE**2 * len(rows))
 
 
 def fit_backbone_overheads(hw: Hardware, model: ModelSpec, runs: list[TimedRun]) -> tuple[float, float, float]:
@@ -421,7 +501,11 @@ def describe_machine(
     and the engine's host cost per sequence in a step (for `sim_workload`)."""
     from engramsim.calibrate import with_page_faults
 
-    fit = fit_compute_rates(hw, model, [s for run in baseline_runs for s in run.steps])
+    steps = [s for run in baseline_runs for s in run.steps]
+    head = fit_head(hw, model, steps)
+    # The BLAS picks row by row or packed by rows, whatever the matrix: the head's timings,
+    # a clean signal, set the threshold the layers' fit uses.
+    fit = fit_compute_rates(hw, model, steps, gemv_rows_tried=(head.gemv_max_rows,) if head else GEMV_ROWS_TRIED)
     bw = fit.weights_Bps
     gather_Bps = hw.gpu.hbm_bw_Bps * hw.gpu.gather_efficiency  # the profile's gather rate stays
     hw = replace(
@@ -430,9 +514,12 @@ def describe_machine(
             hw.gpu,
             bf16_flops=fit.flops,
             hbm_bw_Bps=bw,
-            gemv_max_rows=fit.gemv_max_rows,
+            gemv_max_rows=head.gemv_max_rows if head else fit.gemv_max_rows,
             gemv_Bps=fit.gemv_Bps,
             packed_serial=fit.packed_serial,
+            head_gemv_Bps=head.gemv_Bps if head else 0.0,
+            head_weights_Bps=head.weights_Bps if head else 0.0,
+            head_flops=head.flops if head else 0.0,
             matmul_efficiency=1.0,
             hbm_efficiency=1.0,
             gather_efficiency=min(1.0, gather_Bps / bw),
@@ -541,9 +628,11 @@ def predict(
     selection: RoundSelection,
     limits: NoiseLimits,
     seq_host_s: float = 0.0,
+    prefetch_hw: Hardware | None = None,
 ) -> list[ValidationCase]:
     """Simulate every measured placement on `hw` (`describe_machine`) and compare, over the
-    rounds `selection` kept. `measured` must include the baseline."""
+    rounds `selection` kept. `measured` must include the baseline. A placement that prefetches
+    runs on `prefetch_hw` where given: its page faults timed on the prefetch thread's cores."""
     runs = {m.placement: list(m.runs) for m in measured}
     workload = sim_workload(
         len(requests), list(map(int, requests.input_len)), list(map(int, requests.output_len)), seq_host_s
@@ -554,19 +643,29 @@ def predict(
         sim = (
             base
             if m.placement == "baseline"
-            else simulate_steps(hw, model, workload, requests, _sim_placement(m), TIER_OF[m.placement][1])
+            else simulate_steps(
+                (prefetch_hw or hw) if TIER_OF[m.placement][1] else hw,
+                model,
+                workload,
+                requests,
+                _sim_placement(m),
+                TIER_OF[m.placement][1],
+            )
         )
         cases.append(_case(m, sim, base[0], selection, runs, limits))
     return cases
 
 
-def page_fault_s_of(measured: list[MeasuredCase], kept: list[int]) -> float | None:
+def page_fault_s_of(measured: list[MeasuredCase], kept: list[int], prefetch_thread: bool = False) -> float | None:
     """Seconds per cold fault: the median of the faults timed at the start of the kept rounds
-    (the disk as those rounds saw it), else of every round's, else the single figure."""
+    (the disk as those rounds saw it), else of every round's, else the single figure. With
+    `prefetch_thread`, those timed on the prefetch thread's cores, where there are any."""
     case = next((m for m in measured if m.page_fault_s), None)
     if case is None:
         return None
     rounds = case.page_fault_s_rounds
+    if prefetch_thread and getattr(case, "prefetch_page_fault_s_rounds", ()):
+        rounds = case.prefetch_page_fault_s_rounds
     in_kept = [rounds[r] for r in kept if r < len(rounds)]
     return float(statistics.median(in_kept or rounds)) if rounds else case.page_fault_s
 
@@ -660,18 +759,19 @@ GPU_PROFILE_BENCHMARKS = (
 
 
 def run_validation(
-    config, profile_path: str | None, scratch: str, budget_s: float, progress=None, warn=None
+    config,
+    profile_path: str | None,
+    scratch: str,
+    budget_s: float,
+    progress=None,
+    warn=None,
+    save_measured: str | None = None,
 ) -> ValidationReport:
     """Profile (unless given), measure every placement in rounds until the overhead CIs are
-    narrow or `budget_s` (seconds of measured rounds) runs out, then predict each placement."""
-    from engramsim.calibrate import machine_hardware
+    narrow or `budget_s` (seconds of measured rounds) runs out, then predict each placement.
+    `save_measured`: also write the measurements there (`Measurements`) for `--replay`."""
     from engramsim.profile_io import load_profile
-    from engramsim.realmodel import (
-        measure_placements,
-        placements_for,
-        this_device,
-        to_model_spec,
-    )
+    from engramsim.realmodel import measure_placements, placements_for, this_device
     from engramsim.realmodel.harness import time_engram_parts
 
     if not 0 < budget_s < float("inf"):
@@ -702,7 +802,49 @@ def run_validation(
     engram_parts = time_engram_parts(config)
     stop = AdaptiveStop(config.noise, budget_s, min_rounds=config.repeats)
     measured = measure_placements(config, placements_for(device), progress=say, until=stop)
+    m = Measurements(config, profile, label, tuple(warnings), device, engram_parts, measured, stop.reason, budget_s)
+    if save_measured:
+        write_atomic(save_measured, pickle.dumps(m))
     say("simulating")
+    return validation_report(m)
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Everything `run_validation` measured, from which `validation_report` predicts: saved
+    with `validate --save-measured`, a refit of the prediction can be judged on the same
+    measurements with `validate --replay` (no re-measuring)."""
+
+    config: object  # realmodel.RunConfig
+    profile: object  # profile_io.Profile
+    label: str
+    warnings: tuple[str, ...]
+    device: str
+    engram_parts: dict
+    measured: list[MeasuredCase]
+    stopped_by: str | None
+    budget_s: float
+
+
+def load_measurements(path: str) -> Measurements:
+    """A file written by `validate --save-measured` (a pickle: load only files you made)."""
+    try:
+        with open(path, "rb") as f:
+            m = pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+        raise UserError(f"--replay {path}: cannot read it ({e})") from None
+    if not isinstance(m, Measurements):
+        raise UserError(f"--replay {path}: not a file written by validate --save-measured")
+    return m
+
+
+def validation_report(ms: Measurements) -> ValidationReport:
+    """The simulator's prediction of every measured placement, beside the measurements."""
+    from engramsim.calibrate import machine_hardware, with_page_faults
+    from engramsim.realmodel import to_model_spec
+
+    config, profile, device, measured, label = ms.config, ms.profile, ms.device, ms.measured, ms.label
+    engram_parts, warnings, budget_s = ms.engram_parts, ms.warnings, ms.budget_s
     model = to_model_spec(config)
     runs = {m.placement: list(m.runs) for m in measured}
     if "baseline" not in runs:
@@ -719,7 +861,8 @@ def run_validation(
         engram_parts,
         page_fault_s_of(measured, selection.kept),
     )
-    cases = predict(measured, model, hw, sim_requests(config), selection, config.noise, seq_host_s)
+    prefetch_hw = with_page_faults(hw, page_fault_s_of(measured, selection.kept, prefetch_thread=True))
+    cases = predict(measured, model, hw, sim_requests(config), selection, config.noise, seq_host_s, prefetch_hw)
     machine = (profile.gpu or {}).get("name") if device == "cuda" else profile.host.get("cpu_model")
     return ValidationReport(
         machine=str(machine),
@@ -730,17 +873,17 @@ def run_validation(
         rounds=len(measured[0].runs),
         rounds_kept=len(selection.kept),
         dropped_rounds={r + 1: why for r, why in selection.reasons.items() if r not in selection.kept},
-        stopped_by=stop.reason or "repeats",
+        stopped_by=ms.stopped_by or "repeats",
         budget_s=budget_s,
         worst_overhead_ci_half_width_pp=max(half_width(c.measured_overhead_ci_pp) for c in cases),
         pinned=measured[0].pinned,
         noise_limits=asdict(config.noise),
         warnings=tuple(warnings),
-        fitted=fitted_figures(hw, profiled, seq_host_s),
+        fitted=fitted_figures(hw, profiled, seq_host_s, prefetch_hw),
     )
 
 
-def fitted_figures(hw: Hardware, profile: Hardware, seq_host_s: float) -> dict:
+def fitted_figures(hw: Hardware, profile: Hardware, seq_host_s: float, prefetch_hw: Hardware | None = None) -> dict:
     """What the validation fitted or timed itself, beside the profile's figures: the baseline
     gives the compute rate and weight bandwidth (CPU only) and the eager forward's overheads;
     the Engram calls were timed alone."""
@@ -752,6 +895,9 @@ def fitted_figures(hw: Hardware, profile: Hardware, seq_host_s: float) -> dict:
         "gemv_max_rows": hw.gpu.gemv_max_rows,
         "gemv_GBps": hw.gpu.gemv_Bps / 1e9,
         "packed_serial": hw.gpu.packed_serial,
+        "head_gemv_GBps": hw.gpu.head_gemv_Bps / 1e9,
+        "head_weights_GBps": hw.gpu.head_weights_Bps / 1e9,
+        "head_GFLOPs": hw.gpu.head_flops / 1e9,
         "layer_overhead_us": hw.gpu.layer_overhead_s * 1e6,
         "step_overhead_us": hw.gpu.step_overhead_s * 1e6,
         "seq_overhead_us": seq_host_s * 1e6,
@@ -760,4 +906,5 @@ def fitted_figures(hw: Hardware, profile: Hardware, seq_host_s: float) -> dict:
         "hash_call_us": hw.host.hash_call_s * 1e6,
         "hash_ns_per_token": hw.host.hash_s_per_token * 1e9,
         "page_fault_us": hw.ssd.latency_s * 1e6 if hw.ssd else None,
+        "prefetch_page_fault_us": prefetch_hw.ssd.latency_s * 1e6 if prefetch_hw and prefetch_hw.ssd else None,
     }

@@ -178,6 +178,10 @@ def test_measure_placements_reports_every_case(tmp_path):
     cold = by_name["mmap-sync-cold"]
     assert len(cold.page_fault_s_rounds) == 1 and cold.page_fault_s == cold.page_fault_s_rounds[0] > 0
     assert by_name["device"].page_fault_s is None and by_name["device"].page_fault_s_rounds == ()
+    # ...and again on a thread of the prefetch thread's cores, where a prefetching map faults.
+    assert len(cold.prefetch_page_fault_s_rounds) == 1 and cold.prefetch_page_fault_s_rounds[0] > 0
+    # The LM head is timed apart from the rest of the step, in every step.
+    assert all(0 < r.head_s < r.total_s for r in by_name["baseline"].step_records)
     # New pages are counted from each step's row ids: never more than the rows, none without Engram.
     recs = cold.step_records
     assert all(0 <= r.new_pages <= 2 * r.rows for r in recs) and 0 < sum(r.new_pages for r in recs)

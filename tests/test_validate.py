@@ -509,3 +509,102 @@ def test_page_touches_count_each_page_once_per_run():
     assert touches.new(np.array([2, 4, 8])) == 1  # only page 2 is new
     spanning = PageTouches(row_bytes=3000, page_bytes=4096)  # row 1 spans pages 0 and 1
     assert spanning.new(np.array([1])) == 2 and spanning.new(np.array([0])) == 0
+
+
+def head_steps(gpu, model, rows_list, share=1.0):
+    """Baseline steps whose timed heads take what `gpu` costs them (`costs.head_matmul_s`)."""
+    from engramsim.costs import head_matmul_s
+
+    bb = model.backbone
+    weights = bb.hidden_size * bb.vocab_size * bb.weight_bytes_per_param
+    steps = []
+    for rows in rows_list:
+        head = head_matmul_s(gpu, rows, 2.0 * rows * bb.hidden_size * bb.vocab_size, weights)
+        phase = "prefill" if rows == 1 else "decode"
+        steps.append(StepRecord(phase, 1 if rows == 1 else rows, 40 if rows == 1 else rows, 40 * rows, *[0] * 8, head_s=head))
+    return steps
+
+
+def test_head_regimes_price_two_and_three_rows_above_four():
+    """The LM head of a CPU stand-in (weights from memory): 1-3 rows stream the weights once a
+    row, 4 rows pack them once and multiply; hand-checked on 1e6 weight bytes."""
+    from dataclasses import replace
+
+    from engramsim.costs import head_matmul_s
+
+    hw = cpu_hardware(CPU, threads=1, row_bytes=128, table_bytes=2**29)
+    gpu = replace(hw.gpu, gemv_max_rows=3, head_gemv_Bps=1e9, head_weights_Bps=2e9, head_flops=4e9)
+    # 1e6 bytes at 1 GB/s a row; packed: 1e6 / 2e9 + 4 x 2e6 flops / 4e9.
+    assert [head_matmul_s(gpu, n, n * 2e6, 1e6) for n in (1, 2, 3, 4)] == pytest.approx([1e-3, 2e-3, 3e-3, 2.5e-3])
+    # Without head rates the head is any matmul (the roofline here).
+    assert head_matmul_s(hw.gpu, 4, 8e6, 1e6) == pytest.approx(
+        max(8e6 / (hw.gpu.bf16_flops * hw.gpu.matmul_efficiency), 1e6 / (hw.gpu.hbm_bw_Bps * hw.gpu.hbm_efficiency))
+    )
+
+
+@pytest.mark.parametrize("threshold", [0, 2, 3])
+def test_head_threshold_and_rates_are_recovered_from_synthetic_timed_heads(threshold):
+    """Timed heads from known regimes give the threshold and the three rates back; a GPU, or
+    heads never timed, give nothing (the head stays a plain matmul)."""
+    from dataclasses import replace
+
+    from engramsim.validate import fit_head
+
+    model = to_model_spec(quick_config())
+    hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
+    true = replace(hw.gpu, gemv_max_rows=threshold, head_gemv_Bps=15e9, head_weights_Bps=18e9, head_flops=70e9)
+    steps = head_steps(true, model, [1, 1, 2, 3, 4, 5, 6, 8, 10, 12])
+    fit = fit_head(hw, model, steps)
+    assert fit.gemv_max_rows == threshold
+    assert fit.weights_Bps == pytest.approx(18e9, rel=1e-6) and fit.flops == pytest.approx(70e9, rel=1e-6)
+    assert fit.gemv_Bps == (pytest.approx(15e9, rel=1e-6) if threshold else 0.0)
+    assert fit_head(replace(hw, gpu=replace(hw.gpu, compute_on_host=False)), model, steps) is None
+    assert fit_head(hw, model, [replace(s, head_s=0.0) for s in steps]) is None
+
+
+def test_the_head_fit_sets_the_layers_threshold_and_prices_the_kink():
+    """describe_machine: the threshold found on the heads is the one the layers use, and the
+    simulator's head then costs more at 3 rows than at 4, as measured."""
+    from dataclasses import replace
+
+    from engramsim.costs import step_compute
+    from engramsim.validate import describe_machine
+
+    model = to_model_spec(quick_config())
+    hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
+    true = replace(hw.gpu, gemv_max_rows=3, head_gemv_Bps=15e9, head_weights_Bps=18e9, head_flops=70e9)
+    steps = [replace(s, pre_s=1e-3, total_s=5e-3 + s.head_s) for s in head_steps(true, model, [1, 2, 3, 4, 6, 8, 12])]
+    run = TimedRun(wall_s=1.0, cpu_s=1.0, tok_s=1.0, stall_s=0.0, busy_s=0.0, noise=quiet_noise(), steps=tuple(steps))
+    parts = {"fusion": [(1, 1e-4), (8, 2e-4)], "hashing": [(1, 1e-5), (8, 2e-5)]}
+    fitted, _ = describe_machine(hw, model, [run], parts, None)
+    assert fitted.gpu.gemv_max_rows == 3 and fitted.gpu.head_weights_Bps == pytest.approx(18e9, rel=1e-6)
+    from engramsim.costs import decode_shape
+
+    heads = [step_compute(fitted.gpu, model.backbone, decode_shape(100 * n, n), 1).head_s for n in (1, 3, 4)]
+    assert heads[1] == pytest.approx(3 * heads[0]) and heads[2] < heads[1]
+
+
+def test_prefetching_placements_fault_at_the_prefetch_threads_rate():
+    """Faults timed on the prefetch thread's cores price the prefetching mmap placement; the
+    sync one keeps the compute thread's; without them, both take the compute thread's."""
+    from types import SimpleNamespace
+
+    from engramsim.validate import page_fault_s_of
+
+    cold = SimpleNamespace(
+        page_fault_s=65e-6, page_fault_s_rounds=(60e-6, 70e-6, 65e-6), prefetch_page_fault_s_rounds=(50e-6, 55e-6, 56e-6)
+    )
+    assert page_fault_s_of([cold], kept=[0, 1, 2]) == pytest.approx(65e-6)
+    assert page_fault_s_of([cold], kept=[0, 1, 2], prefetch_thread=True) == pytest.approx(55e-6)
+    older = SimpleNamespace(page_fault_s=65e-6, page_fault_s_rounds=(60e-6, 70e-6, 65e-6))
+    assert page_fault_s_of([older], kept=[0, 1, 2], prefetch_thread=True) == pytest.approx(65e-6)
+
+
+def test_replay_of_a_file_that_is_not_measurements_is_one_line(tmp_path):
+    bad = tmp_path / "x.pkl"
+    bad.write_bytes(b"not a pickle")
+    out = subprocess.run(
+        [sys.executable, "cli.py", "validate", "--replay", str(bad)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: --replay") and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

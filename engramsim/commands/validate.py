@@ -59,13 +59,28 @@ from engramsim.fileio import check_output, check_output_dir, dumps_json, write_a
     help="Also write the JSON report to this file (atomically), e.g. under profiles/validation/.",
 )
 @click.option(
+    "--save-measured",
+    "save_measured",
+    type=click.Path(dir_okay=False),
+    help="Also write the raw measurements (every run's steps; a pickle) to this file, for --replay.",
+)
+@click.option(
+    "--replay",
+    "replay_path",
+    type=click.Path(dir_okay=False),
+    help="Measure nothing: predict again from a --save-measured file (to judge a change to the "
+    "model on the same measurements). Load only files you wrote.",
+)
+@click.option(
     "--reads",
     is_flag=True,
     help="Instead: one-box SSD reads here (a 1 GiB file under --scratch): a decode step's rows by "
     "serial vs 8-thread O_DIRECT pread, and mmap faults with this machine's page size, "
     "measured beside the read model's prediction (engramsim.onebox.harness).",
 )
-def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, save_path, reads):
+def command(
+    quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, save_path, save_measured, replay_path, reads
+):
     """Run a real Engram-augmented transformer on this machine with its table in every placement
     the machine supports, and print measured throughput beside the simulator's prediction.
 
@@ -95,12 +110,19 @@ def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, 
         this_device,
         tiny_config,
     )
-    from engramsim.validate import run_validation
+    from engramsim.validate import load_measurements, run_validation, validation_report
 
     scratch = str(check_output_dir(scratch, "--scratch"))
     if reads:
         _reads(scratch, as_json, save_path)
         return
+    if save_path:
+        check_output(save_path, "--save")
+    if replay_path:
+        _show(validation_report(load_measurements(replay_path)), as_json, save_path)
+        return
+    if save_measured:
+        check_output(save_measured, "--save-measured")
     device = this_device(RunConfig(device=device))
     if tiny:
         config = tiny_config(scratch)
@@ -111,8 +133,6 @@ def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, 
     config = replace(config, table_dir=scratch, device=device, pin_threads=pin)
     if budget_s is None:
         budget_s = 5.0 if tiny else 300.0 if quick else 900.0
-    if save_path:
-        check_output(save_path, "--save")
     console = Console(stderr=as_json)
     with console.status("validating...") as status:
         report = run_validation(
@@ -122,14 +142,19 @@ def command(quick, tiny, profile_path, scratch, as_json, device, budget_s, pin, 
             budget_s,
             progress=status.update,
             warn=lambda msg: console.print(f"warning: {msg}", style="yellow", highlight=False),
+            save_measured=save_measured,
         )
+    _show(report, as_json, save_path)
+
+
+def _show(report, as_json: bool, save_path: str | None) -> None:
     text = dumps_json(report.to_dict())
     if save_path:
         write_atomic(save_path, text + "\n")
     if as_json:
         click.echo(text)
     else:
-        console.print(report)
+        Console().print(report)
 
 
 def _reads(scratch: str, as_json: bool, save_path: str | None):

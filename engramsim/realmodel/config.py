@@ -326,7 +326,7 @@ class StepRecord:
     gather_s: float  # at the Engram layers: the inline gather, or the wait for the prefetch
     stall_s: float  # the part of gather_s spent waiting for a prefetch
     fusion_s: float  # Engram gate, value projection and short conv
-    rest_s: float  # layers from the first Engram layer on (less Engram), head, sampling
+    rest_s: float  # layers from the first Engram layer on (less Engram), sampling
     total_s: float
     rows: int  # rows gathered (all Engram layers)
     # The main thread's CPU time and run-queue wait over the step: wall time less CPU time is
@@ -336,6 +336,7 @@ class StepRecord:
     # Table pages this step read that no earlier step of the run had read: on a cold map, the
     # faults; the other reads hit pages the run itself brought into the page cache.
     new_pages: int = 0
+    head_s: float = 0.0  # final norm and LM head (in rest_s in records made before it was split)
 
     @property
     def running_share(self) -> float:
@@ -405,6 +406,9 @@ class MeasuredCase:
     # (mmap only): a virtual disk's fault time drifts over minutes. `page_fault_s` is their median.
     page_fault_s: float | None = None
     page_fault_s_rounds: tuple[float, ...] = ()
+    # ...and on a thread pinned to the prefetch thread's cores (where a prefetching placement
+    # faults; the compute thread's figure is the one above).
+    prefetch_page_fault_s_rounds: tuple[float, ...] = ()
     runs: tuple[TimedRun, ...] = ()  # every round, in order (tok_s_runs are their rates)
     pinned: str = ""  # how threads were pinned to cores, or why they were not
 

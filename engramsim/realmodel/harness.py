@@ -19,6 +19,7 @@ import hashlib
 import mmap
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -280,6 +281,7 @@ def _record(phase, seqs, tokens, context, rows, timer: StepTimer, stall, clock: 
         stall_s=stall,
         fusion_s=b["fusion"],
         rest_s=b["rest"],
+        head_s=b["head"],
         total_s=sum(b.values()),
         rows=rows,
         thread_cpu_s=cpu,
@@ -365,12 +367,14 @@ def measure_placements(
             device, models[True].engram_layers, addressing.spec.heads_per_layer, [reqs, warm], prefetch_cores
         )
         faults: list[float] = []
+        prefetch_faults: list[float] = []  # on the prefetch thread's cores
         each_round = None
         if any(p.tier == "mmap" for p in plist):
 
             def each_round():
                 say("timing cold page faults on the table file")
                 faults.append(time_cold_faults(tables.store))
+                prefetch_faults.append(time_cold_faults(tables.store, cores=prefetch_cores or set()))
 
         bench = lambda p, r: _one_run(
             models[p.has_engram],
@@ -387,6 +391,7 @@ def measure_placements(
                 _case(p, runs[p.name], reqs, threads, tables.nbytes, config, device),
                 page_fault_s=statistics.median(faults) if timed_faults(p) else None,
                 page_fault_s_rounds=tuple(faults) if timed_faults(p) else (),
+                prefetch_page_fault_s_rounds=tuple(prefetch_faults) if timed_faults(p) else (),
                 pinned=pinned,
             )
             for p in plist
@@ -630,11 +635,23 @@ def _median_time(call, repeats: int, before=None, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def time_cold_faults(store: TableStore, rows: int = 1024, repeats: int = 3, seed: int = 1) -> float:
+def time_cold_faults(
+    store: TableStore, rows: int = 1024, repeats: int = 3, seed: int = 1, cores: set[int] | None = None
+) -> float:
     """Seconds per cold page fault on the model's own table file: one thread gathers `rows`
     random rows from a freshly dropped map (MADV_RANDOM, as in the mmap placements); median over
     repeats. The primitive the mmap-cold placements pay, timed alone, on the same file and size:
-    a generic profile's scratch file can sit differently in a virtual disk's caches."""
+    a generic profile's scratch file can sit differently in a virtual disk's caches.
+
+    `cores`: time it on a thread of its own pinned there (the prefetch thread's cores), else on
+    the calling thread. A fault costs less on the core that takes the disk's interrupts (on
+    this VM, 55 against 65 us: the other core must be woken to finish it)."""
+    if cores is not None:
+        out: list[float] = []
+        thread = threading.Thread(target=lambda: out.append(_pinned_faults(store, rows, repeats, seed, cores)))
+        thread.start()
+        thread.join()
+        return out[0]
     rng = np.random.default_rng(seed)
     times = []
     for _ in range(repeats):
@@ -646,3 +663,8 @@ def time_cold_faults(store: TableStore, rows: int = 1024, repeats: int = 3, seed
         del table
         gc.collect()  # the map must be gone before the next cold drop
     return statistics.median(times)
+
+
+def _pinned_faults(store: TableStore, rows: int, repeats: int, seed: int, cores: set[int]) -> float:
+    pin_this_thread(cores)
+    return time_cold_faults(store, rows, repeats, seed)

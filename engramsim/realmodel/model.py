@@ -18,12 +18,14 @@ nn = torch.nn
 F = torch.nn.functional
 
 
-BUCKETS = ("hash", "pre", "gather", "fusion", "rest")
+BUCKETS = ("hash", "pre", "gather", "fusion", "rest", "head")
 
 
 class StepTimer:
     """Adds the time since the previous mark to a named bucket. Buckets follow the forward pass:
-    "pre" until the first Engram layer, then "gather"/"fusion" at Engram layers, else "rest"."""
+    "pre" until the first Engram layer, then "gather"/"fusion" at Engram layers, else "rest";
+    "head" is the final norm and LM head alone (its one large matmul has a cost regime of its
+    own on a CPU, `validate.fit_head`)."""
 
     def __init__(self):
         self.buckets = dict.fromkeys(BUCKETS, 0.0)
@@ -194,4 +196,7 @@ class EngramLM(nn.Module):
                 x = x + out
                 timer.mark("fusion")
             x = block(x, positions, self.rope, cache, layer, prefill_row, decode_ctx)
-        return self.head(self.norm(x[:, -1]))
+        timer.mark("rest")
+        logits = self.head(self.norm(x[:, -1]))
+        timer.mark("head")
+        return logits
