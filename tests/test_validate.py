@@ -521,7 +521,9 @@ def head_steps(gpu, model, rows_list, share=1.0):
     for rows in rows_list:
         head = head_matmul_s(gpu, rows, 2.0 * rows * bb.hidden_size * bb.vocab_size, weights)
         phase = "prefill" if rows == 1 else "decode"
-        steps.append(StepRecord(phase, 1 if rows == 1 else rows, 40 if rows == 1 else rows, 40 * rows, *[0] * 8, head_s=head))
+        steps.append(
+            StepRecord(phase, 1 if rows == 1 else rows, 40 if rows == 1 else rows, 40 * rows, *[0] * 8, head_s=head)
+        )
     return steps
 
 
@@ -592,7 +594,9 @@ def test_prefetching_placements_fault_at_the_prefetch_threads_rate():
     from engramsim.validate import page_fault_s_of
 
     cold = SimpleNamespace(
-        page_fault_s=65e-6, page_fault_s_rounds=(60e-6, 70e-6, 65e-6), prefetch_page_fault_s_rounds=(50e-6, 55e-6, 56e-6)
+        page_fault_s=65e-6,
+        page_fault_s_rounds=(60e-6, 70e-6, 65e-6),
+        prefetch_page_fault_s_rounds=(50e-6, 55e-6, 56e-6),
     )
     assert page_fault_s_of([cold], kept=[0, 1, 2]) == pytest.approx(65e-6)
     assert page_fault_s_of([cold], kept=[0, 1, 2], prefetch_thread=True) == pytest.approx(55e-6)
