@@ -383,8 +383,14 @@ def fit_backbone_overheads(hw: Hardware, model: ModelSpec, runs: list[TimedRun])
     if np.ptp(seqs) > 0:
         per_seq = max(float(np.polyfit(seqs, rest, 1)[0]), 0.0)
     fixed = float(np.mean(rest - per_seq * seqs))
-    between = statistics.fmean((run.wall_s - sum(s.total_s for s in run.steps)) / len(run.steps) for run in runs)
+    between = statistics.fmean(between_steps_s(run) for run in runs)
     return layer, max(fixed + between, 0.0), per_seq
+
+
+def between_steps_s(run: TimedRun) -> float:
+    """A run's wall time outside its step timers (the harness's loop and bookkeeping), per step:
+    the simulator counts it in its steps' host time (`GPU.step_overhead_s`)."""
+    return max((run.wall_s - sum(s.total_s for s in run.steps)) / len(run.steps), 0.0) if run.steps else 0.0
 
 
 def line_fit(points: list[tuple[int, float]]) -> tuple[float, float]:
@@ -547,9 +553,19 @@ def describe_machine(
 
 
 def _measured_steps(runs: list[TimedRun], kept: list[int], limits: NoiseLimits) -> list[StepSample]:
+    """The kept rounds' steps, each with its share of its run's work between steps, as the
+    simulator's steps include it (like with like: `between_steps_s`)."""
     return [
-        StepSample(s.phase, s.tokens, s.total_s, s.stall_s, s.quiet(limits), s.total_s * s.running_share)
+        StepSample(
+            kind=s.phase,
+            tokens=s.tokens,
+            seconds=s.total_s + gap,
+            stall_s=s.stall_s,
+            quiet=s.quiet(limits),
+            running_s=s.total_s * s.running_share + gap,
+        )
         for r in kept
+        for gap in [between_steps_s(runs[r])]
         for s in runs[r].steps
     ]
 
