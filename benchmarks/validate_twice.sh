@@ -5,18 +5,21 @@
 #
 #   bash benchmarks/validate_twice.sh [NAME]     # NAME defaults to <hostname>-cpu-<date>
 #
-# Writes profiles/validation/NAME-run1.json and NAME-run2.json (commit them), and exits
-# non-zero unless both runs pass. Each run takes about 6 minutes on a 2-core machine
+# Writes profiles/validation/NAME-run1.json and NAME-run2.json (commit them) and the raw
+# measurements of each run to ${MEASURED_DIR:-/tmp}/NAME-runN.pkl (for `validate --replay`; not
+# committed: over 1 MB), and exits non-zero unless both runs pass. Each run takes about 6 minutes on a 2-core machine
 # (profile, then rounds until the overhead CIs are within +-1 pp or BUDGET_S runs out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=${1:-$(hostname)-cpu-$(date -u +%F)}
 BUDGET_S=${BUDGET_S:-300}
+MEASURED_DIR=${MEASURED_DIR:-/tmp}
+FLAGS=${VALIDATE_FLAGS:---quick}  # VALIDATE_FLAGS=--tiny: a seconds-long smoke test of this script
 status=0
 for run in 1 2; do
   out="profiles/validation/${NAME}-run${run}.json"
   echo "== run $run -> $out"
-  python cli.py validate --quick --budget-s "$BUDGET_S" --save "$out"
+  python cli.py validate $FLAGS --budget-s "$BUDGET_S" --save "$out" --save-measured "$MEASURED_DIR/${NAME}-run${run}.pkl"
   python - "$out" <<'PY' || status=1
 import json, sys
 d = json.load(open(sys.argv[1]))

@@ -612,3 +612,19 @@ def test_replay_of_a_file_that_is_not_measurements_is_one_line(tmp_path):
     )
     assert out.returncode == 2 and out.stderr.strip().startswith("error: --replay") and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_measured_step_carries_its_share_of_the_work_between_steps():
+    """Two steps of 3 and 5 ms in a run of 10 ms: the 2 ms outside the step timers (the loop,
+    the bookkeeping) is in the simulator's steps, so each measured step gets 1 ms of it."""
+    from engramsim.validate import _measured_steps, between_steps_s
+
+    steps = (
+        StepRecord("decode", 2, 2, 40, *[0] * 6, 3e-3, 0),
+        StepRecord("decode", 2, 2, 42, *[0] * 6, 5e-3, 0),
+    )
+    run = TimedRun(wall_s=10e-3, cpu_s=0.0, tok_s=1.0, stall_s=0.0, busy_s=0.0, noise=quiet_noise(), steps=steps)
+    assert between_steps_s(run) == pytest.approx(1e-3)
+    samples = _measured_steps([run], [0], NoiseLimits())
+    assert [s.seconds for s in samples] == pytest.approx([4e-3, 6e-3])
+    assert [s.running_s for s in samples] == pytest.approx([4e-3, 6e-3])

@@ -135,10 +135,22 @@ def noise_lines(report):
                 if f.get("gemv_max_rows")
                 else ""
             )
+            + (
+                f"; LM head row by row at {f['head_gemv_GBps']:.1f} GB/s, packed at {f['head_weights_GBps']:.1f} "
+                f"GB/s + {f['head_GFLOPs']:.1f} GFLOP/s"
+                if f.get("head_weights_GBps")
+                else ""
+            )
             + f", {f['layer_overhead_us']:.0f} us per layer, "
             f"{f['step_overhead_us']:.0f} us per step + {f.get('seq_overhead_us', 0):.0f} us per sequence; timed alone: Engram fusion {f['engram_fusion_us']:.0f} us "
             f"+ {f['engram_fusion_ns_per_token']:.0f} ns/token, hash {f['hash_call_us']:.0f} us + "
-            f"{f['hash_ns_per_token']:.0f} ns/token",
+            f"{f['hash_ns_per_token']:.0f} ns/token"
+            + (
+                f", cold page faults {f['page_fault_us']:.0f} us (compute thread) / "
+                f"{f['prefetch_page_fault_us']:.0f} us (prefetch thread)"
+                if f.get("page_fault_us") and f.get("prefetch_page_fault_us")
+                else ""
+            ),
             style="dim",
         )
 
