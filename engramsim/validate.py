@@ -227,14 +227,10 @@ def fit_compute_rates(
     if not hw.gpu.compute_on_host or len(steps) < 3 or max(tokens) < 2 * min(tokens):
         return ComputeFit(rate, bw)
     first = min(model.engram.layer_ids)
-    y = np.array([s.pre_s * s.running_share / first for s in steps])
-    rows = np.array(tokens, dtype=float)
     # One point per step size (its median): noisy steps and the many prefill sizes do not
     # outweigh the few decode batch sizes that show the row-by-row regime.
-    sizes = sorted({(s.phase, s.tokens, s.seqs) for s in steps})
-    picks = [next(i for i, s in enumerate(steps) if (s.phase, s.tokens, s.seqs) == k) for k in sizes]
-    medians = [float(np.median([y[i] for i, s in enumerate(steps) if (s.phase, s.tokens, s.seqs) == k])) for k in sizes]
-    steps, rows, y = [steps[i] for i in picks], rows[picks], np.array(medians)
+    steps, y, _ = size_medians(steps, [s.pre_s * s.running_share / first for s in steps])
+    rows = np.array([s.tokens for s in steps], dtype=float)
     # The roofline's two terms per step, at unit rates: max(flops / rate, bytes / bandwidth).
     unit = replace(hw.gpu, layer_overhead_s=0.0, matmul_efficiency=1.0, hbm_efficiency=1.0, gemv_max_rows=0)
     flops = np.array(
@@ -365,26 +361,47 @@ def fit_backbone_overheads(hw: Hardware, model: ModelSpec, runs: list[TimedRun])
     The harness times the layers before the first Engram layer ("pre"); what they take beyond
     the roofline is the per-layer dispatch overhead. What a step takes beyond its layers and LM
     head (sampling, batch bookkeeping) is fitted as a fixed cost plus a cost per sequence in the
-    step (least squares over the steps); the work between steps (a run's wall time less its
-    step timers) joins the fixed cost. A step's times count only the share its thread was
-    running (`StepRecord.running_share`): time spent waiting for a core is another process's.
+    step (least squares, each step size's median weighted by its count: the per-step comparison
+    is of medians, and another process's load skews means up); the work between steps (a run's
+    wall time less its step timers) joins the fixed cost. A step's times count only the share
+    its thread was running (`StepRecord.running_share`): time spent waiting for a core is
+    another process's.
     """
     bb, first = model.backbone, min(model.engram.layer_ids)
     steps = [s for run in runs for s in run.steps]
     comps = [_record_compute(hw, model, s) for s in steps]
-    layer = max(
-        statistics.fmean(s.pre_s * s.running_share / first - c.dense_layer_s for s, c in zip(steps, comps)), 0.0
+    _, beyond, counts = size_medians(
+        steps, [s.pre_s * s.running_share / first - c.dense_layer_s for s, c in zip(steps, comps)]
     )
-    rest = np.array(
-        [s.total_s * s.running_share - bb.n_layers * (layer + c.dense_layer_s) - c.head_s for s, c in zip(steps, comps)]
+    layer = max(float(np.average(beyond, weights=counts)), 0.0)
+    sizes, rest, counts = size_medians(
+        steps,
+        [
+            s.total_s * s.running_share - bb.n_layers * (layer + c.dense_layer_s) - c.head_s
+            for s, c in zip(steps, comps)
+        ],
     )
-    seqs = np.array([s.seqs for s in steps], dtype=float)
+    seqs = np.array([s.seqs for s in sizes], dtype=float)
     per_seq = 0.0
     if np.ptp(seqs) > 0:
-        per_seq = max(float(np.polyfit(seqs, rest, 1)[0]), 0.0)
-    fixed = float(np.mean(rest - per_seq * seqs))
-    between = statistics.fmean(between_steps_s(run) for run in runs)
+        per_seq = max(float(np.polyfit(seqs, rest, 1, w=np.sqrt(counts))[0]), 0.0)
+    fixed = float(np.average(rest - per_seq * seqs, weights=counts))
+    between = statistics.median(between_steps_s(run) for run in runs)
     return layer, max(fixed + between, 0.0), per_seq
+
+
+def size_medians(steps: list[StepRecord], values) -> tuple[list[StepRecord], np.ndarray, np.ndarray]:
+    """Per step size (phase, tokens, sequences): one of its steps, the median of `values` over
+    its steps, and how many there were."""
+    groups: dict[tuple, list] = {}
+    for s, v in zip(steps, values):
+        groups.setdefault((s.phase, s.tokens, s.seqs), []).append((s, v))
+    keys = sorted(groups)
+    return (
+        [groups[k][0][0] for k in keys],
+        np.array([float(np.median([v for _, v in groups[k]])) for k in keys]),
+        np.array([len(groups[k]) for k in keys], dtype=float),
+    )
 
 
 def between_steps_s(run: TimedRun) -> float:

@@ -58,6 +58,8 @@ def test_cpu_hardware_needs_a_profile():
 
 def test_backbone_overheads_are_recovered_from_synthetic_steps():
     """Steps built from known overheads give those overheads back."""
+    from dataclasses import replace
+
     model = to_model_spec(quick_config())
     hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
     from engramsim.validate import _record_compute
@@ -122,6 +124,14 @@ def test_backbone_overheads_are_recovered_from_synthetic_steps():
     assert got == pytest.approx((layer_s, step_s + gap_s, seq_s))
     got_layer, _, got_seq = fit_backbone_overheads(hw, model, [run, noisy_run])
     assert got_layer == pytest.approx(layer_s) and got_seq == pytest.approx(seq_s)
+    # The fit is of each size's median, as the per-step comparison is: a step slowed without
+    # waiting on a run queue (another process's cache and memory traffic) moves nothing when
+    # its size has more steps at the usual time.
+    slowed = replace(like, pre_s=3 * like.pre_s, rest_s=3 * like.rest_s, total_s=3 * like.total_s)
+    skewed = replace(
+        run, steps=steps + (like, like, slowed), wall_s=wall + 2 * like.total_s + slowed.total_s + 3 * gap_s
+    )
+    assert fit_backbone_overheads(hw, model, [skewed]) == pytest.approx((layer_s, step_s + gap_s, seq_s))
 
 
 def test_the_simulator_logs_every_step_with_its_per_sequence_overhead():
