@@ -127,6 +127,11 @@ class Host:
     hash_heads: int = spec("hash_heads", lo=0, lo_open=False, kind=int, default=0, hi=4096)
     # NUMA nodes of one host (sockets, or Grace CPUs): a per-NUMA table copy is this many copies.
     numa_nodes: int = spec("numa_nodes", kind=int, default=1, hi=64)
+    # What handing one layer's fetch to a prefetch thread costs the thread that runs the model,
+    # per Engram layer and step (waking the thread, taking turns at Python's interpreter lock).
+    # `engramsim validate` times it alone on a CPU; 0 elsewhere (engines hand fetches to a
+    # stream or to threads outside the interpreter).
+    prefetch_handoff_s: float = spec("prefetch_handoff_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
 
 
 @dataclass(frozen=True)

@@ -894,6 +894,9 @@ def validation_report(ms: Measurements) -> ValidationReport:
         engram_parts,
         page_fault_s_of(measured, selection.kept),
     )
+    handoff = next((m.prefetch_handoff_s for m in measured if getattr(m, "prefetch_handoff_s", None)), None)
+    if handoff:
+        hw = replace(hw, host=replace(hw.host, prefetch_handoff_s=handoff))
     prefetch_hw = with_page_faults(hw, page_fault_s_of(measured, selection.kept, prefetch_thread=True))
     cases = predict(measured, model, hw, sim_requests(config), selection, config.noise, seq_host_s, prefetch_hw)
     machine = (profile.gpu or {}).get("name") if device == "cuda" else profile.host.get("cpu_model")
@@ -939,5 +942,6 @@ def fitted_figures(hw: Hardware, profile: Hardware, seq_host_s: float, prefetch_
         "hash_call_us": hw.host.hash_call_s * 1e6,
         "hash_ns_per_token": hw.host.hash_s_per_token * 1e9,
         "page_fault_us": hw.ssd.latency_s * 1e6 if hw.ssd else None,
+        "prefetch_handoff_us": hw.host.prefetch_handoff_s * 1e6,
         "prefetch_page_fault_us": prefetch_hw.ssd.latency_s * 1e6 if prefetch_hw and prefetch_hw.ssd else None,
     }

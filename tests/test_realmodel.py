@@ -180,6 +180,9 @@ def test_measure_placements_reports_every_case(tmp_path):
     assert by_name["device"].page_fault_s is None and by_name["device"].page_fault_s_rounds == ()
     # ...and again on a thread of the prefetch thread's cores, where a prefetching map faults.
     assert len(cold.prefetch_page_fault_s_rounds) == 1 and cold.prefetch_page_fault_s_rounds[0] > 0
+    # The handoff to the prefetch thread is timed once, for the prefetching placements only.
+    assert all((c.prefetch_handoff_s is not None) == (c.prefetch and c.tier != "none") for c in cases)
+    assert by_name["host-prefetch"].prefetch_handoff_s >= 0.0
     # The LM head is timed apart from the rest of the step, in every step.
     assert all(0 < r.head_s < r.total_s for r in by_name["baseline"].step_records)
     # New pages are counted from each step's row ids: never more than the rows, none without Engram.

@@ -638,3 +638,24 @@ def test_a_measured_step_carries_its_share_of_the_work_between_steps():
     samples = _measured_steps([run], [0], NoiseLimits())
     assert [s.seconds for s in samples] == pytest.approx([4e-3, 6e-3])
     assert [s.running_s for s in samples] == pytest.approx([4e-3, 6e-3])
+
+
+def test_the_prefetch_handoff_is_paid_once_per_engram_layer_and_step_by_prefetching_placements():
+    """1 ms handoff, one Engram layer: every step of a prefetching placement takes 1 ms more
+    (rows in RAM: the fetch itself is hidden); a synchronous one pays nothing."""
+    from dataclasses import replace
+
+    from engramsim.sim.tiers import Placement
+    from engramsim.validate import simulate_steps
+    from engramsim.workload import Requests
+
+    model = to_model_spec(quick_config())
+    hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
+    slow = replace(hw, host=replace(hw.host, prefetch_handoff_s=1e-3))
+    reqs = Requests(np.zeros(3), np.array([10, 20, 30]), np.array([4, 2, 3]))
+    workload = sim_workload(3, [10, 20, 30], [4, 2, 3])
+    assert len(model.engram.layer_ids) == 1
+    for prefetch, extra in ((True, 1e-3), (False, 0.0)):
+        base = simulate_steps(hw, model, workload, reqs, Placement("dram-copy"), prefetch)[1]
+        more = simulate_steps(slow, model, workload, reqs, Placement("dram-copy"), prefetch)[1]
+        assert [b.seconds - a.seconds for a, b in zip(base, more)] == pytest.approx([extra] * len(base), abs=1e-9)

@@ -409,6 +409,9 @@ class MeasuredCase:
     # ...and on a thread pinned to the prefetch thread's cores (where a prefetching placement
     # faults; the compute thread's figure is the one above).
     prefetch_page_fault_s_rounds: tuple[float, ...] = ()
+    # Prefetching CPU placements: what handing a fetch to the prefetch thread costs the model's
+    # thread per step, timed alone before the rounds (`harness.time_prefetch_handoff`).
+    prefetch_handoff_s: float | None = None
     runs: tuple[TimedRun, ...] = ()  # every round, in order (tok_s_runs are their rates)
     pinned: str = ""  # how threads were pinned to cores, or why they were not
 

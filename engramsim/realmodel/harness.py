@@ -54,7 +54,7 @@ from engramsim.realmodel.noise import (
     pinning_plan,
     thread_run_delay_s,
 )
-from engramsim.realmodel.placements import TableStore, check_room, make_source
+from engramsim.realmodel.placements import PrefetchRows, TableStore, check_room, make_source
 
 WARMUP = WorkloadConfig(n_seqs=2, input_len=(16, 16), output_len=(4, 4), seed=12345)
 
@@ -366,6 +366,10 @@ def measure_placements(
         make = _source_maker(
             device, models[True].engram_layers, addressing.spec.heads_per_layer, [reqs, warm], prefetch_cores
         )
+        handoff = None
+        if device == "cpu" and any(p.prefetch and p.has_engram for p in plist):
+            say("timing the handoff of a fetch to the prefetch thread")
+            handoff = time_prefetch_handoff(models[False], prefetch_cores)
         faults: list[float] = []
         prefetch_faults: list[float] = []  # on the prefetch thread's cores
         each_round = None
@@ -392,6 +396,7 @@ def measure_placements(
                 page_fault_s=statistics.median(faults) if timed_faults(p) else None,
                 page_fault_s_rounds=tuple(faults) if timed_faults(p) else (),
                 prefetch_page_fault_s_rounds=tuple(prefetch_faults) if timed_faults(p) else (),
+                prefetch_handoff_s=handoff if p.prefetch and p.has_engram else None,
                 pinned=pinned,
             )
             for p in plist
@@ -606,6 +611,46 @@ def time_engram_parts(config: RunConfig, batch_sizes=(1, 4, 16, 64), repeats: in
         return out
     finally:
         torch.set_num_threads(previous)
+
+
+def time_prefetch_handoff(model: EngramLM, cores: set[int] | None, batch: int = 8, pairs: int = 300) -> float:
+    """Seconds a decode step of `model` (the baseline) loses when one job is handed to a
+    prefetch thread pinned to `cores` at its start (waking the thread, taking turns at the
+    interpreter lock): the median of paired differences, steps with and without a job that does
+    nothing, interleaved; the forward pass alone is timed, not a wait for the job. The prefetching placements pay it per Engram
+    layer and step beside their fetch; their gathers' own cost is the gather model's."""
+    cfg = model.cfg
+    like = next(model.parameters())
+    ctx = min(64, model.rope_cos.shape[0])  # a decode step at a context of the runs' kind
+    cache = KVCache(cfg, batch, ctx, like=like)
+    tokens = torch.zeros(batch, 1, dtype=torch.long, device=like.device)
+    pos = torch.full((batch, 1), ctx - 1, device=like.device)
+    worker = PrefetchRows(lambda layer, ids: None, cores)
+    ids = {0: np.zeros((batch, 1), dtype=np.int64)}
+
+    def step(handoff: bool) -> float:
+        start = time.perf_counter()
+        if handoff:
+            worker.begin_step(ids)
+        model(tokens, pos, cache, {}, None, decode_ctx=ctx)
+        took = time.perf_counter() - start
+        if handoff:  # a wait for the thread would be a stall, the fetch model's: not timed here
+            worker.rows(0)
+        return took
+
+    def pair(i: int) -> float:  # which runs first alternates: neither gets the warmer caches
+        if i % 2:
+            return -step(False) + step(True)
+        return step(True) - step(False)
+
+    try:
+        with torch.inference_mode():
+            for i in range(10):
+                pair(i)
+            diffs = [pair(i) for i in range(pairs)]
+    finally:
+        worker.close()
+    return max(statistics.median(diffs), 0.0)
 
 
 def _cache_evictor(device: str, nbytes: int = 128 * 2**20):

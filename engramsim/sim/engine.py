@@ -379,7 +379,8 @@ class Replica:
             else 0.0
         )
         self.stats.index_s += index
-        yield self.env.timeout(shown + index)
+        handoff = len(spec.layer_ids) * s.hw.host.prefetch_handoff_s if s.prefetch else 0.0
+        yield self.env.timeout(shown + index + handoff)
         rows = {l: self._rows(tokens, l) for l in spec.layer_ids}
         self.fetch_started = {l: self.env.now for l in spec.layer_ids}
         self.fetch_done = {}
