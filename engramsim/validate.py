@@ -214,8 +214,9 @@ def fit_compute_rates(
     (`costs.matmul_s`), a constant per-layer overhead taking the rest (least squares, jointly:
     the overhead is the mean residual); times count only the share the thread was running
     (`fit_backbone_overheads`). The row-by-row threshold is the one of `gemv_rows_tried` with
-    the least misfit (`describe_machine` passes the head's, `fit_head`). Only for a CPU standing in for the accelerator; a GPU keeps its
-    profile's figures, as do steps whose sizes hardly vary.
+    the least misfit (`describe_machine` passes the head's, `fit_head`). Only for a CPU
+    standing in for the accelerator; a GPU keeps its profile's figures, as do steps whose
+    sizes hardly vary.
 
     The profile's matmul and memcpy benchmarks run other shapes on every thread, whenever the
     profile ran; the baseline's own prefill steps (compute-bound), small decode steps (one
@@ -329,8 +330,9 @@ def _head_regimes(rows, y, gemv_rows: int, weight_bytes: float, flops_per_row: f
 
 def fit_head(hw: Hardware, model: ModelSpec, steps: list[StepRecord]) -> HeadFit | None:
     """The LM head's regimes from the baseline's timed heads (`StepRecord.head_s`), one median
-    per head size; the row-by-row threshold is the one of `GEMV_ROWS_TRIED` with the least
-    misfit. None on a GPU, or when the heads were not timed or hardly vary in size.
+    per head size; the row-by-row threshold is the lowest of `GEMV_ROWS_TRIED` whose misfit is
+    within `HEAD_TOLERANCE` per size of the least. None on a GPU, or when the heads were not
+    timed or hardly vary in size.
 
     Why apart from the layers: on a CPU BLAS (torch, 1 thread, measured with
     benchmarks/cpu_matmul_rows.py) a matmul of up to 3 rows is one matrix-vector product per
