@@ -4,10 +4,11 @@ simulator predicts for the very same model, workload and placements.
 The simulator sees this CPU as the accelerator: a profile of the machine gives its matmul rate,
 copy bandwidth, per-thread gather rate, page-read latency and hash cost (engramsim.calibrate,
 `machine_hardware`); its compute runs on the same cores as the prefetch thread, so the two
-contend (as they do here). Two figures come from the measured no-Engram baseline: the per-layer
+contend (as they do here). The measured no-Engram baseline calibrates the backbone: its
+layers' and its LM head's matmul regimes on this CPU (row by row, packed), and the per-layer
 and per-step host overheads of an eager PyTorch forward pass (operator dispatch, sampling),
-which no microbenchmark captures. The engine's Engram hashing and fusion are timed alone,
-against batch size. Every Engram placement is then predicted with no further fitting: its error
+which no microbenchmark captures. The engine's Engram hashing and fusion, the handoff of a
+fetch to the prefetch thread and cold page faults (on each thread's core) are timed alone. Every Engram placement is then predicted with no further fitting: its error
 measures the memory-path model. On a CUDA machine the model runs on the GPU (step times from
 CUDA events) and the hardware is the profile calibrated over the h200 preset.
 
