@@ -208,7 +208,12 @@ GEMV_ROWS_TRIED = range(9)  # 0 (no row-by-row regime) to 8 rows
 
 
 def fit_compute_rates(
-    hw: Hardware, model: ModelSpec, steps: list[StepRecord], span: float = 16.0, gemv_rows_tried=GEMV_ROWS_TRIED
+    hw: Hardware,
+    model: ModelSpec,
+    steps: list[StepRecord],
+    span: float = 16.0,
+    gemv_rows_tried=GEMV_ROWS_TRIED,
+    floors: tuple[float, float] = (0.0, 0.0),
 ) -> ComputeFit:
     """The `ComputeFit` that best explains the baseline's layers before the first Engram layer
     ("pre" time per layer) across its steps, through the simulator's own costs
@@ -250,8 +255,12 @@ def fit_compute_rates(
     bb = model.backbone
     weights = (bb.attn_params + bb.dense_mlp_params) * bb.weight_bytes_per_param
 
-    def predicted(log_rates, gemv_rows: int, serial: bool) -> np.ndarray:
+    def rates(log_rates) -> tuple[float, float, float]:
         r, b, g = np.exp(log_rates)
+        return r, max(b, floors[0]), max(g, floors[1])
+
+    def predicted(log_rates, gemv_rows: int, serial: bool) -> np.ndarray:
+        r, b, g = rates(log_rates)
         packed = flops / r + nbytes / b if serial else np.maximum(flops / r, nbytes / b)
         by_row = rows * weights / g + (nbytes - weights) / b
         return np.where(rows <= gemv_rows, by_row, packed)
@@ -265,8 +274,10 @@ def fit_compute_rates(
     axes = [np.linspace(np.log(x / span), np.log(x * span), 17) for x in (rate, bw, bw)]
     grid = [(a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]]
     fits = []
+    # One thread cannot overlap packing the weights with multiplying: the two add.
+    serial_tried = (True,) if hw.gpu.compute_threads == 1 else (False, True)
     for gemv_rows in gemv_rows_tried:
-        for serial in (False, True):
+        for serial in serial_tried:
             start = min(grid, key=lambda x: misfit(x, gemv_rows, serial))
             best = nelder_mead(
                 lambda x: misfit(x, gemv_rows, serial),
@@ -275,7 +286,7 @@ def fit_compute_rates(
                 iters=600,
                 tol=1e-20,
             )
-            fits.append((misfit(best, gemv_rows, serial), gemv_rows, serial, np.exp(best)))
+            fits.append((misfit(best, gemv_rows, serial), gemv_rows, serial, rates(best)))
     _, gemv_rows, serial, (r, b, g) = min(fits, key=lambda f: f[0])
     used = gemv_rows > 0 and bool(np.any(rows <= gemv_rows))
     return ComputeFit(float(r), float(b), gemv_rows if used else 0, float(g) if used else 0.0, serial)
@@ -531,7 +542,13 @@ def describe_machine(
     head = fit_head(hw, model, steps)
     # The BLAS picks row by row or packed by rows, whatever the matrix: the head's timings,
     # a clean signal, set the threshold the layers' fit uses.
-    fit = fit_compute_rates(hw, model, steps, gemv_rows_tried=(head.gemv_max_rows,) if head else GEMV_ROWS_TRIED)
+    fit = fit_compute_rates(
+        hw,
+        model,
+        steps,
+        gemv_rows_tried=(head.gemv_max_rows,) if head else GEMV_ROWS_TRIED,
+        floors=(head.weights_Bps, head.gemv_Bps) if head else (0.0, 0.0),
+    )
     bw = fit.weights_Bps
     gather_Bps = hw.gpu.hbm_bw_Bps * hw.gpu.gather_efficiency  # the profile's gather rate stays
     hw = replace(

@@ -186,13 +186,14 @@ def synthetic_pre_steps(true, model, sizes, layer_s=0.0):
 
 def test_compute_rate_and_weight_bandwidth_are_recovered_from_synthetic_baseline_steps():
     """Steps whose layers run at 20 GFLOP/s and stream weights at 4 GB/s, plus 1 ms each, give
-    both back, whatever the profile said (50 GFLOP/s, 10 GB/s); a GPU keeps its profile's."""
+    both back, whatever the profile said (50 GFLOP/s, 10 GB/s); a GPU keeps its profile's.
+    (Two compute threads: packing may overlap multiplying, as the roofline has it.)"""
     from dataclasses import replace
 
     from engramsim.validate import fit_compute_rates
 
     model = to_model_spec(quick_config())
-    hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
+    hw = cpu_hardware(CPU, threads=2, row_bytes=model.engram.row_bytes, table_bytes=2**29)
     true = replace(hw, gpu=replace(hw.gpu, bf16_flops=20e9, hbm_bw_Bps=4e9))
     steps = synthetic_pre_steps(true, model, SIZES[:3] + SIZES[4:5] + SIZES[6:], layer_s=1e-3)
     fit = fit_compute_rates(hw, model, steps)
@@ -207,13 +208,14 @@ def test_row_by_row_weight_streaming_is_recovered_from_synthetic_baseline_steps(
     """Layers whose BLAS multiplies up to 3 rows one by one (each streaming the weights at
     2 GB/s) and packs from 4 rows on (20 GFLOP/s, 8 GB/s), plus 0.4 ms each: the fit gives the
     threshold, both bandwidths and the rate back, and whether packing and multiplying add
-    (`serial`) or overlap; the step costs then follow the kink."""
+    (`serial`) or overlap; the step costs then follow the kink. One compute thread cannot
+    overlap them: its fit is serial whatever the steps say."""
     from dataclasses import replace
 
     from engramsim.validate import _record_compute, fit_compute_rates
 
     model = to_model_spec(quick_config())
-    hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
+    hw = cpu_hardware(CPU, threads=1 if serial else 2, row_bytes=model.engram.row_bytes, table_bytes=2**29)
     gpu = replace(hw.gpu, bf16_flops=20e9, hbm_bw_Bps=8e9, gemv_max_rows=3, gemv_Bps=2e9, layer_overhead_s=4e-4)
     gpu = replace(gpu, packed_serial=serial)
     true = replace(hw, gpu=replace(gpu, matmul_efficiency=1.0, hbm_efficiency=1.0))
@@ -225,6 +227,9 @@ def test_row_by_row_weight_streaming_is_recovered_from_synthetic_baseline_steps(
     one, four = (_record_compute(true, model, StepRecord("decode", n, n, 90 * n, *[0] * 8)) for n in (1, 4))
     # One row streams the weights once at the slow rate; four packed rows stream them once, faster.
     assert one.dense_layer_s > four.dense_layer_s
+    if not serial:  # the same overlapped steps on one thread: fitted serial all the same
+        one_thread = replace(hw, gpu=replace(hw.gpu, compute_threads=1))
+        assert fit_compute_rates(one_thread, model, steps).packed_serial
 
 
 def quiet_noise(wall_s=1.0, outside=0.0, delay=0.0):
