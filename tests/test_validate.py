@@ -664,3 +664,19 @@ def test_the_prefetch_handoff_is_paid_once_per_engram_layer_and_step_by_prefetch
         base = simulate_steps(hw, model, workload, reqs, Placement("dram-copy"), prefetch)[1]
         more = simulate_steps(slow, model, workload, reqs, Placement("dram-copy"), prefetch)[1]
         assert [b.seconds - a.seconds for a, b in zip(base, more)] == pytest.approx([extra] * len(base), abs=1e-9)
+
+
+def test_the_layers_weight_rates_are_never_below_the_floors_given():
+    """The head's weights stream from memory; a layer's, far smaller, cannot stream slower: the
+    fit clamps its rates to the floors it is given (`describe_machine` passes the head's)."""
+    from dataclasses import replace
+
+    from engramsim.validate import fit_compute_rates
+
+    model = to_model_spec(quick_config())
+    hw = cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29)
+    gpu = replace(hw.gpu, bf16_flops=20e9, hbm_bw_Bps=8e9, gemv_max_rows=3, gemv_Bps=2e9, layer_overhead_s=4e-4)
+    true = replace(hw, gpu=replace(gpu, packed_serial=True, matmul_efficiency=1.0, hbm_efficiency=1.0))
+    steps = synthetic_pre_steps(true, model, SIZES)
+    fit = fit_compute_rates(hw, model, steps, gemv_rows_tried=(3,), floors=(16e9, 4e9))
+    assert fit.weights_Bps >= 16e9 and fit.gemv_Bps >= 4e9
