@@ -321,6 +321,8 @@ def test_tiny_validation_end_to_end(tmp_path):
             "2",
             "--save",
             str(saved),
+            "--save-measured",
+            str(tmp_path / "measured.pkl"),
         ],
         capture_output=True,
         text=True,
@@ -349,6 +351,12 @@ def test_tiny_validation_end_to_end(tmp_path):
         assert kinds == {"prefill", "decode"}
         for s in case["per_step"]:
             assert s["error_pct"] == pytest.approx(100 * (s["predicted_ms"] / s["measured_median_ms"] - 1))
+    # The raw measurements give the very same report again, measuring nothing.
+    from engramsim.fileio import dumps_json
+    from engramsim.validate import load_measurements, validation_report
+
+    replayed = validation_report(load_measurements(str(tmp_path / "measured.pkl")))
+    assert json.loads(dumps_json(replayed.to_dict())) == data
 
 
 def test_budget_must_be_positive(capsys):
