@@ -697,7 +697,7 @@ def predict(
             base
             if m.placement == "baseline"
             else simulate_steps(
-                (prefetch_hw or hw) if TIER_OF[m.placement][1] else hw,
+                _case_hardware(m, hw, prefetch_hw),
                 model,
                 workload,
                 requests,
@@ -707,6 +707,17 @@ def predict(
         )
         cases.append(_case(m, sim, base[0], selection, runs, limits))
     return cases
+
+
+def _case_hardware(m: MeasuredCase, hw: Hardware, prefetch_hw: Hardware | None) -> Hardware:
+    """The machine as a placement sees it: one that prefetches faults at the prefetch thread's
+    rate, and one whose rows a thread fetches (not the device placement, whose prefetch in the
+    simulator's hbm tier is a plain gather) pays the handoff to it."""
+    if not TIER_OF[m.placement][1]:
+        return hw
+    base = prefetch_hw or hw
+    handoff = getattr(m, "prefetch_handoff_s", None)  # None in files saved before it was timed
+    return replace(base, host=replace(base.host, prefetch_handoff_s=handoff)) if handoff else base
 
 
 def page_fault_s_of(measured: list[MeasuredCase], kept: list[int], prefetch_thread: bool = False) -> float | None:
@@ -914,9 +925,6 @@ def validation_report(ms: Measurements) -> ValidationReport:
         engram_parts,
         page_fault_s_of(measured, selection.kept),
     )
-    handoff = next((m.prefetch_handoff_s for m in measured if getattr(m, "prefetch_handoff_s", None)), None)
-    if handoff:
-        hw = replace(hw, host=replace(hw.host, prefetch_handoff_s=handoff))
     prefetch_hw = with_page_faults(hw, page_fault_s_of(measured, selection.kept, prefetch_thread=True))
     cases = predict(measured, model, hw, sim_requests(config), selection, config.noise, seq_host_s, prefetch_hw)
     machine = (profile.gpu or {}).get("name") if device == "cuda" else profile.host.get("cpu_model")
@@ -935,11 +943,23 @@ def validation_report(ms: Measurements) -> ValidationReport:
         pinned=measured[0].pinned,
         noise_limits=asdict(config.noise),
         warnings=tuple(warnings),
-        fitted=fitted_figures(hw, profiled, seq_host_s, prefetch_hw),
+        fitted=fitted_figures(
+            hw,
+            profiled,
+            seq_host_s,
+            prefetch_hw,
+            next((m.prefetch_handoff_s for m in measured if getattr(m, "prefetch_handoff_s", None)), None),
+        ),
     )
 
 
-def fitted_figures(hw: Hardware, profile: Hardware, seq_host_s: float, prefetch_hw: Hardware | None = None) -> dict:
+def fitted_figures(
+    hw: Hardware,
+    profile: Hardware,
+    seq_host_s: float,
+    prefetch_hw: Hardware | None = None,
+    handoff_s: float | None = None,
+) -> dict:
     """What the validation fitted or timed itself, beside the profile's figures: the baseline
     gives the compute rate and weight bandwidth (CPU only) and the eager forward's overheads;
     the Engram calls were timed alone."""
@@ -962,6 +982,6 @@ def fitted_figures(hw: Hardware, profile: Hardware, seq_host_s: float, prefetch_
         "hash_call_us": hw.host.hash_call_s * 1e6,
         "hash_ns_per_token": hw.host.hash_s_per_token * 1e9,
         "page_fault_us": hw.ssd.latency_s * 1e6 if hw.ssd else None,
-        "prefetch_handoff_us": hw.host.prefetch_handoff_s * 1e6,
+        "prefetch_handoff_us": handoff_s * 1e6 if handoff_s else None,
         "prefetch_page_fault_us": prefetch_hw.ssd.latency_s * 1e6 if prefetch_hw and prefetch_hw.ssd else None,
     }

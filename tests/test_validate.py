@@ -688,3 +688,22 @@ def test_the_layers_weight_rates_are_never_below_the_floors_given():
     steps = synthetic_pre_steps(true, model, SIZES)
     fit = fit_compute_rates(hw, model, steps, gemv_rows_tried=(3,), floors=(16e9, 4e9))
     assert fit.weights_Bps >= 16e9 and fit.gemv_Bps >= 4e9
+
+
+def test_only_placements_with_a_prefetch_thread_pay_its_handoff_and_fault_on_its_core():
+    from types import SimpleNamespace
+
+    from engramsim.validate import _case_hardware
+
+    model = to_model_spec(quick_config())
+    hw = with_page_faults(cpu_hardware(CPU, threads=1, row_bytes=model.engram.row_bytes, table_bytes=2**29), 70e-6)
+    prefetch_hw = with_page_faults(hw, 50e-6)
+    case = lambda name, handoff: SimpleNamespace(placement=name, prefetch_handoff_s=handoff)  # noqa: E731
+    got = {
+        name: _case_hardware(case(name, handoff), hw, prefetch_hw)
+        for name, handoff in [("device", None), ("host-sync", None), ("mmap-prefetch-cold", 1e-4)]
+    }
+    assert got["device"].host.prefetch_handoff_s == 0.0  # rows gathered in line: no thread
+    assert got["host-sync"] is hw and got["host-sync"].ssd.latency_s == 70e-6
+    assert got["mmap-prefetch-cold"].host.prefetch_handoff_s == 1e-4
+    assert got["mmap-prefetch-cold"].ssd.latency_s == 50e-6
