@@ -617,8 +617,9 @@ def time_prefetch_handoff(model: EngramLM, cores: set[int] | None, batch: int = 
     """Seconds a decode step of `model` (the baseline) loses when one job is handed to a
     prefetch thread pinned to `cores` at its start (waking the thread, taking turns at the
     interpreter lock): the median of paired differences, steps with and without a job that does
-    nothing, interleaved; the forward pass alone is timed, not a wait for the job. The prefetching placements pay it per Engram
-    layer and step beside their fetch; their gathers' own cost is the gather model's."""
+    nothing, interleaved; the forward pass alone is timed, not a wait for the job. The
+    prefetching placements pay it per Engram layer and step beside their fetch; their gathers'
+    own cost is the gather model's."""
     cfg = model.cfg
     like = next(model.parameters())
     ctx = min(64, model.rope_cos.shape[0])  # a decode step at a context of the runs' kind
@@ -689,14 +690,24 @@ def time_cold_faults(
     a generic profile's scratch file can sit differently in a virtual disk's caches.
 
     `cores`: time it on a thread of its own pinned there (the prefetch thread's cores), else on
-    the calling thread. A fault costs less on the core that takes the disk's interrupts (on
-    this VM, 55 against 65 us: the other core must be woken to finish it)."""
+    the calling thread. Faults cost a core-dependent amount: on this VM 55 us on core 1, which
+    takes the virtual disk's interrupts (/proc/interrupts), against 65 us on core 0 (likely the
+    wake-up of the faulting core when the read completes on the other)."""
     if cores is not None:
-        out: list[float] = []
-        thread = threading.Thread(target=lambda: out.append(_pinned_faults(store, rows, repeats, seed, cores)))
+        out: dict = {}
+
+        def work():
+            try:
+                out["s"] = _pinned_faults(store, rows, repeats, seed, cores)
+            except BaseException as e:  # surfaced in the calling thread
+                out["error"] = e
+
+        thread = threading.Thread(target=work, name="engram-fault-timer")
         thread.start()
         thread.join()
-        return out[0]
+        if "error" in out:
+            raise out["error"]
+        return out["s"]
     rng = np.random.default_rng(seed)
     times = []
     for _ in range(repeats):
