@@ -26,6 +26,8 @@ A noisy machine must not decide the verdict, so the measurement is statistical:
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import os
 import pickle
 import socket
@@ -890,12 +892,32 @@ class Measurements:
     budget_s: float
 
 
+class _MeasurementsUnpickler(pickle.Unpickler):
+    """Builds only engramsim's data classes and numpy's arrays: a pickle can name any callable,
+    so a file that is not ours would otherwise run code as it loads (the Python docs'
+    "Restricting Globals"). A dataclass constructor given odd values only builds a bad record."""
+
+    _NUMPY = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct")}
+    _NUMPY |= {("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar")}
+    _NUMPY |= {("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._NUMPY:
+            return super().find_class(module, name)
+        if module.startswith("engramsim."):
+            obj = super().find_class(module, name)
+            if isinstance(obj, type) and (dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum)):
+                return obj
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a measurements file never holds")
+
+
 def load_measurements(path: str) -> Measurements:
-    """A file written by `validate --save-measured` (a pickle: load only files you made)."""
+    """A file written by `validate --save-measured`. Only engramsim's data classes (and numpy
+    arrays) are built from it, so a foreign pickle is refused rather than run."""
     try:
         with open(path, "rb") as f:
-            m = pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+            m = _MeasurementsUnpickler(f).load()
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError) as e:
         raise UserError(f"--replay {path}: cannot read it ({e})") from None
     if not isinstance(m, Measurements):
         raise UserError(f"--replay {path}: not a file written by validate --save-measured")

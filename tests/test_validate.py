@@ -2,6 +2,7 @@
 tested; measured figures are not (they depend on the machine and its load)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -635,6 +636,24 @@ def test_replay_of_a_file_that_is_not_measurements_is_one_line(tmp_path):
     )
     assert out.returncode == 2 and out.stderr.strip().startswith("error: --replay") and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_replay_refuses_a_pickle_that_would_run_code(tmp_path):
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "evil.pkl"
+    bad.write_bytes(pickle.dumps(Exploit()))
+    out = subprocess.run(
+        [sys.executable, "cli.py", "validate", "--replay", str(bad)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "error: --replay" in out.stderr and "Traceback" not in out.stderr
+    assert not marker.exists()
 
 
 def test_a_measured_step_carries_its_share_of_the_work_between_steps():

@@ -69,7 +69,8 @@ from engramsim.fileio import check_output, check_output_dir, dumps_json, write_a
     "replay_path",
     type=click.Path(dir_okay=False),
     help="Measure nothing: predict again from a --save-measured file (to judge a change to the "
-    "model on the same measurements). Load only files you wrote.",
+    "model on the same measurements). Only engramsim's records are built from the file: one "
+    "that names anything else is refused, not run.",
 )
 @click.option(
     "--reads",
