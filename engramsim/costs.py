@@ -146,11 +146,15 @@ def step_compute(
     tp: int,
     kv_layer_bytes_per_rank: float | None = None,
     layer_kernels: int = 0,
+    ep: int = 1,
 ) -> StepCompute:
     """`kv_layer_bytes_per_rank`: one token's KV at one layer as one rank stores and reads it
     (default: the backbone's uniform layout; a shared KV head or MLA latent is read whole on
     every rank, never divided by TP). Each layer's `layer_kernels` kernels add their fixed time
-    (`kernels_fixed_s`)."""
+    (`kernels_fixed_s`). With expert parallelism over `ep` ranks (`ep` > `tp`: data-parallel
+    replicas in one expert group, stepping together with batches of this shape), a MoE layer
+    reads only the experts its rank owns that the whole group's tokens touch, and exchanges
+    the tokens with the group (`ep_exchange_s`)."""
     wb = bb.weight_bytes_per_param
     if kv_layer_bytes_per_rank is None:
         kv_layer_bytes_per_rank = bb.kv_bytes_per_token_per_layer / bb.kv_shards(tp)
@@ -170,8 +174,8 @@ def step_compute(
     if bb.is_moe:
         shared = bb.n_shared_experts * bb.expert_params
         active = shared + bb.n_active_experts * bb.expert_params
-        touched = experts_touched(bb.n_routed_experts, bb.n_active_experts, shape.tokens) * bb.expert_params
-        moe = layer_s(active, shared * wb + touched * bb.expert_bytes_per_param)
+        routed = routed_read_bytes(bb, shape.tokens, tp, ep)
+        moe = layer_s(active, shared * wb + routed) + ep_exchange_s(gpu, shape.tokens, bb.hidden_size, tp, ep)
     # The LM head runs only on the last position of each sequence.
     head = head_matmul_s(
         gpu,
@@ -180,6 +184,36 @@ def step_compute(
         bb.hidden_size * bb.vocab_size * wb / tp,
     )
     return StepCompute(dense, moe, head)
+
+
+def routed_read_bytes(bb: Backbone, tokens: int, tp: int, ep: int = 1) -> float:
+    """Routed-expert weight bytes a MoE layer reads, `tp` times one rank's share (step_compute
+    divides by tp): the experts the step's tokens touch (uniform routing). Under expert
+    parallelism across data-parallel replicas (`ep` > `tp`), a rank owns 1/ep of the experts
+    and reads those that the tokens of its group's ep/tp replicas touch."""
+    if ep <= tp:
+        return (
+            experts_touched(bb.n_routed_experts, bb.n_active_experts, tokens)
+            * bb.expert_params
+            * (bb.expert_bytes_per_param)
+        )
+    touched = experts_touched(bb.n_routed_experts, bb.n_active_experts, tokens * (ep // tp))
+    return touched * bb.expert_params * bb.expert_bytes_per_param * tp / ep
+
+
+def ep_exchange_s(gpu: GPU, tokens: int, hidden: int, tp: int, ep: int) -> float:
+    """Token exchange of one MoE layer across `ep` // `tp` data-parallel replicas of an expert
+    group, as vLLM's default all-to-all (`AgRsAll2AllManager`): an all-gather of every rank's
+    bf16 hidden states before the experts and a reduce-scatter of their outputs after, each a
+    ring collective that moves (ranks - 1) ranks' tokens per rank over NVLink after a fixed
+    latency (`allreduce_latency_us`, the same NCCL small-message floor). 0 without data
+    parallelism inside the expert group (TP-only EP reduces through the all-reduces)."""
+    ranks = ep // tp if ep > tp else 1
+    if ranks <= 1:
+        return 0.0
+    if gpu.nvlink_Bps <= 0:
+        raise UserError(f"{gpu.name}: expert parallelism needs nvlink_GBps in the hardware preset")
+    return 2 * (gpu.allreduce_latency_s + (ranks - 1) * tokens * hidden * 2 / gpu.nvlink_Bps)
 
 
 def draft_s(gpu: GPU, bb: Backbone, seqs: int, spec_tokens: int, tp: int) -> float:

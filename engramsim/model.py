@@ -207,6 +207,10 @@ class Backbone:
     # Hyper-connection branches (deepseek-ai/Engram BackBoneConfig.hc_mult; 1 = none). The
     # Engram fusion has one key projection, norm pair and conv group per branch.
     hc_mult: int = spec("hc_mult", kind=int, default=1, hi=64)
+    # Kernels one layer of this architecture runs per forward pass, where it needs more than an
+    # engine's generic count (the engine preset's `kernels_per_layer`, a plain decoder layer);
+    # 0 = the engine's. Each pays the GPU's fixed kernel time, in CUDA graphs too.
+    kernels_per_layer: int = spec("kernels_per_layer", lo=0, lo_open=False, kind=int, default=0, hi=1e5)
     # Storage of the routed experts and of the embeddings / LM head ("" = `dtype`).
     expert_dtype: str = spec("expert_dtype", kind=str, default="")
     embed_dtype: str = spec("embed_dtype", kind=str, default="")

@@ -89,6 +89,7 @@ class ServerSetup:
     prefetch: bool = True
     io: IOPolicy = IOPolicy()
     cold_start: ColdStart | None = None  # None: hot-row caches start warm (steady-state hit rate)
+    ep: int = 1  # expert-parallel ranks (ep > tp: data-parallel replicas exchange tokens per MoE layer)
 
 
 class Replica:
@@ -135,6 +136,8 @@ class Replica:
         bb, eng = setup.model.backbone, setup.workload.engine
         self.kv_layer_bytes = setup.model.kv_bytes_per_token_per_rank(setup.tp) / bb.n_layers
         self.step_host_s = eng.step_host_for(setup.model.name)
+        # Kernels per backbone layer: the architecture's own count where its preset gives one.
+        self.layer_kernels = bb.kernels_per_layer or eng.kernels_per_layer
         self.engram_layers = sorted(spec.layer_ids) if spec else []
         # The Engram module's fixed kernel time at each Engram layer.
         self.engram_fixed_s = costs.kernels_fixed_s(
@@ -180,7 +183,7 @@ class Replica:
         eng, bb, gpu = s.workload.engine, s.model.backbone, s.hw.gpu
         step_started = self.env.now
         shape = self._shape(batch, prefill)
-        comp = costs.step_compute(gpu, bb, shape, s.tp, self.kv_layer_bytes, eng.kernels_per_layer)
+        comp = costs.step_compute(gpu, bb, shape, s.tp, self.kv_layer_bytes, self.layer_kernels, s.ep)
         draft = 0.0 if prefill else costs.draft_s(gpu, bb, len(batch), eng.spec_tokens, s.tp)
         self.stats.steps += 1
         self.stats.prefill_steps += prefill
@@ -273,7 +276,7 @@ class Replica:
             if graphs:
                 backbone, module = 1, 0
             else:
-                backbone = eng.kernels_per_layer * s.model.backbone.n_layers
+                backbone = self.layer_kernels * s.model.backbone.n_layers
                 per_layer = costs.engram_kernels(s.model.backbone.hc_mult, eng.engram_norm_fused)
                 module = per_layer * len(s.model.engram.layer_ids) if engram else 0
             self.launch_s[key] = (

@@ -226,6 +226,7 @@ def _run(scenario: Scenario, placement: Placement | None, plan, requests, record
         prefetch=scenario.prefetch if placement is None or placement.prefetch is None else placement.prefetch,
         io=scenario.io,
         cold_start=scenario.cold_start,
+        ep=scenario.ep,
     )
     return run_server(setup, requests, recorder, finished)
 
