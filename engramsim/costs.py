@@ -195,7 +195,7 @@ def routed_read_bytes(bb: Backbone, tokens: int, tp: int, ep: int = 1) -> float:
         return (
             experts_touched(bb.n_routed_experts, bb.n_active_experts, tokens)
             * bb.expert_params
-            * (bb.expert_bytes_per_param)
+            * bb.expert_bytes_per_param
         )
     touched = experts_touched(bb.n_routed_experts, bb.n_active_experts, tokens * (ep // tp))
     return touched * bb.expert_params * bb.expert_bytes_per_param * tp / ep

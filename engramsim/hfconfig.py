@@ -64,6 +64,7 @@ NUMERICS_ONLY = {
 DSV4_KV_ENTRY_BYTES = 584  # fp8 NoPE + scales + bf16 RoPE of the 512-wide head (vllm-ascend PR #9270)
 DSV4_INDEX_SCALE_BYTES = 4  # one fp32 scale per indexer key (DeepSeek-V3.2 indexer cache layout)
 DSV4_ENGRAM_SCALE_BLOCK = 32  # one E8M0 scale byte per 32 fp8 values of an Engram row (264 B rows)
+DSV4_KERNELS_PER_LAYER = 76  # decode kernels per layer, mHC seams fused (vLLM #56503/#56506 census)
 
 
 @dataclass
@@ -184,6 +185,11 @@ def _dsv4_backbone(f: _Fields, quant: dict, notes: list[str]) -> dict:
     # inference code). vLLM divides the non-expert weights across TP except wq_a|wkv and the extras.
     bb["kv_dtype"] = "fp8"
     bb["tp_shards_dense"] = True
+    bb["kernels_per_layer"] = DSV4_KERNELS_PER_LAYER
+    notes.append(
+        f"kernels_per_layer: not in config.json; {DSV4_KERNELS_PER_LAYER}, a decode layer of the family "
+        "with its hyper-connection seams fused (vLLM #56503/#56506 census, the deepseek-v4.1-flash preset)"
+    )
     notes.append("kv_dtype: not in config.json; fp8, as DeepSeek-V4's own inference code stores KV")
     notes.append(
         "tp_shards_dense: not in config.json; true, as vLLM serves DeepSeek-V4 (wq_b/wo_a/wo_b, "

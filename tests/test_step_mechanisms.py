@@ -65,10 +65,20 @@ def test_the_architecture_kernel_count_is_paid_at_every_layer():
 
 def test_a_model_kernel_count_replaces_the_engine_count_in_the_simulation():
     w = tiny_workload()
+    w = replace(w, engine=replace(w.engine, kernels_per_layer=12))
     base = scenario(w)
     heavier = replace(base, model=replace(base.model, backbone=replace(base.model.backbone, kernels_per_layer=100)))
     light, heavy = (simulate(s, [Placement("dram-copy")]).runs[0] for s in (base, heavier))
     assert heavy.makespan_s > light.makespan_s
+
+
+def test_an_engine_that_counts_no_kernels_is_not_given_the_model_count():
+    w = tiny_workload()
+    assert w.engine.kernels_per_layer == 0  # launches not modelled (the one-box engines)
+    base = scenario(w)
+    heavier = replace(base, model=replace(base.model, backbone=replace(base.model.backbone, kernels_per_layer=100)))
+    same = [simulate(s, [Placement("dram-copy")]).runs[0].makespan_s for s in (base, heavier)]
+    assert same[0] == same[1]
 
 
 def test_dense_presets_keep_the_engine_count():

@@ -136,8 +136,9 @@ class Replica:
         bb, eng = setup.model.backbone, setup.workload.engine
         self.kv_layer_bytes = setup.model.kv_bytes_per_token_per_rank(setup.tp) / bb.n_layers
         self.step_host_s = eng.step_host_for(setup.model.name)
-        # Kernels per backbone layer: the architecture's own count where its preset gives one.
-        self.layer_kernels = bb.kernels_per_layer or eng.kernels_per_layer
+        # Kernels per backbone layer: the architecture's own count where its preset gives one, for
+        # engines that count kernels at all (0: an engine whose launches are not modelled).
+        self.layer_kernels = (bb.kernels_per_layer or eng.kernels_per_layer) if eng.kernels_per_layer else 0
         self.engram_layers = sorted(spec.layer_ids) if spec else []
         # The Engram module's fixed kernel time at each Engram layer.
         self.engram_fixed_s = costs.kernels_fixed_s(
