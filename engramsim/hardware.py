@@ -45,7 +45,9 @@ class GPU:
     step_overhead_s: float = spec("step_overhead_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e7)
     kernel_launch_s: float = spec("kernel_launch_us", scale=US, lo=0, lo_open=False, default=5.0, hi=1e6)
     # GPU-to-GPU bandwidth per direction (NVLink) and the fixed cost of one all-reduce, for
-    # tensor-parallel replicas: each layer all-reduces its attention and MLP outputs.
+    # tensor-parallel replicas: each layer all-reduces its attention and MLP outputs. The same
+    # small-message floor starts each all-gather and reduce-scatter of an expert-parallel token
+    # exchange (`costs.ep_exchange_s`).
     nvlink_Bps: float = spec("nvlink_GBps", scale=GB, default=0.0, lo=0, lo_open=False, hi=1e5)
     allreduce_latency_s: float = spec("allreduce_latency_us", scale=US, lo=0, lo_open=False, default=0.0, hi=1e6)
     # Fixed host cost of each layer's forward (operator dispatch when kernels are not captured
