@@ -216,13 +216,14 @@ def ep_exchange_s(gpu: GPU, tokens: int, hidden: int, tp: int, ep: int) -> float
     return 2 * (gpu.allreduce_latency_s + (ranks - 1) * tokens * hidden * 2 / gpu.nvlink_Bps)
 
 
-def draft_s(gpu: GPU, bb: Backbone, seqs: int, spec_tokens: int, tp: int) -> float:
+def draft_s(gpu: GPU, bb: Backbone, seqs: int, spec_tokens: int, tp: int, layer_kernels: int = 0) -> float:
     """Drafting `spec_tokens` tokens per sequence with the model's MTP layers: one pass of one
     draft layer (and the LM head) per drafted token, sequentially, over one position per
-    sequence. A model without draft layers drafts for free (n-gram lookup)."""
+    sequence, its `layer_kernels` kernels each paying their fixed time. A model without draft
+    layers drafts for free (n-gram lookup)."""
     if not spec_tokens or not bb.n_mtp_layers:
         return 0.0
-    comp = step_compute(gpu, bb, BatchShape(seqs, seqs, 0.0, 0.0, False), tp)
+    comp = step_compute(gpu, bb, BatchShape(seqs, seqs, 0.0, 0.0, False), tp, layer_kernels=layer_kernels)
     layer = comp.moe_layer_s if bb.is_moe else comp.dense_layer_s
     return spec_tokens * (layer + comp.head_s)
 

@@ -63,6 +63,12 @@ def test_the_architecture_kernel_count_is_paid_at_every_layer():
     assert v41.layers_s(V41, 0, V41.n_layers) - plain.layers_s(V41, 0, V41.n_layers) == pytest.approx(40 * 64 * 1.5e-6)
 
 
+def test_a_draft_layer_pays_its_kernels_too():
+    plain = costs.draft_s(H200, V41, 4, 2, 8)
+    counted = costs.draft_s(H200, V41, 4, 2, 8, layer_kernels=76)
+    assert counted - plain == pytest.approx(2 * 76 * H200.kernel_fixed_s)  # two drafted tokens, one layer each
+
+
 def test_a_model_kernel_count_replaces_the_engine_count_in_the_simulation():
     w = tiny_workload()
     w = replace(w, engine=replace(w.engine, kernels_per_layer=12))

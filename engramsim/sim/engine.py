@@ -185,7 +185,7 @@ class Replica:
         step_started = self.env.now
         shape = self._shape(batch, prefill)
         comp = costs.step_compute(gpu, bb, shape, s.tp, self.kv_layer_bytes, self.layer_kernels, s.ep)
-        draft = 0.0 if prefill else costs.draft_s(gpu, bb, len(batch), eng.spec_tokens, s.tp)
+        draft = 0.0 if prefill else costs.draft_s(gpu, bb, len(batch), eng.spec_tokens, s.tp, self.layer_kernels)
         self.stats.steps += 1
         self.stats.prefill_steps += prefill
         engram = bool(s.model.engram and s.placement)
