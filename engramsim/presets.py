@@ -48,6 +48,7 @@ def spec(
     hi: float | None = None,
     default: Any = dataclasses.MISSING,
     kind: type = float,
+    default_factory: Any = dataclasses.MISSING,
 ):
     """A dataclass field read from TOML key `key`, multiplied by `scale` into SI units.
 
@@ -58,6 +59,8 @@ def spec(
     if kind in (int, float, list) and hi is None:
         raise TypeError(f"spec('{key}'): numeric fields need an upper bound `hi`")
     meta = {"key": key, "scale": scale, "lo": lo, "lo_open": lo_open, "hi": hi, "kind": kind}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -125,11 +128,15 @@ def _convert(value: Any, meta: dict, where: str):
     kind = meta["kind"]
     if kind is str:
         if not isinstance(value, str) or not value:
-            raise UserError(f"{where} must be a non-empty string")
+            raise UserError(f"{where} must be a non-empty string, got {_toml_type(value)}")
         return value
     if kind is bool:
         if not isinstance(value, bool):
-            raise UserError(f"{where} must be true or false")
+            raise UserError(f"{where} must be true or false, got {_toml_type(value)}")
+        return value
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where} must be a table, got {_toml_type(value)}")
         return value
     if kind is list:
         if not isinstance(value, list) or not value:
@@ -138,6 +145,12 @@ def _convert(value: Any, meta: dict, where: str):
     return (
         _number(value, meta, where, kind) * meta["scale"] if meta["scale"] != 1 else _number(value, meta, where, kind)
     )
+
+
+def _toml_type(value: Any) -> str:
+    """What a TOML value is, in TOML's words (a list is an array, a dict a table)."""
+    kinds = ((bool, "a boolean"), (str, "a string"), (int, "an integer"), (float, "a float"), (list, "an array"))
+    return next((f"{name} ({value!r})" for t, name in kinds if isinstance(value, t)), "a table")
 
 
 def _number(value: Any, meta: dict, where: str, kind: type):

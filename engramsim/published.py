@@ -15,32 +15,39 @@ from engramsim.engine import engine_from_dict
 from engramsim.errors import UserError
 from engramsim.hardware import hardware_from_dict
 from engramsim.model import load_model
-from engramsim.presets import ROOT, load_toml, resolve
+from engramsim.presets import MAX_CONTEXT, MAX_EP, MAX_GPUS, MAX_TP, ROOT, build, load_toml, resolve, spec
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.tiers import Placement
 from engramsim.workload import load_workload, with_engine
 
 CHECKS_DIR = ROOT / "checks"
-KEYS = {
-    "name",
-    "source",
-    "what",
-    "model",
-    "hw",
-    "hw_overrides",
-    "engine",
-    "engine_overrides",
-    "workload",
-    "gpus",
-    "tp",
-    "ep",
-    "max_model_len",
-    "reference",
-    "variant",
-    "measured_change_pct",
-    "measured_reference_tok_s",
-    "notes",
-}
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A checks/*.toml file, each key typed and bounded as presets are (presets.spec)."""
+
+    name: str = spec("name", kind=str)
+    source: str = spec("source", kind=str)
+    model: str = spec("model", kind=str)
+    hw: str = spec("hw", kind=str)
+    workload: str = spec("workload", kind=str)
+    reference: dict = spec("reference", kind=dict)
+    variant: dict = spec("variant", kind=dict)
+    # A relative change of output throughput: above -100% (the variant still runs), at most 100x.
+    measured_change_pct: float = spec("measured_change_pct", lo=-100.0, hi=1e4)
+    what: str = spec("what", kind=str, default="")
+    notes: str = spec("notes", kind=str, default="")
+    engine: str = spec("engine", kind=str, default="nano-vllm")
+    hw_overrides: dict = spec("hw_overrides", kind=dict, default_factory=dict)
+    engine_overrides: dict = spec("engine_overrides", kind=dict, default_factory=dict)
+    gpus: int = spec("gpus", lo=1, lo_open=False, hi=MAX_GPUS, default=1, kind=int)
+    tp: int = spec("tp", lo=1, lo_open=False, hi=MAX_TP, default=1, kind=int)
+    ep: int = spec("ep", lo=1, lo_open=False, hi=MAX_EP, default=1, kind=int)
+    max_model_len: int = spec("max_model_len", lo_open=False, hi=MAX_CONTEXT, default=0, kind=int)  # 0: the model's
+    measured_reference_tok_s: float | None = spec("measured_reference_tok_s", hi=1e9, default=None)
+
+
 
 
 @dataclass(frozen=True)
@@ -110,55 +117,47 @@ def check_paths(paths=()) -> list[Path]:
 
 
 def run_check(path: Path) -> CheckResult:
-    data = load_toml(path)
+    check = load_check(path)
     where = str(path)
-    unknown = sorted(set(data) - KEYS)
-    if unknown:
-        raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(KEYS))})")
-    for key in ("name", "source", "model", "hw", "workload", "reference", "variant", "measured_change_pct"):
-        if key not in data:
-            raise UserError(f"{where}: missing key '{key}'")
-    measured_reference = _measured_reference(data, where)
-    hw = _hardware(data["hw"], data.get("hw_overrides", {}), path)
-    engine = _engine(data.get("engine", "nano-vllm"), data.get("engine_overrides", {}), path)
-    workload = with_engine(load_workload(_near(data["workload"], path)), engine)
+    hw = _hardware(check.hw, check.hw_overrides, path)
+    engine = _engine(check.engine, check.engine_overrides, path)
+    workload = with_engine(load_workload(_near(check.workload, path)), engine)
     scenario = Scenario(
         hw=hw,
-        model=load_model(data["model"]),
+        model=load_model(check.model),
         workload=workload,
         engine=engine,
-        gpus=int(data.get("gpus", 1)),
-        tp=int(data.get("tp", 1)),
-        ep=int(data.get("ep", 1)),
-        max_model_len=int(data.get("max_model_len", 0)),
+        gpus=check.gpus,
+        tp=check.tp,
+        ep=check.ep,
+        max_model_len=check.max_model_len,
         prefetch=engine.prefetch,
     )
-    placements = [_placement(data[k], f"{where} [{k}]") for k in ("reference", "variant")]
+    placements = [_placement(table, f"{where} [{k}]") for k, table in (("reference", check.reference), ("variant", check.variant))]
     ref, var = simulate(scenario, placements).runs
     for run in (ref, var):
         if not run.fits:
             raise UserError(f"{where}: {run.tier} does not fit: {'; '.join(run.problems)}")
     change = 100.0 * (var.throughput_tok_s - ref.throughput_tok_s) / ref.throughput_tok_s
     return CheckResult(
-        data["name"],
-        data["source"],
-        data.get("what", ""),
+        check.name,
+        check.source,
+        check.what,
         ref.throughput_tok_s,
         var.throughput_tok_s,
         change,
-        float(data["measured_change_pct"]),
+        check.measured_change_pct,
         var.fetch_bounds,
-        measured_reference,
+        check.measured_reference_tok_s,
     )
 
 
-def _measured_reference(data: dict, where: str) -> float | None:
-    value = data.get("measured_reference_tok_s")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise UserError(f"{where}: measured_reference_tok_s must be a number > 0 (got {value!r})")
-    return float(value)
+def load_check(path: Path) -> CheckSpec:
+    """A check file's keys, typed and bounded; one line naming the file and key otherwise."""
+    check = build(CheckSpec, load_toml(path), str(path))
+    if check.measured_change_pct == 0:
+        raise UserError(f"{path}: 'measured_change_pct' must not be 0 (a check compares the predicted change to it)")
+    return check
 
 
 def _near(name: str, path: Path) -> str:
