@@ -112,15 +112,48 @@ class _Fields:
     def __init__(self, fields: dict, where: str):
         self.fields, self.where, self.used = fields, where, set()
 
-    def get(self, key, default=None):
+    def get(self, key, default=None, kind: type | None = None):
+        """The field, or `default`; a value present must be of `kind` (else of the default's type):
+        a config.json is checked here, before any arithmetic on it."""
         self.used.add(key)
-        return self.fields.get(key, default)
+        if key not in self.fields or self.fields[key] is None:
+            return default
+        kind = kind or (type(default) if default is not None else None)
+        return self._typed(key, self.fields[key], kind) if kind else self.fields[key]
 
-    def need(self, key):
+    def need(self, key, kind: type = int):
+        """A field the model cannot be built without (a whole number > 0 unless `kind` says)."""
         self.used.add(key)
         if key not in self.fields:
             raise UserError(f"{self.where}: missing field '{key}'")
-        return self.fields[key]
+        value = self._typed(key, self.fields[key], kind)
+        if kind is int and value <= 0:
+            raise UserError(f"{self.where}: field '{key}' must be a whole number > 0, got {value!r}")
+        return value
+
+    def _typed(self, key, value, kind: type):
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:  # JSON has one number type: 8.0 is 8, 8.5 is not a count
+            ok = _whole(value)
+            value = int(value) if ok and abs(value) < 2**63 else value  # 1e300 stays short in errors
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif kind is list:  # every list of a config here holds layer ids, sizes or ratios
+            ok = isinstance(value, list) and all(_whole(v) for v in value)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            want = {
+                bool: "true or false",
+                int: "a whole number",
+                float: "a finite number",
+                list: "a list of whole numbers",
+                dict: "an object",
+                str: "a string",
+            }
+            raise UserError(f"{self.where}: field '{key}' must be {want.get(kind, kind.__name__)}, got {value!r}")
+        return value
 
     def has(self, key) -> bool:
         return key in self.fields
@@ -133,6 +166,10 @@ class _Fields:
         ]
 
 
+def _whole(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and float(value).is_integer()
+
+
 # --- DeepSeek-V4 and V4.1 ----------------------------------------------------------------------
 
 
@@ -143,7 +180,7 @@ def _deepseek_v4(data: dict, where: str, name: str, arch: str) -> MappedConfig:
     f = _Fields(text, where)
     top = _Fields(data, where) if arch == "deepseek_v41" else f
     notes: list[str] = []
-    quant = top.get("quantization_config") or {}
+    quant = top.get("quantization_config", kind=dict) or {}
     backbone = _dsv4_backbone(f, quant, notes)
     tables = {"backbone": backbone, "kv": _dsv4_kv(f, backbone, notes)}
     if f.has("engram_layer_ids") and f.fields["engram_layer_ids"]:
@@ -215,8 +252,8 @@ def _dsv4_extra_params(f: _Fields, h: int, hd: int) -> int:
     index-source layers. The hyper-connection mixers are derived from hc_mult (fp32). ASSUMPTION,
     as the deepseek-v4.1-flash preset: one compressor branch per layer."""
     n = f.need("num_hidden_layers")
-    ratios = list(f.get("compress_ratios") or [])[:n]
-    sources = [i for i in (f.get("kv_source_layer_ids") or []) if i < n]
+    ratios = list(f.get("compress_ratios", kind=list) or [])[:n]
+    sources = [i for i in (f.get("kv_source_layer_ids", kind=list) or []) if i < n]
     compressed = len(sources) if sources else sum(1 for r in ratios if r)
     idx_heads, idx_hd = f.get("index_n_heads", 0), f.get("index_head_dim", 0)
     index_layers = len(_index_layers(f))
@@ -229,15 +266,16 @@ def _dsv4_extra_params(f: _Fields, h: int, hd: int) -> int:
 def _index_layers(f: _Fields) -> list[int]:
     """Layers that keep lightning-indexer keys: the config's index_source_layer_ids, else (a
     DeepSeek-V4 config) every layer of compress ratio 4, where V4's CSA attention has its indexer."""
-    if f.get("index_source_layer_ids"):
-        return list(f.get("index_source_layer_ids"))
-    return [i for i, r in enumerate(f.get("compress_ratios") or []) if r == 4] if f.get("index_n_heads") else []
+    if f.get("index_source_layer_ids", kind=list):
+        return list(f.get("index_source_layer_ids", kind=list))
+    return [i for i, r in enumerate(f.get("compress_ratios", kind=list) or []) if r == 4] if f.get("index_n_heads") else []
 
 
 def _dsv4_dtypes(quant: dict, expert_dtype: str | None) -> dict:
     """Dense weights as quantization_config says (fp8 in 32x32 or 128x128 blocks), experts as
     its (or the config's) expert_dtype, embeddings and LM head in the checkpoint's bf16."""
-    block = tuple(quant.get("weight_block_size") or [])
+    block = quant.get("weight_block_size")
+    block = tuple(block) if isinstance(block, list) else ()
     dense = (
         {(32, 32): "fp8-b32", (128, 128): "fp8-b128"}.get(block, "fp8")
         if quant.get("quant_method") == "fp8"
@@ -248,7 +286,7 @@ def _dsv4_dtypes(quant: dict, expert_dtype: str | None) -> dict:
 
 def _dsv4_kv(f: _Fields, bb: dict, notes: list[str]) -> dict:
     layers = bb["n_layers"] + bb["n_mtp_layers"]
-    ratios = list(f.get("compress_ratios") or [])
+    ratios = list(f.get("compress_ratios", kind=list) or [])
     if len(ratios) == bb["n_layers"]:
         ratios += [0] * bb["n_mtp_layers"]
     if not ratios:
@@ -261,7 +299,7 @@ def _dsv4_kv(f: _Fields, bb: dict, notes: list[str]) -> dict:
         "index_logits_dtype": "fp8",
     }
     if f.get("kv_source_layer_ids"):
-        kv["kv_source_layer_ids"] = list(f.get("kv_source_layer_ids"))
+        kv["kv_source_layer_ids"] = list(f.get("kv_source_layer_ids", kind=list))
     if _index_layers(f):
         kv["index_source_layer_ids"] = _index_layers(f)
         if not f.has("index_source_layer_ids"):
@@ -282,7 +320,7 @@ def _dsv4_engram(f: _Fields, quant: dict) -> dict:
     heads, head_dim = f.need("engram_n_heads"), f.need("engram_head_dim")
     fp8 = quant.get("quant_method") == "fp8"
     engram = {
-        "layer_ids": list(f.need("engram_layer_ids")),
+        "layer_ids": list(f.need("engram_layer_ids", list)),
         "max_ngram_size": orders + 1,
         "n_head_per_ngram": heads,
         "engram_vocab_size": [f.need("engram_vocab_size")] * orders,
@@ -293,7 +331,7 @@ def _dsv4_engram(f: _Fields, quant: dict) -> dict:
         "dtype": "fp8" if fp8 else "bf16",
     }
     if f.get("engram_num_embeddings"):
-        engram["num_embeddings"] = list(f.get("engram_num_embeddings"))
+        engram["num_embeddings"] = list(f.get("engram_num_embeddings", kind=list))
     if fp8:  # fp8 values plus one E8M0 scale byte per block of 32
         engram["row_bytes"] = head_dim + math.ceil(head_dim / DSV4_ENGRAM_SCALE_BLOCK)
     return engram
@@ -326,10 +364,10 @@ def _engram_demo(data: dict, where: str, name: str, arch: str) -> MappedConfig:
     f = _Fields(_flat_demo(data), where)
     h = f.need("hidden_size")
     engram = {
-        "layer_ids": list(f.need("layer_ids")),
+        "layer_ids": list(f.need("layer_ids", list)),
         "max_ngram_size": f.need("max_ngram_size"),
         "n_head_per_ngram": f.need("n_head_per_ngram"),
-        "engram_vocab_size": list(f.need("engram_vocab_size")),
+        "engram_vocab_size": list(f.need("engram_vocab_size", list)),
         "n_embed_per_ngram": f.get("n_embed_per_ngram", 512),
         "kernel_size": f.get("kernel_size", 4),
         "compressed_pad_id": f.get("pad_id", 2),
