@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,9 @@ NOT_KEYS = {
     "timeline": "one trace per run: simulate a chosen config with --timeline",
     "json": "output format: sweep --json, --out",
 }
+# The most configs one grid may hold: at about a second per config on a few cores, 100,000 is a
+# day of work; a larger product is almost always an axis written by mistake (range(10**3) twice).
+MAX_CONFIGS = 100_000
 # Dotted keys set one field of a preset: hw.<section>.<key>, model.<section>.<key>, workload.<key>,
 # engine.<key>.
 PRESET_PREFIXES = ("hw.", "model.", "workload.", "engine.")
@@ -161,12 +165,15 @@ def load_grid(path: str | Path) -> Grid:
 
 def parse_grid(data: dict, where: str) -> Grid:
     data = dict(data)
+    if not data:
+        raise UserError(f"{where}: the grid sets no key (e.g. hw = [\"h800\", \"h200\"]; one config is `simulate`)")
     excludes = data.pop("exclude", [])
     if not isinstance(excludes, list) or not all(isinstance(e, dict) for e in excludes):
         raise UserError(f"{where}: 'exclude' must be an array of tables ([[exclude]])")
     values = {}
     for key, raw in data.items():
         values[key] = [_typed(key, v, where) for v in _as_axis(key, raw, where)]
+        _no_repeats(key, values[key], where)
     for key, (_kind, default) in OPTIONS.items():
         if key not in values:
             values[key] = [_typed(key, v, where) for v in (default if isinstance(default, list) else [default])]
@@ -180,11 +187,33 @@ def parse_grid(data: dict, where: str) -> Grid:
                 raise UserError(f"{where}: [[exclude]] names '{key}', which the grid does not set")
     names = list(values)
     axes = [k for k in names if len(values[k]) > 1]
+    _check_size(values, axes, where)
     configs = [dict(zip(names, combo)) for combo in itertools.product(*(values[k] for k in names))]
     configs = [c for c in configs if not any(all(c[k] in allowed for k, allowed in r.items()) for r in rules)]
     if not configs:
         raise UserError(f"{where}: every config is excluded by [[exclude]]")
     return Grid(configs=[_normal(c) for c in configs], axes=axes, source=where)
+
+
+def _check_size(values: dict, axes: list[str], where: str) -> None:
+    """Refuse, before building any config, a grid too large to run (counted from the axes)."""
+    count = math.prod(len(values[k]) for k in axes)
+    if count > MAX_CONFIGS:
+        sizes = " x ".join(f"{k} {len(values[k])}" for k in axes)
+        raise UserError(
+            f"{where}: the grid has {count:,} configs ({sizes}), more than the {MAX_CONFIGS:,} a sweep "
+            "runs (about a second each): narrow an axis or split the grid"
+        )
+
+
+def _no_repeats(key: str, axis: list, where: str) -> None:
+    """A value listed twice would run the same config twice under one key (1 and 1.0 included)."""
+    seen = set()
+    for v in axis:
+        marker = json.dumps(v, sort_keys=True, default=str)
+        if marker in seen:
+            raise UserError(f"{where}: axis '{key}' lists {v!r} twice")
+        seen.add(marker)
 
 
 def _as_axis(key: str, raw, where: str) -> list:
