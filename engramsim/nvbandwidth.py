@@ -67,7 +67,11 @@ class NvbandwidthRun:
 def load_nvbandwidth(path: str | Path) -> NvbandwidthRun:
     """Read an `nvbandwidth -j` file; anything of another shape is one clear error."""
     data = load_json(path, "nvbandwidth", hint="; expected the output of `nvbandwidth -j`")
-    return parse_nvbandwidth(data, str(path))
+    run = parse_nvbandwidth(data, str(path))
+    if not run.testcases:  # calibrating from it would write the base preset back, marked calibrated
+        why = f" ({run.notes[0]})" if run.notes else ""
+        raise UserError(f"{path}: no measured testcase that calibrate uses ({', '.join(USED)}){why}")
+    return run
 
 
 def parse_nvbandwidth(data, where: str) -> NvbandwidthRun:

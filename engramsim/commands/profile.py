@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engramsim.commands.numbers import SEED
-from engramsim.errors import Interrupted
+from engramsim.errors import Interrupted, UserError
 from engramsim.fileio import check_output, check_output_dir
 from engramsim.profile_io import PROFILE_DIR, default_path, load_profile, save_profile
 
@@ -48,8 +48,10 @@ def command(ctx, quick, only, out, scratch, seed):
     from engramsim.measure.run import run_profile, select
     from engramsim.report.profile import ProfileReport
 
-    import_torch()  # fail with one line before any progress bar is drawn
     names = _names(only)
+    if only and not names:  # `--only ""` would otherwise select every benchmark
+        raise UserError("--only names no benchmark (give e.g. --only dram_gather,memcpy)")
+    import_torch()  # fail with one line before any progress bar is drawn
     benchmarks = select(names)
     if scratch is not None and "ssd_read" not in {b.name for b in benchmarks}:
         click.echo("warning: --scratch does nothing without the ssd_read benchmark; ignored", err=True)
