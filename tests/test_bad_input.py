@@ -325,7 +325,10 @@ def test_flags_that_do_nothing_warn_in_one_line(tmp_path, argv, warning):
         (["simulate", "--tier", "ssd", "--tier", "ssd"], "--tier ssd is given twice"),
         (["simulate", "--hbm-cache-gib", "1", "--hbm-cache-gib", "1.0"], "--hbm-cache-gib 1 is given twice"),
         (["simulate", "--tier", "ssd", "--ssd-dram-hit", "0.5", "--ssd-dram-cache-gib", "1"], "not both"),
-        (["cache", "--policy", "lru", "--policy", "lru"], "--policy: a policy is given twice"),
+        (["cache", "--policy", "lru", "--policy", "lru"], "--policy lru is given twice"),
+        (["plan", "--hw", "h100", "--hw", "h100"], "--hw h100 is given twice"),
+        (["plan", "--hbm-cache-gib", "1", "--hbm-cache-gib", "1.0"], "--hbm-cache-gib 1 is given twice"),
+        (["memory", "--tier", "hbm", "--tier", "hbm"], "--tier hbm is given twice"),
         (["cache", "--lfu-accesses", "0"], "'--lfu-accesses': must be a whole number in [1, 1000000000]"),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from engramsim.cache import POLICIES
-from engramsim.commands.common import Progress, print_notes
+from engramsim.commands.common import Progress, no_repeats, print_notes
 from engramsim.commands.numbers import whole
 from engramsim.corpus import PARTS
 from engramsim.errors import UserError
@@ -65,8 +65,7 @@ def command(model_name, trace_file, texts, parts, tokenizer, layer, policies, lf
     from engramsim import cache, engram
     from engramsim.addresses.build import trace_for
 
-    if len(set(policies)) < len(policies):
-        raise UserError("--policy: a policy is given twice")
+    no_repeats("--policy", policies)
     if policies and "lfu" not in policies and lfu_accesses != LFU_ACCESSES:
         click.echo("warning: --lfu-accesses does nothing without --policy lfu; ignored", err=True)
     if plot:

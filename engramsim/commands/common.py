@@ -1,6 +1,17 @@
-"""Helpers shared by several commands' terminal output."""
+"""Helpers shared by several commands: repeated flags, terminal output."""
 
 from __future__ import annotations
+
+from engramsim.errors import UserError
+
+
+def no_repeats(flag: str, values) -> None:
+    """A repeatable flag given the same value twice is an error (it would run one case twice)."""
+    values = list(values)
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        shown = f"{repeated:g}" if isinstance(repeated, float) else str(repeated)
+        raise UserError(f"{flag} {shown} is given twice")
 
 
 class Progress:

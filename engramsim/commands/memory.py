@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 
 from engramsim.capacity import Parallel
-from engramsim.commands.common import print_notes
+from engramsim.commands.common import no_repeats, print_notes
 from engramsim.commands.numbers import (
     HBM_GIB_MAX,
     MAX_BATCHED_TOKENS,
@@ -118,6 +118,7 @@ def command(
         memory_utilization=memory_utilization,
         host_copies=host_copies,
     )
+    no_repeats("--tier", tiers)
     model = load_model(model_name)
     print_notes(model.notes, "note", "yellow")
     report = memory_report(

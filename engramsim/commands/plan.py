@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
+from engramsim.commands.common import no_repeats
 from engramsim.commands.numbers import (
     HBM_GIB_MAX,
     MAX_CONTEXT,
@@ -143,6 +144,16 @@ def command(
     user) and, per tier, the largest Engram table that keeps overhead within --max-overhead-pct.
     When nothing is feasible it says so and lists the closest misses (exit status 0).
     """
+    for flag, values in (
+        ("--engine", engines),
+        ("--hw", hws),
+        ("--gpus", gpus),
+        ("--tp", tps),
+        ("--ep", eps),
+        ("--tier", tiers),
+        ("--hbm-cache-gib", caches),
+    ):
+        no_repeats(flag, values)
     prices = load_prices(prices_name)
     if plot_path:
         from engramsim.report.plots import check_plot_path

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from engramsim import serve
-from engramsim.commands.common import print_notes
+from engramsim.commands.common import no_repeats, print_notes
 from engramsim.commands.numbers import (
     DRAM_GIB_MAX,
     HBM_GIB_MAX,
@@ -390,13 +390,7 @@ def command(
 def _check_flags(tiers, cache_gib, dram_cache_gib, ssd_dram_hit, cxl_part):
     """Repeated values are errors; flags that cannot act on the chosen tiers get a warning."""
     for flag, values in (("--tier", tiers), ("--hbm-cache-gib", cache_gib), ("--ssd-dram-cache-gib", dram_cache_gib)):
-        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
-        if repeated is not None:
-            raise UserError(
-                f"{flag} {repeated:g} is given twice"
-                if isinstance(repeated, float)
-                else f"{flag} {repeated} is given twice"
-            )
+        no_repeats(flag, values)
     if ssd_dram_hit is not None and dram_cache_gib:
         raise UserError("give --ssd-dram-hit (a fixed hit rate) or --ssd-dram-cache-gib (a cache size), not both")
     ignored = [
