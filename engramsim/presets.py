@@ -9,6 +9,7 @@ so every check names the file, the key and the range.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import tomllib
@@ -73,13 +74,17 @@ def preset_names(kind: str) -> list[str]:
 def resolve(kind: str, name_or_path: str | Path) -> Path:
     """A preset name (`h800`) or a path to a TOML file; an unknown name lists the known ones."""
     text = str(name_or_path)
+    known = ", ".join(preset_names(kind)) or "none"
+    if not text.strip():  # Path("") is ".", which would read as "a directory"
+        raise UserError(f"empty {kind} preset name (known: {known})")
     path = Path(text)
     if path.suffix == ".toml" or path.exists() or "/" in text:
         return input_file(path, kind)
     candidate = PRESET_DIRS[kind] / f"{text}.toml"
     if not candidate.is_file():
-        known = ", ".join(preset_names(kind)) or "none"
-        raise UserError(f"unknown {kind} preset '{text}' (known: {known})")
+        close = difflib.get_close_matches(text, preset_names(kind), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UserError(f"unknown {kind} preset '{text}' (known: {known}){hint}")
     return candidate
 
 

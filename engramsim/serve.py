@@ -378,8 +378,8 @@ def settings_from_cli(
     """The settings `simulate` was given: a whole command, or the flags one by one (TP and DP
     under either spelling go straight through; the others say what they became)."""
     given = {k: v for k, v in flags.items() if v is not None}
-    if from_cmd:
-        if given or engram_config:
+    if from_cmd is not None:  # an empty value is a mistake, not "no command"
+        if given or engram_config is not None:
             raise UserError(
                 f"--from-cmd carries the serve flags; do not also give {', '.join(sorted(given)) or '--engram-config'}"
             )
@@ -390,7 +390,7 @@ def settings_from_cli(
         s = ServeSettings(tp=given.pop("--tensor-parallel-size", None), dp=given.pop("--data-parallel-size", None))
         for flag, value in given.items():
             apply_serve_flag(s, flag, None if value is True else value)
-        if engram_config:
+        if engram_config is not None:
             apply_engram_config(s, engine, engram_config)
         resolve_ep(s)
     if tiers and s.tiers:

@@ -210,8 +210,8 @@ def workload_from_dict(data: dict, where: str) -> Workload:
     overrides = {keys[k]: getattr(engine, keys[k]) for k in table}
     try:
         return replace(build(Workload, data, where), engine=engine, engine_overrides=overrides)
-    except UserError as e:
-        raise UserError(f"{where}: {e}") from None
+    except UserError as e:  # __post_init__'s checks do not know the file; build's already name it
+        raise UserError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
 
 
 def with_engine(workload: Workload, engine) -> Workload:
