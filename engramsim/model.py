@@ -472,22 +472,39 @@ class ModelSpec:
 def load_model(name_or_path: str | Path) -> ModelSpec:
     """A preset name, a models/*.toml-style file, or a Hugging Face config.json (a file, or a
     model directory holding one): see engramsim.hfconfig."""
+    path = model_path(name_or_path)
+    data, notes = model_tables(path)
+    return model_from_dict(data, str(path), path, notes)
+
+
+def model_path(name_or_path: str | Path) -> Path:
+    """The file a model is read from: a preset, a TOML file, a config.json or a directory with one."""
     if Path(name_or_path).is_dir() and (Path(name_or_path) / "config.json").is_file():
         name_or_path = Path(name_or_path) / "config.json"
-    path = resolve("model", name_or_path)
-    if path.suffix == ".json":
-        return _model_from_config(path)
-    return model_from_dict(load_toml(path), str(path), path)
+    return resolve("model", name_or_path)
 
 
-def model_from_dict(data: dict, where: str, path: Path | None = None) -> ModelSpec:
+def model_tables(path: Path) -> tuple[dict, tuple[str, ...]]:
+    """A model file's preset tables ([backbone], [engram], [kv]) and the notes of mapping a
+    config.json onto them (a sweep edits these tables before building the model)."""
+    if path.suffix != ".json":
+        return load_toml(path), ()
+    from engramsim.hfconfig import map_config, read_config
+
+    name = path.parent.name if path.name == "config.json" else path.stem
+    mapped = map_config(read_config(path), str(path), name)
+    tables = {**mapped.tables, "name": name, "description": f"{mapped.architecture} config.json ({path})"}
+    return tables, tuple(mapped.notes)
+
+
+def model_from_dict(data: dict, where: str, path: Path | None = None, notes: tuple[str, ...] = ()) -> ModelSpec:
     """A ModelSpec from a models/*.toml-style dict (a sweep edits one before building it)."""
     unknown = sorted(set(data) - {"name", "description", "backbone", "engram", "kv"})
     if unknown:
         raise UserError(f"{where}: unknown key '{unknown[0]}' (allowed: name, description, backbone, engram, kv)")
     if "backbone" not in data:
         raise UserError(f"{where}: missing table [backbone]")
-    return model_from_tables(data, where, path)
+    return model_from_tables(data, where, path, notes)
 
 
 def model_from_tables(data: dict, where: str, path: Path, notes: tuple[str, ...] = ()) -> ModelSpec:
@@ -511,15 +528,6 @@ def model_from_tables(data: dict, where: str, path: Path, notes: tuple[str, ...]
         ),
         where,
     )
-
-
-def _model_from_config(path: Path) -> ModelSpec:
-    from engramsim.hfconfig import map_config, read_config
-
-    name = path.parent.name if path.name == "config.json" else path.stem
-    mapped = map_config(read_config(path), str(path), name)
-    tables = {**mapped.tables, "name": name, "description": f"{mapped.architecture} config.json ({path})"}
-    return model_from_tables(tables, str(path), path, tuple(mapped.notes))
 
 
 def _with_where(make, where: str):

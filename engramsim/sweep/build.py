@@ -14,7 +14,7 @@ from engramsim.engine import engine_from_dict
 from engramsim.errors import UserError
 from engramsim.hardware import hardware_from_dict, with_nic_part
 from engramsim.iopolicy import io_policy
-from engramsim.model import model_from_dict, with_row_dtype
+from engramsim.model import model_from_dict, model_path, model_tables, with_row_dtype
 from engramsim.presets import load_toml, resolve
 from engramsim.rows.warmup import cold_start
 from engramsim.sim.run import Scenario
@@ -130,15 +130,15 @@ def _fields(config: dict, prefix: str) -> list:
 
 @lru_cache(maxsize=256)
 def _load(kind: str, name: str, fields_json: str):
-    path = resolve(kind, name)
-    data = copy.deepcopy(load_toml(path))
-    where = str(path)
+    path = model_path(name) if kind == "model" else resolve(kind, name)
+    data, notes = model_tables(path) if kind == "model" else (load_toml(path), ())
+    data, where = copy.deepcopy(data), str(path)
     for dotted, value in json.loads(fields_json):
         _set(data, dotted, value, f"{where}: grid field {dotted!r}")
     if kind == "hardware":
         return hardware_from_dict(data, where, path)
     if kind == "model":
-        return model_from_dict(data, where, path)
+        return model_from_dict(data, where, path, notes)
     data.setdefault("name", path.stem)
     if kind == "engine":
         return engine_from_dict(data, where, path)
