@@ -167,7 +167,12 @@ class _Fields:
 
 
 def _whole(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and float(value).is_integer()
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and float(value).is_integer()
+    )
 
 
 # --- DeepSeek-V4 and V4.1 ----------------------------------------------------------------------
@@ -268,7 +273,9 @@ def _index_layers(f: _Fields) -> list[int]:
     DeepSeek-V4 config) every layer of compress ratio 4, where V4's CSA attention has its indexer."""
     if f.get("index_source_layer_ids", kind=list):
         return list(f.get("index_source_layer_ids", kind=list))
-    return [i for i, r in enumerate(f.get("compress_ratios", kind=list) or []) if r == 4] if f.get("index_n_heads") else []
+    return (
+        [i for i, r in enumerate(f.get("compress_ratios", kind=list) or []) if r == 4] if f.get("index_n_heads") else []
+    )
 
 
 def _dsv4_dtypes(quant: dict, expert_dtype: str | None) -> dict:

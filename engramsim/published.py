@@ -48,8 +48,6 @@ class CheckSpec:
     measured_reference_tok_s: float | None = spec("measured_reference_tok_s", hi=1e9, default=None)
 
 
-
-
 @dataclass(frozen=True)
 class CheckResult:
     name: str
@@ -133,7 +131,9 @@ def run_check(path: Path) -> CheckResult:
         max_model_len=check.max_model_len,
         prefetch=engine.prefetch,
     )
-    placements = [_placement(table, f"{where} [{k}]") for k, table in (("reference", check.reference), ("variant", check.variant))]
+    placements = [
+        _placement(table, f"{where} [{k}]") for k, table in (("reference", check.reference), ("variant", check.variant))
+    ]
     ref, var = simulate(scenario, placements).runs
     for run in (ref, var):
         if not run.fits:

@@ -7,7 +7,10 @@ import tempfile
 import click
 from rich.console import Console
 
+from engramsim.commands.numbers import number
 from engramsim.fileio import check_output, check_output_dir, dumps_json, write_atomic
+
+BUDGET_S_MAX = 7 * 86400  # a week: a longer budget is a typo, not a measurement plan
 
 
 @click.command(name="validate")
@@ -40,11 +43,12 @@ from engramsim.fileio import check_output, check_output_dir, dumps_json, write_a
 )
 @click.option(
     "--budget-s",
-    type=float,
+    type=number(0, BUDGET_S_MAX, lo_open=True),
     default=None,
+    metavar="SECONDS",
     help="Seconds of measured rounds: rounds go on until every overhead CI is within +-1 pp or "
     "this runs out (at least the configured minimum of rounds is run). Default: 300 with "
-    "--quick, 900 without, 5 with --tiny.",
+    "--quick, 900 without.",
 )
 @click.option(
     "--pin/--no-pin",

@@ -166,7 +166,7 @@ def load_grid(path: str | Path) -> Grid:
 def parse_grid(data: dict, where: str) -> Grid:
     data = dict(data)
     if not data:
-        raise UserError(f"{where}: the grid sets no key (e.g. hw = [\"h800\", \"h200\"]; one config is `simulate`)")
+        raise UserError(f'{where}: the grid sets no key (e.g. hw = ["h800", "h200"]; one config is `simulate`)')
     excludes = data.pop("exclude", [])
     if not isinstance(excludes, list) or not all(isinstance(e, dict) for e in excludes):
         raise UserError(f"{where}: 'exclude' must be an array of tables ([[exclude]])")

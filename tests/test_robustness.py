@@ -1,0 +1,175 @@
+"""Hostile input to the features that came after tests/test_bad_input.py: check files, config.json
+models, sweep grids, nvbandwidth files, empty flag values, repeated candidates. Each class of bug
+a review found has a test here: one line on stderr, exit 2, nothing on stdout."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import click
+import pytest
+
+from engramsim.cli import COMMANDS, cli
+from engramsim.commands.numbers import Number
+from engramsim.presets import ROOT
+from tests.clikit import run_cli
+
+CHECK = ROOT / "checks" / "b300-blog-hbm-vs-uva-c8.toml"
+HF = ROOT / "tests" / "fixtures" / "hf"
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode == 2, result
+    assert result.stdout == "", result.stdout
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def with_key(text: str, key: str, value: str) -> str:
+    new, n = re.subn(rf"^{re.escape(key)} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+    assert n == 1, key
+    return new
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("gpus", '"8"'),
+        ("gpus", "[]"),
+        ("gpus", "nan"),
+        ("gpus", "0"),
+        ("tp", "1.5"),
+        ("tp", "true"),
+        ("ep", "{ a = 1 }"),
+        ("ep", "1e30"),
+        ("max_model_len", '"long"'),
+        ("max_model_len", "-1"),
+        ("measured_change_pct", '"2.1"'),
+        ("measured_change_pct", "nan"),
+        ("measured_change_pct", "0"),
+        ("measured_change_pct", "-150"),
+        ("measured_reference_tok_s", "inf"),
+        ("hw", "[]"),
+        ("model", "5"),
+        ("engine", "true"),
+        ("name", "3"),
+    ],
+)
+def test_a_bad_key_in_a_check_file_is_one_line_naming_it(tmp_path, key, value):
+    path = tmp_path / "check.toml"
+    path.write_text(with_key(CHECK.read_text(), key, value))
+    assert_one_line_error(run_cli("checks", path), str(path), f"'{key}'")
+
+
+@pytest.mark.parametrize("table", ["hw_overrides", "engine_overrides", "reference"])
+def test_a_check_table_given_as_a_value_is_one_line(tmp_path, table):
+    head = CHECK.read_text().split("\n[", 1)[0]  # the top-level keys, before any table
+    reference = "" if table == "reference" else '[reference]\ntier = "hbm"\n'
+    path = tmp_path / "check.toml"
+    path.write_text(f'{table} = "x"\n{head}\n{reference}[variant]\ntier = "hbm"\n')
+    assert_one_line_error(run_cli("checks", path), f"'{table}' must be a table, got a string")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_hidden_layers", 0),
+        ("num_hidden_layers", "43"),
+        ("hidden_size", [4096]),
+        ("hidden_size", None),
+        ("q_lora_rank", True),
+        ("quantization_config", "fp8"),
+        ("compress_ratios", "4,128"),
+        ("compress_ratios", [4, "x"]),
+        ("tie_word_embeddings", "no"),
+    ],
+)
+def test_a_config_json_field_of_the_wrong_type_is_one_line_before_any_arithmetic(tmp_path, field, value):
+    data = json.loads((HF / "deepseek-v4-flash.json").read_text())
+    data[field] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    assert_one_line_error(run_cli("memory", "--model", path), str(path), f"'{field}'")
+
+
+def test_a_config_json_model_sweeps_as_it_simulates(tmp_path):
+    model = HF / "engram-demo.json"
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'model = "{model}"\ntier = "hbm"\nworkload = "fixed"\nmax_seqs = 8\n"workload.num_seqs" = 16\n')
+    swept = run_cli("sweep", grid, "--workers", "1", "--json")
+    assert swept.returncode == 0, swept.stderr
+    row = json.loads(swept.stdout)["rows"][0]
+    workload = tmp_path / "w.toml"
+    fixed = (ROOT / "workloads" / "fixed.toml").read_text().replace("num_seqs = 256", "num_seqs = 16")
+    workload.write_text(fixed)
+    simulated = run_cli(
+        "simulate", "--model", model, "--tier", "hbm", "--workload", workload, "--max-seqs", "8", "--json"
+    )
+    assert simulated.returncode == 0, simulated.stderr
+    run = json.loads(simulated.stdout)["runs"][0]
+    assert row["output_throughput"] == pytest.approx(run["throughput_tok_s"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "the grid sets no key"),
+        ('hw = ["h800", "h800"]\n', "axis 'hw' lists 'h800' twice"),
+        ("hbm_cache_gib = [1, 1.0]\n", "axis 'hbm_cache_gib' lists 1.0 twice"),
+        (
+            f"seed = {list(range(1000))}\nhbm_cache_gib = {[i / 8 for i in range(1000)]}\n",
+            "the grid has 6,000,000 configs (seed 1000 x hbm_cache_gib 1000 x tier 6)",
+        ),
+    ],
+)
+def test_a_grid_that_is_empty_repeats_itself_or_is_too_large_is_refused_before_running(tmp_path, text, message):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(text)
+    assert_one_line_error(run_cli("sweep", grid, "--json"), message)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["simulate", "--from-cmd", ""], "--from-cmd: expected `vllm serve MODEL"),
+        (["simulate", "--engine", "vllm", "--engram-config", ""], "--engram-config is not JSON"),
+        (["simulate", "--hw", ""], "empty hardware preset name (known: "),
+        (["simulate", "--hw", "h80"], "did you mean 'h800'?"),
+        (["plan", "--workload", "chat-"], "did you mean 'chat'?"),
+        (["profile", "--only", ","], "--only names no benchmark"),
+        (["paper", "--seed", "-1"], "'--seed': must be a whole number in [0, 4294967295]"),
+    ],
+)
+def test_empty_or_misspelled_values_are_one_line(argv, message):
+    assert_one_line_error(run_cli(*argv), message)
+
+
+def test_an_nvbandwidth_file_with_nothing_calibrate_uses_is_an_error(tmp_path):
+    case = {"name": "host_to_device_memcpy_ce", "status": "Passed", "bandwidth_matrix": [["N/A"]]}
+    path = tmp_path / "nvb.json"
+    path.write_text(json.dumps({"nvbandwidth": {"testcases": [case]}}))
+    result = run_cli("calibrate", "--nvbandwidth", path, "--out", tmp_path / "hw.toml")
+    assert_one_line_error(result, "no measured testcase that calibrate uses", "no measured cell")
+    assert not (tmp_path / "hw.toml").exists()
+
+
+def every_option():
+    for name in COMMANDS:
+        command = cli.get_command(None, name)
+        commands = [command, *getattr(command, "commands", {}).values()]
+        for c in commands:
+            yield from ((name, p) for p in c.params)
+
+
+def test_every_numeric_option_rejects_nan_and_out_of_range_values():
+    """click's own INT/FLOAT (and its ranges) let NaN or any magnitude through: every numeric
+    option goes through commands.numbers.Number, which names the flag, its range and the value."""
+    raw = (click.types.IntParamType, click.types.FloatParamType)
+    loose = [
+        f"{name} {p.opts[0]}"
+        for name, p in every_option()
+        if isinstance(p.type, raw) and not isinstance(p.type, Number)
+    ]
+    assert loose == []
