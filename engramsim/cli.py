@@ -60,9 +60,10 @@ def cli():
     """engramsim: where should an Engram table live on this server, and what will it cost?
 
     \b
-    Start with:  engramsim simulate           (all placements, default model and server)
-                 engramsim presets            (what can be simulated)
-                 engramsim profile --quick    (measure this machine)
+    Start with:
+      engramsim simulate         every placement, default model and server
+      engramsim presets          what can be simulated
+      engramsim profile --quick  measure this machine
     """
 
 

@@ -173,3 +173,31 @@ def test_every_numeric_option_rejects_nan_and_out_of_range_values():
         if isinstance(p.type, raw) and not isinstance(p.type, Number)
     ]
     assert loose == []
+
+
+def helps():
+    yield ["--help"]
+    for name in COMMANDS:
+        command = cli.get_command(None, name)
+        yield [name, "--help"]
+        yield from ([name, sub, "--help"] for sub in getattr(command, "commands", {}))
+
+
+@pytest.mark.parametrize("argv", list(helps()), ids=" ".join)
+def test_every_help_fits_80_columns_and_explains_every_option(argv, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli(*argv)
+    assert result.returncode == 0, result.stderr
+    wide = [line for line in result.stdout.splitlines() if len(line) > 80]
+    assert wide == []
+    options = result.stdout.split("Options:", 1)[1].split("Commands:", 1)[0].splitlines()
+    # An option with no help: its line holds only the name (and type), and the next line is
+    # another option (a long name puts its help on the next line, indented deeper).
+    bare = [
+        line
+        for line, after in zip(options, [*options[1:], ""])
+        if line.startswith("  -")
+        and len(re.split(r"\s{2,}", re.sub(r"\[default: [^\]]*\]", "", line).strip())) == 1
+        and not after.startswith("   ")
+    ]
+    assert bare == []

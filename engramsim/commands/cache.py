@@ -54,7 +54,6 @@ LFU_ACCESSES = 500_000
 def command(model_name, trace_file, texts, parts, tokenizer, layer, policies, lfu_accesses, plot, as_json):
     """Hit rate against capacity of static top-K, LRU and LFU hot-row caches.
 
-    \b
     The address stream is one Engram layer's row reads in token order (every head of every
     token). static-topk pins the rows hottest in the first half and is measured on the second
     half; LRU curves for all sizes come at once from stack distances; LFU keeps counts of

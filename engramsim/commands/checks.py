@@ -22,6 +22,8 @@ def command(files, as_json):
     sign and lies within 2x of it. No constant is tuned per check. Where the source gives its
     reference throughput, two more columns compare absolutes: the simulated over the measured
     reference throughput, and the time the variant adds per output token (simulated / measured).
+
+    FILES: check files to run (default: every checks/*.toml).
     """
     console = Console(stderr=as_json)
     results = []

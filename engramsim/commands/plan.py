@@ -73,15 +73,23 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
     help="SLO point: every prompt this many tokens (outputs as "
     "the workload draws them). Default: the workload's lengths.",
 )
-@click.option("--max-p99-ttft-ms", type=number(0, 1e9, lo_open=True), help="SLO: p99 time to first token.")
-@click.option("--max-p99-tpot-ms", type=number(0, 1e9, lo_open=True), help="SLO: p99 time per output token.")
-@click.option("--min-tok-s", type=number(0, 1e12), help="SLO: least output tokens/s of the whole deployment.")
+@click.option(
+    "--max-p99-ttft-ms", type=number(0, 1e9, lo_open=True), help="SLO: p99 time to first token, ms. Default: none."
+)
+@click.option(
+    "--max-p99-tpot-ms", type=number(0, 1e9, lo_open=True), help="SLO: p99 time per output token, ms. Default: none."
+)
+@click.option(
+    "--min-tok-s",
+    type=number(0, 1e12),
+    help="SLO: least output tokens/s of the whole deployment. Default: none.",
+)
 @click.option(
     "--max-overhead-pct",
     type=number(0, 100, lo_open=True),
     default=3.0,
     show_default=True,
-    help="SLO: most Engram throughput overhead; also the bound of the largest-table search.",
+    help="SLO: most Engram throughput overhead, percent; also the bound of the largest-table search.",
 )
 @click.option(
     "--prices",
@@ -100,8 +108,18 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
     help="Skip (as a row that says so) a candidate whose run is estimated to need more engine steps.",
 )
 @click.option("--workers", type=whole(1, MAX_WORKERS), help="Worker processes. Default: this machine's cores.")
-@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True)
-@click.option("--ray-address", help="Ray cluster to join (host:port or auto). Default: a local one.")
+@click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    default="local",
+    show_default=True,
+    help="Run the candidates' simulations in local processes or as Ray tasks.",
+)
+@click.option(
+    "--ray-address",
+    metavar="HOST:PORT",
+    help="Ray cluster to join (host:port or auto). Default: a local one.",
+)
 @click.option(
     "--plot",
     "plot_path",
@@ -138,7 +156,6 @@ def command(
     """Rank every candidate server, GPU count, TP/DP layout, tier and HBM cache size by $ per million
     output tokens, keeping those that fit and meet every SLO.
 
-    \b
     Cost = GPU-hours (prices file) + the DRAM/CXL/NVMe that holds the table, bought and spread
     over the file's amortize_years. Also gives the Pareto front (tokens/s per GPU vs tokens/s per
     user) and, per tier, the largest Engram table that keeps overhead within --max-overhead-pct.

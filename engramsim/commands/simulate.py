@@ -96,7 +96,7 @@ from engramsim.workload import load_workload, with_engine, with_speculation
 @click.option(
     "--gpu-memory-utilization",
     type=number(0, 1, lo_open=True),
-    help="vLLM's flag: share of device memory the engine uses.",
+    help="vLLM's flag: share of device memory the engine uses, in (0, 1]. Default: the engine preset's.",
 )
 @click.option(
     "--max-num-batched-tokens", type=whole(1, MAX_BATCHED_TOKENS), help="vLLM's flag: tokens one step may batch."

@@ -59,7 +59,6 @@ def command(grid_path, out_path, workers, executor, ray_address, resume, plot_pa
     (hbm_cache_gib for --hbm-cache-gib; prefetch = true/false) or preset fields (`"hw.gpu.hbm_bw_GBps"`, `"engine.max_num_seqs"`); a list is an axis; the sweep is the product of the axes
     minus [[exclude]] tables. Configs that share a no-Engram baseline run it once.
 
-    \b
     Each row: key (a hash of the config), the axes, fits, output_throughput (tok/s),
     overhead_pct, kv_tokens_per_rank, mean/p99 TTFT and TPOT (ms), duration_s, bound_by,
     problems, and the per-rank HBM plan (mem_*_GiB).

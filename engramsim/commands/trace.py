@@ -58,7 +58,6 @@ from engramsim.model import load_model
 def command(model_name, texts, parts, id_files, tokenizer, save, as_json):
     """Hash real text with the model's exact Engram hash and measure the address stream.
 
-    \b
     Reports, per Engram layer: distinct rows per decode step (B sequences, one token each) and
     per prefill chunk, re-read distances, the Zipf exponent of row frequencies, and a static
     top-K hot-row cache's hit rate (learned on the first half of the documents, measured on the

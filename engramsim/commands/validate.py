@@ -31,6 +31,7 @@ BUDGET_S_MAX = 7 * 86400  # a week: a longer budget is a typo, not a measurement
     "--scratch",
     default=tempfile.gettempdir(),
     show_default=True,
+    metavar="DIRECTORY",
     help="Directory for the table file of the mmap placements.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
@@ -89,17 +90,17 @@ def command(
     """Run a real Engram-augmented transformer on this machine with its table in every placement
     the machine supports, and print measured throughput beside the simulator's prediction.
 
-    \b
     CPU placements: device (table in RAM, gathered in line), host-prefetch / host-sync (a separate
     host buffer gathered by a background thread or at the layer), mmap-* (a memory-mapped file,
     cold or warm page cache, with and without prefetch), and the no-Engram baseline.
+
     GPU placements: gpu-hbm (table in HBM), pinned-copy-* (CPU gather into pinned staging, then
     an H2D copy on a side stream), pinned-uva-* (a GPU gather reading mapped host memory), each
     with prefetch at step start or sync at the layer, and the baseline.
+
     The prediction describes the same model, requests and placements to the simulator, with this
     machine's figures from a profile (measured first unless --profile is given).
 
-    \b
     Placements run in interleaved rounds; each overhead is paired with the baseline of its round
     and reported with a 95% bootstrap CI. Rounds whose runs saw CPU steal, other processes' load
     or run-queue waits (read from /proc) are dropped; a case is consistent when the predicted
