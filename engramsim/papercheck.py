@@ -91,7 +91,8 @@ class PaperReport:
                 f"{r.overhead_error_pp:+.2f} pp",
             )
         yield t
-        yield "baselines: fitted (the engine's per-step host cost, per model); Engram overheads: predicted"
+        yield "baselines: fitted (the engine's per-step host cost, per model)"
+        yield "Engram overheads: predicted"
         b = Table(
             title="Predicted overhead by mechanism (percentage points)",
             title_justify="left",
@@ -102,10 +103,16 @@ class PaperReport:
         for r in self.rows:
             b.add_column(f"{_short(r.model)} {r.tier}", justify="right")
         for name in self.rows[0].breakdown_pp:
-            b.add_row(name, *(f"{r.breakdown_pp[name]:.2f}" for r in self.rows))
+            b.add_row(name, *(_pp(r.breakdown_pp[name]) for r in self.rows))
         b.add_row("total", *(f"{r.predicted_overhead_pct:.2f}" for r in self.rows), style="bold")
         b.add_row("paper", *(f"{r.reported_overhead_pct:.2f}" for r in self.rows))
         yield b
+
+
+def _pp(value: float) -> str:
+    """Two decimals, without the "-0.00" a tiny negative remainder would print."""
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
 
 
 def _short(model: str) -> str:
