@@ -201,3 +201,16 @@ def test_every_help_fits_80_columns_and_explains_every_option(argv, monkeypatch)
         and not after.startswith("   ")
     ]
     assert bare == []
+
+
+def test_checks_read_at_80_columns_with_whole_names(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    check = ROOT / "checks" / "mooncake-4065-local-1k-c1.toml"
+    result = run_cli("checks", check)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in result.stdout
+    assert "mooncake-4065-local-1k-c1" in lines  # its note heading, whole
+    row = next(line for line in lines if line.strip().startswith("mooncake-4065-"))
+    assert "-0.40%" in row.split()  # the measured change, in the row of the (folded) name

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from engramsim.published import check_paths, run_check
 
@@ -34,35 +37,50 @@ def command(files, as_json):
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
-    t = Table(title="Published measurements: predicted vs measured", title_justify="left", header_style="bold")
+    console.print(_table(results))
+    console.print(_notes(results))
+
+
+def _table(results) -> Table:
+    """Names fold rather than truncate, and headers are short, so the table reads at 80 columns.
+    A negative pred/meas is a change predicted in the wrong direction."""
+    t = Table(
+        title="Published measurements: predicted vs measured change",
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+    )
+    t.add_column("check", overflow="fold", min_width=14)
     for col in (
-        "check",
-        "predicted",
-        "measured",
-        "pred/meas",
-        "direction",
-        "within 2x",
-        "baseline sim/meas",
-        "added µs/tok sim / meas",
-        "fetches bounded by",
+        "pred.\nchange",
+        "meas.\nchange",
+        "pred/\nmeas",
+        "passes",
+        "baseline\nsim/meas",
+        "added µs/tok\nsim / meas",
     ):
-        t.add_column(col, justify="left" if col in ("check", "fetches bounded by") else "right")
+        t.add_column(col, justify="right", no_wrap=True)
     for r in results:
-        bound = max(r.bounds, key=r.bounds.get) if r.bounds else "-"
         t.add_row(
             r.name,
             f"{r.predicted_change_pct:+.2f}%",
             f"{r.measured_change_pct:+.2f}%",
             f"{r.ratio:.2f}",
-            "right" if r.direction_right else "WRONG",
-            "yes" if r.passes else "NO",
+            "yes" if r.passes else "NO" if r.direction_right else "NO sign",
             "-" if r.baseline_ratio is None else f"{r.baseline_ratio:.1f}x",
             _added(r),
-            bound,
         )
-    console.print(t)
+    return t
+
+
+def _notes(results) -> Group:
+    """Per check: what was measured, where, and what bounds the variant's fetches."""
+    lines = ["passes: the predicted change has the measured sign and is within 2x of it (NO sign: the wrong direction)"]
     for r in results:
-        console.print(f"  {r.name}: {r.what} ({r.source})", style="dim")
+        bound = max(r.bounds, key=r.bounds.get) if r.bounds else "nothing (no off-GPU fetch)"
+        lines.append(Text(r.name, style="bold"))
+        lines.append(Padding(f"{r.what} ({r.source}); variant's fetches bounded by {bound}", (0, 0, 0, 2)))
+    return Group(*lines)
 
 
 def _added(r) -> str:
