@@ -69,7 +69,7 @@ class PlanResult:
     def __rich_console__(self, console, options):
         from engramsim.report.plan import render_plan
 
-        yield from render_plan(self)
+        yield from render_plan(self, options)
 
 
 def candidate_grid(

@@ -214,3 +214,52 @@ def test_checks_read_at_80_columns_with_whole_names(monkeypatch):
     assert "mooncake-4065-local-1k-c1" in lines  # its note heading, whole
     row = next(line for line in lines if line.strip().startswith("mooncake-4065-"))
     assert "-0.40%" in row.split()  # the measured change, in the row of the (folded) name
+
+
+def plan_choice(**changes) -> dict:
+    choice = {
+        "hw": "h800",
+        "engine": "nano-vllm",
+        "gpus": 8,
+        "tp": 2,
+        "dp": 4,
+        "ep": 1,
+        "tier": "dram-copy",
+        "cache_GiB": 2.0,
+        "usd_per_mtok": 0.1434,
+        "usd_per_hour": 24.6,
+        "output_throughput": 47912.0,
+        "tok_s_per_gpu": 5989.0,
+        "tok_s_per_user": 27.9,
+        "overhead_pct": 1.13,
+        "p99_ttft_ms": 3395.0,
+        "p99_tpot_ms": 42.1,
+        "problems": "",
+    }
+    return {**choice, **changes}
+
+
+@pytest.mark.parametrize("feasible", [True, False])
+def test_a_plan_reads_at_80_columns_without_cut_figures(feasible):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from engramsim.plan import PlanResult
+
+    slos = {"max_p99_ttft_ms": 500.0, "max_p99_tpot_ms": None, "min_tok_s": None, "max_overhead_pct": 3.0}
+    choice = plan_choice()
+    miss = plan_choice(missed={"p99_ttft_ms": 5.79})
+    result = PlanResult(
+        "dense-4b-engram100b", "fixed", "cloud-2026 (2026-05)", slos,
+        [choice] if feasible else [], [choice] if feasible else [], [], [] if feasible else [miss], 1,
+    )  # fmt: skip
+    out = StringIO()
+    Console(file=out, width=80, color_system=None).print(result)
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    row = next(line for line in text.splitlines() if "dram-copy" in line)
+    if feasible:
+        assert ["0.143", "47,912", "+1.13%", "3,395", "42.1"] == row.split()[-5:]
+    else:
+        assert "TTFT p99 3,395 ms" in text and "> 500" in text  # the figure against its bound

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
+
+from engramsim.report.width import compact
 
 SHOWN = 15
 
@@ -25,22 +28,25 @@ def _placement(c: dict) -> str:
     return c["tier"] + (f" +{c['cache_GiB']:g} GiB HBM cache" if c.get("cache_GiB") else "")
 
 
-def render_plan(result):
+def render_plan(result, options=None):
     slos = ", ".join(f"{k} {v:g}" for k, v in result.slos.items() if v is not None) or "none"
     yield Text.assemble(
         ("engramsim plan", "bold"),
         f"  model {result.model} · workload {result.workload} · "
         f"prices {result.prices} · {result.candidates} candidates · SLOs: {slos}",
     )
+    narrow = options is not None and compact(options)
     if not result.choices:
         yield Text("no feasible choice: nothing meets every SLO. Closest misses:", style="bold red")
-        yield _misses_table(result.closest_misses)
+        yield _misses_table(result.closest_misses, result.slos, narrow)
         return
-    yield _choices_table(result.choices[:SHOWN], f"{len(result.choices)} feasible choices, cheapest first")
+    title = f"{len(result.choices)} feasible choices, cheapest first"
+    yield (_compact_choices_table if narrow else _choices_table)(result.choices[:SHOWN], title)
     best = result.choices[0]
     yield Text(
         f"best: {_layout(best)}, {_placement(best)}: ${best['usd_per_mtok']:.3f} per million output tokens "
-        f"({best['output_throughput']:,.0f} tok/s, {best['overhead_pct']:+.2f}% Engram overhead)",
+        f"({best['output_throughput']:,.0f} tok/s at ${best['usd_per_hour']:.2f}/h, "
+        f"{best['overhead_pct']:+.2f}% Engram overhead)",
         style="bold",
     )
     yield Text(
@@ -84,24 +90,63 @@ def _choices_table(choices, title):
     return t
 
 
-def _misses_table(misses):
-    t = Table(show_edge=False, pad_edge=False)
-    for name in ("server", "placement", "tok/s", "overhead", "TTFT p99 ms", "TPOT p99 ms", "missed by"):
-        t.add_column(name)
-    for c in misses:
-        missed = ", ".join(
-            "does not fit: " + (c["problems"] or "") if k == "fits" else f"{k} {100 * v:.1f}%"
-            for k, v in c["missed"].items()
-        )
+def _compact_choices_table(choices, title):
+    """At 80 columns: the server folds inside its column; $/h and the per-GPU and per-user rates
+    (in the best line, the Pareto line and --json) are left out, so no figure is cut."""
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
+    t.add_column("server", overflow="fold", min_width=9)
+    t.add_column("tier", no_wrap=True)
+    for name in ("HBM\ncache\nGiB", "$/Mtok", "tok/s", "overhead", "TTFT\np99 ms", "TPOT\np99 ms"):
+        t.add_column(name, justify="right", no_wrap=True)
+    for c in choices:
         t.add_row(
             _layout(c),
-            _placement(c),
+            c["tier"],
+            f"{c['cache_GiB']:g}" if c.get("cache_GiB") else "-",
+            _f(c["usd_per_mtok"], ".3f"),
             _f(c["output_throughput"], ",.0f"),
-            _f(c["overhead_pct"], "+.2f"),
+            _f(c["overhead_pct"], "+.2f") + "%",
             _f(c["p99_ttft_ms"], ",.0f"),
             _f(c["p99_tpot_ms"], ",.1f"),
-            missed,
         )
+    return t
+
+
+# What each missed SLO compares: a row's figure, the bound's key in result.slos, unit, and how
+# the figure stands to the bound when missed.
+MISSED = {
+    "p99_ttft_ms": ("TTFT p99", "max_p99_ttft_ms", " ms", ">"),
+    "p99_tpot_ms": ("TPOT p99", "max_p99_tpot_ms", " ms", ">"),
+    "output_throughput": ("tok/s", "min_tok_s", "", "<"),
+    "overhead_pct": ("overhead", "max_overhead_pct", "%", ">"),
+}
+
+
+def _missed(c: dict, slos: dict) -> str:
+    """Each SLO a candidate missed, as its figure against the bound: "TTFT p99 3,395 ms > 500"."""
+    parts = []
+    for key in c["missed"]:
+        if key == "fits":
+            parts.append("does not fit: " + (c["problems"] or ""))
+            continue
+        label, bound, unit, sign = MISSED[key]
+        parts.append(f"{label} {c[key]:,.4g}{unit} {sign} {slos[bound]:,.4g}")
+    return "; ".join(parts)
+
+
+def _misses_table(misses, slos: dict, narrow: bool):
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
+    t.add_column("server", overflow="fold", min_width=9)
+    t.add_column("placement", overflow="fold")
+    names = ("tok/s", "overhead") if narrow else ("tok/s", "overhead", "TTFT p99 ms", "TPOT p99 ms")
+    for name in names:
+        t.add_column(name, justify="right", no_wrap=True)
+    t.add_column("missed", overflow="fold", min_width=16)
+    for c in misses:
+        figures = [_f(c["output_throughput"], ",.0f"), _f(c["overhead_pct"], "+.2f") + "%"]
+        if not narrow:
+            figures += [_f(c["p99_ttft_ms"], ",.0f"), _f(c["p99_tpot_ms"], ",.1f")]
+        t.add_row(_layout(c), _placement(c), *figures, _missed(c, slos))
     return t
 
 
