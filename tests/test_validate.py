@@ -363,12 +363,14 @@ def test_tiny_validation_end_to_end(tmp_path):
 def test_budget_must_be_positive(capsys):
     from engramsim.cli import main
 
-    for bad in ("0", "-5", "nan"):
+    for bad in ("0", "-5", "nan", "1e30"):
         with pytest.raises(SystemExit) as e:
             main(["validate", "--tiny", "--budget-s", bad])
         assert e.value.code == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("error: --budget-s must be a positive") and "\n" not in err
+        assert (
+            err.startswith("error: Invalid value for '--budget-s': must be a number in (0, 604800]") and "\n" not in err
+        )
 
 
 def test_every_placement_maps_to_a_simulator_tier():
