@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import click
+
 from engramsim.errors import UserError
+
+
+def executor_option(what: str):
+    """--executor of the commands that run many simulations (sweep, plan)."""
+    from engramsim.sweep.executors import EXECUTORS
+
+    return click.option(
+        "--executor",
+        type=click.Choice(EXECUTORS),
+        default="local",
+        show_default=True,
+        help=f"Run {what} in local processes or as Ray tasks.",
+    )
 
 
 def no_repeats(flag: str, values) -> None:

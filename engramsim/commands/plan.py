@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from engramsim.commands.common import no_repeats
+from engramsim.commands.common import executor_option, no_repeats
 from engramsim.commands.numbers import (
     HBM_GIB_MAX,
     MAX_CONTEXT,
@@ -24,7 +24,7 @@ from engramsim.prices import load_prices
 from engramsim.report.progress import ProgressBar
 from engramsim.sim.tiers import DEFAULT_TIERS, TIERS
 from engramsim.sim.work import DEFAULT_MAX_STEPS
-from engramsim.sweep.executors import EXECUTORS, default_workers
+from engramsim.sweep.executors import default_workers
 
 
 @click.command(name="plan")
@@ -108,13 +108,7 @@ from engramsim.sweep.executors import EXECUTORS, default_workers
     help="Skip (as a row that says so) a candidate whose run is estimated to need more engine steps.",
 )
 @click.option("--workers", type=whole(1, MAX_WORKERS), help="Worker processes. Default: this machine's cores.")
-@click.option(
-    "--executor",
-    type=click.Choice(EXECUTORS),
-    default="local",
-    show_default=True,
-    help="Run the candidates' simulations in local processes or as Ray tasks.",
-)
+@executor_option("the candidates' simulations")
 @click.option(
     "--ray-address",
     metavar="HOST:PORT",

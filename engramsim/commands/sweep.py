@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
+from engramsim.commands.common import executor_option
 from engramsim.commands.numbers import MAX_WORKERS, number, whole
 from engramsim.errors import UserError
 from engramsim.fileio import dumps_json
 from engramsim.report.progress import ProgressBar
 from engramsim.sim.work import DEFAULT_MAX_STEPS
 from engramsim.sweep import load_grid, run_sweep
-from engramsim.sweep.executors import EXECUTORS, default_workers
+from engramsim.sweep.executors import default_workers
 from engramsim.sweep.output import check_path
 
 
@@ -28,13 +29,7 @@ from engramsim.sweep.output import check_path
     type=whole(1, MAX_WORKERS),
     help="Worker processes (Ray: CPUs of a local cluster). Default: this machine's cores.",
 )
-@click.option(
-    "--executor",
-    type=click.Choice(EXECUTORS),
-    default="local",
-    show_default=True,
-    help="Run tasks in local processes or as Ray tasks.",
-)
+@executor_option("tasks")
 @click.option(
     "--ray-address", help="Ray cluster to join (host:port, ray://host:port or auto). Default: start a local one."
 )
