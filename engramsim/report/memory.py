@@ -121,6 +121,8 @@ class MemoryReport:
             for plan, r in zip(self.plans, rows):
                 yield Text(f"tier {plan.tier}", style="bold")
                 yield key_values(r, key_style="")
+        context = f"{self.plans[0].context_tokens:,}"
+        yield Text(f"max conc.: sequences of {context} tokens whose KV cache fits at once", style="dim")
         problems = [(plan.tier, problem) for plan in self.plans for problem in plan.problems]
         if problems:
             yield key_values(problems, key_style="bold red")
