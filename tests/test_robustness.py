@@ -263,3 +263,18 @@ def test_a_plan_reads_at_80_columns_without_cut_figures(feasible):
         assert ["0.143", "47,912", "+1.13%", "3,395", "42.1"] == row.split()[-5:]
     else:
         assert "TTFT p99 3,395 ms" in text and "> 500" in text  # the figure against its bound
+
+
+def test_presets_read_at_80_columns_with_whole_names_and_no_dropped_column(monkeypatch):
+    from engramsim.presets import preset_names
+
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli("presets")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout
+    names = {line.split()[0] for line in lines if line.strip()}
+    for kind in ("hardware", "model", "engine", "workload"):
+        assert set(preset_names(kind)) <= names
+    engines = result.stdout.split("Engines (engines/)", 1)[1].split("Workloads", 1)[0]
+    assert "copies" in engines and engines.count("per-replica") == len(preset_names("engine"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -11,6 +12,7 @@ from engramsim.fileio import dumps_json
 from engramsim.hardware import load_hardware
 from engramsim.model import load_model
 from engramsim.presets import preset_names
+from engramsim.report.width import COMPACT_WIDTH
 from engramsim.units import GB, GiB
 from engramsim.workload import load_workload
 
@@ -94,18 +96,32 @@ def workload_rows() -> list[dict]:
     ]
 
 
-def _table(title: str, rows: list[dict], columns: list[tuple[str, str]]) -> Table:
-    t = Table(title=title, title_justify="left", header_style="bold")
-    for _, label in columns:
-        t.add_column(label)
+# Columns shown only on a console wider than 80 (`presets --json` holds every field).
+WIDE_ONLY = {"gpu", "link", "block_size_tokens", "engram_fetch_start"}
+
+
+def _table(title: str, rows: list[dict], columns: list[tuple[str, str]], narrow: bool = False) -> Table:
+    """Names whole (they are what `simulate` takes), numbers whole and right-aligned, text that
+    folds inside its column, two-line headers: the tables read at 80 columns."""
+    t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = [(key, label) for key, label in columns if not (narrow and key in WIDE_ONLY)]
+    for key, label in columns:
+        numeric = all(isinstance(row[key], (int, float)) or row[key] is None for row in rows)
+        if key == "name":
+            t.add_column(label, no_wrap=True)
+        elif numeric:
+            t.add_column(label, justify="right", no_wrap=True)
+        else:  # wraps between words, never inside one
+            longest_word = max(len(word) for row in rows for word in _fmt(row[key]).split())
+            t.add_column(label, overflow="fold", min_width=min(longest_word, 14))
     for row in rows:
         t.add_row(*[_fmt(row[key]) for key, _ in columns])
     return t
 
 
 def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:,.1f}"
+    if isinstance(v, float):  # three significant figures at least, no decimals past 100
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
     if isinstance(v, list):
         return "-".join(map(str, v)) if v else "-"
     return "-" if v is None else str(v)
@@ -124,6 +140,7 @@ def command(as_json):
         click.echo(dumps_json(data))
         return
     console = Console()
+    narrow = console.width <= COMPACT_WIDTH
     console.print(
         _table(
             "Hardware (hwmodels/)",
@@ -131,15 +148,16 @@ def command(as_json):
             [
                 ("name", "name"),
                 ("gpu", "GPU"),
-                ("gpus_per_host", "GPUs/host"),
-                ("bf16_tflops", "BF16 TFLOPS"),
-                ("hbm_GiB", "HBM GiB"),
-                ("hbm_GBps", "HBM GB/s"),
-                ("link", "host link"),
-                ("h2d_GBps", "H2D GB/s"),
-                ("dram_GiB", "DRAM GiB"),
-                ("dram_GBps", "DRAM GB/s"),
+                ("gpus_per_host", "GPUs/\nhost"),
+                ("bf16_tflops", "BF16\nTFLOPS"),
+                ("hbm_GiB", "HBM\nGiB"),
+                ("hbm_GBps", "HBM\nGB/s"),
+                ("link", "host\nlink"),
+                ("h2d_GBps", "H2D\nGB/s"),
+                ("dram_GiB", "DRAM\nGiB"),
+                ("dram_GBps", "DRAM\nGB/s"),
             ],
+            narrow,
         )
     )
     console.print(
@@ -148,12 +166,13 @@ def command(as_json):
             data["models"],
             [
                 ("name", "name"),
-                ("backbone_params_B", "backbone B params"),
-                ("engram_layers", "Engram layers"),
-                ("rows_per_token_per_layer", "rows/token/layer"),
-                ("row_bytes", "row B"),
-                ("table_GB", "tables GB"),
+                ("backbone_params_B", "backbone\nparams (B)"),
+                ("engram_layers", "Engram\nlayers"),
+                ("rows_per_token_per_layer", "rows per\ntoken, layer"),
+                ("row_bytes", "row\nbytes"),
+                ("table_GB", "tables\nGB"),
             ],
+            narrow,
         )
     )
     console.print(
@@ -163,13 +182,14 @@ def command(as_json):
             [
                 ("name", "name"),
                 ("scheduling", "scheduling"),
-                ("max_num_seqs", "max seqs"),
-                ("max_num_batched_tokens", "batched tokens"),
-                ("block_size_tokens", "block"),
-                ("memory_utilization", "mem util"),
-                ("engram_fetch_start", "Engram fetch"),
-                ("host_copies", "host copies"),
+                ("max_num_seqs", "max\nseqs"),
+                ("max_num_batched_tokens", "batched\ntokens"),
+                ("block_size_tokens", "block\ntokens"),
+                ("memory_utilization", "memory\nutil."),
+                ("engram_fetch_start", "Engram\nfetch at"),
+                ("host_copies", "host\ncopies"),
             ],
+            narrow,
         )
     )
     console.print(
@@ -184,5 +204,6 @@ def command(as_json):
                 ("input_len", "input"),
                 ("output_len", "output"),
             ],
+            narrow,
         )
     )
