@@ -107,28 +107,40 @@ class OneboxReport:
     def __rich_console__(self, console, options):
         from rich.table import Table
 
+        from rich import box
+
+        # Each case is a bold row of its own (its name folds across the arm column), its arms
+        # below it: the table reads at 80 columns and wider alike.
         t = Table(
             title="One-box checks: predicted vs measured decode tok/s (no per-case tuning)",
             title_justify="left",
             header_style="bold",
+            box=box.SIMPLE_HEAD,
         )
-        for col in ("case", "arm", "tier", "measured", "predicted", "pred/meas", "direction", "within 2x"):
-            t.add_column(col, justify="left" if col in ("case", "arm", "tier") else "right")
+        t.add_column("case / arm", overflow="fold", min_width=16)
+        t.add_column("tier", no_wrap=True)
+        for col in ("meas.\ntok/s", "pred.\ntok/s", "pred/\nmeas", "sign", "within\n2x"):
+            t.add_column(col, justify="right", no_wrap=True)
         for c in self.cases:
-            for i, a in enumerate(c.arms):
+            verdicts = ("right" if c.direction_right else "WRONG", "yes" if c.within_2x else "NO")
+            t.add_row(c.name, "", "", "", "", *verdicts, style="bold")
+            for a in c.arms:
                 t.add_row(
-                    c.name if i == 0 else "",
-                    a.name,
+                    f"  {a.name}",
                     a.tier,
                     f"{a.measured_tok_s:.2f}",
                     f"{a.predicted_tok_s:.2f}",
                     "fit" if a.fit else f"{a.ratio:.2f}",
-                    ("yes" if c.direction_right else "NO") if i == 0 else "",
-                    ("yes" if c.within_2x else "NO") if i == 0 else "",
+                    "",
+                    "",
                 )
         yield t
+        from rich.padding import Padding
+        from rich.text import Text
+
         for c in self.cases:
-            yield f"  {c.name}: {c.source}" + (f"; {c.note}" if c.note else "")
+            yield Text(c.name, style="bold")
+            yield Padding(c.source + (f"; {c.note}" if c.note else ""), (0, 0, 0, 2))
 
 
 def run_case(path: Path) -> CaseResult:

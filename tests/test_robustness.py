@@ -278,3 +278,16 @@ def test_presets_read_at_80_columns_with_whole_names_and_no_dropped_column(monke
         assert set(preset_names(kind)) <= names
     engines = result.stdout.split("Engines (engines/)", 1)[1].split("Workloads", 1)[0]
     assert "copies" in engines and engines.count("per-replica") == len(preset_names("engine"))
+
+
+def test_onebox_reads_at_80_columns_with_every_figure_whole(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli("onebox")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout
+    data = json.loads(run_cli("onebox", "--json").stdout)
+    for case in data["cases"]:
+        for arm in case["arms"]:
+            row = next(line for line in lines if f"{arm['measured_tok_s']:.2f}" in line.split())
+            assert f"{arm['predicted_tok_s']:.2f}" in row.split()
