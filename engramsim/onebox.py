@@ -105,9 +105,8 @@ class OneboxReport:
         return {"cases": [c.to_dict() for c in self.cases]}
 
     def __rich_console__(self, console, options):
-        from rich.table import Table
-
         from rich import box
+        from rich.table import Table
 
         # Each case is a bold row of its own (its name folds across the arm column), its arms
         # below it: the table reads at 80 columns and wider alike.
