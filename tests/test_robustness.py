@@ -291,3 +291,13 @@ def test_onebox_reads_at_80_columns_with_every_figure_whole(monkeypatch):
         for arm in case["arms"]:
             row = next(line for line in lines if f"{arm['measured_tok_s']:.2f}" in line.split())
             assert f"{arm['predicted_tok_s']:.2f}" in row.split()
+
+
+def test_a_gpu_benchmark_without_a_gpu_is_an_error_not_an_empty_profile(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has the GPU the benchmark needs")
+    out = tmp_path / "p.json"
+    result = run_cli("profile", "--only", "hbm_gather", "--quick", "--out", out)
+    assert_one_line_error(result, "--only hbm_gather needs a CUDA device")
+    assert not out.exists()

@@ -56,7 +56,12 @@ def load_stats(path: str | Path) -> TraceStats:
     except UserError:
         raise
     except Exception as e:  # not a zip, not our keys, bad JSON: one line, no traceback
-        raise UserError(f"{path}: not an engramsim trace file ({type(e).__name__}: {str(e)[:100]})") from None
+        # numpy's own words for a text file ("pickled data ... load it unsafely") would invite
+        # a user to unpickle it; say what an engramsim trace is instead.
+        raise UserError(
+            f"{path}: not an engramsim trace file (expected the .npz `engramsim trace --save` writes; "
+            f"{type(e).__name__})"
+        ) from None
     return TraceStats(
         geometry=meta["geometry"],
         compressed_vocab_size=meta["compressed_vocab_size"],

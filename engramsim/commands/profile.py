@@ -51,8 +51,11 @@ def command(ctx, quick, only, out, scratch, seed):
     names = _names(only)
     if only and not names:  # `--only ""` would otherwise select every benchmark
         raise UserError("--only names no benchmark (give e.g. --only dram_gather,memcpy)")
-    import_torch()  # fail with one line before any progress bar is drawn
+    torch = import_torch()  # fail with one line before any progress bar is drawn
     benchmarks = select(names)
+    if names and all(b.needs_gpu for b in benchmarks) and not torch.cuda.is_available():
+        # missing hardware: a profile of nothing but skips would be written as if measured
+        raise UserError(f"--only {','.join(names)} needs a CUDA device, and torch sees none")
     if scratch is not None and "ssd_read" not in {b.name for b in benchmarks}:
         click.echo("warning: --scratch does nothing without the ssd_read benchmark; ignored", err=True)
     scratch = check_output_dir(scratch or Path(tempfile.gettempdir()), "--scratch")
