@@ -5,6 +5,7 @@ a review found has a test here: one line on stderr, exit 2, nothing on stdout.""
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import click
@@ -250,9 +251,10 @@ def test_a_plan_reads_at_80_columns_without_cut_figures(feasible):
     slos = {"max_p99_ttft_ms": 500.0, "max_p99_tpot_ms": None, "min_tok_s": None, "max_overhead_pct": 3.0}
     choice = plan_choice()
     miss = plan_choice(missed={"p99_ttft_ms": 5.79})
+    unfit = plan_choice(missed={"fits": math.inf}, problems="does not fit", overhead_pct=None, output_throughput=None)
     result = PlanResult(
         "dense-4b-engram100b", "fixed", "cloud-2026 (2026-05)", slos,
-        [choice] if feasible else [], [choice] if feasible else [], [], [] if feasible else [miss], 1,
+        [choice] if feasible else [], [choice] if feasible else [], [], [] if feasible else [miss, unfit], 1,
     )  # fmt: skip
     out = StringIO()
     Console(file=out, width=80, color_system=None).print(result)
@@ -263,6 +265,7 @@ def test_a_plan_reads_at_80_columns_without_cut_figures(feasible):
         assert ["0.143", "47,912", "+1.13%", "3,395", "42.1"] == row.split()[-5:]
     else:
         assert "TTFT p99 3,395 ms" in text and "> 500" in text  # the figure against its bound
+        assert "-%" not in text
 
 
 def test_presets_read_at_80_columns_with_whole_names_and_no_dropped_column(monkeypatch):

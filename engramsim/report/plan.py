@@ -15,6 +15,10 @@ def _f(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:+.2f}%"
+
+
 def _layout(c: dict) -> str:
     return (
         f"{c['hw']} x{c['gpus']} TP{c['tp']}"
@@ -83,7 +87,7 @@ def _choices_table(choices, title):
             _f(c["output_throughput"], ",.0f"),
             _f(c["tok_s_per_gpu"], ",.0f"),
             _f(c["tok_s_per_user"], ",.1f"),
-            _f(c["overhead_pct"], "+.2f") + "%",
+            _pct(c["overhead_pct"]),
             _f(c["p99_ttft_ms"], ",.0f"),
             _f(c["p99_tpot_ms"], ",.1f"),
         )
@@ -105,7 +109,7 @@ def _compact_choices_table(choices, title):
             f"{c['cache_GiB']:g}" if c.get("cache_GiB") else "-",
             _f(c["usd_per_mtok"], ".3f"),
             _f(c["output_throughput"], ",.0f"),
-            _f(c["overhead_pct"], "+.2f") + "%",
+            _pct(c["overhead_pct"]),
             _f(c["p99_ttft_ms"], ",.0f"),
             _f(c["p99_tpot_ms"], ",.1f"),
         )
@@ -143,7 +147,7 @@ def _misses_table(misses, slos: dict, narrow: bool):
         t.add_column(name, justify="right", no_wrap=True)
     t.add_column("missed", overflow="fold", min_width=16)
     for c in misses:
-        figures = [_f(c["output_throughput"], ",.0f"), _f(c["overhead_pct"], "+.2f") + "%"]
+        figures = [_f(c["output_throughput"], ",.0f"), _pct(c["overhead_pct"])]
         if not narrow:
             figures += [_f(c["p99_ttft_ms"], ",.0f"), _f(c["p99_tpot_ms"], ",.1f")]
         t.add_row(_layout(c), _placement(c), *figures, _missed(c, slos))
@@ -165,7 +169,7 @@ def _largest_table(rows):
             _layout({**r, "dp": 1}),
             _f(r["table_GiB"], ",.1f"),
             _f(r["scale"], ".3g"),
-            _f(r["overhead_pct"], "+.2f") + ("%" if r["overhead_pct"] is not None else ""),
+            _pct(r["overhead_pct"]),
             r["limited_by"],
         )
     return t
