@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from rich import box
 from rich.console import Console, Group
@@ -11,6 +9,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from engramsim.fileio import dumps_json
 from engramsim.published import check_paths, run_check
 
 
@@ -35,7 +34,7 @@ def command(files, as_json):
             status.update(f"simulating {path.name}...")
             results.append(run_check(path))
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        click.echo(dumps_json([r.to_dict() for r in results]))
         return
     console.print(_table(results))
     console.print(_notes(results))

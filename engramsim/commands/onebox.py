@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from rich.console import Console
 
+from engramsim.fileio import dumps_json
 from engramsim.onebox import fit_all, run_checks
 
 
@@ -31,7 +30,7 @@ def command(fit, as_json):
     if fit:
         machine, *engines = fit_all()
         if as_json:
-            click.echo(json.dumps([machine, *engines], indent=2))
+            click.echo(dumps_json([machine, *engines]))
             return
         click.echo(
             f"step_overhead_us = {machine['step_overhead_us']:.0f}  (hwmodels/apple-m3-ultra.toml [gpu]; "
@@ -46,6 +45,6 @@ def command(fit, as_json):
     with console.status("simulating the one-box checks..."):
         report = run_checks()
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(dumps_json(report.to_dict()))
         return
     console.print(report)
