@@ -304,3 +304,12 @@ def test_a_gpu_benchmark_without_a_gpu_is_an_error_not_an_empty_profile(tmp_path
     result = run_cli("profile", "--only", "hbm_gather", "--quick", "--out", out)
     assert_one_line_error(result, "--only hbm_gather needs a CUDA device")
     assert not out.exists()
+
+
+def test_memory_says_what_would_make_room_when_the_weights_fit_no_rank(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli("memory", "--tier", "none")  # DeepSeek-V4.1-Flash on one H200
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "nothing fits: the weights alone take 285.2 GiB per rank of 126.4 usable" in text
+    assert "nothing fits" not in run_cli("memory", "--tier", "none", "--tp", "8").stdout

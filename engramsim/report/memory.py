@@ -81,6 +81,17 @@ class MemoryReport:
         for plan in self.plans:
             for problem in plan.problems:
                 yield f"[red]{plan.tier}[/]: {problem}"
+        yield from self._hint()
+
+    def _hint(self):
+        """When the weights alone overflow every rank, say what would make room."""
+        plan = self.plans[0]
+        if not any(p.fits for p in self.plans) and plan.per_rank_GiB["weights"] > plan.usable_GiB:
+            yield Text(
+                f"nothing fits: the weights alone take {plan.per_rank_GiB['weights']:.1f} GiB per rank of "
+                f"{plan.usable_GiB:.1f} usable; divide them over more ranks (--tp, --ep with --dp) or GPUs",
+                style="yellow",
+            )
 
     def _rows(self, plan: MemoryPlan) -> list[tuple[str, str]]:
         """(label, value) of one plan, in the order of the full table."""
@@ -126,6 +137,7 @@ class MemoryReport:
         problems = [(plan.tier, problem) for plan in self.plans for problem in plan.problems]
         if problems:
             yield key_values(problems, key_style="bold red")
+        yield from self._hint()
 
 
 def memory_report(
