@@ -311,5 +311,8 @@ def test_memory_says_what_would_make_room_when_the_weights_fit_no_rank(monkeypat
     result = run_cli("memory", "--tier", "none")  # DeepSeek-V4.1-Flash on one H200
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
-    assert "nothing fits: the weights alone take 285.2 GiB per rank of 126.4 usable" in text
+    plan = json.loads(run_cli("memory", "--tier", "none", "--json").stdout)["plans"][0]
+    weights, usable = plan["per_rank_GiB"]["weights"], plan["usable_GiB"]
+    assert weights > usable
+    assert f"nothing fits: the weights alone take {weights:.1f} GiB per rank of {usable:.1f} usable" in text
     assert "nothing fits" not in run_cli("memory", "--tier", "none", "--tp", "8").stdout
