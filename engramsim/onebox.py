@@ -105,17 +105,11 @@ class OneboxReport:
         return {"cases": [c.to_dict() for c in self.cases]}
 
     def __rich_console__(self, console, options):
-        from rich import box
-        from rich.table import Table
+        from engramsim.report.width import narrow_table
 
         # Each case is a bold row of its own (its name folds across the arm column), its arms
         # below it: the table reads at 80 columns and wider alike.
-        t = Table(
-            title="One-box checks: predicted vs measured decode tok/s (no per-case tuning)",
-            title_justify="left",
-            header_style="bold",
-            box=box.SIMPLE_HEAD,
-        )
+        t = narrow_table("One-box checks: predicted vs measured decode tok/s (no per-case tuning)")
         t.add_column("case / arm", overflow="fold", min_width=16)
         t.add_column("tier", no_wrap=True)
         for col in ("meas.\ntok/s", "pred.\ntok/s", "pred/\nmeas", "sign", "within\n2x"):

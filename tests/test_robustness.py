@@ -28,6 +28,16 @@ def assert_one_line_error(result, *needles):
         assert needle in result.stderr, result.stderr
 
 
+def lines_at_80(monkeypatch, *argv) -> list[str]:
+    """The command's output at 80 columns, held to them: no line wider, no figure cut to '…'."""
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli(*argv)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout
+    return lines
+
+
 def with_key(text: str, key: str, value: str) -> str:
     new, n = re.subn(rf"^{re.escape(key)} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
     assert n == 1, key
@@ -205,13 +215,7 @@ def test_every_help_fits_80_columns_and_explains_every_option(argv, monkeypatch)
 
 
 def test_checks_read_at_80_columns_with_whole_names(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "80")
-    check = ROOT / "checks" / "mooncake-4065-local-1k-c1.toml"
-    result = run_cli("checks", check)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 80
-    assert "…" not in result.stdout
+    lines = lines_at_80(monkeypatch, "checks", ROOT / "checks" / "mooncake-4065-local-1k-c1.toml")
     assert "mooncake-4065-local-1k-c1" in lines  # its note heading, whole
     row = next(line for line in lines if line.strip().startswith("mooncake-4065-"))
     assert "-0.40%" in row.split()  # the measured change, in the row of the (folded) name
@@ -271,24 +275,16 @@ def test_a_plan_reads_at_80_columns_without_cut_figures(feasible):
 def test_presets_read_at_80_columns_with_whole_names_and_no_dropped_column(monkeypatch):
     from engramsim.presets import preset_names
 
-    monkeypatch.setenv("COLUMNS", "80")
-    result = run_cli("presets")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout
+    lines = lines_at_80(monkeypatch, "presets")
     names = {line.split()[0] for line in lines if line.strip()}
     for kind in ("hardware", "model", "engine", "workload"):
         assert set(preset_names(kind)) <= names
-    engines = result.stdout.split("Engines (engines/)", 1)[1].split("Workloads", 1)[0]
+    engines = "\n".join(lines).split("Engines (engines/)", 1)[1].split("Workloads", 1)[0]
     assert "copies" in engines and engines.count("per-replica") == len(preset_names("engine"))
 
 
 def test_onebox_reads_at_80_columns_with_every_figure_whole(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "80")
-    result = run_cli("onebox")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout
+    lines = lines_at_80(monkeypatch, "onebox")
     data = json.loads(run_cli("onebox", "--json").stdout)
     for case in data["cases"]:
         for arm in case["arms"]:

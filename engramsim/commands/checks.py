@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich import box
 from rich.console import Console, Group
 from rich.padding import Padding
 from rich.table import Table
@@ -11,6 +10,7 @@ from rich.text import Text
 
 from engramsim.fileio import dumps_json
 from engramsim.published import check_paths, run_check
+from engramsim.report.width import narrow_table
 
 
 @click.command(name="checks")
@@ -43,12 +43,7 @@ def command(files, as_json):
 def _table(results) -> Table:
     """Names fold rather than truncate, and headers are short, so the table reads at 80 columns.
     A negative pred/meas is a change predicted in the wrong direction."""
-    t = Table(
-        title="Published measurements: predicted vs measured change",
-        title_justify="left",
-        header_style="bold",
-        box=box.SIMPLE_HEAD,
-    )
+    t = narrow_table("Published measurements: predicted vs measured change")
     t.add_column("check", overflow="fold", min_width=14)
     for col in (
         "pred.\nchange",

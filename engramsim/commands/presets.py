@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -12,7 +11,7 @@ from engramsim.fileio import dumps_json
 from engramsim.hardware import load_hardware
 from engramsim.model import load_model
 from engramsim.presets import preset_names
-from engramsim.report.width import COMPACT_WIDTH
+from engramsim.report.width import COMPACT_WIDTH, narrow_table
 from engramsim.units import GB, GiB
 from engramsim.workload import load_workload
 
@@ -103,7 +102,7 @@ WIDE_ONLY = {"gpu", "link", "block_size_tokens", "engram_fetch_start"}
 def _table(title: str, rows: list[dict], columns: list[tuple[str, str]], narrow: bool = False) -> Table:
     """Names whole (they are what `simulate` takes), numbers whole and right-aligned, text that
     folds inside its column, two-line headers: the tables read at 80 columns."""
-    t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    t = narrow_table(title, pad_edge=False)
     columns = [(key, label) for key, label in columns if not (narrow and key in WIDE_ONLY)]
     for key, label in columns:
         numeric = all(isinstance(row[key], (int, float)) or row[key] is None for row in rows)

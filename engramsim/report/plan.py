@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from engramsim.report.width import compact
+from engramsim.report.width import compact, narrow_table
 
 SHOWN = 15
 
@@ -97,7 +96,7 @@ def _choices_table(choices, title):
 def _compact_choices_table(choices, title):
     """At 80 columns: the server folds inside its column; $/h and the per-GPU and per-user rates
     (in the best line, the Pareto line and --json) are left out, so no figure is cut."""
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
+    t = narrow_table(title, pad_edge=False)
     t.add_column("server", overflow="fold", min_width=9)
     t.add_column("tier", no_wrap=True)
     for name in ("HBM\ncache\nGiB", "$/Mtok", "tok/s", "overhead", "TTFT\np99 ms", "TPOT\np99 ms"):
@@ -139,7 +138,7 @@ def _missed(c: dict, slos: dict) -> str:
 
 
 def _misses_table(misses, slos: dict, narrow: bool):
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
+    t = narrow_table(pad_edge=False)
     t.add_column("server", overflow="fold", min_width=9)
     t.add_column("placement", overflow="fold")
     names = ("tok/s", "overhead") if narrow else ("tok/s", "overhead", "TTFT p99 ms", "TPOT p99 ms")
