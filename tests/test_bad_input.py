@@ -312,11 +312,20 @@ def test_max_steps_lifts_the_limit(tmp_path):
         (["--tier", "dram-copy", "--ssd-dram-cache-gib", "8"], "--ssd-dram-cache-gib does nothing without --tier ssd"),
         (["--tier", "hbm", "--hbm-cache-gib", "1"], "--hbm-cache-gib does nothing without --tier an off-GPU tier"),
         (["--tier", "dram-uva", "--cxl", "cxl-pool"], "--cxl does nothing without --tier cxl-uva or cxl-copy"),
+        (
+            ["--hw", "rtx-pro-6000", "--tier", "dram-copy", "--numa", "node0", "--gather-socket", "remote"],
+            "--numa and --gather-socket do nothing on rtx-pro-6000, a host with one NUMA node",
+        ),
     ],
 )
 def test_flags_that_do_nothing_warn_in_one_line(tmp_path, argv, warning):
     code, err = run_cli(["simulate", "--workload", workload_file(tmp_path), *argv])
     assert code == 0 and err == f"warning: {warning}; ignored\n"
+
+
+def test_numa_flags_on_a_two_socket_host_say_nothing(tmp_path):
+    argv = ["simulate", "--workload", workload_file(tmp_path), "--hw", "h800", "--tier", "dram-copy"]
+    assert run_cli([*argv, "--numa", "node0", "--gather-socket", "remote"]) == (0, "")
 
 
 @pytest.mark.parametrize(

@@ -364,6 +364,7 @@ def command(
         max_model_len=settings.max_model_len or 0,
         cold_start=cold_start(model, trace_path) if cache_start == "cold" else None,
     )
+    _warn_numa_without_sockets(hw)
     topology = dict(numa=numa, gather_socket=gather_socket, rdma_path=rdma_path)
     placements = _placements(tiers, cache_gib or (0.0,), dram_cache_gib or (0.0,), ssd_dram_hit or 0.0, topology)
     placements = [
@@ -405,6 +406,22 @@ def _check_flags(tiers, cache_gib, dram_cache_gib, ssd_dram_hit, cxl_part):
     ]
     for flag, needs in ignored:
         click.echo(f"warning: {flag} does nothing without --tier {needs}; ignored", err=True)
+
+
+def _warn_numa_without_sockets(hw) -> None:
+    """--numa and --gather-socket choose between sockets: given on a one-socket host they
+    change nothing, which the user should hear (their defaults are silent)."""
+    ctx = click.get_current_context()
+    given = [f"--{p.replace('_', '-')}" for p in ("numa", "gather_socket") if _given(ctx, p)]
+    if given and hw.host.numa_nodes < 2:
+        verb = "does" if len(given) == 1 else "do"
+        click.echo(
+            f"warning: {' and '.join(given)} {verb} nothing on {hw.name}, a host with one NUMA node; ignored", err=True
+        )
+
+
+def _given(ctx: click.Context, param: str) -> bool:
+    return ctx.get_parameter_source(param) not in (None, click.core.ParameterSource.DEFAULT)
 
 
 def _tiers_use(tiers, needs: str) -> bool:
