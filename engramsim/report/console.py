@@ -94,8 +94,19 @@ def placement_table(report) -> Table:
     return t
 
 
+# The units of the resource rows that are not self-evident (GB is).
+UNIT_MEANINGS = {"thread-s": "thread-s = seconds of one CPU thread", "Mops": "Mops = millions of I/O operations"}
+
+
+def units_legend(report) -> str | None:
+    units = {row["unit"] for r in report.runs if r.fits for row in r.resources.values()}
+    meanings = [text for unit, text in UNIT_MEANINGS.items() if unit in units]
+    return "; ".join(meanings) if meanings else None
+
+
 def resource_table(report) -> Table:
     t = Table(title="Shared resources: moved / mean utilisation", title_justify="left", header_style="bold")
+    t.caption, t.caption_justify = units_legend(report), "left"
     kinds = sorted({k for r in report.runs for k in r.resources})
     t.add_column("tier")
     for kind in kinds:
@@ -182,3 +193,5 @@ def render_compact(report):
     if moved:
         yield Text("Shared resources: moved, mean utilisation", style="bold")
         yield key_values(moved, key_style="")
+        if units_legend(report):
+            yield Text(units_legend(report), style="dim")
