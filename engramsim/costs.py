@@ -201,19 +201,48 @@ def routed_read_bytes(bb: Backbone, tokens: int, tp: int, ep: int = 1) -> float:
     return touched * bb.expert_params * bb.expert_bytes_per_param * tp / ep
 
 
+def ring_allgather_s(gpu: GPU, ranks: int, nbytes_per_rank: float, what: str) -> float:
+    """A ring all-gather (or reduce-scatter: the same traffic) over `ranks` GPUs: each rank
+    receives the other ranks' `nbytes_per_rank` over NVLink after a fixed latency
+    (`allreduce_latency_us`, NCCL's small-message floor). 0 for one rank."""
+    if ranks <= 1:
+        return 0.0
+    if gpu.nvlink_Bps <= 0:
+        raise UserError(f"{gpu.name}: {what} needs nvlink_GBps in the hardware preset")
+    return gpu.allreduce_latency_s + (ranks - 1) * nbytes_per_rank / gpu.nvlink_Bps
+
+
 def ep_exchange_s(gpu: GPU, tokens: int, hidden: int, tp: int, ep: int) -> float:
     """Token exchange of one MoE layer across `ep` // `tp` data-parallel replicas of an expert
     group, as vLLM's default all-to-all (`AgRsAll2AllManager`): an all-gather of every rank's
     bf16 hidden states before the experts and a reduce-scatter of their outputs after, each a
-    ring collective that moves (ranks - 1) ranks' tokens per rank over NVLink after a fixed
-    latency (`allreduce_latency_us`, the same NCCL small-message floor). 0 without data
-    parallelism inside the expert group (TP-only EP reduces through the all-reduces)."""
+    ring collective over NVLink. 0 without data parallelism inside the expert group (TP-only
+    EP reduces through the all-reduces)."""
     ranks = ep // tp if ep > tp else 1
-    if ranks <= 1:
-        return 0.0
-    if gpu.nvlink_Bps <= 0:
-        raise UserError(f"{gpu.name}: expert parallelism needs nvlink_GBps in the hardware preset")
-    return 2 * (gpu.allreduce_latency_s + (ranks - 1) * tokens * hidden * 2 / gpu.nvlink_Bps)
+    return 2 * ring_allgather_s(gpu, ranks, tokens * hidden * 2, "expert parallelism")
+
+
+# vLLM's n-gram hash ids are int32 (the EDP tests' hash tensors, vllm-project/vllm-ascend #17134).
+HASH_ID_BYTES = 4
+
+
+def engram_dp_ids_s(gpu: GPU, tokens: int, layers: int, heads: int, dp: int) -> float:
+    """Engram DP sharding (vllm-project/vllm #56512, `gather_engram_hashes`): once per step,
+    before the decoder layers, the node-local Engram DP group of `dp` replicas all-gathers
+    every replica's n-gram ids for all Engram layers ("One gather feeds every layer sharing
+    the DP-split table"), each replica padded to the largest one's `tokens`."""
+    return ring_allgather_s(gpu, dp, tokens * layers * heads * HASH_ID_BYTES, "Engram DP sharding")
+
+
+def engram_dp_rows_s(gpu: GPU, tokens: int, heads: int, head_dim: int, tp: int, dp: int) -> float:
+    """Engram DP sharding's row exchange at one Engram layer (vllm-project/vllm #56512,
+    `_gather_engram_rows`, on the main stream once the layer's lookup is done): each rank looked
+    up its ceil(heads / (tp x dp)) heads for all dp x `tokens` gathered tokens, as bf16, and
+    all-gathers that block over the `dp` replicas, keeping its own tokens' rows. An all-gather,
+    not an all-to-all: each rank receives (dp - 1) whole blocks, dp times what it keeps."""
+    local_heads = math.ceil(heads / (tp * dp))
+    block_bytes = dp * tokens * local_heads * head_dim * 2
+    return ring_allgather_s(gpu, dp, block_bytes, "Engram DP sharding")
 
 
 def draft_s(gpu: GPU, bb: Backbone, seqs: int, spec_tokens: int, tp: int, layer_kernels: int = 0) -> float:

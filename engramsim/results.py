@@ -110,6 +110,7 @@ def engram_times(st) -> dict:
         "kernel fixed time": st.kernel_fixed_s,
         "stall": st.stall_s,
         "SM contention": st.sm_s,
+        "DP exchange": st.exchange_s,
     }
 
 

@@ -42,6 +42,7 @@ class StepStats:
     fusion_s: float = 0.0  # the module's GPU compute (and HBM gathers of cached rows)
     kernel_fixed_s: float = 0.0  # the module's kernels' fixed GPU time beyond their roofline
     sm_s: float = 0.0  # compute slowed by zero-copy gathers holding SMs
+    exchange_s: float = 0.0  # Engram DP sharding's all-gathers of ids and rows between replicas
     host_s: float = 0.0  # the engine's own host work that the GPU did not hide
     stall_by_layer_s: dict = field(default_factory=dict)  # Engram layer -> seconds waited for rows
 
@@ -90,6 +91,7 @@ class ServerSetup:
     io: IOPolicy = IOPolicy()
     cold_start: ColdStart | None = None  # None: hot-row caches start warm (steady-state hit rate)
     ep: int = 1  # expert-parallel ranks (ep > tp: data-parallel replicas exchange tokens per MoE layer)
+    engram_dp: int = 1  # replicas splitting one Engram table (engine `engram_dp_sharding`): they exchange ids and rows
 
 
 class Replica:
@@ -230,6 +232,10 @@ class Replica:
         s = self.setup
         bb = s.model.backbone
         pos, gpu_s = 0, 0.0
+        if rows is not None and s.engram_dp > 1:
+            ids = self._dp_exchange_s(shape.tokens, ids=True)
+            gpu_s += ids
+            yield self._compute(ids)
         for layer in self.engram_layers if rows is not None else ():
             window = comp.layers_s(bb, pos, layer)
             window_start = self.env.now
@@ -241,14 +247,29 @@ class Replica:
             hits = rows[layer].hbm_rows
             fusion = self._fusion_s(shape.tokens) + self._hbm_lookup_s(hits, shape.tokens)
             fixed = self.engram_fixed_s
+            exchange = self._dp_exchange_s(shape.tokens, ids=False) if s.engram_dp > 1 else 0.0
             self.stats.fusion_s += fusion
             self.stats.kernel_fixed_s += fixed
-            gpu_s += window + fusion + fixed
-            yield self._compute(fusion + fixed)
+            gpu_s += window + fusion + fixed + exchange
+            yield self._compute(fusion + fixed + exchange)
             pos = layer
         rest = comp.layers_s(bb, pos, bb.n_layers) + comp.head_s + draft_s
         yield self._compute(rest)
         return gpu_s + rest
+
+    def _dp_exchange_s(self, tokens: int, ids: bool) -> float:
+        """Engram DP sharding's collectives, in line on the main stream: the step's id gather
+        before the layers (`ids`) or one Engram layer's row gather. Every replica is taken to
+        carry this one's tokens (vLLM pads each to the largest)."""
+        s = self.setup
+        spec, gpu = s.model.engram, s.hw.gpu
+        if ids:
+            seconds = costs.engram_dp_ids_s(gpu, tokens, len(spec.layer_ids), spec.heads_per_layer, s.engram_dp)
+        else:
+            head_dim = spec.n_embed_per_ngram // spec.n_head_per_ngram
+            seconds = costs.engram_dp_rows_s(gpu, tokens, spec.heads_per_layer, head_dim, s.tp, s.engram_dp)
+        self.stats.exchange_s += seconds
+        return seconds
 
     def _host(self, seconds: float, hidden: float):
         """Host work of which `hidden` seconds ran while the GPU was busy (async scheduling)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from engramsim.capacity import Parallel, check_parallel, host_copies_per_node, plan_memory, with_socket_checks
+from engramsim.capacity import Parallel, check_parallel, engram_shard_ranks, host_copies_per_node, plan_memory, with_socket_checks
 from engramsim.engine import EngineSpec, load_engine
 from engramsim.errors import UserError
 from engramsim.hardware import Hardware
@@ -109,6 +109,11 @@ class Scenario:
         return with_socket_checks(
             plan, self.hw, self.model.engram.table_bytes, memory, placement.numa, self.replica_copies_per_node
         )
+
+    @property
+    def engram_dp(self) -> int:
+        """Replicas that split one Engram table between them (engine `engram_dp_sharding`)."""
+        return engram_shard_ranks(self.hw, self.engine_spec, self.parallel) // self.tp
 
     @property
     def replica_copies_per_node(self) -> int:
@@ -227,6 +232,7 @@ def _run(scenario: Scenario, placement: Placement | None, plan, requests, record
         io=scenario.io,
         cold_start=scenario.cold_start,
         ep=scenario.ep,
+        engram_dp=scenario.engram_dp,
     )
     return run_server(setup, requests, recorder, finished)
 
