@@ -58,7 +58,7 @@ def test_a_gpu_without_nvlink_cannot_shard_over_replicas():
 
 
 def _exchange(sharded: bool, gpus: int):
-    engine = replace(load_engine("vllm"), engram_dp_sharding=sharded)
+    engine = replace(load_engine("vllm"), engram_dp_sharding=sharded, host_copies="per-replica")
     return simulate(scenario(tiny_workload(), gpus=gpus, engine=engine), [Placement("dram-copy")]).runs[0]
 
 
@@ -68,3 +68,16 @@ def test_the_simulator_times_the_exchange_only_when_sharding_over_several_replic
     assert one_replica.engram_time_s["DP exchange"] == 0.0
     assert sharded.engram_time_s["DP exchange"] > 0.0
     assert sharded.makespan_s > plain.makespan_s
+
+
+def test_a_host_table_the_replicas_share_is_not_exchanged():
+    # vLLM's dp_shared_memory (host_copies per-node) sets the Engram DP size to 1: each replica
+    # reads its own tokens' rows from the shared copy.
+    engine = replace(load_engine("vllm"), engram_dp_sharding=True, host_copies="per-node")
+    shared = simulate(scenario(tiny_workload(), gpus=8, engine=engine), [Placement("dram-copy")]).runs[0]
+    assert shared.engram_time_s["DP exchange"] == 0.0
+
+
+def test_the_vllm_preset_follows_vllm_defaults():
+    eng = load_engine("vllm")
+    assert eng.engram_dp_sharding and eng.host_copies == "per-node"

@@ -142,7 +142,7 @@ def test_table_sharded_by_head_then_by_row():
 
 def test_host_copies_decide_dram_per_node():
     m, hw = load_model("deepseek-v4.1-flash"), load_hardware("h200")
-    eng = load_engine("vllm")
+    eng = replace(load_engine("vllm"), engram_dp_sharding=False)  # sharding keeps one copy anyway
     plans = {
         c: plan_memory(hw, m, replace(eng, host_copies=c), Parallel(tp=2, dp=4), "dram", context_tokens=1024)
         for c in ("per-node", "per-numa", "per-replica")
@@ -160,7 +160,7 @@ def test_engram_dp_sharding_splits_the_table_over_the_nodes_ranks():
     eng = load_engine("vllm")
     par = Parallel(tp=1, dp=8, ep=8)
     table = m.engram.table_bytes / GiB
-    plain = plan_memory(hw, m, eng, par, "hbm", context_tokens=2048)
+    plain = plan_memory(hw, m, replace(eng, engram_dp_sharding=False), par, "hbm", context_tokens=2048)
     sharded = plan_memory(hw, m, replace(eng, engram_dp_sharding=True), par, "hbm", context_tokens=2048)
     assert plain.per_rank_GiB["engram_table"] == pytest.approx(table)
     assert sharded.per_rank_GiB["engram_table"] == pytest.approx(table / 8, rel=0.01)

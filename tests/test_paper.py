@@ -64,6 +64,7 @@ def test_only_baselines_are_fitted_and_the_breakdown_adds_up(rows):
             "kernel fixed time",
             "stall",
             "SM contention",
+            "DP exchange",
             "KV lost",
             "interaction",
         }
@@ -71,6 +72,7 @@ def test_only_baselines_are_fitted_and_the_breakdown_adds_up(rows):
         assert abs(parts["interaction"]) < 0.05
         # Mechanisms that a tier does not have cost nothing.
         assert (parts["SM contention"] > 0) == (r.tier == "dram-uva")
+        assert parts["DP exchange"] == 0  # one GPU: no replicas split the table
         assert (parts["index copy"] > 0) == (r.tier == "dram-uva")
 
 

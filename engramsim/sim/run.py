@@ -110,9 +110,13 @@ class Scenario:
             plan, self.hw, self.model.engram.table_bytes, memory, placement.numa, self.replica_copies_per_node
         )
 
-    @property
-    def engram_dp(self) -> int:
-        """Replicas that split one Engram table between them (engine `engram_dp_sharding`)."""
+    def engram_dp(self, placement: Placement | None) -> int:
+        """Replicas that split one Engram table and exchange ids and rows each step (engine
+        `engram_dp_sharding`). A host table that the node's replicas share (`host_copies`
+        per-node, vLLM's `dp_shared_memory`) replaces the exchange: every replica then reads
+        its own tokens' rows (vllm-project/vllm #56512: with shared memory `dp_size = 1`)."""
+        if placement is None or (placement.memory != "hbm" and self.engine_spec.host_copies == "per-node"):
+            return 1
         return engram_shard_ranks(self.hw, self.engine_spec, self.parallel) // self.tp
 
     @property
@@ -232,7 +236,7 @@ def _run(scenario: Scenario, placement: Placement | None, plan, requests, record
         io=scenario.io,
         cold_start=scenario.cold_start,
         ep=scenario.ep,
-        engram_dp=scenario.engram_dp,
+        engram_dp=scenario.engram_dp(placement),
     )
     return run_server(setup, requests, recorder, finished)
 
