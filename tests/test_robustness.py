@@ -280,7 +280,8 @@ def test_presets_read_at_80_columns_with_whole_names_and_no_dropped_column(monke
     for kind in ("hardware", "model", "engine", "workload"):
         assert set(preset_names(kind)) <= names
     engines = "\n".join(lines).split("Engines (engines/)", 1)[1].split("Workloads", 1)[0]
-    assert "copies" in engines and engines.count("per-replica") == len(preset_names("engine"))
+    copies = engines.count("per-replica") + engines.count("per-node")  # vllm: per-node (#57651)
+    assert "copies" in engines and copies == len(preset_names("engine"))
 
 
 def test_onebox_reads_at_80_columns_with_every_figure_whole(monkeypatch):
