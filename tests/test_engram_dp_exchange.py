@@ -25,7 +25,9 @@ def test_row_gather_by_hand():
     block = 8 * 32 * 3 * 256 * 2
     assert costs.engram_dp_rows_s(H200, 32, 24, 256, tp=1, dp=8) == pytest.approx(8e-6 + 7 * block / 450e9)
     # TP2 x DP4: ceil(24 / 8) = 3 heads a rank, 4 x 32 tokens, 3 blocks received.
-    assert costs.engram_dp_rows_s(H200, 32, 24, 256, tp=2, dp=4) == pytest.approx(8e-6 + 3 * (4 * 32 * 3 * 256 * 2) / 450e9)
+    assert costs.engram_dp_rows_s(H200, 32, 24, 256, tp=2, dp=4) == pytest.approx(
+        8e-6 + 3 * (4 * 32 * 3 * 256 * 2) / 450e9
+    )
 
 
 def test_id_gather_by_hand():

@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from engramsim.capacity import Parallel, check_parallel, engram_shard_ranks, host_copies_per_node, plan_memory, with_socket_checks
+from engramsim.capacity import (
+    Parallel,
+    check_parallel,
+    engram_shard_ranks,
+    host_copies_per_node,
+    plan_memory,
+    with_socket_checks,
+)
 from engramsim.engine import EngineSpec, load_engine
 from engramsim.errors import UserError
 from engramsim.hardware import Hardware
