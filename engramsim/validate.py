@@ -893,16 +893,18 @@ class Measurements:
 
 
 class _MeasurementsUnpickler(pickle.Unpickler):
-    """Builds only engramsim's data classes and numpy's arrays: a pickle can name any callable,
+    """Builds only engramsim's data classes, numpy's arrays and torch's version string: a pickle can name any callable,
     so a file that is not ours would otherwise run code as it loads (the Python docs'
     "Restricting Globals"). A dataclass constructor given odd values only builds a bad record."""
 
-    _NUMPY = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct")}
-    _NUMPY |= {("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar")}
-    _NUMPY |= {("numpy._core.multiarray", "scalar")}
+    _FOREIGN = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct")}
+    _FOREIGN |= {("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar")}
+    _FOREIGN |= {("numpy._core.multiarray", "scalar")}
+    # torch.__version__ (the machine's record holds it): a str subclass, harmless to build.
+    _FOREIGN |= {("torch.torch_version", "TorchVersion")}
 
     def find_class(self, module: str, name: str):
-        if (module, name) in self._NUMPY:
+        if (module, name) in self._FOREIGN:
             return super().find_class(module, name)
         if module.startswith("engramsim."):
             obj = super().find_class(module, name)

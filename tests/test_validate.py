@@ -658,6 +658,18 @@ def test_replay_refuses_a_pickle_that_would_run_code(tmp_path):
     assert not marker.exists()
 
 
+def test_replay_reads_the_foreign_values_a_real_measurement_holds():
+    import io
+    import pickle
+
+    torch = pytest.importorskip("torch")
+    from engramsim.validate import _MeasurementsUnpickler
+
+    values = (torch.__version__, np.arange(3.0), np.float64(2.5))
+    loaded = _MeasurementsUnpickler(io.BytesIO(pickle.dumps(values))).load()
+    assert loaded[0] == torch.__version__ and list(loaded[1]) == [0.0, 1.0, 2.0] and loaded[2] == 2.5
+
+
 def test_a_measured_step_carries_its_share_of_the_work_between_steps():
     """Two steps of 3 and 5 ms in a run of 10 ms: the 2 ms outside the step timers (the loop,
     the bookkeeping) is in the simulator's steps, so each measured step gets 1 ms of it."""
