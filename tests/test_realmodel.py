@@ -102,6 +102,26 @@ def test_engram_output_matches_direct_computation(tmp_path):
     assert [c[0] for c in calls] == [0, 2]
 
 
+def test_the_baseline_runs_on_the_engram_models_own_backbone_tensors(tmp_path):
+    from engramsim.realmodel.model import EngramLM
+
+    cfg = tiny_config(str(tmp_path))
+    reqs = make_requests(cfg.workload, cfg.model.vocab_size)
+    models = build_models(cfg, reqs.max_len)
+    engram, base = models[True], models[False]
+    assert engram.engram_layers == sorted(cfg.model.engram_layer_ids) and base.engram_layers == []
+    shared = dict(base.named_parameters())
+    assert shared and all(p is shared[name] for name, p in engram.named_parameters() if not name.startswith("engram."))
+    assert base.rope_cos is engram.rope_cos
+    # The same numbers as a baseline built on its own from the same seed.
+    torch.manual_seed(cfg.model.seed)
+    alone = EngramLM(cfg.model, reqs.max_len, with_engram=False).eval()
+    ours = run_workload(base, None, None, reqs, keep_logits=True)
+    theirs = run_workload(alone, None, None, reqs, keep_logits=True)
+    assert np.array_equal(ours.tokens, theirs.tokens)
+    assert all(torch.equal(a, b) for a, b in zip(ours.logits, theirs.logits))
+
+
 def test_every_row_path_gives_identical_activations(tmp_path):
     cfg = two_layer_config(tmp_path)
     addressing, store, reqs, model = setup(cfg)

@@ -293,13 +293,11 @@ def _record(phase, seqs, tokens, context, rows, timer: StepTimer, stall, clock: 
 
 
 def build_models(config: RunConfig, max_len: int, device: str = "cpu") -> dict[bool, EngramLM]:
-    """The Engram model and the no-Engram baseline, sharing every backbone weight."""
-    models = {}
-    for with_engram in (True, False):
-        torch.manual_seed(config.model.seed)  # weights drawn on the host: the same on every device
-        model = EngramLM(config.model, max_len, with_engram=with_engram).eval()
-        models[with_engram] = model.to(device=device, dtype=TORCH_DTYPES[config.model.dtype])
-    return models
+    """The Engram model and the no-Engram baseline, which runs on the very same backbone
+    tensors (`EngramLM.without_engram`)."""
+    torch.manual_seed(config.model.seed)  # weights drawn on the host: the same on every device
+    model = EngramLM(config.model, max_len).eval().to(device=device, dtype=TORCH_DTYPES[config.model.dtype])
+    return {True: model, False: model.without_engram()}
 
 
 def this_device(config: RunConfig) -> str:
