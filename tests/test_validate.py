@@ -670,6 +670,18 @@ def test_replay_reads_the_foreign_values_a_real_measurement_holds():
     assert loaded[0] == torch.__version__ and list(loaded[1]) == [0.0, 1.0, 2.0] and loaded[2] == 2.5
 
 
+def test_the_engram_parts_are_the_median_over_their_timings():
+    from engramsim.validate import median_parts
+
+    rounds = [
+        {"fusion": [(1, 0.4), (4, 0.5)], "hashing": [(1, 0.2), (4, 0.2)]},
+        {"fusion": [(1, 0.6), (4, 0.9)], "hashing": [(1, 0.1), (4, 0.3)]},
+        {"fusion": [(1, 0.5), (4, 0.6)], "hashing": [(1, 0.3), (4, 0.25)]},
+    ]
+    assert median_parts(rounds) == {"fusion": [(1, 0.5), (4, 0.6)], "hashing": [(1, 0.2), (4, 0.25)]}
+    assert median_parts(rounds[:1]) == rounds[0]
+
+
 def test_a_measured_step_carries_its_share_of_the_work_between_steps():
     """Two steps of 3 and 5 ms in a run of 10 ms: the 2 ms outside the step timers (the loop,
     the bookkeeping) is in the simulator's steps, so each measured step gets 1 ms of it."""
