@@ -19,8 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engramsim.engine import load_engine  # noqa: E402
 from engramsim.hardware import load_hardware  # noqa: E402
 from engramsim.model import load_model  # noqa: E402
-from engramsim.rows.uniform import UniformRows  # noqa: E402
-from engramsim.sim.engine import ServerSetup, run_server  # noqa: E402
+from engramsim.sim.engine import run_server  # noqa: E402
 from engramsim.sim.run import Scenario  # noqa: E402
 from engramsim.sim.tiers import Placement  # noqa: E402
 from engramsim.workload import load_workload, with_engine  # noqa: E402
@@ -30,17 +29,8 @@ def one_run() -> tuple[float, float, int]:
     hw, model, engine = load_hardware("h800"), load_model("dense-8b-engram100b"), load_engine("nano-vllm")
     workload = with_engine(load_workload("paper-table4"), engine)
     placement = Placement("dram-copy")
-    plan = Scenario(hw=hw, model=model, workload=workload, engine=engine).plan(placement)
-    setup = ServerSetup(
-        hw=hw,
-        model=model,
-        workload=workload,
-        placement=placement,
-        gpus=1,
-        tp=1,
-        kv_blocks=plan.kv_blocks_per_rank,
-        row_model=UniformRows(model.engram),
-    )
+    scenario = Scenario(hw=hw, model=model, workload=workload, engine=engine)
+    setup = scenario.server_setup(placement, scenario.plan(placement).kv_blocks_per_rank)
     t0, cpu0 = time.perf_counter(), time.process_time()
     raw = run_server(setup, workload.requests(0))
     return time.perf_counter() - t0, time.process_time() - cpu0, sum(q.out for q in raw.seqs)

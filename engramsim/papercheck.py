@@ -18,7 +18,7 @@ from engramsim.engine import load_engine
 from engramsim.hardware import Hardware, load_hardware
 from engramsim.model import load_model
 from engramsim.results import summarize_run
-from engramsim.sim.engine import ServerSetup, run_server
+from engramsim.sim.engine import run_server
 from engramsim.sim.run import Scenario, simulate
 from engramsim.sim.tiers import Placement
 from engramsim.workload import Workload, load_workload, with_engine
@@ -232,16 +232,7 @@ def breakdown(scenario: Scenario, run, baseline_tok_s: float) -> dict:
 
 
 def baseline_tok_s_with_kv(scenario: Scenario, kv_tokens: int) -> float:
-    setup = ServerSetup(
-        hw=scenario.hw,
-        model=scenario.model,
-        workload=scenario.workload,
-        placement=None,
-        gpus=scenario.gpus,
-        tp=scenario.tp,
-        kv_blocks=kv_tokens // scenario.workload.engine.kv_block_tokens,
-        row_model=scenario.rows,
-    )
+    setup = scenario.server_setup(None, kv_tokens // scenario.workload.engine.kv_block_tokens)
     return summarize_run(run_server(setup, scenario.workload.requests(scenario.seed)))["throughput_tok_s"]
 
 

@@ -57,7 +57,7 @@ from engramsim.realmodel.stats import (
     paired_overheads_pct,
 )
 from engramsim.results import summarize_run
-from engramsim.sim.engine import RawRun, ServerSetup, run_server
+from engramsim.sim.engine import RawRun, run_server
 from engramsim.sim.run import Scenario
 from engramsim.sim.scheduler import Seq
 from engramsim.sim.tiers import Placement
@@ -517,19 +517,8 @@ def simulate_steps(
     plan = scenario.plan(placement)
     if not plan.fits:
         raise UserError(f"the validation model does not fit the simulated machine: {plan.problems[0]}")
-    setup = ServerSetup(
-        hw=hw,
-        model=model,
-        workload=workload,
-        placement=placement,
-        gpus=1,
-        tp=1,
-        kv_blocks=plan.kv_blocks_per_rank,
-        row_model=scenario.rows,
-        prefetch=prefetch,
-    )
     log = StepLog()
-    return run_server(setup, requests, recorder=log), log.steps
+    return run_server(scenario.server_setup(placement, plan.kv_blocks_per_rank), requests, recorder=log), log.steps
 
 
 def describe_machine(

@@ -138,6 +138,25 @@ class Scenario:
     def rows(self) -> RowModel:
         return self.row_model or UniformRows(self.model.engram)
 
+    def server_setup(self, placement: Placement | None, kv_blocks: int) -> ServerSetup:
+        """What the engine runs for one placement (None: the baseline) with this much KV."""
+        prefetch = self.prefetch if placement is None or placement.prefetch is None else placement.prefetch
+        return ServerSetup(
+            hw=self.hw,
+            model=self.model,
+            workload=self.workload,
+            placement=placement,
+            gpus=self.gpus,
+            tp=self.tp,
+            kv_blocks=kv_blocks,
+            row_model=self.rows,
+            prefetch=prefetch,
+            io=self.io,
+            cold_start=self.cold_start,
+            ep=self.ep,
+            engram_dp=self.engram_dp(placement),
+        )
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -230,22 +249,7 @@ def _round_up(steps: float) -> int:
 
 
 def _run(scenario: Scenario, placement: Placement | None, plan, requests, recorder=None, finished=None) -> RawRun:
-    setup = ServerSetup(
-        hw=scenario.hw,
-        model=scenario.model,
-        workload=scenario.workload,
-        placement=placement,
-        gpus=scenario.gpus,
-        tp=scenario.tp,
-        kv_blocks=plan.kv_blocks_per_rank,
-        row_model=scenario.rows,
-        prefetch=scenario.prefetch if placement is None or placement.prefetch is None else placement.prefetch,
-        io=scenario.io,
-        cold_start=scenario.cold_start,
-        ep=scenario.ep,
-        engram_dp=scenario.engram_dp(placement),
-    )
-    return run_server(setup, requests, recorder, finished)
+    return run_server(scenario.server_setup(placement, plan.kv_blocks_per_rank), requests, recorder, finished)
 
 
 def placement_label(p: Placement) -> str:
