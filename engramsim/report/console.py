@@ -193,5 +193,6 @@ def render_compact(report):
     if moved:
         yield Text("Shared resources: moved, mean utilisation", style="bold")
         yield key_values(moved, key_style="")
-        if units_legend(report):
-            yield Text(units_legend(report), style="dim")
+        legend = units_legend(report)
+        if legend:
+            yield Text(legend, style="dim")
